@@ -1,0 +1,41 @@
+"""One local Ray cluster per test session, and the path to ../shared/data.
+
+Real data is found through RAYCHAT_SHARED_DATA (default: ../shared/data beside the checkout);
+tests that need it are skipped with a message saying where it was looked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RAYCHAT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set RAYCHAT_SHARED_DATA to its path)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A 2-CPU local Ray for the whole session; tests that need Ray take this fixture."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            object_store_memory=400 * 1024 * 1024,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()
