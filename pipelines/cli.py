@@ -32,7 +32,11 @@ TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="run config YAML (defaults are the tiny demo's)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set pretrain.max_steps=50 (repeatable)",
     )
     p.add_argument("--run-dir", help="shorthand for --set run_dir=DIR")
@@ -73,21 +77,23 @@ def run_stages(cfg: RunConfig, names: list[str], force: bool = False) -> dict[st
     return results
 
 
-def _stage_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    module_name, help_text = STAGES[name]
+def _stage_parser(sub: argparse._SubParsersAction, name: str, with_stage_args: bool) -> None:
+    _, help_text = STAGES[name]
     p = sub.add_parser(name, help=help_text, description=help_text)
     _common_args(p)
-    module = stage_module(name)
-    if hasattr(module, "add_cli_args"):
-        module.add_cli_args(p)
+    if with_stage_args:  # importing a stage pulls in Ray/torch: only for the stage being run
+        module = stage_module(name)
+        if hasattr(module, "add_cli_args"):
+            module.add_cli_args(p)
     p.set_defaults(command="stage", stage=name)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raychat", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = argv[0] if argv else None
     for name in STAGES:
-        _stage_parser(sub, name)
+        _stage_parser(sub, name, with_stage_args=name == chosen)
 
     p = sub.add_parser("run", help="run stages in order, skipping those whose outputs are complete")
     _common_args(p)
@@ -99,28 +105,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
     p = sub.add_parser("sample", help="sample continuations from a model directory")
-    from pipelines.sample import add_sample_args
+    if chosen == "sample":
+        from pipelines.sample import add_sample_args
 
-    add_sample_args(p)
+        add_sample_args(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         if args.command == "sample":
             from pipelines.sample import main_sample
 
             return main_sample(args)
         if args.command == "demo":
-            cfg = load_config(args.config or (TINY_CONFIG if TINY_CONFIG.is_file() else None), _overrides(args))
+            cfg = load_config(
+                args.config or (TINY_CONFIG if TINY_CONFIG.is_file() else None), _overrides(args)
+            )
             from pipelines.demo import run_demo
 
             return run_demo(cfg, force=args.force)
         if args.command == "run":
             cfg = load_config(args.config, _overrides(args))
-            names = list(STAGES) if not args.stages else [s.strip() for s in args.stages.split(",") if s.strip()]
+            names = (
+                list(STAGES) if not args.stages else [s.strip() for s in args.stages.split(",") if s.strip()]
+            )
             unknown = [n for n in names if n not in STAGES]
             if unknown:
                 raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages are: {', '.join(STAGES)}")

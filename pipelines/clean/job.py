@@ -1,0 +1,170 @@
+"""The clean stage: crawl data in, FineWeb-schema parquet out (DESIGN.md, "the artifact contract").
+
+    python -m pipelines.clean --config configs/tiny.yaml
+    raychat clean --input 'crawl/**/*.warc.gz' data.jsonl.gz --output runs/mine --steps extract,pii
+    ray job submit --working-dir . -- python -m pipelines.clean --config configs/gpu-cluster.yaml
+
+Outputs under <run>/data/: clean/language=xx/*.parquet, rejected/ (every dropped document with the
+step and reason), errors/ (records and files that could not be read or crashed a step) and
+stats.json (counts per step and reason; records in == clean + rejected + record errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+from pipelines import storage
+from pipelines.clean.config import CleanConfig
+from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
+from pipelines.config import ConfigError, RunConfig
+
+log = logging.getLogger("raychat.clean")
+
+
+def add_cli_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        metavar="PATH",
+        help="input files, globs, folders or URIs (WARC, JSONL, parquet, HTML folders)",
+    )
+    p.add_argument("--output", metavar="RUN_DIR", help="run directory; outputs go to RUN_DIR/data/")
+    p.add_argument("--steps", help="comma-separated subset of steps, e.g. extract,pii (default: all)")
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.input:
+        out.append("clean.inputs=" + _yaml_list(args.input))
+    if args.output:
+        out.append(f"run_dir={args.output}")
+    if args.steps:
+        out.append("clean.steps=" + _yaml_list([s for s in args.steps.split(",") if s.strip()]))
+    return out
+
+
+def _yaml_list(items: list[str]) -> str:
+    import json
+
+    return json.dumps(items)  # JSON is YAML, and quotes globs safely
+
+
+def resolve_paths(cfg: RunConfig) -> CleanConfig:
+    """Fill ``{run_dir}`` in path settings, so configs can point at the run's own tiny world."""
+    data = cfg.clean.model_dump(mode="json")
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{run_dir}", str(cfg.run_dir))
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return CleanConfig.model_validate(fill(data))
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    from pipelines.clean.readers import expand_inputs
+
+    clean = resolve_paths(cfg)
+    if not clean.inputs:
+        raise ConfigError("clean.inputs is empty: give input files, globs or folders (--input PATH ...)")
+    started = time.time()
+    data_dir = storage.join(str(cfg.run_dir), "data")
+    work_dir = storage.join(data_dir, "_work")
+    fingerprint = config_fingerprint(clean)
+    previous = storage.read_json(storage.join(work_dir, "config.json"), {})
+    if previous.get("fingerprint") not in (None, fingerprint):
+        log.info("clean: settings changed since the last run; redoing pass 1 from scratch")
+        storage.remove(work_dir)
+    storage.write_json(storage.join(work_dir, "config.json"), {"fingerprint": fingerprint})
+
+    files, input_errors = expand_inputs(clean.inputs)
+    for e in input_errors:
+        log.warning("clean: input problem: %s: %s", e.get("file_path"), e.get("error") or e.get("reason"))
+    if not files:
+        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+    log.info("clean: %d input files, steps: %s", len(files), ",".join(clean.steps))
+    summaries = run_pass1(clean, files, work_dir)
+    dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], data_dir)
+    if input_errors:
+        from pipelines.clean.schema import ERRORS_SCHEMA, to_table
+
+        storage.write_parquet(
+            to_table(input_errors, ERRORS_SCHEMA), storage.join(data_dir, "errors", "inputs.parquet")
+        )
+    stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started)
+    storage.write_json(storage.join(data_dir, "stats.json"), stats)
+    log.info(
+        "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
+        stats["records"],
+        stats["clean"],
+        stats["rejected"],
+        stats["record_errors"],
+        stats["documents_per_second"],
+    )
+    return {
+        k: stats[k]
+        for k in (
+            "records",
+            "clean",
+            "rejected",
+            "record_errors",
+            "file_errors",
+            "documents_per_second",
+            "languages",
+        )
+    }
+
+
+def build_stats(
+    summaries: list[dict], input_errors: list[dict], dedup: dict, seconds: float
+) -> dict[str, Any]:
+    from collections import Counter
+
+    drops: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for s in summaries:
+        drops.update(s["drops"])
+        counts.update(s["counts"])
+    dropped_by_dedup = int(dedup.get("exact_dropped", 0)) + int(dedup.get("near_dropped", 0))
+    if dedup.get("exact_dropped"):
+        drops["dedup/exact_duplicate"] += int(dedup["exact_dropped"])
+    if dedup.get("near_dropped"):
+        drops["dedup/near_duplicate"] += int(dedup["near_dropped"])
+    records = sum(s["records"] for s in summaries)
+    rejected = sum(s["rejected"] for s in summaries) + dropped_by_dedup
+    record_errors = sum(s["record_errors"] for s in summaries)
+    clean = sum(s["kept"] for s in summaries) - dropped_by_dedup
+    by_step: dict[str, dict[str, int]] = {}
+    for key, n in sorted(drops.items()):
+        step, reason = key.split("/", 1)
+        by_step.setdefault(step, {})[reason] = n
+    per_count: dict[str, dict[str, int]] = {}
+    for key, n in sorted(counts.items()):
+        step, name = key.split("/", 1)
+        per_count.setdefault(step, {})[name] = n
+    stats = {
+        "records": records,
+        "clean": clean,
+        "rejected": rejected,
+        "record_errors": record_errors,
+        "file_errors": sum(s.get("file_errors", 0) for s in summaries) + len(input_errors),
+        "counts_add_up": records == clean + rejected + record_errors,
+        "drops": by_step,
+        "counts": per_count,
+        "dedup": dedup,
+        "files": len(summaries),
+        "input_errors": input_errors,
+        "bytes_in": sum(s.get("bytes", 0) for s in summaries),
+        "seconds": round(seconds, 2),
+        "documents_per_second": round(records / max(seconds, 1e-9), 2),
+        "languages": {},
+    }
+    return stats

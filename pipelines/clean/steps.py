@@ -1,0 +1,58 @@
+"""Which clean steps exist, in which order they run, and how each is built from the config."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.clean.config import CleanConfig
+    from pipelines.clean.filters.base import Step
+
+# FineWeb's order; "quality" is shorthand for the four quality filters, "dedup" is the global pass.
+STEP_ORDER = [
+    "url",
+    "extract",
+    "language",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4",
+    "fineweb",
+    "pii",
+    "custom",
+    "dedup",
+]
+ALIASES = {"quality": ["gopher_repetition", "gopher_quality", "c4", "fineweb"], "all": STEP_ORDER}
+
+
+def resolve_steps(names: list[str]) -> list[str]:
+    """Expand aliases and check names; the result is always in pipeline order."""
+    wanted: set[str] = set()
+    for raw in names:
+        name = raw.strip()
+        if name in ALIASES:
+            wanted.update(ALIASES[name])
+        elif name in STEP_ORDER:
+            wanted.add(name)
+        else:
+            known = ", ".join([*STEP_ORDER, *ALIASES])
+            raise ValueError(f"unknown clean step {name!r}; steps are: {known}")
+    return [s for s in STEP_ORDER if s in wanted]
+
+
+def build_steps(cfg: CleanConfig) -> list[Step]:
+    """Instantiate the per-document steps (everything but the global dedup pass)."""
+    from pipelines.clean.extract import HtmlExtractor
+    from pipelines.clean.filters import STEP_CLASSES
+    from pipelines.clean.filters.custom import CustomStep
+
+    steps: list[Step] = []
+    for name in resolve_steps(cfg.steps):
+        if name == "dedup":
+            continue
+        if name == "extract":
+            steps.append(HtmlExtractor(cfg.extract))
+        elif name == "custom":
+            steps.extend(CustomStep(c) for c in cfg.custom)
+        else:
+            steps.append(STEP_CLASSES[name][1](getattr(cfg, name)))
+    return steps
