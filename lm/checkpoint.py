@@ -1,0 +1,345 @@
+"""Model directories in the Hugging Face layout: what every stage writes and reads (DESIGN.md).
+
+    save_pretrained(model, "runs/tiny/models/base", tokenizer=tok, meta={"stage": "pretrain", "step": 200})
+    model, meta = load_pretrained("runs/tiny/models/base")
+
+A directory holds ``config.json`` (``LlamaForCausalLM``, HF field names), ``model.safetensors`` (tied
+weights stored once, as HF does), ``generation_config.json``, the tokenizer's files and ``raychat.json``
+(our metadata: stage, step, tokens seen, source run, creation time). Because names and math are
+Llama's, ``transformers.AutoModelForCausalLM.from_pretrained(dir)`` and ``vllm.LLM(model=dir)`` load it
+unchanged. ``load_pretrained`` also imports Llama-shaped checkpoints made elsewhere (Llama, Mistral
+without sliding window, Qwen2/Qwen3-like configs when they have no biases or extra norms), single-file
+or sharded; anything our decoder cannot represent is refused with the reason.
+
+Local paths only; a stage that writes to object storage saves locally and uploads the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from lm.model import ModelConfig, RotaryEmbedding, Transformer
+
+FORMAT = "raychat-model-v1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+GENERATION_FILE = "generation_config.json"
+META_FILE = "raychat.json"
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_DTYPES_BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()} | {"float": torch.float32, "half": torch.float16}
+# model types whose configs are Llama's with extra fields we check below
+_IMPORTABLE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be written or read, described for a person."""
+
+
+def hf_config_dict(
+    config: ModelConfig, dtype: torch.dtype, bos_token_id: int | None, eos_token_ids: list[int]
+) -> dict[str, Any]:
+    """``config.json`` of a ``LlamaForCausalLM`` with our sizes.
+
+    RoPE's base is written both as ``rope_theta`` (transformers 4.x, vLLM) and ``rope_parameters``
+    (transformers 5), so readers of either generation agree.
+    """
+    eos: int | list[int] | None = eos_token_ids[0] if len(eos_token_ids) == 1 else (eos_token_ids or None)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "initializer_range": config.init_std,
+        "tie_word_embeddings": config.tie_embeddings,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos,
+        "pad_token_id": None,
+        "use_cache": True,
+        "torch_dtype": _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch.")),
+    }
+
+
+def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
+    """Our ``ModelConfig`` from a Llama-like ``config.json``; a clear error for what we cannot represent."""
+    model_type = hf.get("model_type")
+    if model_type not in _IMPORTABLE_TYPES:
+        raise CheckpointError(
+            f"{where}: model_type {model_type!r} is not Llama-shaped; importable: {', '.join(sorted(_IMPORTABLE_TYPES))}"
+        )
+    problems = []
+    if hf.get("hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act {hf.get('hidden_act')!r} (ours is SwiGLU with silu)")
+    if hf.get("attention_bias", model_type == "qwen2"):  # Qwen2 always has q/k/v biases
+        problems.append("attention projections with biases")
+    if hf.get("mlp_bias"):
+        problems.append("MLP biases")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        problems.append(f"RoPE scaling {rope_type!r} (ours is plain RoPE)")
+    if hf.get("sliding_window") and hf.get("use_sliding_window", model_type == "mistral"):
+        problems.append(f"sliding-window attention ({hf['sliding_window']})")
+    if model_type == "qwen3":
+        problems.append("Qwen3's per-head q/k norms")
+    try:
+        hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+        head_dim = hf.get("head_dim") or hidden // heads
+        if head_dim * heads != hidden:
+            problems.append(f"head_dim {head_dim} x {heads} heads != hidden_size {hidden}")
+        if problems:
+            raise CheckpointError(f"{where}: cannot import this {model_type} model: " + "; ".join(problems))
+        theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+        return ModelConfig(
+            vocab_size=int(hf["vocab_size"]),
+            hidden_size=hidden,
+            num_layers=int(hf["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(hf.get("num_key_value_heads") or heads),
+            intermediate_size=int(hf["intermediate_size"]),
+            max_seq_len=int(hf.get("max_position_embeddings", 2048)),
+            rope_theta=float(theta),
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            init_std=float(hf.get("initializer_range", 0.02)),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{where}: missing field {e.args[0]!r}") from None
+    except ValueError as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{where}: sizes do not make a valid model: {e}") from None
+
+
+def _unwrap(model: nn.Module) -> Transformer:
+    """The Transformer inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while not isinstance(model, Transformer):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            raise CheckpointError(f"expected an lm.model.Transformer, got {type(model).__name__}")
+        model = inner
+    return model
+
+
+def _full_cpu_tensor(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if hasattr(t, "full_tensor"):  # an FSDP2 DTensor: a collective, so every rank must be saving
+        t = t.full_tensor()
+    t = t.detach()
+    if dtype is not None:
+        t = t.to(dtype)
+    return t.to("cpu").contiguous()
+
+
+def save_pretrained(
+    model: nn.Module,
+    out_dir: str | os.PathLike[str],
+    tokenizer: Any = None,
+    meta: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    eos_token_ids: list[int] | None = None,
+) -> Path:
+    """Write ``model`` (and ``tokenizer``) to ``out_dir`` in the Hugging Face layout, atomically.
+
+    Everything is written into a temporary sibling directory that replaces ``out_dir`` by rename, so a
+    reader never sees half a model. ``dtype`` converts floating weights (default: as they are).
+    ``eos_token_ids`` default to the tokenizer's ``<|endoftext|>``; chat models also pass ``<|im_end|>``.
+    ``meta`` keys go into raychat.json (conventional ones: stage, step, tokens_seen, source_run).
+    """
+    net = _unwrap(model)
+    out = Path(out_dir)
+    if "://" in os.fspath(out_dir):
+        raise CheckpointError(f"{out_dir}: save_pretrained writes local directories; upload it afterwards")
+    state = net.state_dict()
+    if net.config.tie_embeddings:
+        state.pop("lm_head.weight", None)  # HF stores a tied matrix once, under embed_tokens
+    tensors = {k: _full_cpu_tensor(v, dtype if v.is_floating_point() else None) for k, v in state.items()}
+    stored_dtype = tensors["model.embed_tokens.weight"].dtype
+
+    eot = getattr(tokenizer, "eot_id", None) if tokenizer is not None else None
+    eos = list(eos_token_ids) if eos_token_ids is not None else ([eot] if eot is not None else [])
+    bos = eot  # GPT-2 convention: <|endoftext|> separates (and so starts) documents
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        tmp.mkdir()
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        _write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos))
+        generation = {"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos}
+        _write_json(tmp / GENERATION_FILE, {k: v for k, v in generation.items() if v not in (None, [])})
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        record = {
+            "format": FORMAT,
+            "stage": None,
+            "step": None,
+            "tokens_seen": None,
+            "source_run": None,
+            **(meta or {}),
+            "created": (meta or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "model_config": net.config.model_dump(),
+            "num_params": net.config.num_params(),
+        }
+        _write_json(tmp / META_FILE, record)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``: rename the old one aside first, so ``target`` is always whole."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# -- loading ------------------------------------------------------------------------------------------
+
+
+def _weight_files(path: Path) -> list[Path]:
+    single, index = path / WEIGHTS_FILE, path / INDEX_FILE
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        files = [path / name for name in dict.fromkeys(weight_map.values())]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{index} names shards that are missing: {', '.join(missing)}")
+        return files
+    if (path / "pytorch_model.bin").is_file() or (path / "pytorch_model.bin.index.json").is_file():
+        raise CheckpointError(f"{path}: only pickled .bin weights; convert them to safetensors first")
+    raise CheckpointError(f"{path}: no {WEIGHTS_FILE} or {INDEX_FILE}")
+
+
+def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as sf:
+            for key in sf.keys():
+                if "rotary_emb.inv_freq" in key:
+                    continue  # a buffer some exporters save; we recompute it
+                tensors[key] = sf.get_tensor(key)
+    return tensors
+
+
+def load_pretrained(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[Transformer, dict[str, Any]]:
+    """The model in ``path`` (eval mode, on ``device``) and its raychat.json metadata.
+
+    ``dtype`` converts floating weights (default: as stored). For a checkpoint made elsewhere the
+    metadata is ``{"imported_from": path, "hf_config": {...}}``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"model directory not found: {root}")
+    config_path = root / CONFIG_FILE
+    try:
+        hf = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{root}: no {CONFIG_FILE}; not a model directory") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
+    config = config_from_hf(hf, str(config_path))
+
+    tensors = _read_tensors(_weight_files(root))
+    if config.tie_embeddings:
+        head = tensors.pop("lm_head.weight", None)
+        embed = tensors.get("model.embed_tokens.weight")
+        if head is not None and embed is not None and not torch.equal(head, embed):
+            raise CheckpointError(
+                f"{root}: tie_word_embeddings is true but lm_head differs from embed_tokens"
+            )
+
+    with torch.device("meta"):
+        model = Transformer(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if config.tie_embeddings:
+        expected.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{k}: {tuple(tensors[k].shape)} != {tuple(s)}"
+        for k, s in expected.items()
+        if k in tensors and tensors[k].shape != s
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"wrong shapes: {'; '.join(wrong[:3])}")
+        raise CheckpointError(f"{root}: weights do not fit the config: " + "; ".join(parts))
+
+    target = torch.device(device)
+    tensors = {
+        k: v.to(device=target, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+        for k, v in tensors.items()
+    }
+    model.load_state_dict(tensors, strict=False, assign=True)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta).to(target)
+    model.eval()
+
+    meta_path = root / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+    else:
+        meta = {"imported_from": str(root), "hf_config": hf}
+    return model, meta
+
+
+def torch_dtype(name: str | None) -> torch.dtype | None:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (for command-line options); None stays None."""
+    if name is None:
+        return None
+    try:
+        return _DTYPES_BY_NAME[name.removeprefix("torch.")]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown dtype {name!r}; use one of {', '.join(_DTYPE_NAMES.values())}"
+        ) from None

@@ -1,0 +1,143 @@
+"""Model directories: Hugging Face loads our export with identical logits; we load theirs and ours back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm.checkpoint import CheckpointError, load_pretrained, save_pretrained
+from lm.model import ModelConfig, Transformer
+from lm.tokenizer import Tokenizer, load_tokenizer
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=160)
+
+
+def tiny_tokenizer() -> Tokenizer:
+    """Byte-level ranks plus a few merges; ids 256.. are merges, the special tokens come after."""
+    ranks = {bytes([b]): b for b in range(256)}
+    for i, tok in enumerate([b"th", b"he", b"the", b" t", b"in", b"er"]):
+        ranks[tok] = 256 + i
+    return Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
+
+
+def tiny_model(seed: int = 0, **overrides) -> Transformer:
+    model = Transformer(ModelConfig(**{**TINY, **overrides}))
+    model.init_weights(seed)
+    return model.eval()
+
+
+def _compare_with_hf(model: Transformer, directory: Path) -> float:
+    hf = transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    x = torch.randint(0, model.config.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return (model(x) - hf(input_ids=x).logits).abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(tie_embeddings=True), dict(num_kv_heads=1, rope_theta=1234.0, rms_norm_eps=1e-6)],
+    ids=["gqa", "gqa-tied", "mqa-theta"],
+)
+def test_transformers_loads_export_with_same_logits(tmp_path: Path, overrides: dict) -> None:
+    model = tiny_model(**overrides)
+    out = save_pretrained(model, tmp_path / "m", tokenizer=tiny_tokenizer(), meta={"stage": "test"})
+    assert _compare_with_hf(model, out) < 1e-4
+
+
+def test_export_layout_and_round_trip(tmp_path: Path) -> None:
+    tok = tiny_tokenizer()
+    model = tiny_model(tie_embeddings=True)
+    meta = {"stage": "pretrain", "step": 17, "tokens_seen": 1234, "source_run": "runs/x"}
+    out = save_pretrained(model, tmp_path / "models" / "base", tokenizer=tok, meta=meta)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["model_type"] == "llama"
+    assert config["num_key_value_heads"] == 2 and config["tie_word_embeddings"] is True
+    assert config["eos_token_id"] == tok.eot_id == config["bos_token_id"]
+    assert config["torch_dtype"] == "float32"
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tok.eot_id
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert "lm_head.weight" not in f.keys()  # tied: stored once
+    assert load_tokenizer(out).encode("the tin") == tok.encode("the tin")
+
+    loaded, got_meta = load_pretrained(out)
+    assert loaded.config == model.config
+    assert {k: got_meta[k] for k in meta} == meta and got_meta["created"]
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randint(0, 300, (1, 8))
+    assert torch.equal(model(x), loaded(x))
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no temp dirs left
+
+
+def test_save_replaces_existing_dir_and_converts_dtype(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    save_pretrained(tiny_model(seed=1), out)
+    (out / "stale.txt").write_text("old")
+    save_pretrained(tiny_model(seed=2), out, dtype=torch.bfloat16, meta={"step": 2})
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    loaded, meta = load_pretrained(out)
+    assert meta["step"] == 2 and loaded.lm_head.weight.dtype == torch.bfloat16
+    as32, _ = load_pretrained(out, dtype=torch.float32)
+    expected = tiny_model(seed=2).lm_head.weight.to(torch.bfloat16).float()
+    assert torch.equal(as32.lm_head.weight, expected)
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_imports_checkpoint_made_by_transformers(tmp_path: Path, shard: bool) -> None:
+    cfg = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        rope_theta=5000.0,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="40KB" if shard else "5GB")
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file() == shard
+    ours, meta = load_pretrained(tmp_path / "hf")
+    assert meta["imported_from"] == str(tmp_path / "hf")
+    assert ours.config.rope_theta == 5000.0 and ours.config.rms_norm_eps == cfg.rms_norm_eps
+    x = torch.randint(0, 300, (2, 15))
+    with torch.no_grad():
+        assert (ours(x) - hf(input_ids=x).logits).abs().max().item() < 1e-4
+
+
+def test_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_pretrained(tmp_path / "empty")
+
+    out = save_pretrained(tiny_model(), tmp_path / "m")
+    config = json.loads((out / "config.json").read_text())
+    qwen = {**config, "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}
+    del qwen["attention_bias"]  # Qwen2 configs do not name it: its q/k/v projections always have biases
+    (out / "config.json").write_text(json.dumps(qwen))
+    with pytest.raises(CheckpointError, match="biases"):
+        load_pretrained(out)
+    (out / "config.json").write_text(json.dumps({**config, "intermediate_size": 128}))
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        load_pretrained(out)
+    (out / "config.json").write_text(
+        json.dumps({**config, "rope_scaling": {"rope_type": "yarn", "factor": 4}, "rope_parameters": None})
+    )
+    with pytest.raises(CheckpointError, match="yarn"):
+        load_pretrained(out)
+    (out / "model.safetensors").unlink()
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_pretrained(out)
