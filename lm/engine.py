@@ -1,0 +1,539 @@
+"""Generation over token ids: the ``Engine`` interface and ``TorchEngine``, ours, on CPU and GPU.
+
+    engine = TorchEngine.from_pretrained("runs/tiny/models/base")
+    results = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(temperature=0.8, max_tokens=32, seed=1))
+    for event in engine.stream(prompts, SamplingParams(temperature=0)):
+        print(event.request_id, event.token_id, event.logprob)
+
+Everything above the engine (RL, distillation, "I don't know" probing, serving) sees only this file's
+``Engine``, ``SamplingParams``, ``GenerationResult``, ``TokenEvent`` and ``ToolHook``, so ``VLLMEngine``
+(lm/vllm_engine.py) can replace ``TorchEngine`` where vLLM and a GPU are present.
+
+How ``TorchEngine`` works:
+- The KV cache is preallocated: per layer ``[max_batch_size slots, kv_heads, max_seq_len + 1, head_dim]``.
+  The extra last position is a scratch row that padded positions write to, so padding never touches a
+  real key. A request owns one slot from admission to its end.
+- Continuous batching: ``add_request`` queues; every ``step`` first admits queued requests into free
+  slots, then runs (1) one batched "extend" forward for every request with more than one token not yet
+  in the cache (a new prompt, or a tool's injected tokens), right-padded, and (2) one decode forward of
+  one token for every other running request, with per-slot positions and a mask over each slot's
+  length. Both produce one row of logits per request; one vectorised sampler draws all next tokens.
+- Per-request sampling settings and a per-request seeded ``torch.Generator`` (see lm/sampling.py):
+  a request's samples do not depend on what else is in the batch.
+- The decode forward covers slots ``0..highest busy slot`` as a view of the cache (no gather); new
+  requests take the lowest free slot so that range stays dense.
+- Tool hooks: when a request's newest token is a hook's closing token, the hook's callback gets the
+  tokens since the latest opening token and returns tokens that are appended unsampled (``forced``)
+  and then run through the model like a prompt, so the cache stays exact.
+
+Not thread-safe: one engine per thread/actor.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import json
+import logging
+import zlib
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from lm.model import Transformer
+from lm.sampling import SamplingParams, sample
+
+log = logging.getLogger(__name__)
+
+FinishReason = str  # "stop" | "length" | "tool_error"
+
+
+@dataclass
+class GenerationResult:
+    """One finished request.
+
+    ``token_ids`` are the output tokens only (sampled and forced, in order; a stop token that ended the
+    request is included). ``logprobs`` (when asked for) are aligned with ``token_ids``: the sampled
+    token's log-probability under the model's raw distribution (lm/sampling.py), and 0.0 for forced
+    tokens, which ``forced`` marks. ``finish_reason`` is "stop" (a stop/EOS token), "length"
+    (max_tokens or the engine's max_seq_len) or "tool_error" (a tool callback raised; ``error`` says
+    what).
+    """
+
+    request_id: Hashable
+    prompt_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float] | None
+    forced: list[bool]
+    finish_reason: FinishReason
+    stop_token_id: int | None = None
+    error: str | None = None
+
+
+class TokenEvent(NamedTuple):
+    """One output token as it is produced (``stream``/``step``).
+
+    ``finish_reason`` is set on a request's last event. A request that ends without a new token (a tool
+    callback failing after its closing token was already streamed) ends with an event whose
+    ``token_id`` is None.
+    """
+
+    request_id: Hashable
+    token_id: int | None
+    logprob: float | None
+    forced: bool = False
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class Request:
+    """A request in flight, as tool callbacks see it (read it; the engine owns it)."""
+
+    request_id: Hashable
+    prompt_ids: list[int]
+    params: SamplingParams
+    tool_hooks: tuple[ToolHook, ...] = ()
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
+    # engine bookkeeping
+    pending: list[int] = field(default_factory=list)  # appended, not yet in the KV cache
+    cached: int = 0  # tokens of prompt + output already in the KV cache
+    slot: int = -1
+    generator: torch.Generator | None = None
+    stop_ids: frozenset[int] = frozenset()
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class ToolHook:
+    """Intercept a tool call: ``<open> ... <close>`` in the output triggers ``callback``.
+
+    ``callback(request, ids_between)`` gets the tokens strictly between the latest ``open_token_id`` and
+    the ``close_token_id`` just sampled, and returns the tokens to append (for example
+    ``<|result_start|> ... <|result_end|>``); they are not sampled and are marked forced. A closing token
+    with no opening token before it (since the previous closing token) is an ordinary token. If the
+    callback raises, the request ends with finish_reason "tool_error".
+    """
+
+    open_token_id: int
+    close_token_id: int
+    callback: Callable[[Request, list[int]], Sequence[int]]
+
+
+def _as_params(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * n
+    if isinstance(params, SamplingParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"{len(params)} SamplingParams for {n} prompts")
+    return params
+
+
+class Engine(abc.ABC):
+    """Generation over token ids; what every stage above the model uses."""
+
+    eos_token_ids: tuple[int, ...]
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        tool_hooks: Sequence[ToolHook] = (),
+    ) -> list[GenerationResult]:
+        """One result per prompt, in order (request ids are the prompts' indices)."""
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        tool_hooks: Sequence[ToolHook] = (),
+    ) -> Iterator[TokenEvent]:
+        """Tokens of all prompts as they are produced (request ids are the prompts' indices)."""
+
+
+class _CacheView:
+    """The ``KVCache`` protocol over the engine's slot cache for one forward call.
+
+    ``rows`` selects slots, either a slice (decode: a view, no copy) or an index tensor (extend:
+    gathered). ``write_pos`` ``[B, T]`` are the cache positions of this call's tokens (padding goes to
+    the scratch position); ``mask`` ``[B, 1, T, S]`` says which of the first S positions each query
+    may attend to.
+    """
+
+    def __init__(
+        self, engine: TorchEngine, rows: slice | Tensor, write_pos: Tensor, span: int, mask: Tensor
+    ) -> None:
+        self.k, self.v = engine._k, engine._v
+        self.rows = rows
+        self.row_index = (
+            torch.arange(rows.start, rows.stop, device=write_pos.device) if isinstance(rows, slice) else rows
+        )[:, None]
+        self.write_pos = write_pos
+        self.span = span
+        self.mask = mask
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        kc, vc = self.k[layer_idx], self.v[layer_idx]
+        kc[self.row_index, :, self.write_pos] = k.transpose(1, 2).to(kc.dtype)
+        vc[self.row_index, :, self.write_pos] = v.transpose(1, 2).to(vc.dtype)
+        return kc[self.rows, :, : self.span], vc[self.rows, :, : self.span], self.mask
+
+
+class TorchEngine(Engine):
+    """Our engine: KV cache, continuous batching, per-request sampling, logprobs, streaming, tools."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        eos_token_ids: Iterable[int] = (),
+        max_batch_size: int = 32,
+        max_seq_len: int | None = None,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        max_prefill_tokens: int = 8192,
+    ) -> None:
+        """``max_seq_len`` (default: the model's) bounds prompt + output per request and sizes the
+        cache; ``max_prefill_tokens`` bounds one extend forward (rows x padded length), so a burst of
+        long prompts is prefilled over several steps instead of at once."""
+        self.model = model.eval()
+        cfg = model.config
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if next(model.parameters()).device != self.device:
+            self.model = model.to(self.device)
+        self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
+        self.max_batch_size = max_batch_size
+        self.max_seq_len = min(max_seq_len or cfg.max_seq_len, cfg.max_seq_len)
+        self.max_prefill_tokens = max_prefill_tokens
+        self.vocab_size = cfg.vocab_size
+        dtype = next(model.parameters()).dtype
+        shape = (max_batch_size, cfg.num_kv_heads, self.max_seq_len + 1, cfg.head_dim)
+        self._k = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
+        self._v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
+        self._scratch = self.max_seq_len  # the cache position padding writes to
+        self._slots: list[Request | None] = [None] * max_batch_size
+        self._waiting: deque[Request] = deque()
+        self._ids = itertools.count()
+        self._seed = seed
+        self.finished: dict[Hashable, GenerationResult] = {}
+        # per-slot sampling settings, set on admission, so a step builds no tensors from Python lists
+        self._temperature = torch.zeros(max_batch_size, device=self.device)
+        self._top_k = torch.zeros(max_batch_size, dtype=torch.long, device=self.device)
+        self._top_p = torch.ones(max_batch_size, device=self.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> TorchEngine:
+        """An engine over a model directory; EOS tokens from its generation_config.json."""
+        from lm.checkpoint import load_pretrained
+
+        model, _ = load_pretrained(model_dir, device=device, dtype=dtype)
+        kwargs.setdefault("eos_token_ids", eos_token_ids_of(model_dir))
+        return cls(model, device=device, **kwargs)
+
+    # -- the request API ----------------------------------------------------------------------------
+
+    def add_request(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        request_id: Hashable | None = None,
+        tool_hooks: Sequence[ToolHook] = (),
+    ) -> Hashable:
+        """Queue a request; it joins the running batch at the next ``step`` with a free slot."""
+        params = params or SamplingParams()
+        prompt = [int(t) for t in prompt_ids]
+        if not prompt:
+            raise ValueError("empty prompt: give at least one token (for example <|endoftext|>)")
+        if len(prompt) >= self.max_seq_len:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens leaves no room to generate (max_seq_len {self.max_seq_len})"
+            )
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside the model's vocabulary [0, {self.vocab_size})")
+        rid = request_id if request_id is not None else next(self._ids)
+        if rid in self.finished or any(r.request_id == rid for r in self._requests()):
+            raise ValueError(f"request id {rid!r} is already in use")
+        seed = params.seed if params.seed is not None else zlib.crc32(repr((self._seed, rid)).encode())
+        stop = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.eos_token_ids))
+        req = Request(
+            request_id=rid,
+            prompt_ids=prompt,
+            params=params,
+            tool_hooks=tuple(tool_hooks),
+            pending=list(prompt),
+            generator=torch.Generator().manual_seed(seed),
+            stop_ids=frozenset(stop),
+        )
+        self._waiting.append(req)
+        return rid
+
+    def has_unfinished(self) -> bool:
+        return bool(self._waiting) or any(r is not None for r in self._slots)
+
+    def take_result(self, request_id: Hashable) -> GenerationResult:
+        return self.finished.pop(request_id)
+
+    def abort(self, request_id: Hashable) -> None:
+        """Drop a queued or running request without a result (a client went away)."""
+        self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
+        for i, r in enumerate(self._slots):
+            if r is not None and r.request_id == request_id:
+                self._slots[i] = None
+
+    @torch.inference_mode()
+    def step(self) -> list[TokenEvent]:
+        """Admit queued requests, run one extend and/or one decode forward, sample, return the events."""
+        self._admit()
+        running = [r for r in self._slots if r is not None]
+        if not running:
+            return []
+        extend = self._extend_batch([r for r in running if len(r.pending) > 1])
+        decode = [r for r in running if len(r.pending) == 1]
+        parts: list[Tensor] = []
+        rows: list[Request] = []
+        if extend:
+            parts.append(self._forward_extend(extend))
+            rows += extend
+        if decode:
+            parts.append(self._forward_decode(decode))
+            rows += decode
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+        slots = torch.tensor([r.slot for r in rows], device=self.device)
+        uniforms = torch.tensor(
+            [0.0 if r.params.greedy else float(torch.rand((), generator=r.generator)) for r in rows],
+            device=self.device,
+        )
+        want_logprobs = any(r.params.logprobs for r in rows)
+        tokens, logprobs = sample(
+            logits, self._temperature[slots], self._top_k[slots], self._top_p[slots], uniforms, want_logprobs
+        )
+        token_list = tokens.tolist()
+        logprob_list = logprobs.tolist() if logprobs is not None else [None] * len(rows)
+        events: list[TokenEvent] = []
+        for req, tok, lp in zip(rows, token_list, logprob_list, strict=True):
+            self._advance(req, tok, lp, events)
+        return events
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        tool_hooks: Sequence[ToolHook] = (),
+    ) -> list[GenerationResult]:
+        ids = self._add_all(prompts, params, tool_hooks)
+        while any(i not in self.finished for i in ids):
+            self.step()
+        return [self.take_result(i) for i in ids]
+
+    def stream(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        tool_hooks: Sequence[ToolHook] = (),
+    ) -> Iterator[TokenEvent]:
+        ids = self._add_all(prompts, params, tool_hooks)
+        mine = set(ids)
+        try:
+            while any(i not in self.finished for i in ids):
+                for event in self.step():
+                    if event.request_id in mine:
+                        yield event
+        finally:
+            for i in ids:  # results were streamed; do not keep them, nor requests the caller dropped
+                self.finished.pop(i, None)
+                self.abort(i)
+
+    def _add_all(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams] | None,
+        tool_hooks: Sequence[ToolHook],
+    ) -> list[Hashable]:
+        per_prompt = _as_params(params, len(prompts))
+        base = next(self._ids)
+        # ids unique within this engine, ordered like the prompts; seeds derive from them when unset
+        ids = [(base, i) for i in range(len(prompts))]
+        for rid, prompt, p in zip(ids, prompts, per_prompt, strict=True):
+            self.add_request(prompt, p, request_id=rid, tool_hooks=tool_hooks)
+        return ids
+
+    # -- scheduling ---------------------------------------------------------------------------------
+
+    def _requests(self) -> Iterator[Request]:
+        yield from self._waiting
+        yield from (r for r in self._slots if r is not None)
+
+    def _admit(self) -> None:
+        for slot in range(self.max_batch_size):
+            if not self._waiting:
+                return
+            if self._slots[slot] is None:
+                req = self._waiting.popleft()
+                req.slot = slot
+                self._slots[slot] = req
+                p = req.params
+                self._temperature[slot] = p.temperature
+                self._top_k[slot] = p.top_k
+                self._top_p[slot] = p.top_p
+
+    def _extend_batch(self, candidates: list[Request]) -> list[Request]:
+        """As many of the requests needing an extend as fit ``max_prefill_tokens`` (at least one)."""
+        chosen: list[Request] = []
+        width = 0
+        for req in sorted(candidates, key=lambda r: len(r.pending)):
+            new_width = max(width, len(req.pending))
+            if chosen and new_width * (len(chosen) + 1) > self.max_prefill_tokens:
+                break
+            chosen.append(req)
+            width = new_width
+        return chosen
+
+    def _forward_extend(self, reqs: list[Request]) -> Tensor:
+        """Run each request's pending tokens (right-padded) through the model; last-position logits."""
+        dev = self.device
+        n = torch.tensor([len(r.pending) for r in reqs], device=dev)
+        start = torch.tensor([r.cached for r in reqs], device=dev)
+        width = int(n.max())
+        ids = torch.zeros(len(reqs), width, dtype=torch.long)
+        for i, r in enumerate(reqs):
+            ids[i, : len(r.pending)] = torch.tensor(r.pending)
+        offs = torch.arange(width, device=dev)[None, :]
+        positions = start[:, None] + offs
+        valid = offs < n[:, None]
+        write_pos = torch.where(valid, positions, self._scratch)
+        span = int((start + n).max())
+        keys = torch.arange(span, device=dev)[None, None, :]
+        mask = (keys <= positions[:, :, None])[:, None]  # causal over cache + new tokens
+        slots = torch.tensor([r.slot for r in reqs], device=dev)
+        cache = _CacheView(self, slots, write_pos, span, mask)
+        hidden = self.model.hidden_states(ids.to(dev), positions.clamp(max=self.max_seq_len - 1), cache)
+        last = hidden[torch.arange(len(reqs), device=dev), n - 1]
+        for r in reqs:
+            r.cached += len(r.pending)
+            r.pending = []
+        return self.model.lm_head(last)
+
+    def _forward_decode(self, reqs: list[Request]) -> Tensor:
+        """One token for every decoding request, over the dense slot range ``0..highest busy slot``."""
+        dev = self.device
+        hi = max(r.slot for r in reqs) + 1
+        token_list, length_list, active_list = [0] * hi, [0] * hi, [False] * hi
+        for r in reqs:
+            token_list[r.slot], length_list[r.slot], active_list[r.slot] = r.pending[0], r.cached, True
+        tokens = torch.tensor(token_list, device=dev)
+        lengths = torch.tensor(length_list, device=dev)
+        active = torch.tensor(active_list, device=dev)
+        span = int(lengths.max()) + 1
+        write_pos = torch.where(active, lengths, self._scratch)[:, None]
+        keys = torch.arange(span, device=dev)[None, :]
+        # an idle slot in the range attends to position 0 only (its output is discarded)
+        mask = ((keys <= lengths[:, None]) & active[:, None]) | (keys == 0)
+        cache = _CacheView(self, slice(0, hi), write_pos, span, mask[:, None, None, :])
+        hidden = self.model.hidden_states(tokens[:, None], lengths[:, None], cache)
+        for r in reqs:
+            r.cached += 1
+            r.pending = []
+        rows = torch.tensor([r.slot for r in reqs], device=dev)
+        return self.model.lm_head(hidden[rows, 0])
+
+    def _advance(self, req: Request, token: int, logprob: float | None, events: list[TokenEvent]) -> None:
+        """Append a sampled token, then apply the stop rules and the tool hooks."""
+        req.token_ids.append(token)
+        req.logprobs.append(logprob if logprob is not None else 0.0)
+        req.forced.append(False)
+        req.pending = [token]
+        reported = logprob if req.params.logprobs else None
+        if token in req.stop_ids:
+            events.append(TokenEvent(req.request_id, token, reported, False, "stop"))
+            self._finish(req, "stop", stop_token_id=token)
+        elif self._out_of_room(req):
+            events.append(TokenEvent(req.request_id, token, reported, False, "length"))
+            self._finish(req, "length")
+        else:
+            events.append(TokenEvent(req.request_id, token, reported, False, None))
+            hook = next((h for h in req.tool_hooks if h.close_token_id == token), None)
+            if hook is not None:
+                self._run_tool(req, hook, events)
+
+    def _out_of_room(self, req: Request) -> bool:
+        return len(req.token_ids) >= req.params.max_tokens or req.length >= self.max_seq_len
+
+    def _run_tool(self, req: Request, hook: ToolHook, events: list[TokenEvent]) -> None:
+        """Append the callback's tokens (forced) after a closing token, or end the request on failure."""
+        seq = req.prompt_ids + req.token_ids
+        open_at = None
+        for i in range(len(seq) - 2, -1, -1):
+            if seq[i] == hook.close_token_id:
+                break  # a stray closing token: the latest call was already answered
+            if seq[i] == hook.open_token_id:
+                open_at = i
+                break
+        if open_at is None:
+            return
+        try:
+            injected = [int(t) for t in hook.callback(req, seq[open_at + 1 : -1])]
+            bad = [t for t in injected if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"tool returned token id {bad[0]} outside the vocabulary [0, {self.vocab_size})"
+                )
+        except Exception as e:  # a tool failure ends this request only
+            log.warning("tool callback failed for request %r: %s", req.request_id, e)
+            events.append(TokenEvent(req.request_id, None, None, False, "tool_error"))
+            self._finish(req, "tool_error", error=f"{type(e).__name__}: {e}")
+            return
+        room = min(req.params.max_tokens - len(req.token_ids), self.max_seq_len - req.length)
+        for t in injected[:room]:
+            req.token_ids.append(t)
+            req.logprobs.append(0.0)
+            req.forced.append(True)
+            req.pending.append(t)
+            events.append(TokenEvent(req.request_id, t, None, True, None))
+        if self._out_of_room(req):
+            events.append(TokenEvent(req.request_id, None, None, False, "length"))
+            self._finish(req, "length")
+
+    def _finish(
+        self, req: Request, reason: FinishReason, stop_token_id: int | None = None, error: str | None = None
+    ) -> None:
+        self._slots[req.slot] = None
+        self.finished[req.request_id] = GenerationResult(
+            request_id=req.request_id,
+            prompt_ids=req.prompt_ids,
+            token_ids=req.token_ids,
+            logprobs=req.logprobs if req.params.logprobs else None,
+            forced=req.forced,
+            finish_reason=reason,
+            stop_token_id=stop_token_id,
+            error=error,
+        )
+
+
+def eos_token_ids_of(model_dir: str | Path) -> list[int]:
+    """The EOS ids of a model directory (generation_config.json, else config.json)."""
+    for name in ("generation_config.json", "config.json"):
+        path = Path(model_dir) / name
+        if path.is_file():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            if eos is not None:
+                return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
+    return []

@@ -1,0 +1,232 @@
+"""TorchEngine: KV cache exactness, continuous batching, logprobs, tools, stops, seeds, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lm.engine import GenerationResult, SamplingParams, ToolHook, TorchEngine
+from lm.model import ModelConfig, Transformer
+from lm.sampling import sample
+
+VOCAB = 256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two spinning
+    OpenMP threads make every small op wait; restore the setting for other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    # a larger init std than training's makes the random model's distributions peaked, so greedy choices
+    # are not near-ties that float rounding of different batch shapes could flip
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=160,
+        max_seq_len=96,
+        init_std=0.1,
+    )
+    m = Transformer(cfg)
+    m.init_weights(3)
+    return m.eval()
+
+
+def greedy_reference(model: Transformer, prompt: list[int], n: int) -> list[int]:
+    """Greedy continuation recomputing the whole sequence every step (no cache)."""
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
+    return seq[len(prompt) :]
+
+
+def prompts_of(lengths: list[int], seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
+
+
+def test_greedy_with_cache_equals_recomputing(model: Transformer) -> None:
+    prompts = prompts_of([1, 4, 17, 30])
+    results = TorchEngine(model, max_batch_size=4).generate(prompts, GREEDY)
+    for prompt, res in zip(prompts, results, strict=True):
+        assert res.token_ids == greedy_reference(model, prompt, 10)
+        assert res.finish_reason == "length" and res.forced == [False] * 10 and res.logprobs is None
+
+
+def test_continuous_batching_matches_running_alone(model: Transformer) -> None:
+    prompts = prompts_of([3, 25, 7, 1, 40, 12, 5])
+    lengths = [6, 14, 3, 9, 5, 11, 8]
+    params = [GREEDY.model_copy(update={"max_tokens": n}) for n in lengths]
+    alone = [
+        TorchEngine(model, max_batch_size=1).generate([p], q)[0].token_ids
+        for p, q in zip(prompts, params, strict=True)
+    ]
+
+    engine = TorchEngine(model, max_batch_size=3)  # fewer slots than requests
+    ids = [engine.add_request(prompts[i], params[i]) for i in range(3)]
+    for _ in range(2):
+        engine.step()
+    ids += [engine.add_request(prompts[i], params[i]) for i in range(3, 5)]  # arrive mid-flight
+    steps = 0
+    while engine.has_unfinished():
+        engine.step()
+        steps += 1
+        if steps == 4:
+            ids += [engine.add_request(prompts[i], params[i]) for i in range(5, 7)]
+    got = [engine.take_result(i).token_ids for i in ids]
+    assert got == alone
+    assert all(r is None for r in engine._slots) and not engine.finished
+
+
+def test_logprobs_are_the_models_log_softmax(model: Transformer) -> None:
+    prompts = prompts_of([5, 12])
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=8, logprobs=True),
+        SamplingParams(temperature=1.3, top_k=20, max_tokens=8, logprobs=True, seed=4),
+    ]
+    for prompt, res in zip(prompts, TorchEngine(model).generate(prompts, params), strict=True):
+        seq = torch.tensor([prompt + res.token_ids])
+        with torch.no_grad():
+            expected = torch.log_softmax(model(seq)[0].float(), -1)
+        positions = range(len(prompt) - 1, seq.size(1) - 1)
+        want = [expected[p, t].item() for p, t in zip(positions, res.token_ids, strict=True)]
+        assert res.logprobs == pytest.approx(want, abs=1e-4)
+
+
+def test_stop_tokens_eos_and_limits(model: Transformer) -> None:
+    prompt = prompts_of([6])[0]
+    free = greedy_reference(model, prompt, 12)
+    stop_at = max(i for i, t in enumerate(free[:8]) if t not in free[:i])
+    stop = free[stop_at]  # the latest token among the first 8 that appears there for the first time
+
+    res = TorchEngine(model).generate([prompt], GREEDY.model_copy(update={"stop_token_ids": [stop]}))[0]
+    assert res.token_ids == free[: stop_at + 1] and res.finish_reason == "stop" and res.stop_token_id == stop
+
+    eos_engine = TorchEngine(model, eos_token_ids=[stop])
+    assert eos_engine.generate([prompt], GREEDY)[0].token_ids == free[: stop_at + 1]
+    ignored = eos_engine.generate([prompt], GREEDY.model_copy(update={"ignore_eos": True}))[0]
+    assert ignored.token_ids == free[:10] and ignored.finish_reason == "length"
+
+    short = TorchEngine(model, max_seq_len=10).generate([prompt], GREEDY)[0]
+    assert short.token_ids == free[:4] and short.finish_reason == "length"  # 6 prompt + 4 = max_seq_len
+    with pytest.raises(ValueError, match="no room"):
+        TorchEngine(model, max_seq_len=10).add_request(list(range(10)))
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        TorchEngine(model).add_request([VOCAB])
+    with pytest.raises(ValueError, match="empty prompt"):
+        TorchEngine(model).add_request([])
+
+
+def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transformer) -> None:
+    prompt = prompts_of([8], seed=5)[0]
+    free = greedy_reference(model, prompt, 6)
+    # the prompt's last token opens a "call"; the model's own 3rd token closes it (chosen so neither
+    # appears earlier in the output)
+    open_id, close_at = prompt[-1], max(i for i in range(1, 5) if free[i] not in free[:i] + [prompt[-1]])
+    close_id = free[close_at]
+    calls: list[list[int]] = []
+    injected = [200, 201, 202]
+
+    def tool(request, between):
+        calls.append(list(between))
+        return injected
+
+    hook = ToolHook(open_id, close_id, tool)
+    params = SamplingParams(temperature=0.0, max_tokens=close_at + 1 + len(injected) + 6)
+    others = prompts_of([3, 20], seed=6)  # share the batch, so extend and decode run in the same steps
+    engine = TorchEngine(model, max_batch_size=3)
+    res, *rest = engine.generate([prompt, *others], params, tool_hooks=[hook])
+
+    assert calls == [free[:close_at]]
+    head = free[: close_at + 1]
+    assert res.token_ids[: len(head) + 3] == head + injected
+    assert res.forced == [False] * len(head) + [True] * 3 + [False] * 6
+    continued = greedy_reference(model, prompt + head + injected, 6)
+    assert res.token_ids[len(head) + 3 :] == continued
+    for p, r in zip(others, rest, strict=True):
+        assert len(r.token_ids) == params.max_tokens
+        if close_id not in r.token_ids:  # untouched by the hook: plain greedy
+            assert r.token_ids == greedy_reference(model, p, params.max_tokens)
+
+
+def test_tool_error_ends_only_that_request(model: Transformer) -> None:
+    prompt = prompts_of([8], seed=5)[0]
+    free = greedy_reference(model, prompt, 4)
+
+    def broken(request, between):
+        raise RuntimeError("search index offline")
+
+    hook = ToolHook(prompt[-1], free[0], broken)
+    res = TorchEngine(model).generate([prompt, [1, 2, 3]], GREEDY, tool_hooks=[hook])
+    assert res[0].finish_reason == "tool_error" and "search index offline" in res[0].error
+    assert res[0].token_ids == free[:1]
+
+
+def test_seeded_sampling_is_reproducible_per_request(model: Transformer) -> None:
+    prompts = prompts_of([4, 9, 2])
+    p = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=12, seed=7)
+    alone = TorchEngine(model, max_batch_size=1).generate([prompts[0]], p)[0].token_ids
+    mixed = TorchEngine(model, max_batch_size=3).generate(
+        prompts, [p, p.model_copy(update={"seed": 8}), SamplingParams(temperature=0.7, max_tokens=5)]
+    )
+    assert mixed[0].token_ids == alone
+    again = TorchEngine(model).generate([prompts[0]] * 3, [p, p.model_copy(update={"seed": 9}), p])
+    assert again[0].token_ids == again[2].token_ids == alone
+    assert again[1].token_ids != alone
+    greedy = TorchEngine(model).generate([prompts[1]], GREEDY.model_copy(update={"max_tokens": 12}))[0]
+    top1 = SamplingParams(temperature=1.0, top_k=1, max_tokens=12, seed=1)
+    assert TorchEngine(model).generate([prompts[1]], top1)[0].token_ids == greedy.token_ids
+
+
+def test_stream_yields_tokens_as_produced(model: Transformer) -> None:
+    prompts = prompts_of([3, 11, 6])
+    params = [GREEDY.model_copy(update={"max_tokens": n, "logprobs": True}) for n in (4, 7, 2)]
+    engine = TorchEngine(model, max_batch_size=2)
+    events = list(engine.stream(prompts, params))
+    expected = TorchEngine(model).generate(prompts, params)
+    assert not engine.finished and not engine.has_unfinished()
+    for i, (ids, res) in enumerate(zip(sorted({e.request_id for e in events}), expected, strict=True)):
+        mine = [e for e in events if e.request_id == ids]
+        assert [e.token_id for e in mine] == res.token_ids
+        assert [e.logprob for e in mine] == pytest.approx(res.logprobs, abs=1e-5)
+        assert [e.finish_reason for e in mine] == [None] * (len(mine) - 1) + ["length"], i
+    # requests interleave: the third joins when the first ends, before the second's last token
+    order = [e.request_id for e in events]
+    first, second, third = sorted(set(order))
+    assert order.index(third) < len(order) - 1 - order[::-1].index(second)
+
+
+def test_sampler_truncation_and_inverse_cdf() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4))
+    u = torch.tensor([0.1, 0.6, 0.85, 0.99])
+    args = dict(want_logprobs=True)
+    tokens, lp = sample(logits, torch.ones(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args)
+    assert tokens.tolist() == [0, 1, 2, 3]  # inverse CDF of [0.5, 0.8, 0.95, 1.0]
+    assert lp.tolist() == pytest.approx(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).tolist())
+    tokens, _ = sample(logits, torch.ones(4), torch.full((4,), 2), torch.ones(4), u, **args)
+    assert tokens.tolist() == [0, 0, 1, 1]  # top-2 renormalised: [0.625, 1.0]
+    tokens, _ = sample(
+        logits, torch.ones(4), torch.zeros(4, dtype=torch.long), torch.full((4,), 0.9), u, **args
+    )
+    assert tokens.tolist() == [0, 1, 2, 2]  # nucleus 0.9 keeps three: cdf [0.526, 0.842, 1.0]
+    tokens, _ = sample(logits, torch.zeros(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args)
+    assert tokens.tolist() == [0, 0, 0, 0]  # greedy ignores the uniforms
+
+
+def test_results_are_plain_data(model: Transformer) -> None:
+    res = TorchEngine(model).generate([[1, 2]], SamplingParams(max_tokens=3, seed=0, logprobs=True))[0]
+    assert isinstance(res, GenerationResult) and res.prompt_ids == [1, 2]
+    assert len(res.token_ids) == len(res.logprobs) == len(res.forced) == 3
