@@ -1,0 +1,519 @@
+"""The input readers: every format, every kind of bad input, and one outcome per input record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.clean.readers import (
+    ERROR_FIELDS,
+    RECORD_FIELDS,
+    InputFile,
+    ReadConfig,
+    decode_text,
+    expand_inputs,
+    read_file,
+)
+
+ARTICLE = "<html><head><title>T</title></head><body><p>Deep sea vents host {}.</p></body></html>"
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+def read_all(path: Path | str, cfg: ReadConfig | None = None) -> list[dict]:
+    files, errors = expand_inputs([str(path)])
+    assert not errors, errors
+    assert len(files) == 1
+    return list(read_file(files[0], cfg))
+
+
+def split(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    return [i for i in items if not i.get("_error")], [i for i in items if i.get("_error")]
+
+
+def assert_one_outcome_each(items: list[dict], n_records: int) -> None:
+    """The accounting rule: input records 0..n-1 each appear exactly once, as a record or an error row."""
+    assert [i["record_index"] for i in items] == list(range(n_records))
+    for item in items:
+        assert set(item) == (set(ERROR_FIELDS) if item.get("_error") else set(RECORD_FIELDS))
+
+
+def warc_record(
+    rtype: str, block: bytes, *, uri: str | None = None, content_type: str | None = None, version: str = "1.1"
+) -> bytes:
+    headers = [
+        f"WARC/{version}",
+        f"WARC-Type: {rtype}",
+        "WARC-Date: 2024-05-18T01:58:10Z",
+        f"WARC-Record-ID: <urn:uuid:{uuid.uuid4()}>",
+    ]
+    if uri:
+        headers.append(f"WARC-Target-URI: {uri}")
+    if content_type:
+        headers.append(f"Content-Type: {content_type}")
+    headers.append(f"Content-Length: {len(block)}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + block + b"\r\n\r\n"
+
+
+def http_response(body: bytes, content_type: str = "text/html; charset=utf-8", eol: bytes = b"\r\n") -> bytes:
+    lines = [b"HTTP/1.1 200 OK", b"Content-Type: " + content_type.encode(), b"Content-Length: %d" % len(body)]
+    return eol.join(lines) + eol + eol + body
+
+
+def response(url: str, body: bytes, content_type: str = "text/html; charset=utf-8", **kw) -> bytes:
+    return warc_record(
+        "response",
+        http_response(body, content_type),
+        uri=url,
+        content_type="application/http; msgtype=response",
+        **kw,
+    )
+
+
+def write_warc_gz(path: Path, records: list[bytes]) -> Path:
+    # one gzip member per record, as Common Crawl writes them
+    path.write_bytes(b"".join(gzip.compress(r) for r in records))
+    return path
+
+
+def a_crawl(n_pages: int = 3, version: str = "1.1") -> list[bytes]:
+    """warcinfo, then for each page a request + an HTML response; one JPEG and one PDF response."""
+    out = [warc_record("warcinfo", b"isPartOf: CC-MAIN-2099-01\r\n", content_type="application/warc-fields")]
+    for i in range(n_pages):
+        url = f"http://example.org/{i}"
+        out.append(warc_record("request", b"GET / HTTP/1.1\r\n\r\n", uri=url, version=version))
+        out.append(response(url, ARTICLE.format(f"page {i}").encode(), version=version))
+    out.append(response("http://example.org/cat.jpg", b"\xff\xd8\xff\xe0" + os.urandom(200), "image/jpeg"))
+    out.append(response("http://example.org/a.pdf", b"%PDF-1.4 binary", "application/pdf"))
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict], compress: bool = False) -> Path:
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+FINEWEB_ROW = {
+    "text": "A FineWeb document.",
+    "id": "<urn:uuid:fw-1>",
+    "dump": "CC-MAIN-2013-20",
+    "url": "http://fw.example/1",
+    "date": "2013-05-18T05:48:54Z",
+    "file_path": "s3://commoncrawl/crawl-data/CC-MAIN-2013-20/x.warc.gz",
+    "language": "en",
+    "language_score": 0.93,
+    "token_count": 5,
+}
+C4_ROW = {"text": "A C4 document.", "url": "http://c4.example/1", "timestamp": "2019-04-25T12:57:54Z"}
+DOLMA_ROW = {
+    "id": "dolma-1",
+    "text": "A Dolma document.",
+    "source": "common-crawl",
+    "created": "2020-03-29T09:04:10Z",
+    "metadata": {
+        "url": "http://dolma.example/1",
+        "cc_segment": "crawl-data/CC-MAIN-2020-16/segments/1/wet/x.gz",
+    },
+}
+
+
+# ---- WARC ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_warc_html_responses_and_binary_payloads(tmp_path, version):
+    items = read_all(write_warc_gz(tmp_path / "crawl.warc.gz", a_crawl(3, version)))
+    records, errors = split(items)
+    assert_one_outcome_each(
+        items, 5
+    )  # 3 HTML + JPEG + PDF responses; warcinfo and requests are not documents
+    assert [r["url"] for r in records] == [f"http://example.org/{i}" for i in range(3)]
+    assert all(r["content_type"] == "html" and "Deep sea vents" in r["content"] for r in records)
+    assert all(r["dump"] == "CC-MAIN-2099-01" and r["id"] == r["warc_record_id"].strip() for r in records)
+    assert all(r["id"].startswith("<urn:uuid:") and r["source_format"] == "warc" for r in records)
+    # binary payloads are counted as error rows, with the payload type, not silently dropped
+    assert [(e["reason"], e["url"]) for e in errors] == [
+        ("non_html_payload", "http://example.org/cat.jpg"),
+        ("non_html_payload", "http://example.org/a.pdf"),
+    ]
+    assert "image/jpeg" in errors[0]["error"]
+
+
+def test_warc_uncompressed_resource_and_wet_conversion(tmp_path):
+    path = tmp_path / "mixed.warc"
+    path.write_bytes(
+        warc_record(
+            "resource",
+            ARTICLE.format("resources").encode(),
+            uri="http://r.example/",
+            content_type="text/html",
+        )
+        + warc_record("conversion", "Plain text from a WET file. Ünïcode.".encode(), uri="http://w.example/")
+        + warc_record("metadata", b"fetchTimeMs: 1", uri="http://w.example/")
+    )
+    items = read_all(path)
+    assert_one_outcome_each(items, 2)
+    assert [(i["content_type"], i["url"]) for i in items] == [
+        ("html", "http://r.example/"),
+        ("text", "http://w.example/"),
+    ]
+    assert items[1]["content"] == "Plain text from a WET file. Ünïcode."
+
+
+def test_warc_charset_from_http_header_meta_and_lf_only_headers(tmp_path):
+    latin = "<html><body><p>Café crème brûlée</p></body></html>".encode("cp1252")
+    cyrillic = '<html><head><meta charset="windows-1251"></head><body><p>Привет мир</p></body></html>'
+    lf_only = warc_record(  # ClueWeb09 style: HTTP header lines end in a bare LF
+        "response",
+        http_response("<p>Schöne Grüße</p>".encode("iso-8859-1"), "text/html; charset=ISO-8859-1", eol=b"\n"),
+        uri="http://lf.example/",
+        content_type="application/http;msgtype=response",
+        version="0.18",
+    )
+    path = write_warc_gz(
+        tmp_path / "charsets.warc.gz",
+        [
+            response("http://latin.example/", latin, "text/html; charset=windows-1252"),
+            response("http://ru.example/", cyrillic.encode("cp1251"), "text/html"),
+            lf_only,
+        ],
+    )
+    records, errors = split(read_all(path))
+    assert not errors
+    assert "Café crème brûlée" in records[0]["content"]
+    assert "Привет мир" in records[1]["content"] and records[1]["encoding"] == "cp1251"
+    assert "Schöne Grüße" in records[2]["content"]
+    assert all(r["decode_errors"] == 0 for r in records)
+
+
+def test_real_warc_files(shared_data):
+    warcio = pytest.importorskip("warcio.archiveiterator")
+    crawl = shared_data / "crawl"
+    expected = {  # documents per file, counted independently with warcio
+        p.name: sum(
+            1
+            for rec in warcio.ArchiveIterator(p.open("rb"))
+            if rec.rec_type in ("response", "resource", "conversion")
+        )
+        for p in crawl.rglob("*.gz")
+    }
+    files, errors = expand_inputs([str(crawl)])
+    assert not errors and {Path(f.path).name for f in files} == set(expected)
+    for f in files:
+        items = list(read_file(f))
+        assert_one_outcome_each(items, expected[Path(f.path).name])
+        assert not [i for i in items if i.get("_error")], f.path
+    quirk = list(read_file(InputFile(str(crawl / "clueweb09_resiliparse" / "clueweb-quirk.warc.gz"))))
+    assert len(quirk) == 29
+    # malformed WARC headers (WARC/0.18, day 294) and LF-only HTTP headers: read, and EUC-JP decoded
+    assert all(r["content_type"] == "html" and r["encoding"] == "euc_jp" for r in quirk)
+    assert "ヘッドポーター" in quirk[0]["content"]
+    wet = list(read_file(InputFile(str(crawl / "commoncrawl_whirlwind" / "whirlwind.warc.wet.gz"))))
+    assert wet[0]["content_type"] == "text" and "Escopete" in wet[0]["content"]
+    cc = list(read_file(InputFile(str(crawl / "commoncrawl_resiliparse" / "warcfile.warc.gz"))))
+    assert len(cc) == 16 and {r["dump"] for r in cc} == {"CC-MAIN-2020-34"}
+
+
+# ---- JSON, JSONL, parquet -------------------------------------------------------------------------
+
+
+def test_jsonl_shapes_fineweb_c4_dolma(tmp_path):
+    items = read_all(write_jsonl(tmp_path / "docs.jsonl", [FINEWEB_ROW, C4_ROW, DOLMA_ROW]))
+    assert_one_outcome_each(items, 3)
+    fw, c4, dolma = items
+    assert (fw["id"], fw["dump"], fw["url"], fw["date"], fw["language"], fw["language_score"]) == (
+        "<urn:uuid:fw-1>",
+        "CC-MAIN-2013-20",
+        "http://fw.example/1",
+        "2013-05-18T05:48:54Z",
+        "en",
+        0.93,
+    )
+    assert fw["file_path"] == FINEWEB_ROW["file_path"]  # a FineWeb record keeps its own source WARC
+    assert (c4["url"], c4["date"], c4["content"]) == (
+        "http://c4.example/1",
+        "2019-04-25T12:57:54Z",
+        "A C4 document.",
+    )
+    assert c4["id"] == f"{tmp_path / 'docs.jsonl'}#1"  # no id: a stable one from file path + index
+    assert c4["file_path"] == str(tmp_path / "docs.jsonl")
+    assert (dolma["id"], dolma["url"], dolma["date"], dolma["dump"]) == (
+        "dolma-1",
+        "http://dolma.example/1",
+        "2020-03-29T09:04:10Z",
+        "CC-MAIN-2020-16",
+    )
+    assert all(i["content_type"] == "text" for i in items)
+    assert [i["id"] for i in read_all(tmp_path / "docs.jsonl")] == [i["id"] for i in items]  # stable
+
+
+def test_jsonl_gz_and_json_array_and_html_field(tmp_path):
+    gz = read_all(write_jsonl(tmp_path / "a.jsonl.gz", [C4_ROW] * 4, compress=True))
+    assert_one_outcome_each(gz, 4)
+    (tmp_path / "b.json").write_text(
+        json.dumps([DOLMA_ROW, {"id": "h", "html": ARTICLE.format("json html")}])
+    )
+    arr = read_all(tmp_path / "b.json")
+    assert_one_outcome_each(arr, 2)
+    assert arr[0]["source_format"] == "json" and arr[1]["content_type"] == "html"
+
+
+def test_parquet_fineweb_schema_in_batches(tmp_path):
+    n = 2500
+    table = pa.table({k: [v] * n for k, v in FINEWEB_ROW.items()} | {"id": [f"id-{i}" for i in range(n)]})
+    path = tmp_path / "fw.parquet"
+    pq.write_table(table, path, row_group_size=1000)
+    items = read_all(path, ReadConfig(parquet_batch_rows=300))
+    assert_one_outcome_each(items, n)
+    assert [i["id"] for i in items[:3]] == ["id-0", "id-1", "id-2"]
+    assert items[-1]["dump"] == "CC-MAIN-2013-20" and items[-1]["source_format"] == "parquet"
+
+
+def test_real_jsonl_files(shared_data):
+    files, errors = expand_inputs([str(shared_data / "fineweb")])
+    assert not errors
+    counts = {Path(f.path).name: len(list(read_file(f))) for f in files}
+    assert counts["c4_demo.jsonl"] == 300 and counts["c4-sample.01.json.gz"] == 10
+    dolma = list(read_file(InputFile(str(shared_data / "fineweb" / "ccnet_dolma" / "cc_en_head-0091.jsonl"))))
+    assert_one_outcome_each(dolma, 10)
+    assert all(r["url"] == r["id"] and r["dump"].startswith("CC-MAIN-") for r in dolma)
+
+
+# ---- HTML folders, globs, URIs ---------------------------------------------------------------------
+
+
+def test_html_folder_skips_non_data_files(tmp_path):
+    site = tmp_path / "site"
+    (site / "sub").mkdir(parents=True)
+    (site / "a.html").write_text(ARTICLE.format("a"))
+    (site / "sub" / "b.html.gz").write_bytes(gzip.compress(ARTICLE.format("b").encode()))
+    (site / "PROVENANCE.md").write_text("# where this came from")
+    (site / "notes.txt").write_text("not data")
+    (site / ".hidden.html").write_text(ARTICLE.format("hidden"))
+    (site / "_SUCCESS").write_text("")
+    files, errors = expand_inputs([str(site)])
+    assert not errors
+    assert [Path(f.path).relative_to(site).as_posix() for f in files] == ["a.html", "sub/b.html.gz"]
+    records = [r for f in files for r in read_file(f)]
+    assert [r["file_path"] for r in records] == [f.path for f in files]  # the source path is kept
+    assert all(r["content_type"] == "html" and r["record_index"] == 0 for r in records)
+    assert "page b" not in records[1]["content"] and "vents host b" in records[1]["content"]
+
+
+def test_globs_folders_and_file_uri(tmp_path):
+    for d in ("x", "x/y"):
+        (tmp_path / d).mkdir(exist_ok=True)
+        write_jsonl(tmp_path / d / "part.jsonl", [C4_ROW])
+    write_jsonl(tmp_path / "x" / "other.json", [C4_ROW])
+    one_level, _ = expand_inputs([str(tmp_path / "x" / "*.jsonl")])
+    assert [Path(f.path).relative_to(tmp_path).as_posix() for f in one_level] == ["x/part.jsonl"]
+    deep, _ = expand_inputs([str(tmp_path / "**" / "*.jsonl")])
+    assert len(deep) == 2
+    folder, _ = expand_inputs([str(tmp_path / "x")])
+    assert len(folder) == 3
+    both, _ = expand_inputs([str(tmp_path / "x"), str(tmp_path / "x" / "part.jsonl")])
+    assert len(both) == 3  # a file named twice is read once
+    uri, errors = expand_inputs([(tmp_path / "x").as_uri()])
+    assert not errors and sorted(f.path for f in uri) == sorted(f.path for f in folder)
+    uri_file, _ = expand_inputs([(tmp_path / "x" / "part.jsonl").as_uri()])
+    assert list(read_file(uri_file[0]))[0]["content"] == "A C4 document."
+
+
+def test_fsspec_uri_listing_glob_and_reading():
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    root = f"/raychat-test-{uuid.uuid4().hex}"
+    fs.pipe(f"{root}/d/a.jsonl", (json.dumps(C4_ROW) + "\n").encode())
+    fs.pipe(f"{root}/d/sub/b.jsonl.gz", gzip.compress((json.dumps(DOLMA_ROW) + "\n").encode()))
+    fs.pipe(f"{root}/d/README.md", b"# docs")
+    try:
+        files, errors = expand_inputs([f"memory://{root}/d"])
+        assert not errors
+        assert [f.path for f in files] == [f"memory://{root}/d/a.jsonl", f"memory://{root}/d/sub/b.jsonl.gz"]
+        texts = [r["content"] for f in files for r in read_file(f)]
+        assert texts == ["A C4 document.", "A Dolma document."]
+        globbed, _ = expand_inputs([f"memory://{root}/d/*.jsonl"])
+        assert [f.path for f in globbed] == [f"memory://{root}/d/a.jsonl"]
+        _, missing = expand_inputs([f"memory://{root}/nothing/*.jsonl", f"memory://{root}/nope.jsonl"])
+        assert [e["reason"] for e in missing] == ["no_match", "no_match"]
+    finally:
+        fs.rm(root, recursive=True)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def test_names_that_lie(tmp_path):
+    (tmp_path / "gz.jsonl").write_bytes(gzip.compress((json.dumps(C4_ROW) + "\n").encode()))
+    (tmp_path / "plain.warc.gz").write_bytes(b"".join(a_crawl(1)))
+    write_jsonl(tmp_path / "jsonl.parquet", [C4_ROW, C4_ROW])
+    write_warc_gz(tmp_path / "warc.jsonl", a_crawl(2))
+    got = {
+        name: split(read_all(tmp_path / name))
+        for name in ("gz.jsonl", "plain.warc.gz", "jsonl.parquet", "warc.jsonl")
+    }
+    assert [r["content"] for r in got["gz.jsonl"][0]] == ["A C4 document."]
+    assert len(got["plain.warc.gz"][0]) == 1 and got["plain.warc.gz"][0][0]["source_format"] == "warc"
+    assert len(got["jsonl.parquet"][0]) == 2
+    assert len(got["warc.jsonl"][0]) == 2 and got["warc.jsonl"][0][0]["content_type"] == "html"
+
+
+def test_extensionless_file_is_sniffed(tmp_path):
+    write_jsonl(tmp_path / "part-00000", [C4_ROW])
+    (tmp_path / "blob").write_bytes(os.urandom(64))
+    files, _ = expand_inputs([str(tmp_path)])
+    assert [Path(f.path).name for f in files] == ["part-00000"] and files[0].format == "jsonl"
+    _, errors = expand_inputs([str(tmp_path / "blob")])  # named explicitly: reported, not skipped
+    assert [e["reason"] for e in errors] == ["unknown_format"]
+
+
+def test_truncated_gzip_keeps_what_came_before(tmp_path):
+    rows = [dict(C4_ROW, text=f"doc {i} " + os.urandom(400).hex()) for i in range(200)]
+    whole = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    records, errors = split(items := read_all(path))
+    assert 0 < len(records) < 200
+    assert [r["content"] for r in records] == [r["text"] for r in rows[: len(records)]]
+    assert len(errors) == 1 and errors[0]["reason"] == "truncated_input"
+    assert errors[0]["record_index"] == len(records) and f"record {len(records)}" in errors[0]["error"]
+    assert_one_outcome_each(items, len(records) + 1)
+
+
+def test_truncated_warc_gz(tmp_path):
+    whole = b"".join(gzip.compress(r) for r in a_crawl(40))
+    path = tmp_path / "cut.warc.gz"
+    path.write_bytes(whole[: int(len(whole) * 0.6)])
+    records, errors = split(items := read_all(path))
+    assert 10 < len(records) < 40
+    assert [r["url"] for r in records] == [f"http://example.org/{i}" for i in range(len(records))]
+    assert [e["reason"] for e in errors] == ["truncated_input"]
+    assert_one_outcome_each(items, len(records) + 1)
+
+
+def test_binary_garbage_lines_in_jsonl(tmp_path):
+    good = [json.dumps(dict(C4_ROW, text=f"good {i}")).encode() for i in range(3)]
+    lines = [
+        good[0],
+        b"\x00\xff\xfe garbage \x89PNG\r\x1a",
+        good[1],
+        os.urandom(300).replace(b"\n", b" "),
+        good[2],
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    items = read_all(path)
+    records, errors = split(items)
+    assert [r["content"] for r in records] == ["good 0", "good 1", "good 2"]
+    assert [(e["record_index"], e["reason"]) for e in errors] == [(1, "invalid_json"), (3, "invalid_json")]
+    assert_one_outcome_each(items, 5)
+    garbage = tmp_path / "all-garbage.jsonl"
+    garbage.write_bytes(os.urandom(5000))
+    assert all(i["_error"] for i in read_all(garbage))
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
+    path = tmp_path / "bad-utf8.jsonl"
+    path.write_bytes(b'{"text": "caf\xc3\xa9 and a broken byte \xff here"}\n')
+    (record,) = read_all(path)
+    assert record["content"] == "café and a broken byte \ufffd here" and record["decode_errors"] == 1
+    html = "<p>Ünïcödé text, mostly fine: " + "ä" * 50 + "</p>"
+    body = html.encode() + b"\xff\xfe" + b"<p>end</p>"
+    (page,) = read_all(
+        write_warc_gz(tmp_path / "p.warc.gz", [response("http://u.example/", body, "text/html")])
+    )
+    assert page["encoding"] == "utf-8" and page["decode_errors"] == 2 and "Ünïcödé" in page["content"]
+
+
+def test_decode_text_prefers_valid_utf8_over_a_wrong_declared_charset():
+    text, enc, bad = decode_text("naïve café".encode(), ["iso-8859-1"])
+    assert (text, enc, bad) == ("naïve café", "utf-8", 0)
+    assert decode_text("naïve café".encode("cp1252"), ["iso-8859-1"])[0] == "naïve café"
+    assert decode_text(b"\xef\xbb\xbfbom")[0] == "bom"
+
+
+def test_empty_files_give_nothing(tmp_path):
+    for name in ("e.jsonl", "e.warc.gz", "e.parquet", "e.html", "e.json"):
+        (tmp_path / name).write_bytes(b"")
+        assert read_all(tmp_path / name) == []
+    (tmp_path / "e2.jsonl.gz").write_bytes(gzip.compress(b""))
+    assert read_all(tmp_path / "e2.jsonl.gz") == []
+    (tmp_path / "blank.jsonl").write_bytes(b"\n\n  \n")
+    assert read_all(tmp_path / "blank.jsonl") == []
+
+
+def test_ten_megabyte_documents(tmp_path):
+    big = "word " * (2 * 1024 * 1024)  # 10 MiB
+    path = write_jsonl(tmp_path / "big.jsonl", [C4_ROW, dict(C4_ROW, text=big), C4_ROW])
+    items = read_all(path)
+    assert_one_outcome_each(items, 3)
+    assert items[1]["_error"] and items[1]["reason"] == "document_too_large"
+    assert [i["content"] for i in (items[0], items[2])] == ["A C4 document."] * 2
+    kept = read_all(path, ReadConfig(max_document_bytes=16 * 1024 * 1024))  # the knob, for books
+    assert len(kept[1]["content"]) == len(big)
+    page = ("<html><body>" + "<p>" + "x" * 100 + "</p>" * 1) * 100_000 + "</body></html>"
+    warc = write_warc_gz(
+        tmp_path / "big.warc.gz", [response("http://big.example/", page.encode()), *a_crawl(1)[1:3]]
+    )
+    w_records, w_errors = split(read_all(warc))
+    assert [e["reason"] for e in w_errors] == ["document_too_large"] and len(w_records) == 1
+    (tmp_path / "big.html").write_text(page)
+    assert read_all(tmp_path / "big.html")[0]["reason"] == "document_too_large"
+
+
+def test_unreadable_and_missing_paths(tmp_path):
+    write_jsonl(tmp_path / "ok.jsonl", [C4_ROW])
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    (tmp_path / "empty-dir").mkdir()
+    files, errors = expand_inputs(
+        [
+            str(tmp_path),
+            str(tmp_path / "missing.jsonl"),
+            str(tmp_path / "*.nothing"),
+            str(tmp_path / "empty-dir"),
+        ]
+    )
+    assert [Path(f.path).name for f in files] == ["ok.jsonl"]
+    reasons = {(Path(e["file_path"]).name, e["reason"]) for e in errors}
+    assert reasons == {
+        ("dangling.jsonl", "unreadable"),
+        ("missing.jsonl", "no_match"),
+        ("*.nothing", "no_match"),
+        ("empty-dir", "no_match"),
+    }
+    assert all(e["step"] == "read" and e["error"] for e in errors)
+    gone = list(read_file(InputFile(str(tmp_path / "vanished.jsonl"), "jsonl")))
+    assert [(e["reason"], e["record_index"]) for e in gone] == [("unreadable", None)]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_file_without_read_permission(tmp_path):
+    path = write_jsonl(tmp_path / "secret.jsonl", [C4_ROW])
+    path.chmod(0)
+    _, errors = expand_inputs([str(path)])
+    assert [e["reason"] for e in errors] == ["unreadable"]
+
+
+def test_every_record_one_outcome_across_a_messy_mix(tmp_path):
+    """Many files at once: the outcomes add up to the input records, file by file."""
+    write_warc_gz(tmp_path / "a.warc.gz", a_crawl(5))  # 5 html + 2 binary
+    write_jsonl(tmp_path / "b.jsonl", [C4_ROW, FINEWEB_ROW, {"no_text": 1}, [1, 2]])  # 2 ok + 2 errors
+    (tmp_path / "c.json").write_text(json.dumps([DOLMA_ROW] * 3))
+    pq.write_table(pa.table({"text": ["p"] * 7}), tmp_path / "d.parquet")
+    (tmp_path / "e.html").write_text(ARTICLE.format("e"))
+    expected = {"a.warc.gz": 7, "b.jsonl": 4, "c.json": 3, "d.parquet": 7, "e.html": 1}
+    files, errors = expand_inputs([str(tmp_path)])
+    assert not errors
+    for f in files:
+        assert_one_outcome_each(list(read_file(f)), expected[Path(f.path).name])
+    b = list(read_file(InputFile(str(tmp_path / "b.jsonl"))))
+    assert [i.get("reason") for i in b] == [None, None, "no_text", "not_a_record"]
