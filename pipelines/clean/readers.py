@@ -1057,9 +1057,6 @@ def _read_html(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterat
             f.path, 0, "document_too_large", f"more than max_document_bytes={cfg.max_document_bytes}", **where
         )
         return
-    if not data.strip():
-        yield _error(f.path, 0, "empty_document", "the HTML file is empty", **where)
-        return
     yield _html_record(data, None, id=where["id"], file_path=f.path, source_format="html", record_index=0)
 
 
