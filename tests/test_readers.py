@@ -15,8 +15,10 @@ import pytest
 from pipelines.clean.readers import (
     ERROR_FIELDS,
     RECORD_FIELDS,
+    ROW_FIELDS,
     InputFile,
     ReadConfig,
+    as_row,
     decode_text,
     expand_inputs,
     read_file,
@@ -267,6 +269,17 @@ def test_jsonl_gz_and_json_array_and_html_field(tmp_path):
     assert arr[0]["source_format"] == "json" and arr[1]["content_type"] == "html"
 
 
+@pytest.mark.parametrize("codec", ["zstd", "bz2"])
+def test_other_compressions(tmp_path, codec):
+    data = "".join(json.dumps(r) + "\n" for r in [C4_ROW, DOLMA_ROW]).encode()
+    path = tmp_path / f"docs.jsonl.{'zst' if codec == 'zstd' else codec}"
+    with pa.CompressedOutputStream(str(path), codec) as out:
+        out.write(data)
+    items = read_all(path)
+    assert_one_outcome_each(items, 2)
+    assert [i["content"] for i in items] == ["A C4 document.", "A Dolma document."]
+
+
 def test_parquet_fineweb_schema_in_batches(tmp_path):
     n = 2500
     table = pa.table({k: [v] * n for k, v in FINEWEB_ROW.items()} | {"id": [f"id-{i}" for i in range(n)]})
@@ -484,6 +497,9 @@ def test_unreadable_and_missing_paths(tmp_path):
     )
     assert [Path(f.path).name for f in files] == ["ok.jsonl"]
     reasons = {(Path(e["file_path"]).name, e["reason"]) for e in errors}
+    (tmp_path / "README.md").write_text("# not data")
+    _, only_docs = expand_inputs([str(tmp_path / "*.md")])
+    assert [e["reason"] for e in only_docs] == ["no_match"] and "non-data" in only_docs[0]["error"]
     assert reasons == {
         ("dangling.jsonl", "unreadable"),
         ("missing.jsonl", "no_match"),
@@ -517,3 +533,11 @@ def test_every_record_one_outcome_across_a_messy_mix(tmp_path):
         assert_one_outcome_each(list(read_file(f)), expected[Path(f.path).name])
     b = list(read_file(InputFile(str(tmp_path / "b.jsonl"))))
     assert [i.get("reason") for i in b] == [None, None, "no_text", "not_a_record"]
+
+
+def test_records_and_errors_share_one_arrow_schema_through_as_row(tmp_path):
+    items = read_all(write_warc_gz(tmp_path / "a.warc.gz", a_crawl(2)))  # 2 records, then 2 error rows
+    table = pa.Table.from_pylist([as_row(i) for i in items])
+    assert table.column_names == list(ROW_FIELDS)
+    assert table.column("_error").to_pylist() == [False, False, True, True]
+    assert table.column("reason").to_pylist() == [None, None, "non_html_payload", "non_html_payload"]

@@ -60,6 +60,9 @@ RECORD_FIELDS = (
     "decode_errors",
 )
 ERROR_FIELDS = ("_error", "id", "url", "file_path", "record_index", "step", "reason", "error")
+# Records and error rows as one schema, for a Ray Data block that holds both (arrow takes a block's
+# columns from its first row, so rows with other keys would silently lose fields): see ``as_row``.
+ROW_FIELDS = RECORD_FIELDS + ("_error", "step", "reason", "error")
 
 FORMATS = ("warc", "jsonl", "json", "parquet", "html")
 # name suffix (after any compression suffix) -> format
@@ -361,8 +364,9 @@ def _expand_local(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
                 f, e = _local_file(m, explicit=False)
                 files += f
                 errors += e
-        if not matches:
-            errors.append(_error_row(spec, "no_match", f"no file matches the pattern {spec!r}"))
+        if not files and not errors:
+            what = f"only non-data files ({len(matches)})" if matches else "no file"
+            errors.append(_error_row(spec, "no_match", f"{what} match the pattern {spec!r}"))
         return files, errors
     if os.path.isdir(path):
         files, errors = [], []
@@ -1062,3 +1066,11 @@ def _read_html(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterat
 
 def is_error(item: dict[str, Any]) -> bool:
     return bool(item.get("_error"))
+
+
+def as_row(item: dict[str, Any]) -> dict[str, Any]:
+    """A record or an error row with every key of ``ROW_FIELDS`` (``_error`` False for records)."""
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(item)
+    row["_error"] = bool(item.get("_error"))
+    return row
