@@ -1,0 +1,108 @@
+"""User-written filters and mappers, named in the config by a dotted path ``package.module:function``.
+
+The contract (the function gets a whole batch, so it can use vectorised or batched code):
+
+* ``kind: filter`` -- ``fn(docs: list[dict], **args) -> list[None | bool | str]``, one answer per
+  document, in order: ``None`` or ``True`` keeps it, ``False`` drops it (reason ``"rejected"``), a
+  string drops it with that string as the reason (keep reasons few and stable, e.g. ``"too_many_ads"``).
+* ``kind: mapper`` -- ``fn(docs: list[dict], **args) -> list[dict]``, one document per input, in
+  order: the (possibly modified, possibly new) document that replaces it. Mappers never drop.
+
+Documents are plain dicts with at least ``text``, usually ``id`` and ``url``. ``args`` come from the
+config. An exception, or an answer of the wrong length, sends the batch through again one document at
+a time, and the documents that still fail go to the errors output (``run_steps`` does this).
+
+Example (``myfilters.py`` on the Python path)::
+
+    def no_shouting(docs, max_caps=0.3):
+        return ["shouting" if sum(c.isupper() for c in d["text"]) > max_caps * len(d["text"]) else None
+                for d in docs]
+
+and in the run config: ``{function: "myfilters:no_shouting", kind: filter, args: {max_caps: 0.2}}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from lm.config_base import StrictModel
+from pipelines.clean.filters.base import Doc, Step
+
+
+class CustomStepConfig(StrictModel):
+    function: str = Field(description='the function as "package.module:function"')
+    kind: Literal["filter", "mapper"] = Field("filter", description="filter: keep/drop; mapper: rewrite")
+    name: str | None = Field(
+        None, description="step name in stats and rejected rows; default: the function's"
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments passed to the function")
+
+
+def import_function(path: str) -> Callable[..., Any]:
+    """``package.module:function`` -> the function, with an error that names the path when it fails."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f'custom step: {path!r} is not of the form "package.module:function"')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"custom step {path!r}: cannot import module {module_name!r}: {e}") from e
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as e:
+            raise ValueError(f"custom step {path!r}: module {module_name!r} has no {attr!r}") from e
+    if not callable(target):
+        raise ValueError(f"custom step {path!r}: {attr!r} is not callable")
+    return target
+
+
+class CustomStep(Step):
+    """Applies a user function to batches of documents (see the module docstring for the contract)."""
+
+    name = "custom"
+
+    def __init__(self, config: CustomStepConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.function = import_function(config.function)
+        self.name = config.name or config.function.rpartition(":")[2]
+
+    def process(self, docs: Sequence[Doc]) -> list[str | None]:
+        answers = list(self.function(list(docs), **self.config.args))
+        if len(answers) != len(docs):
+            raise ValueError(
+                f"custom step {self.name!r}: {self.config.function} returned {len(answers)} answers "
+                f"for {len(docs)} documents"
+            )
+        if self.config.kind == "mapper":
+            for doc, new in zip(docs, answers, strict=True):
+                if not isinstance(new, dict) or not isinstance(new.get("text"), str):
+                    raise TypeError(
+                        f"custom mapper {self.name!r}: expected a dict with a str 'text', got {type(new).__name__}"
+                    )
+                if new is not doc:
+                    doc.clear()
+                    doc.update(new)
+            return [None] * len(docs)
+        return [self._reason(answer) for answer in answers]
+
+    def decide(self, doc: Doc) -> str | None:
+        return self.process([doc])[0]
+
+    def _reason(self, answer: object) -> str | None:
+        if answer is None or answer is True:
+            return None
+        if answer is False:
+            return "rejected"
+        if isinstance(answer, str):
+            return answer
+        raise TypeError(
+            f"custom filter {self.name!r}: answers must be None, a bool or a reason string, "
+            f"got {type(answer).__name__}"
+        )

@@ -1,0 +1,173 @@
+"""The Gopher repetition and quality rules (Rae et al. 2021, "Scaling Language Models: Methods, Analysis
+& Insights from Training Gopher", Appendix A and Table A1), with the thresholds FineWeb ran them with
+(datatrove's ``GopherRepetitionFilter`` and ``GopherQualityFilter`` defaults).
+
+Repetition catches boilerplate and spam that repeat lines, paragraphs or phrases; quality catches
+pages that are too short or long, made of symbols or lists, or not written in sentences.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+
+from lm.config_base import StrictModel
+from pipelines.clean.filters.base import Doc, Filter
+from pipelines.clean.filters.text_stats import NGramStats, find_duplicates, tokenize, word_counts
+
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_LINE_BREAK = re.compile(r"\n+")
+
+_TABLE_A1 = "Gopher paper, Table A1; FineWeb/datatrove default"
+
+
+class GopherRepetitionConfig(StrictModel):
+    dup_line_frac: float | None = Field(0.30, description=f"max fraction of duplicate lines ({_TABLE_A1})")
+    dup_para_frac: float | None = Field(
+        0.30, description=f"max fraction of duplicate paragraphs ({_TABLE_A1})"
+    )
+    dup_line_char_frac: float | None = Field(
+        0.20, description=f"max fraction of characters in duplicate lines ({_TABLE_A1})"
+    )
+    dup_para_char_frac: float | None = Field(
+        0.20, description=f"max fraction of characters in duplicate paragraphs ({_TABLE_A1})"
+    )
+    top_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        description=f"n -> max fraction of characters in the most frequent word n-gram ({_TABLE_A1})",
+    )
+    dup_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description=f"n -> max fraction of characters in repeated word n-grams ({_TABLE_A1})",
+    )
+
+
+class GopherRepetitionFilter(Filter):
+    """Drops documents that repeat lines, paragraphs or word n-grams too much."""
+
+    name = "gopher_repetition"
+
+    def __init__(self, config: GopherRepetitionConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GopherRepetitionConfig()
+        self._top = sorted(self.config.top_ngram_char_frac.items())
+        self._dup = sorted(self.config.dup_ngram_char_frac.items())
+
+    def decide(self, doc: Doc) -> str | None:
+        cfg = self.config
+        text = doc["text"]
+        if not text.strip():
+            return "empty"
+        n_chars = len(text)
+
+        paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+        n_dup, dup_chars = find_duplicates(paragraphs)
+        if cfg.dup_para_frac is not None and n_dup / len(paragraphs) > cfg.dup_para_frac:
+            return "dup_para_frac"
+        if cfg.dup_para_char_frac is not None and dup_chars / n_chars > cfg.dup_para_char_frac:
+            return "dup_para_char_frac"
+
+        lines = _LINE_BREAK.split(text)
+        n_dup, dup_chars = find_duplicates(lines)
+        if cfg.dup_line_frac is not None and n_dup / len(lines) > cfg.dup_line_frac:
+            return "dup_line_frac"
+        if cfg.dup_line_char_frac is not None and dup_chars / n_chars > cfg.dup_line_char_frac:
+            return "dup_line_char_frac"
+
+        stats = NGramStats(tokenize(text))
+        for n, max_frac in self._top:
+            if stats.top_ngram_exceeds(n, max_frac * n_chars):
+                return f"top_{n}_gram"
+        for n, max_frac in self._dup:
+            if stats.duplicate_ngrams_exceed(n, max_frac * n_chars):
+                return f"dup_{n}_gram"
+        return None
+
+
+_SECTION_A = "Gopher paper, Appendix A; FineWeb/datatrove default"
+
+
+class GopherQualityConfig(StrictModel):
+    min_words: int | None = Field(50, description=f"min non-symbol words ({_SECTION_A})")
+    max_words: int | None = Field(100_000, description=f"max non-symbol words ({_SECTION_A})")
+    min_mean_word_length: float | None = Field(3, description=f"min mean word length ({_SECTION_A})")
+    max_mean_word_length: float | None = Field(10, description=f"max mean word length ({_SECTION_A})")
+    max_symbol_word_ratio: float | None = Field(
+        0.1, description=f"max ratio of '#' or ellipses to words ({_SECTION_A})"
+    )
+    max_bullet_lines_ratio: float | None = Field(
+        0.9, description=f"max fraction of lines starting with a bullet ({_SECTION_A})"
+    )
+    max_ellipsis_lines_ratio: float | None = Field(
+        0.3, description=f"max fraction of lines ending with an ellipsis ({_SECTION_A})"
+    )
+    min_alpha_words_ratio: float | None = Field(
+        0.8, description=f"min fraction of words with an alphabetic character ({_SECTION_A})"
+    )
+    min_stop_words: int | None = Field(
+        2, description=f"min number of distinct stop words present ({_SECTION_A})"
+    )
+    stop_words: list[str] = Field(
+        default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"],
+        description="the English stop words of the Gopher paper, Appendix A",
+    )
+
+
+_BULLETS = ("•", "-")
+_ELLIPSES = ("...", "…")
+
+
+class GopherQualityFilter(Filter):
+    """Drops documents whose words, symbols and lines do not look like prose."""
+
+    name = "gopher_quality"
+
+    def __init__(self, config: GopherQualityConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GopherQualityConfig()
+        self._stop_words = frozenset(self.config.stop_words)
+
+    def decide(self, doc: Doc) -> str | None:
+        cfg = self.config
+        text = doc["text"]
+        tokens = tokenize(text)
+        n_tokens = len(tokens)
+        # words are the tokens that are not only punctuation ("...", "$"); ratios divide by all tokens
+        n_words, word_chars, n_alpha = word_counts(tokens)
+        if n_tokens == 0 or (cfg.min_words is not None and n_words < cfg.min_words):
+            return "too_few_words"
+        if cfg.max_words is not None and n_words > cfg.max_words:
+            return "too_many_words"
+
+        if n_words:
+            mean_length = word_chars / n_words
+            if cfg.min_mean_word_length is not None and mean_length < cfg.min_mean_word_length:
+                return "mean_word_length_low"
+            if cfg.max_mean_word_length is not None and mean_length > cfg.max_mean_word_length:
+                return "mean_word_length_high"
+
+        if cfg.max_symbol_word_ratio is not None:
+            if text.count("#") / n_tokens > cfg.max_symbol_word_ratio:
+                return "too_many_hashes"
+            if (text.count("...") + text.count("…")) / n_tokens > cfg.max_symbol_word_ratio:
+                return "too_many_ellipses"
+
+        lines = text.splitlines()
+        if lines:
+            if cfg.max_bullet_lines_ratio is not None:
+                bullets = sum(1 for line in lines if line.lstrip().startswith(_BULLETS))
+                if bullets / len(lines) > cfg.max_bullet_lines_ratio:
+                    return "too_many_bullet_lines"
+            if cfg.max_ellipsis_lines_ratio is not None:
+                ellipses = sum(1 for line in lines if line.rstrip().endswith(_ELLIPSES))
+                if ellipses / len(lines) > cfg.max_ellipsis_lines_ratio:
+                    return "too_many_ellipsis_lines"
+
+        if cfg.min_alpha_words_ratio is not None:
+            if n_alpha / n_tokens < cfg.min_alpha_words_ratio:
+                return "too_few_alpha_words"
+
+        if cfg.min_stop_words is not None and len(self._stop_words.intersection(tokens)) < cfg.min_stop_words:
+            return "too_few_stop_words"
+        return None

@@ -1,0 +1,114 @@
+"""PII masking: e-mail addresses, public IP addresses and phone numbers become placeholders.
+
+FineWeb anonymised e-mails and public IPs (datatrove's ``PIIFormatter``); phone numbers are added
+here. Precision comes first: a number is only a phone number when its shape says so (an
+international ``+`` prefix, the North-American 3-3-4 grouping, or a European trunk ``0`` followed by
+enough digits), so years, dates, times, prices, versions and counts stay as they are. IP addresses
+are checked with the standard ``ipaddress`` module and only public (``is_global``) ones are masked:
+127.0.0.1, 10.x, 192.168.x, ::1 and the documentation ranges are not anybody's address.
+
+The default placeholders are themselves reserved addresses (example.com, RFC 5737 / RFC 3849
+documentation ranges, the 555-01xx fictional numbers), so the text still reads naturally.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pydantic import Field
+
+from lm.config_base import StrictModel
+from pipelines.clean.filters.base import Doc, Mapper
+
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# not part of a longer dotted number (a version like 1.2.3.4.5 or an IP inside one)
+_IPV4 = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w]|\.\d)")
+# candidates only; ipaddress decides what is an address ("10:30:00" is not)
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])"
+)
+
+_SEP = r"[ .\-]"
+_PHONE = re.compile(
+    "|".join(
+        [
+            # international: +CC then 2-5 groups, optional (0) trunk marker: +44 (0)20 7946 0958, +1-212-555-0100
+            r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,4}\)?){2,5}",
+            # North American: (212) 555-0100, 212-555-0100, 212.555.0100, 1-800-555-0100
+            rf"(?<![\w.\-/+])(?:1{_SEP})?(?:\([2-9]\d\d\)\s?|[2-9]\d\d{_SEP})\d{{3}}{_SEP}\d{{4}}",
+            # European national with a trunk 0: 020 7946 0958, 030 1234567, 06 12 34 56 78, 030/1234567
+            r"(?<![\w.,\-/+])0[1-9]\d{0,3}(?:[ /\-]\d{2,8}){1,4}",
+        ]
+    )
+    + r"(?![\w\-/]|[.,]\d)"
+)
+_MIN_PHONE_DIGITS = 9  # a phone number has 9-15 digits (ITU-T E.164 allows at most 15)
+_MAX_PHONE_DIGITS = 15
+_DATE_LIKE = re.compile(r"^\+?\d{1,4}[ \-/.]\d{1,2}[ \-/.]\d{1,4}$")
+
+
+class PIIConfig(StrictModel):
+    emails: bool = Field(True, description="mask e-mail addresses (FineWeb did)")
+    ips: bool = Field(True, description="mask public IPv4/IPv6 addresses (FineWeb did)")
+    phones: bool = Field(True, description="mask phone numbers")
+    email_placeholder: str = Field("email@example.com", description="replaces an e-mail (FineWeb's)")
+    ipv4_placeholder: str = Field("192.0.2.1", description="replaces a public IPv4 (RFC 5737 range)")
+    ipv6_placeholder: str = Field("2001:db8::1", description="replaces a public IPv6 (RFC 3849 range)")
+    phone_placeholder: str = Field("555-0100", description="replaces a phone number (fictional number)")
+
+
+class PIIMasker(Mapper):
+    """Replaces PII in ``doc["text"]``; counts replacements in ``self.counts`` ("email", "ip", "phone")."""
+
+    name = "pii"
+
+    def __init__(self, config: PIIConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PIIConfig()
+
+    def map(self, doc: Doc) -> None:
+        text = doc["text"]
+        cfg = self.config
+        if cfg.emails and "@" in text:
+            text, n = _EMAIL.subn(cfg.email_placeholder, text)
+            if n:
+                self.counts["email"] += n
+        if cfg.ips:
+            if "." in text:
+                text = _IPV4.sub(self._ipv4, text)
+            if ":" in text:
+                text = _IPV6.sub(self._ipv6, text)
+        if cfg.phones:
+            text = _PHONE.sub(self._phone, text)
+        doc["text"] = text
+
+    def _ipv4(self, match: re.Match[str]) -> str:
+        if ipaddress.IPv4Address(match.group()).is_global:
+            self.counts["ip"] += 1
+            return self.config.ipv4_placeholder
+        return match.group()
+
+    def _ipv6(self, match: re.Match[str]) -> str:
+        candidate = match.group()
+        try:
+            address = ipaddress.IPv6Address(candidate)
+        except ValueError:
+            return candidate
+        if address.is_global:
+            self.counts["ip"] += 1
+            return self.config.ipv6_placeholder
+        return candidate
+
+    def _phone(self, match: re.Match[str]) -> str:
+        candidate = match.group()
+        digits = sum(c.isdigit() for c in candidate)
+        if not _MIN_PHONE_DIGITS <= digits <= _MAX_PHONE_DIGITS or _DATE_LIKE.match(candidate):
+            return candidate
+        self.counts["phone"] += 1
+        return self.config.phone_placeholder
