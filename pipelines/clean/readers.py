@@ -900,8 +900,11 @@ def _read_jsonl(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str
 
 def _json_line(f: InputFile, line: bytes, index: int, cfg: ReadConfig) -> dict[str, Any]:
     # JSON is UTF-8 by definition: decode leniently, count what had to be replaced
-    text = line.decode("utf-8", "replace")
-    bad = _replacements(text, line)
+    try:
+        text, bad = line.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = line.decode("utf-8", "replace")
+        bad = _replacements(text, line)
     try:
         obj = json.loads(text)
     except ValueError as e:
@@ -929,6 +932,8 @@ def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dic
 
 
 def _lookup(obj: dict[str, Any], dotted: str) -> Any:
+    if "." not in dotted:
+        return obj.get(dotted)
     cur: Any = obj
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
