@@ -113,7 +113,7 @@ def write_report(run: RunDir) -> Path:
     summary = read_json(run.summary, {}) or {}
     parts = [f"# raychat run report: `{run.root}`", ""]
     for stage in STAGES:
-        if stage not in summary and not (run.metrics / f"{stage}.md").is_file():
+        if stage not in summary and not any(run.metrics.glob(f"{stage}*.md")):
             continue
         parts += [f"## {stage}", ""]
         special = SECTIONS.get(stage)
@@ -121,8 +121,7 @@ def write_report(run: RunDir) -> Path:
         if not body and stage in summary:
             body = _table(_scalars(summary[stage]))
         parts.append(body)
-        fragment = run.metrics / f"{stage}.md"
-        if fragment.is_file():
+        for fragment in sorted(run.metrics.glob(f"{stage}*.md")) if run.metrics.is_dir() else []:
             parts += ["", fragment.read_text().strip()]
         for plot in sorted(run.plots.glob(f"{stage}_*.png")) if run.plots.is_dir() else []:
             parts += ["", f"![{plot.stem}](plots/{plot.name})"]

@@ -1,9 +1,50 @@
-"""Settings of the clean stage."""
+"""Settings of the clean stage: one section per step, named as the step is in ``clean.steps``."""
 
-from pydantic import Field
+from __future__ import annotations
+
+from pydantic import Field, field_validator
 
 from lm.config_base import StrictModel
+from pipelines.clean.dedup import DedupConfig
+from pipelines.clean.extract import ExtractConfig
+from pipelines.clean.filters.c4 import C4Config
+from pipelines.clean.filters.custom import CustomStepConfig
+from pipelines.clean.filters.fineweb import FineWebQualityConfig
+from pipelines.clean.filters.gopher import GopherQualityConfig, GopherRepetitionConfig
+from pipelines.clean.filters.language import LanguageConfig
+from pipelines.clean.filters.pii import PIIConfig
+from pipelines.clean.filters.url import UrlFilterConfig
+from pipelines.clean.readers import ReadConfig
+from pipelines.clean.steps import resolve_steps
 
 
 class CleanConfig(StrictModel):
-    inputs: list[str] = Field(default_factory=list, description="files, globs, folders or URIs")
+    inputs: list[str] = Field(
+        default_factory=lambda: ["{run_dir}/world/crawl"],
+        description="files, globs, folders or URIs; {run_dir} is replaced by the run directory",
+    )
+    steps: list[str] = Field(
+        default_factory=lambda: ["all"],
+        description="steps to run, in pipeline order; 'quality' = the four quality filters, 'all' = every step",
+    )
+    read: ReadConfig = ReadConfig()
+    url: UrlFilterConfig = UrlFilterConfig()
+    extract: ExtractConfig = ExtractConfig()
+    language: LanguageConfig = LanguageConfig()
+    gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
+    gopher_quality: GopherQualityConfig = GopherQualityConfig()
+    c4: C4Config = C4Config()
+    fineweb: FineWebQualityConfig = FineWebQualityConfig()
+    pii: PIIConfig = PIIConfig()
+    custom: list[CustomStepConfig] = Field(default_factory=list, description="user steps, run in order")
+    dedup: DedupConfig = DedupConfig()
+    batch_size: int = Field(256, ge=1, description="documents per step batch inside a worker")
+    num_workers: int | None = Field(None, ge=1, description="pass-1 actors; None = one per free CPU")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    min_rows_per_file: int = Field(50_000, ge=1, description="rows per output parquet file (at least)")
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, value: list[str]) -> list[str]:
+        resolve_steps(value)  # raises with the list of known steps
+        return value

@@ -100,6 +100,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             to_table(input_errors, ERRORS_SCHEMA), storage.join(data_dir, "errors", "inputs.parquet")
         )
     stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started)
+    stats["languages"] = count_languages(storage.join(data_dir, "clean"))
     storage.write_json(storage.join(data_dir, "stats.json"), stats)
     log.info(
         "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
@@ -121,6 +122,18 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "languages",
         )
     }
+
+
+def count_languages(clean_dir: str) -> dict[str, int]:
+    """Rows per language partition, from parquet footers (no data is read)."""
+    import pyarrow.dataset as pads
+
+    fs, path = storage.fs_and_path(clean_dir)
+    counts: dict[str, int] = {}
+    for fragment in pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").get_fragments():
+        lang = pads.get_partition_keys(fragment.partition_expression).get("language", "und")
+        counts[lang] = counts.get(lang, 0) + fragment.metadata.num_rows
+    return dict(sorted(counts.items()))
 
 
 def build_stats(

@@ -139,6 +139,7 @@ class FileProcessor:
         summary = {
             "file": path,
             "file_key": key,
+            "bytes": int(getattr(f, "size", None) or 0),
             "records": records,
             "kept": len(kept),
             "rejected": len(rejected),
