@@ -385,15 +385,37 @@ class TorchEngine(Engine):
     def _admit(self) -> None:
         for slot in range(self.max_batch_size):
             if not self._waiting:
-                return
+                break
             if self._slots[slot] is None:
-                req = self._waiting.popleft()
-                req.slot = slot
-                self._slots[slot] = req
-                p = req.params
-                self._temperature[slot] = p.temperature
-                self._top_k[slot] = p.top_k
-                self._top_p[slot] = p.top_p
+                self._place(self._waiting.popleft(), slot)
+        if not self._waiting:
+            self._compact()
+
+    def _place(self, req: Request, slot: int) -> None:
+        req.slot = slot
+        self._slots[slot] = req
+        p = req.params
+        self._temperature[slot] = p.temperature
+        self._top_k[slot] = p.top_k
+        self._top_p[slot] = p.top_p
+
+    def _compact(self) -> None:
+        """Move the highest running requests into lower free slots, so the decode range stays dense
+        while the batch drains (copying a cache slot once beats computing an idle row every step)."""
+        while True:
+            busy = [i for i, r in enumerate(self._slots) if r is not None]
+            free = [i for i, r in enumerate(self._slots) if r is None]
+            if not busy or not free or free[0] > busy[-1]:
+                return
+            src, dst = busy[-1], free[0]
+            req = self._slots[src]
+            assert req is not None
+            n = req.cached
+            for kc, vc in zip(self._k, self._v, strict=True):
+                kc[dst, :, :n] = kc[src, :, :n]
+                vc[dst, :, :n] = vc[src, :, :n]
+            self._slots[src] = None
+            self._place(req, dst)
 
     def _extend_batch(self, candidates: list[Request]) -> list[Request]:
         """As many of the requests needing an extend as fit ``max_prefill_tokens`` (at least one)."""

@@ -143,10 +143,8 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x32.to(dtype)
+        normed = F.rms_norm(x.float(), (x.size(-1),), eps=self.variance_epsilon)  # one fused kernel
+        return self.weight * normed.to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -197,11 +195,18 @@ class Attention(nn.Module):
         mask: Tensor | None = None
         if cache is not None:
             k, v, mask = cache.update(self.layer_idx, k, v)
-        gqa = self.num_kv_heads != self.num_heads
+        group = self.num_heads // self.num_kv_heads
         if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1)
+        elif group > 1:
+            # Grouped queries as rows: the `group` query heads sharing a key/value head are stacked along
+            # the sequence axis, so no key/value copy per query head is made (decode's hot path).
+            qg = q.reshape(b, self.num_kv_heads, group * t, self.head_dim)
+            mask_g = mask.repeat(1, 1, group, 1) if mask.size(-2) > 1 else mask
+            out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask_g)
+            out = out.view(b, self.num_heads, t, self.head_dim)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
 

@@ -230,3 +230,114 @@ def test_results_are_plain_data(model: Transformer) -> None:
     res = TorchEngine(model).generate([[1, 2]], SamplingParams(max_tokens=3, seed=0, logprobs=True))[0]
     assert isinstance(res, GenerationResult) and res.prompt_ids == [1, 2]
     assert len(res.token_ids) == len(res.logprobs) == len(res.forced) == 3
+
+
+# -- choosing an engine, and `raychat sample` ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from lm.checkpoint import save_pretrained
+    from lm.tokenizer import Tokenizer
+
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks.update({b"th": 256, b"he": 257, b"the": 258})
+    tok = Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=160,
+        max_seq_len=128,
+        init_std=0.1,
+    )
+    m = Transformer(cfg)
+    m.init_weights(0)
+    return save_pretrained(m, tmp_path_factory.mktemp("sample") / "base", tokenizer=tok), tok
+
+
+def test_make_engine_choices(model_dir) -> None:
+    from lm import vllm_engine
+
+    directory, tok = model_dir
+    engine = vllm_engine.make_engine(directory, prefer="torch")
+    assert isinstance(engine, TorchEngine) and engine.eos_token_ids == (tok.eot_id,)
+    if not vllm_engine.vllm_available():
+        assert isinstance(vllm_engine.make_engine(directory), TorchEngine)  # "auto" falls back to ours
+        with pytest.raises(vllm_engine.VLLMUnavailable, match="TorchEngine"):
+            vllm_engine.make_engine(directory, prefer="vllm")
+    with pytest.raises(ValueError, match="prefer"):
+        vllm_engine.make_engine(directory, prefer="fast")
+
+
+def test_vllm_sampling_params_mapping() -> None:
+    from lm.vllm_engine import vllm_sampling_kwargs
+
+    p = SamplingParams(
+        temperature=0.5, top_k=0, top_p=0.9, max_tokens=20, stop_token_ids=[7], seed=3, logprobs=True
+    )
+    kw = vllm_sampling_kwargs(p, eos_token_ids=[1], tool_close_ids=[9], max_tokens=12)
+    assert kw["stop_token_ids"] == [1, 7, 9] and kw["top_k"] == -1 and kw["max_tokens"] == 12
+    assert kw["logprobs"] == 0 and kw["detokenize"] is False and kw["seed"] == 3
+    no_eos = vllm_sampling_kwargs(p.model_copy(update={"ignore_eos": True, "logprobs": False}), [1], [])
+    assert no_eos["stop_token_ids"] == [7] and no_eos["logprobs"] is None and no_eos["max_tokens"] == 20
+
+
+def _sample_cli(argv: list[str]) -> int:
+    import argparse
+
+    from pipelines.sample import add_sample_args, main_sample
+
+    parser = argparse.ArgumentParser()
+    add_sample_args(parser)
+    return main_sample(parser.parse_args(argv))
+
+
+def test_sample_cli_json(model_dir, capsys) -> None:
+    import json
+
+    directory, tok = model_dir
+    argv = [
+        "--model",
+        str(directory),
+        "--prompt",
+        "the cat",
+        "-n",
+        "3",
+        "--max-tokens",
+        "7",
+        "--seed",
+        "5",
+        "--json",
+    ]
+    assert _sample_cli(argv + ["--engine", "torch"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert 1 <= len(line["token_ids"]) <= 7 and line["prompt"] == "the cat"
+        shown = line["token_ids"][:-1] if line["finish_reason"] == "stop" else line["token_ids"]
+        assert line["text"] == tok.decode(shown)
+    assert len({tuple(line["token_ids"]) for line in lines}) > 1  # different seeds, varied samples
+    assert _sample_cli(argv + ["--engine", "torch"]) == 0  # the same seed reproduces them
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == lines
+
+
+def test_sample_decodes_ids_past_the_tokenizer(model_dir) -> None:
+    from pipelines.sample import _decode
+
+    _, tok = model_dir
+    ids = tok.encode("the cat")
+    assert _decode(tok, ids) == "the cat"
+    assert _decode(tok, ids[:1] + [tok.vocab_size + 3] + ids[1:]) == tok.decode(
+        ids[:1]
+    ) + "\ufffd" + tok.decode(ids[1:])
+
+
+def test_sample_cli_errors(tmp_path, model_dir, capsys) -> None:
+    assert _sample_cli(["--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    directory, _ = model_dir
+    assert _sample_cli(["--model", str(directory), "--top-p", "0", "--engine", "torch"]) == 2
+    assert "bad sampling settings" in capsys.readouterr().err
