@@ -145,7 +145,13 @@ def test_decode_inverts_encode_on_unicode(trained: Tokenizer):
         ids = trained.encode(text)
         assert trained.decode(ids) == text
         assert trained.decode_bytes(ids) == text.encode()
-    assert trained.encode_batch(UNICODE_SAMPLES, num_threads=2) == [trained.encode(t) for t in UNICODE_SAMPLES]
+    expected = [trained.encode(t) for t in UNICODE_SAMPLES]
+    assert trained.encode_batch(UNICODE_SAMPLES, num_threads=2) == expected
+    for threads in (1, 3):
+        assert [a.tolist() for a in trained.encode_batch_numpy(UNICODE_SAMPLES, num_threads=threads)] == expected
+    # special-token text stays ordinary text on the bulk path too
+    (bulk,) = trained.encode_batch_numpy(["a <|endoftext|> b"])
+    assert bulk.tolist() == trained.encode("a <|endoftext|> b") and trained.eot_id not in bulk
 
 
 def test_decode_replaces_cut_characters(trained: Tokenizer):

@@ -1,7 +1,73 @@
 """Settings of the tokenizer and the tokenize stage."""
 
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
 from lm.config_base import StrictModel
+from lm.tokenizer import PATTERNS
 
 
 class TokenizeConfig(StrictModel):
-    tokenizer: str = "train"
+    tokenizer: str = Field(
+        "train",
+        description="'train' (our own byte-level BPE on the clean corpus), 'gpt2:<dir>' (vocab.bpe + "
+        "encoder.json), 'tiktoken:<file>' (a .tiktoken ranks file), or a saved tokenizer/model directory",
+    )
+    vocab_size: int = Field(
+        4096,
+        ge=512,
+        le=2**32,
+        description="ids of a trained tokenizer, special tokens included (4,096 for the demo, 32k-65k for "
+        "real runs; up to 65,536 keeps shards uint16)",
+    )
+    pattern: str = Field(
+        "cl100k",
+        description="split regex of a trained tokenizer (and of a tiktoken: file whose name does not say): "
+        "gpt2, cl100k (GPT-4's), o200k",
+    )
+    min_frequency: int = Field(2, ge=1, description="a pair seen fewer times never becomes a merge")
+    train_max_documents: int | None = Field(
+        200_000, ge=1, description="documents sampled (by hash, from the train split) to train the tokenizer"
+    )
+    train_max_bytes: int | None = Field(
+        500_000_000,
+        ge=1,
+        description="UTF-8 bytes of text the tokenizer trains on at most (~1-2 GB is plenty)",
+    )
+    val_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="share of documents in the val split, chosen by a hash of the id"
+    )
+    shard_tokens: int = Field(
+        50_000_000, ge=1024, description="tokens per shard file (100 MB of uint16); the last one is smaller"
+    )
+    merge_memory_mb: int = Field(
+        1024, ge=16, description="memory the driver may use to merge the encoded parts into shards"
+    )
+    batch_size: int = Field(512, ge=1, description="documents per Ray Data batch (one encode call)")
+    block_mb: int = Field(
+        16,
+        ge=1,
+        description="target size of Ray Data blocks read from parquet (Ray's default 128 MB would "
+        "leave a small corpus in one block on one core)",
+    )
+    num_threads: int = Field(1, ge=1, description="tiktoken threads inside each Ray Data task")
+    num_cpus_per_task: float = Field(1.0, gt=0, description="CPUs Ray reserves for each encoding task")
+    seed: int = Field(
+        0, description="salt of the train/val split hash and of the tokenizer's training sample"
+    )
+    input: str | None = Field(None, description="clean parquet folder; None = <run>/data/clean")
+    text_column: str = "text"
+    id_column: str = Field("id", description="what the split hash reads; rows without one hash their text")
+    write_clean: bool = Field(
+        True,
+        description="write the clean parquet with token_count filled to <run>/data/clean (in place, "
+        "atomically, when the input is that folder)",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _known_pattern(cls, v: str) -> str:
+        if v.lower() not in PATTERNS:
+            raise ValueError(f"unknown split pattern {v!r}; known: {', '.join(PATTERNS)}")
+        return v.lower()

@@ -1,0 +1,574 @@
+"""The tokenize stage: train (or load) the tokenizer, then turn the clean corpus into token shards.
+
+    python -m pipelines.tokenize --config configs/tiny.yaml
+    raychat tokenize --input runs/tiny/data/clean --output runs/tiny --tokenizer train
+    raychat tokenize --output runs/gpt2 --tokenizer gpt2:../shared/data/tokenizers/gpt2
+
+1. The tokenizer: ``tokenize.tokenizer: train`` trains our byte-level BPE (lm/bpe.py) on a hash-chosen
+   sample of the train split; any other value is loaded with ``lm.tokenizer.load_tokenizer``. Either
+   way it is saved to ``<run>/tokenizer/`` so the run is self-contained.
+2. One streaming Ray Data pass over the clean parquet: each task encodes a batch with tiktoken
+   (``encode_ordinary_batch``), puts ``<|endoftext|>`` before every document, sends each document to
+   train or val by a hash of its id, writes the batch's tokens as one part file per split, and hands
+   the rows on with ``token_count`` filled to ``write_parquet`` (same language partitioning).
+3. The driver concatenates the parts, in an order fixed by their content, into fixed-size shards and
+   writes ``<run>/tokens/index.json`` (pipelines/tokenize/shards.py), checks that rows, documents and
+   tokens add up, and swaps the new ``tokens/`` and ``data/clean/`` in place of the old ones.
+
+Everything is written to temporary folders first and renamed at the end, so a rerun or a killed run
+never leaves duplicated rows or half an output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from lm.bpe import train_bpe
+from lm.tokenizer import META_FILE, RANKS_FILE, Tokenizer, load_saved, load_tokenizer
+from pipelines.config import ConfigError, RunConfig
+from pipelines.runtime import MetricsWriter, Progress, RunDir, init_ray, write_json_atomic
+from pipelines.tokenize.config import TokenizeConfig
+from pipelines.tokenize.shards import (
+    SPLITS,
+    ShardWriter,
+    TokenIndex,
+    merge_parts,
+    token_dtype,
+    write_file_atomic,
+    write_index,
+    write_part,
+)
+
+log = logging.getLogger("raychat")
+STAGE = "tokenize"
+# tokens-per-document histogram bins (powers of two), summed over batches for the report's plot
+HIST_EDGES = np.array([0, *[2**k for k in range(0, 25)], np.iinfo(np.int64).max], dtype=np.int64)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", help="clean parquet folder (default: <run>/data/clean)")
+    parser.add_argument("--output", help="run directory to write tokenizer/ and tokens/ into (= --run-dir)")
+    parser.add_argument(
+        "--tokenizer", help="train | gpt2:<dir> | tiktoken:<file> | a tokenizer or model directory"
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, help="vocabulary of a trained tokenizer (specials included)"
+    )
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    # values are JSON strings, which YAML reads back verbatim (paths with ':' or spaces stay strings)
+    out = []
+    if args.input:
+        out.append(f"tokenize.input={json.dumps(args.input)}")
+    if args.output:
+        out.append(f"run_dir={json.dumps(args.output)}")
+    if args.tokenizer:
+        out.append(f"tokenize.tokenizer={json.dumps(args.tokenizer)}")
+    if args.vocab_size is not None:
+        out.append(f"tokenize.vocab_size={args.vocab_size}")
+    return out
+
+
+# -- the split and the training sample -----------------------------------------------------------
+
+_U64 = 2**64
+
+
+def document_key(doc_id: Any, text: str) -> str:
+    """What the split hash reads: the document id, or its text when it has none."""
+    return str(doc_id) if doc_id is not None and doc_id != "" else text
+
+
+def is_val(key: str, seed: int, val_fraction: float) -> bool:
+    """Deterministic train/val assignment: the same id lands in the same split on every run and node."""
+    return _is_val_bytes(_utf8(key), seed, val_fraction)
+
+
+def _is_val_bytes(key: bytes, seed: int, val_fraction: float) -> bool:
+    return xxhash.xxh64_intdigest(key, seed=seed % _U64) < val_fraction * _U64
+
+
+def _in_sample(key: str, seed: int, fraction: float) -> bool:
+    return xxhash.xxh64_intdigest(b"sample\0" + _utf8(key), seed=seed % _U64) < fraction * _U64
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    """Parquet files under ``directory`` in a stable order (hidden and temporary files skipped)."""
+    return sorted(
+        p
+        for p in directory.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+    )
+
+
+def hive_partition_columns(directory: Path) -> list[str]:
+    """The ``key=value`` folder levels under ``directory`` (e.g. ``language=en/`` -> ["language"])."""
+    cols: list[str] = []
+    level = directory
+    while True:
+        subdirs = sorted(
+            p for p in level.iterdir() if p.is_dir() and "=" in p.name and not p.name.startswith(".")
+        )
+        if not subdirs:
+            return cols
+        cols.append(subdirs[0].name.split("=", 1)[0])
+        level = subdirs[0]
+
+
+def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
+    """Texts to train the tokenizer on: train-split documents picked by a hash (so the sample is
+    spread over the whole corpus and the same on every run), until the document or byte cap."""
+    total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    expected_train = max(1.0, total_rows * (1 - tc.val_fraction))
+    fraction = 1.0 if tc.train_max_documents is None else min(1.0, tc.train_max_documents / expected_train)
+    max_docs = tc.train_max_documents or total_rows
+    max_bytes = tc.train_max_bytes or float("inf")
+    docs = nbytes = 0
+    progress = Progress("tokenizer training sample", min(max_docs, total_rows), unit="docs")
+    for f in files:
+        pf = pq.ParquetFile(f)
+        names = set(pf.schema_arrow.names)
+        if tc.text_column not in names:
+            raise ConfigError(
+                f"{f}: no column {tc.text_column!r} (tokenize.text_column); columns: {sorted(names)}"
+            )
+        columns = [tc.text_column] + ([tc.id_column] if tc.id_column in names else [])
+        for batch in pf.iter_batches(batch_size=4096, columns=columns):
+            texts = batch.column(tc.text_column).to_pylist()
+            ids = batch.column(tc.id_column).to_pylist() if tc.id_column in names else [None] * len(texts)
+            picked = 0
+            for doc_id, text in zip(ids, texts, strict=True):
+                if not text:
+                    continue
+                key = document_key(doc_id, text)
+                if is_val(key, tc.seed, tc.val_fraction) or not _in_sample(key, tc.seed, fraction):
+                    continue
+                yield text
+                picked += 1
+                docs += 1
+                nbytes += len(_utf8(text))
+                if docs >= max_docs or nbytes >= max_bytes:
+                    progress.update(picked, f"{nbytes / 1e6:.1f} MB")
+                    return
+            progress.update(picked, f"{nbytes / 1e6:.1f} MB")
+
+
+def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tokenizer:
+    """Train or load the tokenizer and save it to ``<run>/tokenizer`` (replacing any old one whole)."""
+    if tc.tokenizer == "train":
+        log.info("training a byte-level BPE tokenizer, vocab_size=%d, pattern=%s", tc.vocab_size, tc.pattern)
+        tok = train_bpe(
+            training_sample(files, tc),
+            vocab_size=tc.vocab_size,
+            pattern=tc.pattern,
+            min_frequency=tc.min_frequency,
+            show_progress=False,
+        )
+        if tok.vocab_size < tc.vocab_size:
+            log.warning(
+                "the corpus ran out of pairs seen %d times: vocabulary is %d, not %d",
+                tc.min_frequency,
+                tok.vocab_size,
+                tc.vocab_size,
+            )
+    else:
+        tok = load_tokenizer(
+            tc.tokenizer, pattern=tc.pattern if tc.tokenizer.startswith("tiktoken:") else None
+        )
+    tmp = _fresh_dir(run.root / ".tokenizer.tmp")
+    tok.save(tmp)
+    _swap_in(tmp, run.tokenizer)
+    log.info("tokenizer %s (%d ids) saved to %s", tok.name, tok.vocab_size, run.tokenizer)
+    return tok
+
+
+def tokenizer_fingerprint(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in (META_FILE, RANKS_FILE):
+        h.update((directory / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+# -- the Ray Data map function ------------------------------------------------------------------
+
+_TOKENIZERS: dict[tuple[str, str], Tokenizer] = {}
+
+
+def _worker_tokenizer(directory: str, fingerprint: str) -> Tokenizer:
+    """Load once per worker process; the fingerprint keeps a retrained tokenizer at the same path
+    from being served stale out of this cache."""
+    key = (directory, fingerprint)
+    tok = _TOKENIZERS.get(key)
+    if tok is None:
+        tok = _TOKENIZERS[key] = load_saved(directory)
+    return tok
+
+
+def encode_batch(
+    table: pa.Table,
+    *,
+    tokenizer_dir: str,
+    fingerprint: str,
+    parts_dir: str,
+    text_column: str,
+    id_column: str,
+    val_fraction: float,
+    seed: int,
+    num_threads: int,
+    dtype: str,
+    keep_columns: bool,
+) -> pa.Table:
+    """Encode one batch: write its tokens (``<|endoftext|>`` + document, per split) as part files,
+    a stats file beside them, and return the rows with ``token_count`` filled.
+
+    Part names are a hash of the batch's documents, so a task that Ray retries rewrites the same
+    files instead of adding copies.
+    """
+    tok = _worker_tokenizer(tokenizer_dir, fingerprint)
+    texts = [t or "" for t in table.column(text_column).to_pylist()]
+    ids = table.column(id_column).to_pylist() if id_column in table.column_names else [None] * len(texts)
+    encoded = tok.encode_batch_numpy(texts, num_threads=num_threads)
+    counts = np.fromiter((e.size for e in encoded), dtype=np.int64, count=len(encoded))
+
+    digest = xxhash.xxh64()
+    members: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in SPLITS}
+    for doc_id, text, tokens in zip(ids, texts, encoded, strict=True):
+        key = _utf8(document_key(doc_id, text))
+        digest.update(key + b"\0")
+        if tokens.size:
+            docs, hashes = members["val" if _is_val_bytes(key, seed, val_fraction) else "train"]
+            docs.append(tokens)
+            hashes.append(xxhash.xxh64_intdigest(b"order\0" + key, seed=seed % _U64))
+    name = f"{digest.hexdigest()}-{len(texts)}"
+    stats: dict[str, Any] = {"rows": len(texts), "rows_empty": int((counts == 0).sum())}
+    for split, (docs, hashes) in members.items():
+        stats[f"documents_{split}"] = len(docs)
+        stats[f"tokens_{split}"] = sum(d.size for d in docs) + len(docs)
+        if docs:
+            write_part(
+                Path(parts_dir) / split, name, docs, np.array(hashes, dtype=np.uint64), tok.eot_id, dtype
+            )
+    stats["text_bytes"] = int(pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0)
+    stats["hist"] = np.histogram(counts[counts > 0], bins=HIST_EDGES)[0].tolist()
+    write_file_atomic(Path(parts_dir) / "stats" / f"{name}.json", json.dumps(stats).encode())
+
+    token_count = pa.array(counts, type=pa.int64())
+    if not keep_columns:
+        return pa.table({"token_count": token_count})
+    if "token_count" in table.column_names:
+        return table.set_column(table.column_names.index("token_count"), "token_count", token_count)
+    return table.append_column("token_count", token_count)
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace ``target`` by ``new`` with renames; ``_recover`` undoes a swap killed half-way."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(target: Path) -> None:
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        log.warning("restoring %s from an interrupted earlier run", target)
+        os.rename(old, target)
+
+
+def _resolve_input(tc: TokenizeConfig, run: RunDir) -> Path:
+    input_dir = Path(tc.input) if tc.input else run.clean
+    if not input_dir.is_dir():
+        raise ConfigError(
+            f"tokenize: no clean parquet folder at {input_dir}: run the clean stage first or pass "
+            "--input (tokenize.input)"
+        )
+    inside = input_dir.resolve() != run.clean.resolve() and input_dir.resolve().is_relative_to(
+        run.clean.resolve()
+    )
+    if tc.write_clean and inside:
+        raise ConfigError(
+            f"tokenize.input {input_dir} is a part of {run.clean}: rewriting the clean parquet from it would "
+            "drop the rest; tokenize the whole folder or set tokenize.write_clean=false"
+        )
+    return input_dir
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    tc = cfg.tokenize
+    run_dir = RunDir(cfg.run_dir)
+    for target in (run_dir.clean, run_dir.tokens, run_dir.tokenizer):
+        _recover(target)
+    input_dir = _resolve_input(tc, run_dir)
+    files = parquet_files(input_dir)
+    if not files:
+        raise ConfigError(f"tokenize: no .parquet files under {input_dir}")
+    partition_cols = hive_partition_columns(input_dir)
+    input_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    log.info(
+        "tokenize: %d parquet files, %d rows, partitioned by %s",
+        len(files),
+        input_rows,
+        partition_cols or "-",
+    )
+
+    started = time.time()
+    tok = prepare_tokenizer(tc, files, run_dir)
+    tokenizer_seconds = time.time() - started
+    dtype = token_dtype(tok.vocab_size)
+
+    parts = _fresh_dir(run_dir.root / ".tokens.parts")
+    new_clean = _fresh_dir(run_dir.root / "data" / ".clean.tokenize-tmp") if tc.write_clean else None
+    encode_started = time.time()
+    _encode_with_ray(tc, cfg, input_dir, partition_cols, run_dir.tokenizer, parts, dtype, new_clean)
+    stats = _sum_stats(parts / "stats")
+    ray_seconds = time.time() - encode_started
+
+    new_tokens = _fresh_dir(run_dir.root / ".tokens.tmp")
+    index = _assemble(parts, new_tokens, tok, dtype, tc, run_dir)
+    encode_seconds = time.time() - encode_started
+    log.info("tokenize: Ray Data pass %.1fs, shard assembly %.1fs", ray_seconds, encode_seconds - ray_seconds)
+    _check_counts(stats, index, input_rows, new_clean)
+
+    _swap_in(new_tokens, run_dir.tokens)
+    if new_clean is not None:
+        if tc.input and Path(tc.input).resolve() != run_dir.clean.resolve() and run_dir.clean.exists():
+            log.warning("replacing %s with the tokenized copy of %s", run_dir.clean, tc.input)
+        _swap_in(new_clean, run_dir.clean)
+    shutil.rmtree(parts, ignore_errors=True)
+
+    numbers = _headline(tok, index, stats, encode_seconds, tokenizer_seconds)
+    _write_report(run_dir, numbers, stats)
+    MetricsWriter(run_dir, STAGE).write({"time": time.time(), **numbers})
+    return numbers
+
+
+def _encode_with_ray(
+    tc: TokenizeConfig,
+    cfg: RunConfig,
+    input_dir: Path,
+    partition_cols: list[str],
+    tokenizer_dir: Path,
+    parts: Path,
+    dtype: str,
+    new_clean: Path | None,
+) -> None:
+    import ray
+
+    init_ray(cfg.ray)
+    ctx = ray.data.DataContext.get_current()
+    saved_block_size = ctx.target_max_block_size
+    # Ray's parquet reader packs files into ~128 MB blocks, so a small corpus would reach the encoder
+    # as one block, one task, one core; smaller blocks spread it over every CPU.
+    ctx.target_max_block_size = tc.block_mb * 1024 * 1024
+    try:
+        _run_pipeline(ray, tc, input_dir, partition_cols, tokenizer_dir, parts, dtype, new_clean)
+    finally:
+        ctx.target_max_block_size = saved_block_size
+
+
+def _run_pipeline(
+    ray: Any,
+    tc: TokenizeConfig,
+    input_dir: Path,
+    partition_cols: list[str],
+    tokenizer_dir: Path,
+    parts: Path,
+    dtype: str,
+    new_clean: Path | None,
+) -> None:
+    ds = ray.data.read_parquet(str(input_dir.resolve()))
+    ds = ds.map_batches(
+        encode_batch,
+        batch_format="pyarrow",
+        batch_size=tc.batch_size,
+        num_cpus=tc.num_cpus_per_task,
+        udf_modifying_row_count=False,
+        fn_kwargs={
+            "tokenizer_dir": str(tokenizer_dir.resolve()),
+            "fingerprint": tokenizer_fingerprint(tokenizer_dir),
+            "parts_dir": str(parts.resolve()),
+            "text_column": tc.text_column,
+            "id_column": tc.id_column,
+            "val_fraction": tc.val_fraction,
+            "seed": tc.seed,
+            "num_threads": tc.num_threads,
+            "dtype": dtype,
+            "keep_columns": new_clean is not None,
+        },
+    )
+    if new_clean is not None:
+        ds.write_parquet(str(new_clean.resolve()), partition_cols=partition_cols or None)
+    else:
+        for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            pass
+
+
+def _sum_stats(stats_dir: Path) -> dict[str, Any]:
+    total: dict[str, Any] = {"batches": 0, "hist": [0] * (len(HIST_EDGES) - 1)}
+    for f in sorted(stats_dir.glob("*.json")) if stats_dir.is_dir() else []:
+        one = json.loads(f.read_text())
+        total["batches"] += 1
+        total["hist"] = [a + b for a, b in zip(total["hist"], one.pop("hist"), strict=True)]
+        for k, v in one.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _assemble(
+    parts: Path, out: Path, tok: Tokenizer, dtype: str, tc: TokenizeConfig, run: RunDir
+) -> TokenIndex:
+    """Merge each split's parts into fixed-size shards in document-hash order (see shards.py)."""
+    splits = {}
+    for split in SPLITS:
+        writer = ShardWriter(out, split, dtype, tc.shard_tokens, tok.eot_id)
+        docs = merge_parts(parts / split, writer, memory_bytes=tc.merge_memory_mb * 1024 * 1024)
+        splits[split] = writer.close()
+        log.info(
+            "tokenize: %s split: %d documents, %d tokens, %d shards",
+            split,
+            docs,
+            splits[split].tokens,
+            len(splits[split].shards),
+        )
+    index = TokenIndex(
+        dtype=dtype,
+        vocab_size=tok.vocab_size,
+        eot_id=tok.eot_id,
+        tokenizer=os.path.relpath(run.tokenizer, run.tokens),
+        splits=splits,
+    )
+    write_index(out, index)
+    return index
+
+
+def _check_counts(stats: dict[str, Any], index: TokenIndex, input_rows: int, new_clean: Path | None) -> None:
+    """Every input row was encoded exactly once and every token landed in a shard, or we stop."""
+    problems = []
+    if stats.get("rows", 0) != input_rows:
+        problems.append(f"encoded {stats.get('rows', 0)} rows but the input has {input_rows}")
+    for split in SPLITS:
+        info = index.splits[split]
+        if info.documents != stats.get(f"documents_{split}", 0) or info.tokens != stats.get(
+            f"tokens_{split}", 0
+        ):
+            problems.append(
+                f"{split}: shards hold {info.documents} documents / {info.tokens} tokens, batches reported "
+                f"{stats.get(f'documents_{split}', 0)} / {stats.get(f'tokens_{split}', 0)}"
+            )
+    if new_clean is not None:
+        counts = pa.concat_arrays(
+            [
+                pq.read_table(f, columns=["token_count"]).column(0).combine_chunks()
+                for f in parquet_files(new_clean)
+            ]
+            or [pa.array([], pa.int64())]
+        ).to_numpy(zero_copy_only=False)
+        docs = sum(index.splits[s].documents for s in SPLITS)
+        tokens = sum(index.splits[s].tokens for s in SPLITS)
+        if len(counts) != input_rows:
+            problems.append(f"the rewritten clean parquet has {len(counts)} rows, the input {input_rows}")
+        if int((counts > 0).sum()) != docs or int(counts.sum()) + docs != tokens:
+            problems.append("token_count in the rewritten clean parquet disagrees with the shards")
+    if problems:
+        raise RuntimeError(
+            "tokenize: counts do not add up (outputs left unchanged; rerun the stage): " + "; ".join(problems)
+        )
+
+
+def _headline(
+    tok: Tokenizer, index: TokenIndex, stats: dict[str, Any], encode_seconds: float, tokenizer_seconds: float
+) -> dict[str, Any]:
+    train, val = index.splits["train"], index.splits["val"]
+    tokens = train.tokens + val.tokens
+    documents = train.documents + val.documents
+    text_tokens = tokens - documents  # without the <|endoftext|> separators
+    return {
+        "tokenizer": tok.name,
+        "vocab_size": tok.vocab_size,
+        "dtype": index.dtype,
+        "documents": documents,
+        "documents_train": train.documents,
+        "documents_val": val.documents,
+        "rows_empty": stats.get("rows_empty", 0),
+        "tokens": tokens,
+        "tokens_train": train.tokens,
+        "tokens_val": val.tokens,
+        "shards": len(train.shards) + len(val.shards),
+        "text_bytes": stats.get("text_bytes", 0),
+        "bytes_per_token": round(stats.get("text_bytes", 0) / text_tokens, 4) if text_tokens else 0.0,
+        "tokens_per_second": round(tokens / encode_seconds, 1) if encode_seconds > 0 else 0.0,
+        "encode_seconds": round(encode_seconds, 2),
+        "tokenizer_seconds": round(tokenizer_seconds, 2),
+    }
+
+
+def _write_report(run: RunDir, numbers: dict[str, Any], stats: dict[str, Any]) -> None:
+    run.metrics.mkdir(parents=True, exist_ok=True)
+    rows = "\n".join(
+        f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in numbers.items()
+    )
+    fragment = (
+        f"Tokenizer `{numbers['tokenizer']}` ({numbers['vocab_size']:,} ids, {numbers['bytes_per_token']} UTF-8 "
+        f"bytes per token); shards in `tokens/` as {numbers['dtype']}.\n\n| metric | value |\n| --- | ---: |\n{rows}\n"
+    )
+    (run.metrics / f"{STAGE}.md").write_text(fragment)
+    write_json_atomic(
+        run.metrics / f"{STAGE}_histogram.json", {"edges": HIST_EDGES[:-1].tolist(), "counts": stats["hist"]}
+    )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    counts = stats["hist"]
+    labels = [f"<{HIST_EDGES[i + 1]}" for i in range(len(counts))]
+    used = [i for i, c in enumerate(counts) if c]
+    if not used:
+        return
+    lo, hi = used[0], used[-1] + 1
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.bar(range(hi - lo), counts[lo:hi])
+    ax.set_xticks(range(hi - lo), labels[lo:hi], rotation=45, fontsize=7)
+    ax.set_xlabel("tokens per document")
+    ax.set_ylabel("documents")
+    ax.set_title(f"Document lengths ({numbers['tokenizer']})")
+    fig.tight_layout()
+    run.plots.mkdir(parents=True, exist_ok=True)
+    fig.savefig(run.plots / f"{STAGE}_document_tokens.png", dpi=110)
+    plt.close(fig)
