@@ -1,0 +1,434 @@
+"""Pretraining: data order and resume, schedule, MFU table, learning, and the Ray Train job.
+
+The corpus is generated: short documents of templated facts ("The owl lives in Lima and eats figs."),
+where the animal fixes the rest of the sentence, tokenized with a small BPE trained on them. A model
+that uses context gets far below the unigram entropy of those tokens; one that does not cannot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lm.bpe import train_bpe
+from pipelines.config import ConfigError, load_config
+from pipelines.pretrain.config import PretrainConfig
+from pipelines.pretrain.curves import read_history
+from pipelines.pretrain.data import (
+    SampleOrder,
+    TokenSplit,
+    TrainBatches,
+    eval_targets,
+    eval_windows,
+    token_byte_lengths,
+    unigram_entropy,
+)
+from pipelines.pretrain.loop import padded_eval_batches
+from pipelines.pretrain.mfu import mfu, peak_flops_for
+from pipelines.pretrain.optim import lr_factor
+from pipelines.pretrain.trainer import PretrainTrainer
+from pipelines.tokenize.shards import ShardWriter, TokenIndex, write_index
+
+REPO = Path(__file__).resolve().parents[1]
+ANIMALS = ["cat", "dog", "owl", "fox", "bear", "wolf", "deer", "hare", "lynx", "mole", "newt", "seal"]
+CITIES = [
+    "Paris",
+    "Oslo",
+    "Lima",
+    "Cairo",
+    "Quito",
+    "Perth",
+    "Riga",
+    "Kyiv",
+    "Dakar",
+    "Hanoi",
+    "Bern",
+    "Doha",
+]
+FOODS = [
+    "apples",
+    "bread",
+    "fish",
+    "honey",
+    "rice",
+    "corn",
+    "cheese",
+    "plums",
+    "nuts",
+    "beans",
+    "figs",
+    "soup",
+]
+
+
+def fact_document(rng: random.Random) -> str:
+    sentences = []
+    for _ in range(rng.randint(2, 6)):
+        i = rng.randrange(len(ANIMALS))
+        sentences.append(f"The {ANIMALS[i]} lives in {CITIES[i]} and eats {FOODS[(5 * i) % len(FOODS)]}.")
+    return " ".join(sentences)
+
+
+def make_token_run(root: Path, num_docs: int = 1500, shard_tokens: int = 20_000, seed: int = 0):
+    """A run directory with tokenizer/ and tokens/ as the tokenize stage writes them."""
+    rng = random.Random(seed)
+    docs = [fact_document(rng) for _ in range(num_docs)]
+    tok = train_bpe(docs[:300], vocab_size=300, show_progress=False)
+    tok.save(root / "tokenizer", hf=False)
+    tokens_dir = root / "tokens"
+    cut = int(0.9 * num_docs)
+    splits = {}
+    for split, part in (("train", docs[:cut]), ("val", docs[cut:])):
+        writer = ShardWriter(tokens_dir, split, "uint16", shard_tokens, tok.eot_id)
+        for d in part:
+            writer.write(np.array([tok.eot_id, *tok.encode(d)]))
+        splits[split] = writer.close()
+    index = TokenIndex(
+        dtype="uint16", vocab_size=tok.vocab_size, eot_id=tok.eot_id, tokenizer="../tokenizer", splits=splits
+    )
+    write_index(tokens_dir, index)
+    return tok
+
+
+@pytest.fixture(scope="module")
+def token_run(tmp_path_factory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("pretrain_tokens")
+    return root, make_token_run(root)
+
+
+@pytest.fixture
+def one_thread():
+    """The in-process tests run torch on one thread: on a shared 2-core box, more threads only thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+def test_batch_that_does_not_divide_is_a_clear_config_error():
+    with pytest.raises(
+        ConfigError, match=r"multiple of micro_batch_size x seq_len x num_workers = 5 x 128 x 2"
+    ):
+        load_config(None, ["pretrain.micro_batch_size=5", "pretrain.num_workers=2"])
+    cfg = PretrainConfig(seq_len=64, global_batch_tokens=4096, micro_batch_size=8, num_workers=2)
+    assert cfg.grad_accum_steps == 4 and cfg.sequences_per_step == 64
+    assert PretrainConfig(max_tokens=10_000, global_batch_tokens=2048).total_steps == 5
+
+
+def test_model_spec_takes_the_tokenizers_vocabulary_and_the_depth_dial():
+    spec = PretrainConfig().model
+    config = spec.build(vocab_size=4096, seq_len=128)
+    assert (config.vocab_size, config.num_layers, config.hidden_size, config.max_seq_len) == (
+        4096,
+        2,
+        128,
+        128,
+    )
+    assert 1_000_000 <= config.num_params() <= 3_000_000  # the tiny demo's model
+    explicit = PretrainConfig(model={"depth": None, "hidden_size": 64, "num_heads": 4, "num_kv_heads": 4})
+    assert explicit.model.build(300, 64).hidden_size == 64
+    with pytest.raises(ValueError, match="shorter than pretrain.seq_len"):
+        PretrainConfig(model={"max_seq_len": 64}).model.build(300, 128)
+    with pytest.raises(ValueError, match="smaller than the tokenizer"):
+        PretrainConfig(model={"vocab_size": 100}).model.build(300, 128)
+
+
+def test_cli_shorthands_become_overrides():
+    from pipelines.cli import build_parser
+    from pipelines.pretrain.job import cli_overrides
+
+    argv = ["pretrain", "--max-steps", "7", "--num-workers", "2", "--gpu"]
+    args = build_parser(argv).parse_args(argv)
+    assert set(cli_overrides(args)) == {
+        "pretrain.max_steps=7",
+        "pretrain.num_workers=2",
+        "pretrain.use_gpu=true",
+    }
+    assert (
+        load_config(None, cli_overrides(args) + ["pretrain.global_batch_tokens=4096"]).pretrain.max_steps == 7
+    )
+
+
+# -- schedule and MFU -----------------------------------------------------------------------------
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    f = lambda s, decay="cosine": lr_factor(s, warmup_steps=10, total_steps=110, min_ratio=0.1, decay=decay)  # noqa: E731
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.55)  # cosine halfway: the middle of [0.1, 1]
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+    assert f(60, "linear") == pytest.approx(0.55) and f(35, "linear") == pytest.approx(0.775)
+    assert f(100, "constant") == 1.0
+
+
+def test_peak_flops_come_from_a_table_of_devices():
+    assert peak_flops_for("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops_for("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops_for("NVIDIA H200") == 989e12
+    assert peak_flops_for("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops_for("NVIDIA A10") == 125e12  # not the A100's entry
+    assert peak_flops_for("NVIDIA L4") == 121e12 and peak_flops_for("NVIDIA L40S") == 362e12
+    assert peak_flops_for("Some Future Accelerator") is None
+    assert mfu(6e9, 50_000, 989e12, num_devices=2) == pytest.approx(6e9 * 50_000 / (2 * 989e12))
+    assert mfu(6e9, 50_000, None) is None
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+def test_token_split_reads_windows_across_shard_boundaries():
+    shards = [np.arange(0, 5), np.arange(5, 7), np.arange(7, 20)]
+    split = TokenSplit(shards)
+    assert split.num_tokens == 20
+    assert split.read(3, 10).tolist() == list(range(3, 13))
+    with pytest.raises(IndexError):
+        split.read(15, 6)
+
+
+def test_sample_order_is_a_seeded_permutation_per_epoch():
+    order = SampleOrder(num_windows=10, seed=3)
+    epoch0, epoch1 = order.windows(0, 10), order.windows(10, 10)
+    assert sorted(epoch0) == list(range(10)) and sorted(epoch1) == list(range(10))
+    assert epoch0.tolist() != epoch1.tolist()
+    assert order.windows(7, 6).tolist() == epoch0[7:].tolist() + epoch1[:3].tolist()  # across the boundary
+    assert SampleOrder(10, 3).windows(0, 10).tolist() == epoch0.tolist()
+    assert SampleOrder(10, 4).windows(0, 10).tolist() != epoch0.tolist()
+
+
+def test_ranks_split_the_same_global_batch_whatever_the_world_size():
+    split = TokenSplit([np.arange(2000) % 251])
+
+    def global_batch(world_size: int, position: int) -> list[list[int]]:
+        rows = []
+        for rank in range(world_size):
+            batches = TrainBatches(split, 16, 8, 2, rank, world_size, seed=1).step_batches(position)
+            rows += [row.tolist() for x, _ in batches for row in x]
+        return rows
+
+    assert global_batch(1, 24) == global_batch(2, 24) == global_batch(4, 24)
+    x, y = TrainBatches(split, 16, 8, 2, 0, 1, seed=1).step_batches(0)[0]
+    assert x.shape == (2, 16) and (x[:, 1:] == y[:, :-1]).all()
+
+
+def test_validation_pads_ranks_to_the_same_number_of_forwards(token_run):
+    root, _ = token_run
+    val = TokenSplit.open(root / "tokens", "val")
+    cfg = PretrainConfig(seq_len=32, global_batch_tokens=512, micro_batch_size=4)
+    n = 9  # 9 windows over 2 ranks: 5 and 4 -> 2 batches of 4 each, the short rank padded
+    mine = [padded_eval_batches(val, cfg, n, rank, 2) for rank in (0, 1)]
+    assert len(mine[0]) == len(mine[1]) == 2
+    assert sum(int(v.sum()) for rank in mine for _, _, v in rank) == n
+
+
+def test_bytes_per_token_and_unigram_entropy(token_run):
+    root, tok = token_run
+    lengths = token_byte_lengths(tok, 300)
+    assert lengths[tok.eot_id] == 0 and lengths[ord("a")] == 1
+    assert all(lengths[t] == len(tok.token_bytes(t)) for t in tok.encode("The owl lives in Lima"))
+    assert unigram_entropy(np.array([1, 1, 2, 2]), 4) == pytest.approx(np.log(2))
+
+
+# -- the per-rank trainer, in process --------------------------------------------------------------
+
+
+def _trainer(config, cfg: PretrainConfig, tok, seed: int = 0) -> PretrainTrainer:
+    return PretrainTrainer(
+        config,
+        total_steps=cfg.total_steps,
+        lr=cfg.lr,
+        min_lr_ratio=cfg.min_lr_ratio,
+        warmup_steps=cfg.warmup_steps,
+        decay=cfg.decay,
+        weight_decay=cfg.weight_decay,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        grad_clip=cfg.grad_clip,
+        seed=seed,
+        device=torch.device("cpu"),
+        token_bytes=token_byte_lengths(tok, config.vocab_size),
+    )
+
+
+def test_a_tiny_model_learns_far_below_the_unigram_entropy(token_run, one_thread):
+    root, tok = token_run
+    cfg = PretrainConfig(
+        seq_len=32, global_batch_tokens=512, micro_batch_size=8, max_steps=40, warmup_steps=4
+    )
+    config = cfg.model.build(tok.vocab_size, cfg.seq_len)
+    trainer = _trainer(config, cfg, tok)
+    train = TrainBatches(
+        TokenSplit.open(root / "tokens", "train"), 32, cfg.sequences_per_step, 8, 0, 1, seed=0
+    )
+    val = TokenSplit.open(root / "tokens", "val")
+    n = eval_windows(val, 32, 4096)
+    baseline = unigram_entropy(eval_targets(val, 32, n), config.vocab_size)
+    before = trainer.evaluate(padded_eval_batches(val, cfg, n, 0, 1))
+    for step in range(cfg.max_steps):
+        out = trainer.train_step(train.step_batches(step * cfg.sequences_per_step))
+        assert np.isfinite(out["loss"]) and out["grad_norm"] > 0
+    after = trainer.evaluate(padded_eval_batches(val, cfg, n, 0, 1))
+    assert before["val_loss"] > baseline  # an untrained model is worse than counting tokens
+    assert after["val_loss"] < 0.5 * baseline, (after, baseline)
+    assert 0 < after["val_bpb"] < before["val_bpb"]
+
+
+def test_restored_state_continues_with_identical_steps(token_run, one_thread, tmp_path):
+    root, tok = token_run
+    cfg = PretrainConfig(
+        seq_len=32, global_batch_tokens=256, micro_batch_size=4, max_steps=10, warmup_steps=2
+    )
+    config = cfg.model.build(tok.vocab_size, cfg.seq_len)
+    train = TrainBatches(
+        TokenSplit.open(root / "tokens", "train"), 32, cfg.sequences_per_step, 4, 0, 1, seed=5
+    )
+    batch = lambda step: train.step_batches(step * cfg.sequences_per_step)  # noqa: E731
+    first = _trainer(config, cfg, tok)
+    for step in range(3):
+        first.train_step(batch(step))
+    first.save(tmp_path, first.state())
+    expected = [first.train_step(batch(step))["loss"] for step in (3, 4)]
+    second = _trainer(config, cfg, tok, seed=99)  # different init: everything must come from the state
+    second.load_state(PretrainTrainer.read(tmp_path))
+    assert [second.train_step(batch(step))["loss"] for step in (3, 4)] == expected
+
+
+# -- benchmarks' CPU paths ------------------------------------------------------------------------
+
+
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_mfu_script_dry_run_counts_flops_and_refuses_without_cuda(capsys, monkeypatch):
+    gpu_mfu = _load_benchmark("gpu_mfu")
+    assert gpu_mfu.main(["--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sizes = {row["name"]: row for row in plan["sizes"]}
+    assert 100e6 < sizes["124M"]["params"] < 150e6 and 400e6 < sizes["500M"]["params"] < 600e6
+    assert sizes["124M"]["flops_per_token"] > 6 * sizes["124M"]["params"] * 0.5
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_mfu.main(["--quick"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+# -- the Ray Train job ------------------------------------------------------------------------------
+
+
+def _job_config(root: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            f"run_dir={root}",
+            "pretrain.seq_len=32",
+            "pretrain.global_batch_tokens=512",
+            "pretrain.micro_batch_size=8",
+            "pretrain.warmup_steps=4",
+            "pretrain.eval_tokens=2048",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
+    ray_session, tmp_path, one_thread
+):
+    from lm.checkpoint import load_pretrained
+    from pipelines.pretrain import job
+
+    tok = make_token_run(tmp_path)
+    cfg = _job_config(
+        tmp_path,
+        "pretrain.num_workers=2",
+        "pretrain.resources_per_worker={CPU: 1}",
+        "pretrain.max_steps=24",
+        "pretrain.checkpoint_every=8",
+        "pretrain.eval_every=8",
+        "pretrain.fail_at_step=12",
+        "pretrain.fail_rank=1",
+    )
+    numbers = job.run(cfg)
+
+    # the fault really happened, and the run finished by itself from the step-8 checkpoint
+    assert (tmp_path / "checkpoints" / "fault_injected_at_step_12").is_file()
+    metrics = tmp_path / "metrics" / "pretrain.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    starts = [r["step"] for r in records if r.get("event") == "start"]
+    assert starts == [0, 8]
+    assert numbers["steps"] == 24 and numbers["tokens"] == 24 * 512 and numbers["world_size"] == 2
+    meta = json.loads((Path(numbers["checkpoint"]) / "meta.json").read_text())
+    assert meta["step"] == 24 and meta["samples_seen"] == 24 * 16
+    # steps 9-12 ran twice; the resumed run saw exactly the same batches and state
+    by_step: dict[int, list[float]] = {}
+    for r in records:
+        if "loss" in r:
+            by_step.setdefault(r["step"], []).append(r["loss"])
+    assert sorted(s for s, losses in by_step.items() if len(losses) == 2) == [9, 10, 11, 12]
+    for s in (9, 10, 11, 12):
+        assert by_step[s][0] == pytest.approx(by_step[s][1], rel=1e-5)
+    # two ranks over gloo compute the same step as one process over the whole batch
+    p = cfg.pretrain
+    single = _trainer(p.model.build(tok.vocab_size, p.seq_len), p, tok)
+    train = TrainBatches(
+        TokenSplit.open(tmp_path / "tokens", "train"), 32, p.sequences_per_step, 8, 0, 1, cfg.seed
+    )
+    assert single.train_step(train.step_batches(0))["loss"] == pytest.approx(by_step[1][0], rel=1e-5)
+
+    # it learned, and the outputs of the stage exist
+    assert numbers["val_loss"] < 0.6 * numbers["unigram_entropy"], numbers
+    model, model_meta = load_pretrained(numbers["model_dir"], "cpu")
+    assert model_meta["step"] == 24 and model.config.vocab_size == tok.vocab_size
+    assert (Path(numbers["model_dir"]) / "raychat_tokenizer.json").is_file()
+    assert (tmp_path / "plots" / "pretrain_loss.png").stat().st_size > 0
+    assert "unigram" in (tmp_path / "metrics" / "pretrain.md").read_text()
+    train_history, evals = read_history(metrics)
+    assert [r["step"] for r in train_history] == list(range(1, 25)) and [r["step"] for r in evals] == [
+        8,
+        16,
+        24,
+    ]
+
+    # the same command again: resumes at the end, trains nothing, reports the same model
+    again = job.run(cfg)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("event") == "start"] == [0, 8, 24]
+    assert sum("loss" in r for r in records) == 24 + 4
+    assert again["steps"] == 24 and again["val_loss"] == numbers["val_loss"]
+
+
+@pytest.mark.slow
+def test_fsdp2_on_two_gloo_workers_matches_one_process(ray_session, tmp_path, one_thread):
+    from pipelines.pretrain import job
+
+    tok = make_token_run(tmp_path, num_docs=600)
+    cfg = _job_config(
+        tmp_path,
+        "pretrain.num_workers=2",
+        "pretrain.resources_per_worker={CPU: 1}",
+        "pretrain.strategy=fsdp",
+        "pretrain.max_steps=4",
+        "pretrain.checkpoint_every=4",
+        "pretrain.eval_every=4",
+    )
+    numbers = job.run(cfg)
+    assert numbers["steps"] == 4
+    train_history, _ = read_history(tmp_path / "metrics" / "pretrain.jsonl")
+    p = cfg.pretrain
+    single = _trainer(p.model.build(tok.vocab_size, p.seq_len), p, tok)
+    train = TrainBatches(
+        TokenSplit.open(tmp_path / "tokens", "train"), 32, p.sequences_per_step, 8, 0, 1, cfg.seed
+    )
+    expected = [single.train_step(train.step_batches(s * p.sequences_per_step))["loss"] for s in range(4)]
+    assert [r["loss"] for r in train_history] == pytest.approx(expected, rel=1e-4)
