@@ -71,7 +71,7 @@ class PretrainConfig(StrictModel):
     resources_per_worker: dict[str, float] | None = Field(
         None,
         description="Ray resources of each worker, e.g. {CPU: 2} (torch then uses 2 threads) or "
-        "{CPU: 8, GPU: 1}; null = Ray's default (1 CPU, plus 1 GPU with use_gpu)",
+        "{CPU: 8, GPU: 1}; null = Ray's default ({CPU: 1}, or {GPU: 1} with use_gpu)",
     )
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="ddp: replicate the model; fsdp: shard it with FSDP2 (fully_shard per block)"

@@ -101,6 +101,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         f"{p.global_batch_tokens:,}", p.num_workers, "GPU" if p.use_gpu else "CPU", p.strategy, p.grad_accum_steps,
     )  # fmt: skip
     init_ray(cfg.ray)
+    warn_if_cluster_too_small(p)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"settings": settings},
@@ -163,6 +164,25 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         numbers["steps"], numbers["val_loss"], numbers["unigram_entropy"], numbers["val_bpb"], out_dir,
     )  # fmt: skip
     return numbers
+
+
+def warn_if_cluster_too_small(p) -> None:
+    """Ray Train waits (silently, to a newcomer) for resources the cluster does not have; say so up front.
+
+    Only a warning: on an autoscaling cluster the nodes may be on their way.
+    """
+    import ray
+
+    per_worker = dict(p.resources_per_worker or ({"GPU": 1} if p.use_gpu else {"CPU": 1}))  # Ray's defaults
+    available = ray.cluster_resources()
+    for name, amount in per_worker.items():
+        need, have = amount * p.num_workers, available.get(name, 0)
+        if need > have:
+            log.warning(
+                "pretrain: %d workers x %s %s = %s, but the cluster has %s %s now; training waits until "
+                "an autoscaler adds them (lower pretrain.num_workers or resources_per_worker otherwise)",
+                p.num_workers, amount, name, need, have, name,
+            )  # fmt: skip
 
 
 def load_checkpoint_model(directory: Path, model_config):
