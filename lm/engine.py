@@ -5,9 +5,10 @@
     for event in engine.stream(prompts, SamplingParams(temperature=0)):
         print(event.request_id, event.token_id, event.logprob)
 
-Everything above the engine (RL, distillation, "I don't know" probing, serving) sees only this file's
-``Engine``, ``SamplingParams``, ``GenerationResult``, ``TokenEvent`` and ``ToolHook``, so ``VLLMEngine``
-(lm/vllm_engine.py) can replace ``TorchEngine`` where vLLM and a GPU are present.
+Everything above the engine (RL, distillation, "I don't know" probing, serving) sees only ``Engine``,
+``SamplingParams``, ``GenerationResult``, ``TokenEvent`` and ``ToolHook`` (defined in lm/generation.py,
+importable from here), so ``VLLMEngine`` (lm/vllm_engine.py) can replace ``TorchEngine`` where vLLM and
+a GPU are present.
 
 How ``TorchEngine`` works:
 - The KV cache is preallocated: per layer ``[max_batch_size slots, kv_heads, max_seq_len + 1, head_dim]``.
@@ -22,6 +23,9 @@ How ``TorchEngine`` works:
   a request's samples do not depend on what else is in the batch.
 - The decode forward covers slots ``0..highest busy slot`` as a view of the cache (no gather); new
   requests take the lowest free slot so that range stays dense.
+- The forward is lm/fused_forward.py's (fused projections, no module calls; the same math as
+  lm/model.py), or with ``fused=False`` the model's own ``hidden_states`` through the ``KVCache``
+  protocol (for a Transformer subclass with different math).
 - Tool hooks: when a request's newest token is a hook's closing token, the hook's callback gets the
   tokens since the latest opening token and returns tokens that are appended unsampled (``forced``)
   and then run through the model like a prompt, so the cache stays exact.
@@ -31,137 +35,47 @@ Not thread-safe: one engine per thread/actor.
 
 from __future__ import annotations
 
-import abc
 import itertools
-import json
 import logging
 import zlib
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from lm.fused_forward import FusedForward
+from lm.generation import (
+    Engine,
+    FinishReason,
+    GenerationResult,
+    Request,
+    TokenEvent,
+    ToolHook,
+    _as_params,
+    eos_token_ids_of,
+)
 from lm.model import Transformer
 from lm.sampling import SamplingParams, sample
 
+__all__ = [
+    "Engine",
+    "GenerationResult",
+    "Request",
+    "SamplingParams",
+    "TokenEvent",
+    "ToolHook",
+    "TorchEngine",
+    "eos_token_ids_of",
+]
+
 log = logging.getLogger(__name__)
 
-FinishReason = str  # "stop" | "length" | "tool_error"
-
-
-@dataclass
-class GenerationResult:
-    """One finished request.
-
-    ``token_ids`` are the output tokens only (sampled and forced, in order; a stop token that ended the
-    request is included). ``logprobs`` (when asked for) are aligned with ``token_ids``: the sampled
-    token's log-probability under the model's raw distribution (lm/sampling.py), and 0.0 for forced
-    tokens, which ``forced`` marks. ``finish_reason`` is "stop" (a stop/EOS token), "length"
-    (max_tokens or the engine's max_seq_len) or "tool_error" (a tool callback raised; ``error`` says
-    what).
-    """
-
-    request_id: Hashable
-    prompt_ids: list[int]
-    token_ids: list[int]
-    logprobs: list[float] | None
-    forced: list[bool]
-    finish_reason: FinishReason
-    stop_token_id: int | None = None
-    error: str | None = None
-
-
-class TokenEvent(NamedTuple):
-    """One output token as it is produced (``stream``/``step``).
-
-    ``finish_reason`` is set on a request's last event. A request that ends without a new token (a tool
-    callback failing after its closing token was already streamed) ends with an event whose
-    ``token_id`` is None.
-    """
-
-    request_id: Hashable
-    token_id: int | None
-    logprob: float | None
-    forced: bool = False
-    finish_reason: FinishReason | None = None
-
-
-@dataclass
-class Request:
-    """A request in flight, as tool callbacks see it (read it; the engine owns it)."""
-
-    request_id: Hashable
-    prompt_ids: list[int]
-    params: SamplingParams
-    tool_hooks: tuple[ToolHook, ...] = ()
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    forced: list[bool] = field(default_factory=list)
-    # engine bookkeeping
-    pending: list[int] = field(default_factory=list)  # appended, not yet in the KV cache
-    cached: int = 0  # tokens of prompt + output already in the KV cache
-    slot: int = -1
-    generator: torch.Generator | None = None
-    stop_ids: frozenset[int] = frozenset()
-
-    @property
-    def length(self) -> int:
-        return len(self.prompt_ids) + len(self.token_ids)
-
-
-@dataclass(frozen=True)
-class ToolHook:
-    """Intercept a tool call: ``<open> ... <close>`` in the output triggers ``callback``.
-
-    ``callback(request, ids_between)`` gets the tokens strictly between the latest ``open_token_id`` and
-    the ``close_token_id`` just sampled, and returns the tokens to append (for example
-    ``<|result_start|> ... <|result_end|>``); they are not sampled and are marked forced. A closing token
-    with no opening token before it (since the previous closing token) is an ordinary token. If the
-    callback raises, the request ends with finish_reason "tool_error".
-    """
-
-    open_token_id: int
-    close_token_id: int
-    callback: Callable[[Request, list[int]], Sequence[int]]
-
-
-def _as_params(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list[SamplingParams]:
-    if params is None:
-        return [SamplingParams()] * n
-    if isinstance(params, SamplingParams):
-        return [params] * n
-    params = list(params)
-    if len(params) != n:
-        raise ValueError(f"{len(params)} SamplingParams for {n} prompts")
-    return params
-
-
-class Engine(abc.ABC):
-    """Generation over token ids; what every stage above the model uses."""
-
-    eos_token_ids: tuple[int, ...]
-
-    @abc.abstractmethod
-    def generate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams | Sequence[SamplingParams] | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> list[GenerationResult]:
-        """One result per prompt, in order (request ids are the prompts' indices)."""
-
-    @abc.abstractmethod
-    def stream(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams | Sequence[SamplingParams] | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> Iterator[TokenEvent]:
-        """Tokens of all prompts as they are produced (request ids are the prompts' indices)."""
+# an extend (prefill) group may hold up to this many padded positions per real token (see _extend_groups)
+PAD_SLACK = 1.25
 
 
 class _CacheView:
@@ -204,6 +118,7 @@ class TorchEngine(Engine):
         device: str | torch.device | None = None,
         seed: int = 0,
         max_prefill_tokens: int = 8192,
+        fused: bool = True,
     ) -> None:
         """``max_seq_len`` (default: the model's) bounds prompt + output per request and sizes the
         cache; ``max_prefill_tokens`` bounds one extend forward (rows x padded length), so a burst of
@@ -232,6 +147,8 @@ class TorchEngine(Engine):
         self._temperature = torch.zeros(max_batch_size, device=self.device)
         self._top_k = torch.zeros(max_batch_size, dtype=torch.long, device=self.device)
         self._top_p = torch.ones(max_batch_size, device=self.device)
+        # note: fusing re-points the model's q/k/v and gate/up weights into shared tensors (see there)
+        self._fused = FusedForward(self.model, self._k, self._v, self.max_seq_len + 1) if fused else None
 
     @classmethod
     def from_pretrained(
@@ -306,13 +223,13 @@ class TorchEngine(Engine):
         running = [r for r in self._slots if r is not None]
         if not running:
             return []
-        extend = self._extend_batch([r for r in running if len(r.pending) > 1])
+        extend_groups = self._extend_groups([r for r in running if len(r.pending) > 1])
         decode = [r for r in running if len(r.pending) == 1]
         parts: list[Tensor] = []
         rows: list[Request] = []
-        if extend:
-            parts.append(self._forward_extend(extend))
-            rows += extend
+        for group in extend_groups:
+            parts.append(self._forward_extend(group))
+            rows += group
         if decode:
             parts.append(self._forward_decode(decode))
             rows += decode
@@ -417,17 +334,37 @@ class TorchEngine(Engine):
             self._slots[src] = None
             self._place(req, dst)
 
-    def _extend_batch(self, candidates: list[Request]) -> list[Request]:
-        """As many of the requests needing an extend as fit ``max_prefill_tokens`` (at least one)."""
-        chosen: list[Request] = []
-        width = 0
+    def _extend_groups(self, candidates: list[Request]) -> list[list[Request]]:
+        """The requests needing an extend this step, in groups of similar length.
+
+        Sorted by pending length, a new group starts when padding would exceed ``PAD_SLACK`` of the
+        group's real tokens, so a burst of short and long prompts is not all padded to the longest.
+        Together the groups hold at most ``max_prefill_tokens`` real tokens (at least one request runs).
+        """
+        groups: list[list[Request]] = []
+        group: list[Request] = []
+        real = budget = 0
         for req in sorted(candidates, key=lambda r: len(r.pending)):
-            new_width = max(width, len(req.pending))
-            if chosen and new_width * (len(chosen) + 1) > self.max_prefill_tokens:
+            n = len(req.pending)  # the widest so far, as the list is sorted
+            if group and n * (len(group) + 1) > PAD_SLACK * (real + n):
+                groups.append(group)
+                group, real = [], 0
+            if (groups or group) and budget + n > self.max_prefill_tokens:
                 break
-            chosen.append(req)
-            width = new_width
-        return chosen
+            group.append(req)
+            real += n
+            budget += n
+        if group:
+            groups.append(group)
+        return groups
+
+    def _run(
+        self, ids: Tensor, positions: Tensor, rows: slice | Tensor, write_pos: Tensor, span: int, mask: Tensor
+    ) -> Tensor:
+        """Final hidden states of one forward over cache slots ``rows`` (see FusedForward)."""
+        if self._fused is not None:
+            return self._fused(ids, positions, rows, write_pos, span, mask)
+        return self.model.hidden_states(ids, positions, _CacheView(self, rows, write_pos, span, mask))
 
     def _forward_extend(self, reqs: list[Request]) -> Tensor:
         """Run each request's pending tokens (right-padded) through the model; last-position logits."""
@@ -446,13 +383,14 @@ class TorchEngine(Engine):
         keys = torch.arange(span, device=dev)[None, None, :]
         mask = (keys <= positions[:, :, None])[:, None]  # causal over cache + new tokens
         slots = torch.tensor([r.slot for r in reqs], device=dev)
-        cache = _CacheView(self, slots, write_pos, span, mask)
-        hidden = self.model.hidden_states(ids.to(dev), positions.clamp(max=self.max_seq_len - 1), cache)
+        hidden = self._run(
+            ids.to(dev), positions.clamp(max=self.max_seq_len - 1), slots, write_pos, span, mask
+        )
         last = hidden[torch.arange(len(reqs), device=dev), n - 1]
         for r in reqs:
             r.cached += len(r.pending)
             r.pending = []
-        return self.model.lm_head(last)
+        return F.linear(last, self.model.lm_head.weight)
 
     def _forward_decode(self, reqs: list[Request]) -> Tensor:
         """One token for every decoding request, over the dense slot range ``0..highest busy slot``."""
@@ -469,13 +407,14 @@ class TorchEngine(Engine):
         keys = torch.arange(span, device=dev)[None, :]
         # an idle slot in the range attends to position 0 only (its output is discarded)
         mask = ((keys <= lengths[:, None]) & active[:, None]) | (keys == 0)
-        cache = _CacheView(self, slice(0, hi), write_pos, span, mask[:, None, None, :])
-        hidden = self.model.hidden_states(tokens[:, None], lengths[:, None], cache)
+        hidden = self._run(
+            tokens[:, None], lengths[:, None], slice(0, hi), write_pos, span, mask[:, None, None, :]
+        )
         for r in reqs:
             r.cached += 1
             r.pending = []
         rows = torch.tensor([r.slot for r in reqs], device=dev)
-        return self.model.lm_head(hidden[rows, 0])
+        return F.linear(hidden[rows, 0], self.model.lm_head.weight)
 
     def _advance(self, req: Request, token: int, logprob: float | None, events: list[TokenEvent]) -> None:
         """Append a sampled token, then apply the stop rules and the tool hooks."""
@@ -548,14 +487,3 @@ class TorchEngine(Engine):
             stop_token_id=stop_token_id,
             error=error,
         )
-
-
-def eos_token_ids_of(model_dir: str | Path) -> list[int]:
-    """The EOS ids of a model directory (generation_config.json, else config.json)."""
-    for name in ("generation_config.json", "config.json"):
-        path = Path(model_dir) / name
-        if path.is_file():
-            eos = json.loads(path.read_text()).get("eos_token_id")
-            if eos is not None:
-                return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-    return []

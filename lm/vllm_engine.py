@@ -28,15 +28,8 @@ from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lm.engine import (
-    Engine,
-    GenerationResult,
-    TokenEvent,
-    ToolHook,
-    TorchEngine,
-    _as_params,
-    eos_token_ids_of,
-)
+from lm.engine import TorchEngine
+from lm.generation import Engine, GenerationResult, TokenEvent, ToolHook, _as_params, eos_token_ids_of
 from lm.sampling import SamplingParams
 
 log = logging.getLogger(__name__)

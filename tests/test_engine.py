@@ -58,24 +58,23 @@ def prompts_of(lengths: list[int], seed: int = 0) -> list[list[int]]:
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
 
 
-def test_greedy_with_cache_equals_recomputing(model: Transformer) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-forward", "model-forward"])
+def test_greedy_with_cache_equals_recomputing(model: Transformer, fused: bool) -> None:
     prompts = prompts_of([1, 4, 17, 30])
-    results = TorchEngine(model, max_batch_size=4).generate(prompts, GREEDY)
+    results = TorchEngine(model, max_batch_size=4, fused=fused).generate(prompts, GREEDY)
     for prompt, res in zip(prompts, results, strict=True):
         assert res.token_ids == greedy_reference(model, prompt, 10)
         assert res.finish_reason == "length" and res.forced == [False] * 10 and res.logprobs is None
 
 
-def test_continuous_batching_matches_running_alone(model: Transformer) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-forward", "model-forward"])
+def test_continuous_batching_matches_running_alone(model: Transformer, fused: bool) -> None:
     prompts = prompts_of([3, 25, 7, 1, 40, 12, 5])
     lengths = [6, 14, 3, 9, 5, 11, 8]
     params = [GREEDY.model_copy(update={"max_tokens": n}) for n in lengths]
-    alone = [
-        TorchEngine(model, max_batch_size=1).generate([p], q)[0].token_ids
-        for p, q in zip(prompts, params, strict=True)
-    ]
+    alone = [greedy_reference(model, p, q.max_tokens) for p, q in zip(prompts, params, strict=True)]
 
-    engine = TorchEngine(model, max_batch_size=3)  # fewer slots than requests
+    engine = TorchEngine(model, max_batch_size=3, fused=fused)  # fewer slots than requests
     ids = [engine.add_request(prompts[i], params[i]) for i in range(3)]
     for _ in range(2):
         engine.step()
@@ -130,7 +129,8 @@ def test_stop_tokens_eos_and_limits(model: Transformer) -> None:
         TorchEngine(model).add_request([])
 
 
-def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transformer) -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-forward", "model-forward"])
+def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transformer, fused: bool) -> None:
     prompt = prompts_of([8], seed=5)[0]
     free = greedy_reference(model, prompt, 6)
     # the prompt's last token opens a "call"; the model's own 3rd token closes it (chosen so neither
@@ -147,7 +147,7 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
     hook = ToolHook(open_id, close_id, tool)
     params = SamplingParams(temperature=0.0, max_tokens=close_at + 1 + len(injected) + 6)
     others = prompts_of([3, 20], seed=6)  # share the batch, so extend and decode run in the same steps
-    engine = TorchEngine(model, max_batch_size=3)
+    engine = TorchEngine(model, max_batch_size=3, fused=fused)
     res, *rest = engine.generate([prompt, *others], params, tool_hooks=[hook])
 
     assert calls == [free[:close_at]]
@@ -160,6 +160,41 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
         assert len(r.token_ids) == params.max_tokens
         if close_id not in r.token_ids:  # untouched by the hook: plain greedy
             assert r.token_ids == greedy_reference(model, p, params.max_tokens)
+
+
+def test_fused_weights_follow_weight_updates() -> None:
+    """The engine shares storage with the model: loading new weights (an RL weight sync) reaches it,
+    and replacing a weight tensor outright is detected and re-fused."""
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=1,
+        intermediate_size=96,
+        max_seq_len=64,
+        init_std=0.1,
+    )
+    policy, other = Transformer(cfg), Transformer(cfg)
+    policy.init_weights(1)
+    other.init_weights(2)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    engine = TorchEngine(policy)
+    assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # fusing changes no value
+    prompt = prompts_of([9], seed=3)[0]
+    assert engine.generate([prompt], GREEDY)[0].token_ids == greedy_reference(policy, prompt, 10)
+
+    policy.load_state_dict(other.state_dict())  # in-place copies into the fused storage
+    assert engine.generate([prompt], GREEDY)[0].token_ids == greedy_reference(other, prompt, 10)
+
+    with torch.no_grad():
+        layer = policy.model.layers[1]
+        layer.self_attn.q_proj.weight = torch.nn.Parameter(layer.self_attn.q_proj.weight * 3)
+        layer.mlp.up_proj.weight = torch.nn.Parameter(layer.mlp.up_proj.weight * 2)
+    assert engine.generate([prompt], GREEDY)[0].token_ids == greedy_reference(policy, prompt, 10)
+    loss = policy.loss(torch.tensor([prompt]), torch.tensor([prompt]))
+    loss.backward()  # weights stay trainable after fusing (no inference tensors)
+    assert policy.model.layers[1].self_attn.k_proj.weight.grad is not None
 
 
 def test_tool_error_ends_only_that_request(model: Transformer) -> None:
