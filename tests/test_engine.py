@@ -162,6 +162,26 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
             assert r.token_ids == greedy_reference(model, p, params.max_tokens)
 
 
+@pytest.mark.parametrize("kv_heads,tie", [(4, True), (1, False)], ids=["mha-tied", "mqa"])
+def test_other_head_layouts_match_recomputing(kv_heads: int, tie: bool) -> None:
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=kv_heads,
+        intermediate_size=96,
+        max_seq_len=64,
+        init_std=0.1,
+        tie_embeddings=tie,
+    )
+    m = Transformer(cfg)
+    m.init_weights(5)
+    prompts = prompts_of([2, 13, 6], seed=9)
+    for prompt, res in zip(prompts, TorchEngine(m, max_batch_size=2).generate(prompts, GREEDY), strict=True):
+        assert res.token_ids == greedy_reference(m, prompt, 10)
+
+
 def test_fused_weights_follow_weight_updates() -> None:
     """The engine shares storage with the model: loading new weights (an RL weight sync) reaches it,
     and replacing a weight tensor outright is detected and re-fused."""
