@@ -159,6 +159,11 @@ def main() -> None:
             enc.encode_ordinary_batch(texts, num_threads=threads)
 
         ours(1)  # load the worker-side tokenizer cache once, as a Ray worker would
+        encoded = sum(
+            json.loads(f.read_text())["tokens_train"] + json.loads(f.read_text())["tokens_val"]
+            for f in (work / "parts" / "stats").glob("*.json")
+        )
+        assert encoded == n_tokens + len(texts), (encoded, n_tokens)  # every token, plus one separator each
         results: dict[str, float] = {}
         for _ in range(args.repeat):  # interleaved so that load on the machine hits both alike
             results["raw_cpu"] = min(results.get("raw_cpu", 1e9), time_it(lambda: raw(1), True, 1))
