@@ -105,7 +105,7 @@ def train_bpe(
     hf = train_hf_bpe(texts, n_ranks, split_pattern(pattern), min_frequency, show_progress, length)
     ranks = mergeable_ranks_from_hf(hf)
     return Tokenizer.from_ranks(
-        name or f"raychat-bpe-{vocab_size}",
+        name or f"raychat-bpe-{len(ranks) + len(special_tokens)}",
         split_pattern(pattern),
         ranks,
         special_tokens=special_tokens,

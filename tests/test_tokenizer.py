@@ -52,7 +52,9 @@ def _corpus(n_docs: int = 400, seed: int = 0) -> list[str]:
             n = rng.randint(4, 14)
             s = " ".join(rng.choice(words) for _ in range(n)).capitalize()
             sentences.append(f"{s} in {rng.randint(1000, 2024)}.")
-        docs.append(" ".join(sentences) + ("\n\n" if i % 3 == 0 else "") + UNICODE_SAMPLES[i % len(UNICODE_SAMPLES)])
+        docs.append(
+            " ".join(sentences) + ("\n\n" if i % 3 == 0 else "") + UNICODE_SAMPLES[i % len(UNICODE_SAMPLES)]
+        )
     return docs
 
 
@@ -86,7 +88,9 @@ def _write_tiktoken(path, merges: list[bytes]) -> dict[bytes, int]:
 
 
 def test_tiktoken_file_source(tmp_path):
-    ranks = _write_tiktoken(tmp_path / "tiny.tiktoken", [b"he", b"ll", b"hell", b"hello", b" w", b" wo", b" wor"])
+    ranks = _write_tiktoken(
+        tmp_path / "tiny.tiktoken", [b"he", b"ll", b"hell", b"hello", b" w", b" wo", b" wor"]
+    )
     tok = load_tokenizer(f"tiktoken:{tmp_path / 'tiny.tiktoken'}")
     assert tok.pat_str == CL100K_PATTERN  # the default when the file name does not say
     assert tok.encode("hello world") == [ranks[b"hello"], ranks[b" wor"], ord("l"), ord("d")]
@@ -148,7 +152,9 @@ def test_decode_inverts_encode_on_unicode(trained: Tokenizer):
     expected = [trained.encode(t) for t in UNICODE_SAMPLES]
     assert trained.encode_batch(UNICODE_SAMPLES, num_threads=2) == expected
     for threads in (1, 3):
-        assert [a.tolist() for a in trained.encode_batch_numpy(UNICODE_SAMPLES, num_threads=threads)] == expected
+        assert [
+            a.tolist() for a in trained.encode_batch_numpy(UNICODE_SAMPLES, num_threads=threads)
+        ] == expected
     # special-token text stays ordinary text on the bulk path too
     (bulk,) = trained.encode_batch_numpy(["a <|endoftext|> b"])
     assert bulk.tolist() == trained.encode("a <|endoftext|> b") and trained.eot_id not in bulk
