@@ -121,8 +121,10 @@ class TorchEngine(Engine):
         fused: bool = True,
     ) -> None:
         """``max_seq_len`` (default: the model's) bounds prompt + output per request and sizes the
-        cache; ``max_prefill_tokens`` bounds one extend forward (rows x padded length), so a burst of
-        long prompts is prefilled over several steps instead of at once."""
+        cache; ``max_prefill_tokens`` bounds the prompt tokens prefilled in one step, so a burst of
+        long prompts is prefilled over several steps. ``fused`` selects lm/fused_forward.py's forward
+        (it re-points the model's q/k/v and gate/up weights into shared tensors, values unchanged);
+        False runs the model's own modules through the KVCache protocol. The model is put in eval mode."""
         self.model = model.eval()
         cfg = model.config
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
