@@ -214,6 +214,8 @@ def test_cli_flags_become_config():
     assert cfg.tokenize.input == "/data/my clean"
     assert cfg.tokenize.tokenizer == "gpt2:/tok: dir"
     assert cfg.tokenize.vocab_size == 8192
+    assert cfg.tokenize.pattern is None  # a tiktoken: file's name decides, training uses cl100k
+    assert load_config(None, ["tokenize.pattern=O200K"]).tokenize.pattern == "o200k"
     with pytest.raises(ConfigError, match="tokenize.pattern"):
         load_config(None, ["tokenize.pattern=nope"])
 

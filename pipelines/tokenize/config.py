@@ -21,10 +21,10 @@ class TokenizeConfig(StrictModel):
         description="ids of a trained tokenizer, special tokens included (4,096 for the demo, 32k-65k for "
         "real runs; up to 65,536 keeps shards uint16)",
     )
-    pattern: str = Field(
-        "cl100k",
-        description="split regex of a trained tokenizer (and of a tiktoken: file whose name does not say): "
-        "gpt2, cl100k (GPT-4's), o200k",
+    pattern: str | None = Field(
+        None,
+        description="split regex (gpt2, cl100k = GPT-4's, o200k): of a trained tokenizer (None = cl100k), and "
+        "of a tiktoken: file (None = guessed from its name, else cl100k)",
     )
     min_frequency: int = Field(2, ge=1, description="a pair seen fewer times never becomes a merge")
     train_max_documents: int | None = Field(
@@ -67,7 +67,9 @@ class TokenizeConfig(StrictModel):
 
     @field_validator("pattern")
     @classmethod
-    def _known_pattern(cls, v: str) -> str:
+    def _known_pattern(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
         if v.lower() not in PATTERNS:
             raise ValueError(f"unknown split pattern {v!r}; known: {', '.join(PATTERNS)}")
         return v.lower()

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from lm.bpe import train_bpe
-from lm.tokenizer import META_FILE, RANKS_FILE, Tokenizer, load_saved, load_tokenizer
+from lm.tokenizer import DEFAULT_PATTERN, META_FILE, RANKS_FILE, Tokenizer, load_saved, load_tokenizer
 from pipelines.config import ConfigError, RunConfig
 from pipelines.runtime import MetricsWriter, Progress, RunDir, init_ray, write_json_atomic
 from pipelines.tokenize.config import TokenizeConfig
@@ -179,11 +179,12 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
 def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tokenizer:
     """Train or load the tokenizer and save it to ``<run>/tokenizer`` (replacing any old one whole)."""
     if tc.tokenizer == "train":
-        log.info("training a byte-level BPE tokenizer, vocab_size=%d, pattern=%s", tc.vocab_size, tc.pattern)
+        pattern = tc.pattern or DEFAULT_PATTERN
+        log.info("training a byte-level BPE tokenizer, vocab_size=%d, pattern=%s", tc.vocab_size, pattern)
         tok = train_bpe(
             training_sample(files, tc),
             vocab_size=tc.vocab_size,
-            pattern=tc.pattern,
+            pattern=pattern,
             min_frequency=tc.min_frequency,
             show_progress=False,
         )
@@ -195,9 +196,7 @@ def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tok
                 tc.vocab_size,
             )
     else:
-        tok = load_tokenizer(
-            tc.tokenizer, pattern=tc.pattern if tc.tokenizer.startswith("tiktoken:") else None
-        )
+        tok = load_tokenizer(tc.tokenizer, pattern=tc.pattern)
     tmp = _fresh_dir(run.root / ".tokenizer.tmp")
     tok.save(tmp)
     _swap_in(tmp, run.tokenizer)
