@@ -146,6 +146,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     step_times: deque[float] = deque(maxlen=20)
     rates: list[float] = []
 
+    if step == 0:  # where the curve starts: the untrained model's validation loss
+        initial = trainer.evaluate(val)
+        if writer is not None:
+            writer.write({"step": 0, "tokens_seen": 0, "samples_seen": 0, **initial, "time": time.time()})
+
     while step < settings.total_steps:
         started = time.perf_counter()
         out = trainer.train_step(train.step_batches(samples_seen))
