@@ -475,5 +475,6 @@ def test_job_writes_into_the_run_directory(tmp_path):
         "questions/known.jsonl",
     ):
         assert (world_dir / name).is_file(), name
+    assert "| article |" in (tmp_path / "metrics" / "world.md").read_text()
     with gzip.open(numbers["files"][0]) as f:
         assert f.read(9) == b"WARC/1.0\r"

@@ -1,11 +1,12 @@
 """The world stage: write the tiny world (a seeded mini web crawl and its facts) into the run.
 
     python -m pipelines.world --config configs/tiny.yaml
-    raychat world --run-dir runs/tiny --set world.num_pages=100000
+    raychat world --run-dir runs/tiny --set world.num_pages=100000 --set world.workers=4
 
-No Ray is needed: one core writes several thousand pages a second, faster than a cluster would
-start. Everything is a function of ``seed`` and the ``world`` settings, never of the clock, so the
-same config always writes the same bytes.
+No Ray is needed: a process writes a couple of thousand pages a second, sooner than a cluster
+would start, and ``world.workers`` spreads the WARC files over more processes. Everything is a
+function of ``seed`` and the ``world`` settings, never of the clock, so the same config always
+writes the same bytes.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ log = logging.getLogger("raychat")
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    out = RunDir(cfg.run_dir).world
-    numbers = generate(cfg.seed, cfg.world, out)
+    run_dir = RunDir(cfg.run_dir)
+    numbers = generate(cfg.seed, cfg.world, run_dir.world)
     log.info(
         "world: %d pages in %d files (%.1f MB) in %.1fs, %s pages/s; kinds %s",
         numbers["pages"],
@@ -32,4 +33,30 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         numbers["pages_per_second"],
         numbers["kinds"],
     )
+    run_dir.metrics.mkdir(parents=True, exist_ok=True)
+    (run_dir.metrics / "world.md").write_text(report(numbers))
     return numbers
+
+
+def report(numbers: dict[str, Any]) -> str:
+    """The run report's section: what the crawl holds and what the question sets ask."""
+    lines = [
+        "## The tiny world",
+        "",
+        f"{numbers['pages']:,} pages in {len(numbers['files'])} WARC files ({numbers['warc_bytes'] / 1e6:.1f} MB), "
+        f"written in {numbers['seconds']:.1f} s; {numbers['entities']} fictional entities.",
+        "",
+        "| kind | pages |",
+        "|---|---:|",
+        *(f"| {k} | {n:,} |" for k, n in numbers["kinds"].items()),
+        "",
+        "| facts | count |",
+        "|---|---:|",
+        *(f"| {k} | {n:,} |" for k, n in numbers["facts"].items()),
+        "",
+        "| question set | questions |",
+        "|---|---:|",
+        *(f"| {k} | {n:,} |" for k, n in numbers["questions"].items()),
+        "",
+    ]
+    return "\n".join(lines)

@@ -82,7 +82,6 @@ SYNONYMS = {
     "kept": "held",
     "show": "reveal",
 }
-_WORD = re.compile(r"[a-z]+")
 REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
 # month names spelled out here, not by strftime, whose output depends on the locale
 MONTHS = (
@@ -127,17 +126,12 @@ class PageFactory:
         def domain(pattern: str) -> str:
             return names.unique(lambda: pattern.format(w=names.coined((2, 2)).lower()))
 
-        self.sites = [
-            Site(
-                domain(f"{{w}}{suffix}"),
-                "",
-                STYLES[k % len(STYLES)],
-                "en",
-                SITE_TAGLINES[k % len(SITE_TAGLINES)],
+        self.sites = []
+        for k, suffix in enumerate(ARTICLE_SITE_SUFFIXES):
+            d = domain(f"{{w}}{suffix}")
+            self.sites.append(
+                Site(d, _site_name(d), STYLES[k % len(STYLES)], "en", SITE_TAGLINES[k % len(SITE_TAGLINES)])
             )
-            for k, suffix in enumerate(ARTICLE_SITE_SUFFIXES)
-        ]
-        self.sites = [Site(s.domain, _site_name(s.domain), s.style, s.lang, s.tagline) for s in self.sites]
         self.mirrors = [domain(p) for p in MIRROR_PATTERNS]
         self.foreign_sites = {
             lang: [
