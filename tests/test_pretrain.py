@@ -182,6 +182,28 @@ def test_peak_flops_come_from_a_table_of_devices():
     assert mfu(6e9, 50_000, None) is None
 
 
+def test_tracking_is_lazy_and_says_what_to_install(tmp_path, monkeypatch):
+    from pipelines.pretrain import tracking
+
+    tracking.make_tracker("none", tmp_path, "pretrain", {}, "p").log({"loss": 1.0}, 1)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        tracking.importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name)
+    )
+    with pytest.raises(tracking.TrackingUnavailable, match=r"wandb package is not installed; pip install"):
+        tracking.check_tracking_available("wandb")
+    from pipelines.pretrain.job import prepare
+
+    make_token_run(tmp_path, num_docs=100)
+    with pytest.raises(ConfigError, match="wandb package is not installed"):  # before any worker starts
+        prepare(load_config(None, [f"run_dir={tmp_path}", "pretrain.tracking=wandb"]))
+    if real_find_spec("tensorboard") is not None:
+        tracker = tracking.make_tracker("tensorboard", tmp_path, "pretrain", {}, "p")
+        tracker.log({"loss": 2.5, "lr": 1e-3}, 3)
+        tracker.close()
+        assert list((tmp_path / "metrics" / "tensorboard" / "pretrain").glob("events.out.tfevents.*"))
+
+
 # -- data -----------------------------------------------------------------------------------------
 
 
