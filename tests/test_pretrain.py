@@ -204,6 +204,16 @@ def test_tracking_is_lazy_and_says_what_to_install(tmp_path, monkeypatch):
         assert list((tmp_path / "metrics" / "tensorboard" / "pretrain").glob("events.out.tfevents.*"))
 
 
+def test_missing_or_too_small_token_shards_are_clear_errors(tmp_path):
+    from pipelines.pretrain.job import prepare
+
+    with pytest.raises(ConfigError, match="run the tokenize stage first"):
+        prepare(load_config(None, [f"run_dir={tmp_path}"]))
+    make_token_run(tmp_path, num_docs=100)
+    with pytest.raises(ConfigError, match="fewer than one step's"):
+        prepare(load_config(None, [f"run_dir={tmp_path}", "pretrain.global_batch_tokens=1048576"]))
+
+
 # -- data -----------------------------------------------------------------------------------------
 
 
