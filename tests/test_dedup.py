@@ -232,3 +232,11 @@ def test_bad_input_is_refused_with_the_column_named(ray_session):
         deduplicate(ray_session.data.from_items([{"_key": 1, "text": "x"}]), DedupConfig())
     with pytest.raises(ValueError):
         DedupConfig(num_bands=0)
+
+
+def test_empty_input_gives_empty_outputs(ray_session):
+    schema = pa.schema([("_key", pa.string()), ("text", pa.string())])
+    for ds in (ray_session.data.from_items([]), ray_session.data.from_arrow(schema.empty_table())):
+        kept, dropped, stats = deduplicate(ds, DedupConfig())
+        assert kept.count() == 0 and dropped.count() == 0
+        assert stats["documents_in"] == 0 and stats["documents_kept"] == 0

@@ -108,10 +108,9 @@ def deduplicate(
     the final split); Ray spills it to disk when it is larger than the object store.
     """
     start = time.monotonic()
-    _check_schema(ds, key)
-    docs = ds.materialize()
-    schema = docs.schema().base_schema
+    docs = ds.materialize()  # first, so that reading the schema does not run the input twice
     n_docs = docs.count()
+    schema = _check_schema(docs, key)
     stats: dict[str, Any] = {
         "documents_in": n_docs,
         "documents_kept": n_docs,
@@ -410,10 +409,12 @@ def _empty_dropped(schema: pa.Schema) -> ray.data.Dataset:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _check_schema(ds: ray.data.Dataset, key: str) -> None:
-    schema = ds.schema()
-    if schema is None:
-        return  # an empty dataset without a schema: nothing to deduplicate
+def _check_schema(ds: ray.data.Dataset, key: str) -> pa.Schema:
+    """The input's Arrow schema, after checking the columns dedup needs and adds."""
+    found = ds.schema()
+    if found is None:  # an empty dataset that never had blocks: nothing to deduplicate
+        return pa.schema([("text", pa.string()), (key, pa.string())])
+    schema = found.base_schema
     names = list(schema.names)
     missing = [c for c in ("text", key) if c not in names]
     if missing:
@@ -421,9 +422,10 @@ def _check_schema(ds: ray.data.Dataset, key: str) -> None:
     clash = [c for c in (_ROOT, _EXACT, "step", "reason", "detail") if c in names]
     if clash:
         raise ValueError(f"dedup: input already has columns {clash}, which dedup adds to dropped documents")
-    key_type = schema.base_schema.field(key).type
+    key_type = schema.field(key).type
     if not (pa.types.is_string(key_type) or pa.types.is_large_string(key_type)):
         raise ValueError(f"dedup: key column {key!r} must hold strings (got {key_type})")
+    return schema
 
 
 def _partitions(cfg: DedupConfig, nbytes: int) -> int:
