@@ -21,7 +21,9 @@ log = logging.getLogger("raychat")
 def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("metric", "value")) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "| --- | ---: |"]
     for key, value in rows:
-        if isinstance(value, float):
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, float):
             value = f"{value:,.4g}"
         elif isinstance(value, int):
             value = f"{value:,}"
@@ -118,7 +120,8 @@ def write_report(run: RunDir) -> Path:
         parts += [f"## {stage}", ""]
         special = SECTIONS.get(stage)
         body = special(run) if special else ""
-        if not body and stage in summary:
+        has_fragment = (run.metrics / f"{stage}.md").is_file()
+        if not body and stage in summary and not has_fragment:
             body = _table(_scalars(summary[stage]))
         parts.append(body)
         for fragment in sorted(run.metrics.glob(f"{stage}*.md")) if run.metrics.is_dir() else []:

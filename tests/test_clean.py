@@ -1,0 +1,205 @@
+"""The clean stage end to end on the tiny world and on the real files of ../shared/data.
+
+The tiny world knows what it planted (pages.jsonl), so each check compares the cleaner's decision
+with the ground truth instead of trusting counts alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+from pipelines.config import load_config
+from pipelines.runtime import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def _clean(run_dir: Path, *overrides: str) -> dict:
+    from pipelines.clean import job
+
+    cfg = load_config(None, [f"run_dir={run_dir}", *overrides])
+    return job.run(cfg)
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.is_dir() or not any(path.rglob("*.parquet")):
+        return []
+    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+@pytest.fixture(scope="module")
+def world_run(tmp_path_factory, ray_session) -> Path:
+    from pipelines.world import job as world_job
+
+    run_dir = tmp_path_factory.mktemp("world_run")
+    world_job.run(load_config(None, [f"run_dir={run_dir}", "world.num_pages=400", "world.num_files=2"]))
+    _clean(run_dir, "clean.url.blocklists=['{run_dir}/world/blocklists']")
+    return run_dir
+
+
+def _jaccard(a: str, b: str, n: int = 5) -> float:
+    def shingles(text: str) -> set[tuple[str, ...]]:
+        words = re.findall(r"\w+", text.lower())
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+    sa, sb = shingles(a), shingles(b)
+    return len(sa & sb) / max(len(sa | sb), 1)
+
+
+def _truth(run_dir: Path) -> dict[str, dict]:
+    rows = [json.loads(line) for line in (run_dir / "world" / "pages.jsonl").read_text().splitlines()]
+    return {r["url"]: r for r in rows}
+
+
+def test_counts_add_up_and_match_the_files(world_run):
+    run = RunDir(world_run)
+    stats = json.loads(run.stats.read_text())
+    clean, rejected = _read(run.clean), _read(run.rejected)
+    errors = _read(run.errors)
+    assert stats["records"] == 400
+    assert stats["counts_add_up"]
+    assert stats["records"] == stats["clean"] + stats["rejected"] + stats["record_errors"]
+    assert len(clean) == stats["clean"]
+    assert len(rejected) == stats["rejected"]
+    assert len(errors) >= stats["record_errors"]
+    assert set(clean[0]) >= {
+        "text",
+        "id",
+        "dump",
+        "url",
+        "date",
+        "file_path",
+        "language",
+        "language_score",
+        "token_count",
+    }
+    assert {r["url"] for r in clean}.isdisjoint({r["url"] for r in rejected})
+
+
+def test_planted_problems_are_handled(world_run):
+    run = RunDir(world_run)
+    truth = _truth(world_run)
+    clean = {r["url"]: r for r in _read(run.clean)}
+    rejected = {r["url"]: r for r in _read(run.rejected)}
+    by_kind: dict[str, list[dict]] = {}
+    for row in truth.values():
+        by_kind.setdefault(row["kind"], []).append(row)
+
+    for kind in ("adult", "phishing"):
+        for page in by_kind[kind]:
+            assert page["url"] in rejected, page["url"]
+            assert rejected[page["url"]]["step"] == "url"
+    for page in by_kind["spam"] + by_kind["garbage"] + by_kind["short"]:
+        assert page["url"] not in clean, (page["kind"], page["url"])
+    for page in by_kind["foreign"]:
+        assert page["url"] in rejected
+        assert rejected[page["url"]]["step"] == "language"
+    # duplicates: exact copies never both survive; near copies don't when they are clearly similar
+    # (MinHash LSH with 14 bands x 8 rows catches Jaccard 0.85 with p > 0.99, 0.75 with p ~ 0.77)
+    for page in by_kind["exact_dup"]:
+        assert not (page["url"] in clean and page["source"] in clean), page["url"]
+    near_both = [p for p in by_kind["near_dup"] if p["url"] in clean and p["source"] in clean]
+    for page in near_both:
+        assert _jaccard(clean[page["url"]]["text"], clean[page["source"]]["text"]) < 0.85, page["url"]
+    assert len(near_both) <= 0.25 * len(by_kind["near_dup"])
+    dedup_reasons = {r["reason"] for r in rejected.values() if r["step"] == "dedup"}
+    assert dedup_reasons == {"exact_duplicate", "near_duplicate"}
+    # PII never reaches clean text
+    clean_text = "\n".join(r["text"] for r in clean.values())
+    for page in by_kind["pii"]:
+        for value in page["pii"]["emails"] + page["pii"]["phones"]:
+            assert value not in clean_text, value
+    # the good articles mostly survive, in English
+    articles = by_kind["article"]
+    kept = [p for p in articles if p["url"] in clean]
+    assert len(kept) >= 0.8 * len(articles)
+    assert {r["language"] for r in clean.values()} == {"en"}
+    assert (run.clean / "language=en").is_dir()
+
+
+def test_rerun_is_safe_and_resume_redoes_only_missing_files(world_run):
+    run = RunDir(world_run)
+    before = len(_read(run.clean)), len(_read(run.rejected))
+    work = run.root / "data" / "_work"
+    markers = sorted(work.glob("*/done.json"))
+    assert len(markers) == 2
+    kept_mtime = markers[0].stat().st_mtime_ns
+    markers[1].unlink()  # as if the run had been killed while this file was in flight
+    stats = _clean(world_run, "clean.url.blocklists=['{run_dir}/world/blocklists']")
+    assert (len(_read(run.clean)), len(_read(run.rejected))) == before
+    assert stats["clean"] == before[0]
+    assert markers[0].stat().st_mtime_ns == kept_mtime  # the finished file was not redone
+    assert markers[1].is_file()
+
+
+def test_bad_input_is_counted_and_good_data_goes_through(tmp_path, ray_session):
+    data = tmp_path / "in"
+    data.mkdir()
+    good = [
+        {
+            "id": f"doc-{i}",
+            "text": f"Record number {i} is a fine piece of text.",
+            "url": f"https://ok.example/{i}",
+        }
+        for i in range(5)
+    ]
+    (data / "good.jsonl").write_text("\n".join(json.dumps(r) for r in good) + "\n")
+    (data / "mixed.jsonl").write_bytes(
+        json.dumps(good[0] | {"id": "mixed-0"}).encode()
+        + b"\n\x00\x01\xff{not json\n"
+        + json.dumps({"id": "mixed-2", "text": "caf\xe9"}).encode("utf-8")
+        + b"\n"
+    )
+    payload = gzip.compress(b"\n".join(json.dumps(r | {"id": "gz-" + r["id"]}).encode() for r in good))
+    (data / "truncated.jsonl.gz").write_bytes(payload[: len(payload) * 2 // 3])
+    (data / "empty.jsonl").write_bytes(b"")
+    (data / "lies.parquet").write_bytes(b"this is not parquet at all\n")
+    stats = _clean(
+        tmp_path / "run",
+        f"clean.inputs=['{data}', '{tmp_path}/missing/*.warc.gz']",
+        "clean.steps=[pii]",
+    )
+    run = RunDir(tmp_path / "run")
+    full = json.loads(run.stats.read_text())
+    assert full["counts_add_up"]
+    clean_ids = {r["id"] for r in _read(run.clean)}
+    assert {r["id"] for r in good} <= clean_ids  # every good record survived
+    assert "mixed-0" in clean_ids and "mixed-2" in clean_ids
+    assert stats["record_errors"] >= 1  # the binary line
+    errors = _read(run.errors)
+    reasons = {e["reason"] for e in errors}
+    assert any("truncat" in r for r in reasons), reasons
+    assert full["file_errors"] >= 2  # the missing glob and the truncated file (and the lying file)
+    assert any(str(tmp_path / "missing") in (e.get("file_path") or "") for e in full["input_errors"])
+
+
+def test_steps_subset_keeps_ids_and_paths(tmp_path, ray_session, shared_data):
+    c4 = sorted((shared_data / "fineweb").rglob("*.json*"))[0]
+    _clean(tmp_path, f"clean.inputs=['{c4}']", "clean.steps=[extract,pii]")
+    rows = _read(RunDir(tmp_path).clean)
+    first = [json.loads(line) for line in (gzip.open(c4, "rt") if c4.suffix == ".gz" else open(c4))][:3]
+    assert rows and all(r["file_path"] == str(c4) for r in rows)
+    if all("id" in r for r in first):
+        assert {r["id"] for r in first} <= {r["id"] for r in rows}
+
+
+def test_real_crawl_and_fineweb_files(tmp_path, ray_session, shared_data):
+    inputs = [str(shared_data / "crawl"), str(shared_data / "fineweb")]
+    ut1 = shared_data / "blocklists" / "ut1"
+    stats = _clean(tmp_path, f"clean.inputs={json.dumps(inputs)}", f"clean.url.blocklists=['{ut1}']")
+    full = json.loads(RunDir(tmp_path).stats.read_text())
+    assert full["counts_add_up"], full
+    assert stats["clean"] > 100
+    assert full["drops"]["language"]  # the crawl holds pages in other languages
+    files = {r["file_path"] for r in _read(RunDir(tmp_path).clean)}
+    assert any("clueweb" in f for f in files) or any(
+        "clueweb" in f for f in {r["file_path"] for r in _read(RunDir(tmp_path).rejected)}
+    )
+    assert os.path.isfile(RunDir(tmp_path).stats)
