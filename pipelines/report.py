@@ -120,8 +120,7 @@ def write_report(run: RunDir) -> Path:
         parts += [f"## {stage}", ""]
         special = SECTIONS.get(stage)
         body = special(run) if special else ""
-        has_fragment = (run.metrics / f"{stage}.md").is_file()
-        if not body and stage in summary and not has_fragment:
+        if not body and stage in summary:
             body = _table(_scalars(summary[stage]))
         parts.append(body)
         for fragment in sorted(run.metrics.glob(f"{stage}*.md")) if run.metrics.is_dir() else []:

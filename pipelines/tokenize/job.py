@@ -540,12 +540,10 @@ def _headline(
 
 def _write_report(run: RunDir, numbers: dict[str, Any], stats: dict[str, Any]) -> None:
     run.metrics.mkdir(parents=True, exist_ok=True)
-    rows = "\n".join(
-        f"| {k} | {v:,} |" if isinstance(v, int) else f"| {k} | {v} |" for k, v in numbers.items()
-    )
+    # the headline numbers themselves go to summary.json, which the report renders as a table
     fragment = (
         f"Tokenizer `{numbers['tokenizer']}` ({numbers['vocab_size']:,} ids, {numbers['bytes_per_token']} UTF-8 "
-        f"bytes per token); shards in `tokens/` as {numbers['dtype']}.\n\n| metric | value |\n| --- | ---: |\n{rows}\n"
+        f"bytes per token); shards in `tokens/` as {numbers['dtype']}.\n"
     )
     (run.metrics / f"{STAGE}.md").write_text(fragment)
     write_json_atomic(
