@@ -44,7 +44,12 @@ def init_ray(cfg: RayConfig) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return
-    kwargs: dict[str, Any] = {"include_dashboard": cfg.include_dashboard}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": cfg.include_dashboard,
+        # Ray kills idle workers after ~1 s when the soft limit (= CPUs) is reached, and Ray Data's
+        # shuffles (dedup) then wait for fresh worker processes at every task on small machines.
+        "_system_config": {"num_workers_soft_limit": max(8, 2 * (cfg.num_cpus or os.cpu_count() or 1))},
+    }
     if cfg.num_cpus is not None:
         kwargs["num_cpus"] = cfg.num_cpus
     if cfg.object_store_memory_mb is not None:

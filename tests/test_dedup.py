@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import string
 
 import numpy as np
 import pyarrow as pa
 import pytest
-
-# Ray kills idle workers beyond num_workers_soft_limit (default: num_cpus) after about 1 s. Ray
-# Data's own actors count against that limit, so on a 2-CPU cluster every task of a shuffle waits
-# for a fresh worker process (measured here: 10x slower tests). Only effective when set before the
-# session's ray.init; tests/conftest.py is the right home for it (see the dedup report).
-os.environ.setdefault("RAY_num_workers_soft_limit", "8")
 
 from pipelines.clean.dedup import EXACT, NEAR, DedupConfig, connected_components, deduplicate
 from pipelines.clean.minhash import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from lm.config_base import StrictModel
-from pipelines.clean.dedup import DedupConfig
+from pipelines.clean.dedup_config import DedupConfig
 from pipelines.clean.extract import ExtractConfig
 from pipelines.clean.filters.c4 import C4Config
 from pipelines.clean.filters.custom import CustomStepConfig
