@@ -171,6 +171,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             "samples_seen": samples_seen,
             "epoch": samples_seen / train.epoch_sequences,
             "time": time.time(),
+            "process_cpu_s": time.process_time(),  # CPU time of this worker, all threads (Ray's included)
         }
         util = mfu(flops_per_token, tokens_per_s, peak, world_size)
         if util is not None:
