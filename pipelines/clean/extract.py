@@ -29,6 +29,9 @@ from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Step
 
 log = logging.getLogger(__name__)
+# trafilatura logs a warning for every page it finds nothing in; the step counts those as
+# "empty_extraction" already, so its own messages would only flood the job's log
+logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
 
 class ExtractConfig(StrictModel):
