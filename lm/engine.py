@@ -35,6 +35,7 @@ Not thread-safe: one engine per thread/actor.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import zlib
@@ -57,6 +58,7 @@ from lm.generation import (
     ToolHook,
     _as_params,
     eos_token_ids_of,
+    text_tool,
 )
 from lm.model import Transformer
 from lm.sampling import SamplingParams, sample
@@ -70,6 +72,7 @@ __all__ = [
     "ToolHook",
     "TorchEngine",
     "eos_token_ids_of",
+    "text_tool",
 ]
 
 log = logging.getLogger(__name__)
@@ -261,7 +264,8 @@ class TorchEngine(Engine):
         ids = self._add_all(prompts, params, tool_hooks)
         while any(i not in self.finished for i in ids):
             self.step()
-        return [self.take_result(i) for i in ids]
+        # the Engine interface numbers a call's requests by prompt index, as VLLMEngine does
+        return [dataclasses.replace(self.take_result(rid), request_id=i) for i, rid in enumerate(ids)]
 
     def stream(
         self,
@@ -270,12 +274,12 @@ class TorchEngine(Engine):
         tool_hooks: Sequence[ToolHook] = (),
     ) -> Iterator[TokenEvent]:
         ids = self._add_all(prompts, params, tool_hooks)
-        mine = set(ids)
+        index = {rid: i for i, rid in enumerate(ids)}
         try:
             while any(i not in self.finished for i in ids):
                 for event in self.step():
-                    if event.request_id in mine:
-                        yield event
+                    if event.request_id in index:
+                        yield event._replace(request_id=index[event.request_id])
         finally:
             for i in ids:  # results were streamed; do not keep them, nor requests the caller dropped
                 self.finished.pop(i, None)
@@ -339,23 +343,31 @@ class TorchEngine(Engine):
     def _extend_groups(self, candidates: list[Request]) -> list[list[Request]]:
         """The requests needing an extend this step, in groups of similar length.
 
-        Sorted by pending length, a new group starts when padding would exceed ``PAD_SLACK`` of the
-        group's real tokens, so a burst of short and long prompts is not all padded to the longest.
         Together the groups hold at most ``max_prefill_tokens`` real tokens (at least one request runs).
+        Requests left out before go first, so a long prompt is not starved by a stream of short ones;
+        the rest fill the budget shortest first. Sorted by pending length, a new group starts when
+        padding would exceed ``PAD_SLACK`` of the group's real tokens, so a burst of short and long
+        prompts is not all padded to the longest.
         """
+        chosen: list[Request] = []
+        budget = 0
+        for req in sorted(candidates, key=lambda r: (-r.deferred, len(r.pending))):
+            n = len(req.pending)
+            if chosen and budget + n > self.max_prefill_tokens:
+                req.deferred += 1
+                continue
+            chosen.append(req)
+            budget += n
         groups: list[list[Request]] = []
         group: list[Request] = []
-        real = budget = 0
-        for req in sorted(candidates, key=lambda r: len(r.pending)):
+        real = 0
+        for req in sorted(chosen, key=lambda r: len(r.pending)):
             n = len(req.pending)  # the widest so far, as the list is sorted
             if group and n * (len(group) + 1) > PAD_SLACK * (real + n):
                 groups.append(group)
                 group, real = [], 0
-            if (groups or group) and budget + n > self.max_prefill_tokens:
-                break
             group.append(req)
             real += n
-            budget += n
         if group:
             groups.append(group)
         return groups

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -72,6 +72,7 @@ class Request:
     # engine bookkeeping
     pending: list[int] = field(default_factory=list)  # appended, not yet in the KV cache
     cached: int = 0  # tokens of prompt + output already in the KV cache
+    deferred: int = 0  # steps this request's extend was left out for lack of prefill budget
     slot: int = -1
     generator: torch.Generator | None = None
     stop_ids: frozenset[int] = frozenset()
@@ -95,6 +96,40 @@ class ToolHook:
     open_token_id: int
     close_token_id: int
     callback: Callable[[Request, list[int]], Sequence[int]]
+
+
+class _Tokenizes(Protocol):
+    def token_id(self, special: str) -> int: ...
+    def encode(self, text: str, allow_special: bool = False) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+def text_tool(
+    tokenizer: _Tokenizes,
+    open_token: str,
+    close_token: str,
+    answer: Callable[[str], str],
+    result_tokens: tuple[str, str] | None = ("<|result_start|>", "<|result_end|>"),
+) -> ToolHook:
+    """A ``ToolHook`` that speaks text: ``answer`` gets the decoded text between the special tokens
+    ``open_token`` and ``close_token`` and returns the tool's reply as text, which is encoded and, when
+    ``result_tokens`` names a pair, wrapped in them (``<|result_start|> ... <|result_end|>``).
+
+        search = text_tool(tok, "<|search_start|>", "<|search_end|>", lambda q: index.lookup(q))
+        engine.generate(prompts, params, tool_hooks=[search])
+
+    Special tokens inside the reply are encoded as plain text, so a tool can never forge them.
+    """
+    wrap = (
+        ([tokenizer.token_id(result_tokens[0])], [tokenizer.token_id(result_tokens[1])])
+        if result_tokens
+        else ([], [])
+    )
+
+    def callback(request: Request, between: list[int]) -> list[int]:
+        return wrap[0] + tokenizer.encode(answer(tokenizer.decode(between))) + wrap[1]
+
+    return ToolHook(tokenizer.token_id(open_token), tokenizer.token_id(close_token), callback)
 
 
 def _as_params(params: SamplingParams | Sequence[SamplingParams] | None, n: int) -> list[SamplingParams]:

@@ -70,23 +70,43 @@ def sample(
 
 
 def _draw(logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, uniforms: Tensor) -> Tensor:
+    """Draw each row by the method its own settings call for, never by its batch mates' settings.
+
+    Inverse-CDF sampling maps one uniform to a token through the order of the CDF, so the order must
+    depend on the row alone: plain rows use vocabulary order, top-k-only rows the top-k order, and rows
+    with top-p a full descending sort. Rows are grouped by method, one vectorised draw per group.
+    """
+    tokens = torch.empty(logits.size(0), dtype=torch.long, device=logits.device)
+    nucleus = top_p < 1.0
+    k_only = (top_k > 0) & ~nucleus
+    plain = (top_k == 0) & ~nucleus
+    for rows, method in ((plain, "plain"), (k_only, "top_k"), (nucleus, "sort")):
+        if bool(rows.any()):
+            idx = rows.nonzero().squeeze(1)
+            tokens[idx] = _draw_group(
+                method, logits[idx], temperature[idx], top_k[idx], top_p[idx], uniforms[idx]
+            )
+    return tokens
+
+
+def _draw_group(
+    method: str, logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, uniforms: Tensor
+) -> Tensor:
     vocab = logits.size(-1)
     scaled = logits / temperature[:, None]
-    truncate_k = bool((top_k > 0).any())
-    truncate_p = bool((top_p < 1.0).any())
-    if not truncate_k and not truncate_p:  # plain sampling: the inverse CDF needs no sorting
+    if method == "plain":  # the inverse CDF needs no sorting
         values, order = scaled, None
-    elif truncate_k and not truncate_p and bool((top_k > 0).all()):
+    elif method == "top_k":
         k_max = int(top_k.max().clamp(max=vocab))
         values, order = torch.topk(scaled, k_max, dim=-1)  # sorted, only as wide as the largest k
     else:
         values, order = torch.sort(scaled, dim=-1, descending=True)
     probs = torch.softmax(values, dim=-1)
-    if truncate_k:
+    if method != "plain" and bool((top_k > 0).any()):
         k = torch.where(top_k > 0, top_k, vocab)[:, None]
         ranks = torch.arange(values.size(-1), device=values.device)[None, :]
         probs = probs.masked_fill(ranks >= k, 0.0)
-    if truncate_p:
+    if method == "sort":
         before = probs.cumsum(-1) - probs  # mass of the more likely tokens; the first is always kept
         probs = probs.masked_fill(before >= top_p[:, None] * probs.sum(-1, keepdim=True), 0.0)
     cdf = probs.cumsum(-1)

@@ -246,6 +246,86 @@ def test_seeded_sampling_is_reproducible_per_request(model: Transformer) -> None
     assert TorchEngine(model).generate([prompts[1]], top1)[0].token_ids == greedy.token_ids
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=1.0, max_tokens=12, seed=7),
+        SamplingParams(temperature=0.9, top_k=20, max_tokens=12, seed=7),
+        SamplingParams(temperature=1.0, top_p=0.8, max_tokens=12, seed=7),
+    ],
+    ids=["plain", "top-k", "top-p"],
+)
+def test_a_seeded_request_samples_the_same_whatever_its_batch_mates(model: Transformer, params) -> None:
+    prompt = prompts_of([5], seed=11)[0]
+    alone = TorchEngine(model, max_batch_size=1).generate([prompt], params)[0].token_ids
+    mates = [
+        SamplingParams(temperature=1.0, top_p=0.5, max_tokens=12, seed=1),
+        SamplingParams(temperature=0.7, top_k=3, max_tokens=12, seed=2),
+        SamplingParams(temperature=0.0, max_tokens=12),
+        SamplingParams(temperature=1.3, max_tokens=12, seed=3),
+    ]
+    for mate in mates:
+        mixed = TorchEngine(model, max_batch_size=2).generate([prompt, prompts_of([7])[0]], [params, mate])
+        assert mixed[0].token_ids == alone, mate
+
+
+def test_sampler_rows_do_not_depend_on_other_rows() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 50, generator=g) * 3
+    temperature = torch.tensor([1.0, 0.8, 1.0, 1.2, 1.0, 0.5])
+    top_k = torch.tensor([0, 5, 0, 0, 12, 0])
+    top_p = torch.tensor([1.0, 1.0, 0.7, 1.0, 0.9, 1.0])
+    u = torch.rand(6, generator=g)
+    together, _ = sample(logits, temperature, top_k, top_p, u, want_logprobs=False)
+    for i in range(6):
+        one, _ = sample(
+            logits[i : i + 1], temperature[i : i + 1], top_k[i : i + 1], top_p[i : i + 1], u[i : i + 1], False
+        )
+        assert int(one) == int(together[i]), i
+
+
+def test_request_ids_are_prompt_indices(model: Transformer) -> None:
+    engine = TorchEngine(model, max_batch_size=2)
+    prompts = prompts_of([3, 4, 5])
+    assert [r.request_id for r in engine.generate(prompts, GREEDY)] == [0, 1, 2]
+    assert {e.request_id for e in engine.stream(prompts, GREEDY)} == {0, 1, 2}
+
+
+def test_a_long_prompt_is_not_starved_by_short_ones(model: Transformer) -> None:
+    engine = TorchEngine(model, max_batch_size=4, max_prefill_tokens=16)
+    engine.add_request(prompts_of([12])[0], GREEDY, request_id="long")
+    engine.add_request(prompts_of([6], seed=1)[0], GREEDY, request_id="short-0")
+    engine.add_request(prompts_of([6], seed=2)[0], GREEDY, request_id="short-1")
+    first = {e.request_id for e in engine.step()}
+    assert first == {"short-0", "short-1"}  # 6 + 6 fit the budget, 12 more would not
+    engine.abort("short-0")
+    engine.abort("short-1")
+    engine.add_request(prompts_of([6], seed=3)[0], GREEDY, request_id="short-2")
+    engine.add_request(prompts_of([6], seed=4)[0], GREEDY, request_id="short-3")
+    assert "long" in {e.request_id for e in engine.step()}  # deferred once, it goes first now
+
+
+def test_text_tool_answers_in_text_with_the_real_special_tokens(model: Transformer) -> None:
+    from lm.engine import text_tool
+    from lm.tokenizer import R50K_PATTERN, Tokenizer
+
+    tok = Tokenizer.from_ranks("bytes", R50K_PATTERN, {bytes([b]): b for b in range(256)})
+    start, end = tok.token_id("<|search_start|>"), tok.token_id("<|search_end|>")
+    queries: list[str] = []
+
+    def answer(query: str) -> str:
+        queries.append(query)
+        return "Paris <|im_end|>"  # special-token text in a reply stays plain text
+
+    hook = text_tool(tok, "<|search_start|>", "<|search_end|>", answer)
+    assert (hook.open_token_id, hook.close_token_id) == (start, end)
+    injected = hook.callback(None, tok.encode("capital of France"))
+    assert queries == ["capital of France"]
+    assert injected[0] == tok.token_id("<|result_start|>") and injected[-1] == tok.token_id("<|result_end|>")
+    assert tok.decode(injected[1:-1]) == "Paris <|im_end|>"
+    assert tok.token_id("<|im_end|>") not in injected
+
+
 def test_stream_yields_tokens_as_produced(model: Transformer) -> None:
     prompts = prompts_of([3, 11, 6])
     params = [GREEDY.model_copy(update={"max_tokens": n, "logprobs": True}) for n in (4, 7, 2)]
