@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
@@ -56,6 +57,93 @@ def _jaccard(a: str, b: str, n: int = 5) -> float:
 def _truth(run_dir: Path) -> dict[str, dict]:
     rows = [json.loads(line) for line in (run_dir / "world" / "pages.jsonl").read_text().splitlines()]
     return {r["url"]: r for r in rows}
+
+
+def _pass1(tmp_path: Path, inputs: list[str], *overrides: str) -> tuple[dict, dict[str, list[dict]]]:
+    """Pass 1 of one input file in this process (no Ray): its summary and its kept/rejected/errors rows."""
+    from pipelines.clean.job import resolve_paths
+    from pipelines.clean.pipeline import FileProcessor
+    from pipelines.clean.readers import expand_inputs
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", f"clean.inputs={json.dumps(inputs)}", *overrides])
+    clean = resolve_paths(cfg)
+    files, _ = expand_inputs(clean.inputs)
+    work = tmp_path / "work"
+    summary = FileProcessor(clean.model_dump_json(), files, str(work)).process(0)
+    rows = {
+        name: pq.read_table(work / summary["file_key"] / f"{name}.parquet").to_pylist()
+        for name in ("kept", "rejected", "errors")
+    }
+    record_errors = [e for e in rows["errors"] if e["record_index"] is not None]
+    assert summary["records"] == len(rows["kept"]) + len(rows["rejected"]) + len(record_errors)
+    assert (summary["kept"], summary["rejected"], summary["errors"]) == tuple(map(len, rows.values()))
+    return summary, rows
+
+
+USER_STEPS = """
+def lone_surrogate(docs):
+    return [{**d, "text": d["text"] + "\\ud83d"} if "poison" in d["text"] else d for d in docs]
+"""
+
+
+def test_one_bad_record_never_stops_a_file(tmp_path, monkeypatch):
+    """A lone surrogate (legal JSON, no UTF-8 form) once failed the parquet write of the whole run."""
+    good = [json.dumps({"id": f"g{i}", "text": f"Good text number {i}."}) for i in range(3)]
+    bad = json.dumps({"id": "s", "text": "hi \ud83d there", "url": "http://x/\ud83d"})
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join([good[0], bad, good[1], json.dumps({"id": "p", "text": "poison"}), good[2]]))
+    summary, rows = _pass1(tmp_path, [str(path)], "clean.steps=[pii]")
+    assert [r["id"] for r in rows["kept"]] == ["g0", "s", "g1", "p", "g2"]
+    assert rows["kept"][1]["text"] == "hi \ufffd there" and rows["kept"][1]["url"] == "http://x/\ufffd"
+    # a custom mapper that makes an unwritable string costs only its own document
+    (tmp_path / "user_steps_surrogate.py").write_text(USER_STEPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    summary, rows = _pass1(
+        tmp_path / "custom",
+        [str(path)],
+        "clean.steps=[custom]",
+        "clean.custom=[{function: 'user_steps_surrogate:lone_surrogate', kind: mapper}]",
+    )
+    assert [r["id"] for r in rows["kept"]] == ["g0", "s", "g1", "g2"]
+    assert [(e["record_index"], e["reason"]) for e in rows["errors"]] == [(3, "unwritable_record")]
+    assert summary["record_errors"] == 1 and summary["drops"] == {"write/unwritable_record": 1}
+
+
+def test_an_unexpected_failure_is_a_file_error_not_a_crash(tmp_path, monkeypatch):
+    from pipelines.clean import readers
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"g{i}", "text": f"Good text {i}."}) for i in range(5)))
+    real_read_file = readers.read_file
+
+    def breaks_after_three(f, cfg=None):
+        for i, item in enumerate(real_read_file(f, cfg)):
+            if i == 3:
+                raise RuntimeError("a reader bug")
+            yield item
+
+    monkeypatch.setattr(readers, "read_file", breaks_after_three)
+    summary, rows = _pass1(tmp_path, [str(path)], "clean.steps=[pii]", "clean.batch_size=2")
+    assert [r["id"] for r in rows["kept"]] == ["g0", "g1"]  # the batch that was done is kept
+    errors = [(e["record_index"], e["reason"], e["step"]) for e in rows["errors"]]
+    assert errors == [(2, "exception", "pipeline"), (None, "processing_failed", "pipeline")]
+    assert "RuntimeError: a reader bug" in rows["errors"][1]["error"]
+    assert (summary["records"], summary["record_errors"], summary["file_errors"]) == (3, 1, 1)
+
+    # anything else that goes wrong with the file: one file-level error row, and a rerun retries it
+    from pipelines.clean.pipeline import FileProcessor
+
+    monkeypatch.setattr(readers, "read_file", real_read_file)
+    real_process = FileProcessor._process
+    monkeypatch.setattr(FileProcessor, "_process", lambda *a: (_ for _ in ()).throw(MemoryError("oom")))
+    summary, rows = _pass1(tmp_path / "again", [str(path)], "clean.steps=[pii]")
+    assert summary["failed"] and (summary["records"], summary["file_errors"]) == (0, 1)
+    assert [(e["file_path"], e["reason"], e["error"]) for e in rows["errors"]] == [
+        (str(path), "file_failed", "MemoryError: oom")
+    ]
+    monkeypatch.setattr(FileProcessor, "_process", real_process)
+    summary, rows = _pass1(tmp_path / "again", [str(path)], "clean.steps=[pii]")
+    assert "failed" not in summary and len(rows["kept"]) == 5
 
 
 def test_counts_add_up_and_match_the_files(world_run):

@@ -447,6 +447,28 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path):
     assert page["encoding"] == "utf-8" and page["decode_errors"] == 2 and "Ünïcödé" in page["content"]
 
 
+def test_lone_surrogate_escapes_become_replacement_characters(tmp_path):
+    """JSON may spell a lone surrogate; it has no UTF-8 form, so it would fail every parquet write."""
+    path = tmp_path / "surrogates.jsonl"
+    path.write_bytes(
+        b'{"text": "hi \\ud83d there", "url": "http://x/\\ud83d"}\n'
+        b'{"text": "a pair \\ud83d\\ude00 is fine"}\n'
+        b'{"id": "\\udfff", "no_text": 1}\n'
+    )
+    items = read_all(path)
+    assert_one_outcome_each(items, 3)
+    first, pair, error = items
+    assert (first["content"], first["url"], first["decode_errors"]) == (
+        "hi \ufffd there",
+        "http://x/\ufffd",
+        2,
+    )
+    assert (pair["content"], pair["decode_errors"]) == ("a pair \U0001f600 is fine", 0)
+    assert error["reason"] == "no_text" and error["id"] == "\ufffd"
+    for item in items:  # every string is writable as UTF-8 now
+        pa.Table.from_pylist([{k: v for k, v in item.items() if isinstance(v, str)}])
+
+
 def test_decode_text_prefers_valid_utf8_over_a_wrong_declared_charset():
     text, enc, bad = decode_text("naïve café".encode(), ["iso-8859-1"])
     assert (text, enc, bad) == ("naïve café", "utf-8", 0)

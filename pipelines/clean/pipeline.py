@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
@@ -62,8 +63,79 @@ def _rejected_text(doc: dict[str, Any]) -> None:
         doc["text"] = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
 
 
+def _file_error(path: str, reason: str, error: str) -> dict[str, Any]:
+    """An error row about a whole file (``record_index`` None: no input record is claimed by it)."""
+    return {
+        "file_path": path,
+        "record_index": None,
+        "step": "pipeline",
+        "reason": reason,
+        "error": error[:2000],
+    }
+
+
+def _exception_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _table_keeping_good_rows(
+    docs: list[dict[str, Any]], schema: pa.Schema, path: str
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """The documents as a table, and an error row for each document that cannot be written.
+
+    Why: Arrow refuses a whole column for one bad value (a string with no UTF-8 form that a custom
+    mapper made, a number that overflows), and losing a file's good documents to one bad one breaks
+    the project's rule. The fast path converts everything at once; only on failure are the documents
+    converted one at a time to find the bad ones.
+    """
+    try:
+        return to_table(docs, schema), []
+    except Exception:  # noqa: BLE001 - find the rows at fault below
+        pass
+    good, bad = [], []
+    for doc in docs:
+        try:
+            to_table([doc], schema)
+        except Exception as e:  # noqa: BLE001 - this document's problem only
+            bad.append(_record_error(path, doc, "write", "unwritable_record", e))
+        else:
+            good.append(doc)
+    return to_table(good, schema), bad
+
+
+def _record_error(path: str, doc: dict[str, Any], step: str, reason: str, e: BaseException) -> dict[str, Any]:
+    """The error row of one input record that an unexpected exception kept from its outcome."""
+    doc_id = doc.get("id")
+    return _writable(
+        {
+            "file_path": path,
+            "record_index": _record_index(doc),
+            "id": doc_id if isinstance(doc_id, str) else None,
+            "step": step,
+            "reason": reason,
+            "error": _exception_text(e)[:2000],
+        }
+    )
+
+
+def _record_index(doc: dict[str, Any]) -> int | None:
+    key = doc.get("_key")
+    return int(key.rsplit(":", 1)[1]) if isinstance(key, str) and ":" in key else None
+
+
+def _writable(row: dict[str, Any]) -> dict[str, Any]:
+    """An error row whose strings all have a UTF-8 form (they quote the bad values)."""
+    from pipelines.clean.readers import valid_utf8
+
+    return {k: valid_utf8(v)[0] if isinstance(v, str) else v for k, v in row.items()}
+
+
 class FileProcessor:
-    """Ray Data actor: pass 1 for a batch of input files (one at a time)."""
+    """Ray Data actor: pass 1 for a batch of input files (one at a time).
+
+    A file that fails in a way nobody foresaw becomes one file-level error row (the file, the
+    reason, the exception), never a crashed task: Ray Data would abort the whole job for it.
+    """
 
     def __init__(self, cfg_json: str, files: list[Any], work_dir: str) -> None:
         from pipelines.clean.steps import build_steps
@@ -80,16 +152,23 @@ class FileProcessor:
         return {"file_key": [d["file_key"] for d in done], "records": [d["records"] for d in done]}
 
     def process(self, index: int) -> dict[str, Any]:
-        from pipelines.clean.filters.base import run_steps
-        from pipelines.clean.readers import read_file
-
         f = self.files[index]
         path = str(getattr(f, "path", f))
         key = file_key(path)
         out = storage.join(self.work_dir, key)
         marker = storage.read_json(storage.join(out, "done.json"))
-        if marker is not None:
+        if marker is not None and not marker.get("failed"):
             return marker
+        try:
+            return self._process(f, path, key, out)
+        except Exception as e:  # noqa: BLE001 - the last line of defence: this file's error only
+            log.exception("clean: %s failed; recording it as a file error", path)
+            return self._failed(f, path, key, out, e)
+
+    def _process(self, f: Any, path: str, key: str, out: str) -> dict[str, Any]:
+        from pipelines.clean.filters.base import run_steps
+        from pipelines.clean.readers import read_file
+
         started = time.monotonic()
         kept: list[dict] = []
         rejected: list[dict] = []
@@ -97,55 +176,92 @@ class FileProcessor:
         drops: Counter[str] = Counter()
         counts: Counter[str] = Counter()
         records = 0
-        read_record_errors = 0
-        step_errors = [0]
+        record_errors = 0
         pending: list[dict] = []
 
         def flush() -> None:
-            result = run_steps(self.steps, pending)
+            nonlocal record_errors
+            keys = [(doc, doc["_key"]) for doc in pending]
+            try:
+                result = run_steps(self.steps, pending)
+            except Exception as e:  # noqa: BLE001 - a bug outside any one step: this batch's error
+                log.exception("clean: %s: a batch of %d documents failed", path, len(pending))
+                for doc, doc_key in keys:
+                    errors.append(_record_error(path, doc | {"_key": doc_key}, "pipeline", "exception", e))
+                record_errors += len(keys)
+                drops["pipeline/exception"] += len(keys)
+                pending.clear()
+                return
+            for doc, doc_key in keys:  # a custom mapper may hand back a new dict without it
+                doc["_key"] = doc_key
             kept.extend(result.kept)
             rejected.extend(result.rejected)
             for doc in result.errors:
-                doc["record_index"] = int(doc["_key"].rsplit(":", 1)[1])
+                doc["record_index"] = _record_index(doc)
+                doc["file_path"] = path  # the input file, not the record's own file_path column
                 doc.pop("content", None)
             errors.extend(result.errors)
-            step_errors[0] += len(result.errors)
+            record_errors += len(result.errors)
             for (step, reason), n in result.drops.items():
                 drops[f"{step}/{reason}"] += n
             for (step, name), n in result.counts.items():
                 counts[f"{step}/{name}"] += n
             pending.clear()
 
-        for record in read_file(f, self.cfg.read):
-            if record.get("_error"):
-                errors.append(record)
-                if record.get("record_index") is not None:
-                    records += 1  # a record that was seen but could not be read
-                    read_record_errors += 1
-                drops[f"{record.get('step', 'read')}/{record.get('reason', 'error')}"] += 1
-                continue
-            pending.append(_record_to_doc(record, f"{key}:{records}"))
-            records += 1
-            if len(pending) >= self.cfg.batch_size:
+        try:
+            for record in read_file(f, self.cfg.read):
+                if record.get("_error"):
+                    errors.append(record)
+                    if record.get("record_index") is not None:
+                        records += 1  # a record that was seen but could not be read
+                        record_errors += 1
+                    drops[f"{record.get('step', 'read')}/{record.get('reason', 'error')}"] += 1
+                    continue
+                pending.append(_record_to_doc(record, f"{key}:{records}"))
+                records += 1
+                if len(pending) >= self.cfg.batch_size:
+                    flush()
+            if pending:
                 flush()
-        if pending:
-            flush()
+        except Exception as e:  # noqa: BLE001 - keep what was done; the rest of the file is this error
+            log.exception("clean: %s failed after %d records", path, records)
+            for doc in pending:  # read, but never decided: each is a record error
+                errors.append(_record_error(path, doc, "pipeline", "exception", e))
+            record_errors += len(pending)
+            drops["pipeline/exception"] += len(pending)
+            pending.clear()
+            errors.append(
+                _file_error(
+                    path, "processing_failed", f"stopped after {records} records: {_exception_text(e)}"
+                )
+            )
+            drops["pipeline/processing_failed"] += 1
         for doc in rejected:
             _rejected_text(doc)
-        storage.write_parquet(to_table(kept, WORK_SCHEMA), storage.join(out, "kept.parquet"))
-        storage.write_parquet(to_table(rejected, REJECTED_WORK_SCHEMA), storage.join(out, "rejected.parquet"))
-        storage.write_parquet(to_table(errors, ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
+        kept_table, bad_kept = _table_keeping_good_rows(kept, WORK_SCHEMA, path)
+        rejected_table, bad_rejected = _table_keeping_good_rows(rejected, REJECTED_WORK_SCHEMA, path)
+        for row in bad_kept + bad_rejected:
+            errors.append(row)
+            record_errors += 1
+            drops["write/unwritable_record"] += 1
+        # error rows quote what went wrong, bad strings included: make every one writable
+        errors_table = to_table(
+            [_writable({k: row.get(k) for k in ERRORS_SCHEMA.names}) for row in errors], ERRORS_SCHEMA
+        )
+        storage.write_parquet(kept_table, storage.join(out, "kept.parquet"))
+        storage.write_parquet(rejected_table, storage.join(out, "rejected.parquet"))
+        storage.write_parquet(errors_table, storage.join(out, "errors.parquet"))
         seconds = time.monotonic() - started
         summary = {
             "file": path,
             "file_key": key,
             "bytes": int(getattr(f, "size", None) or 0),
             "records": records,
-            "kept": len(kept),
-            "rejected": len(rejected),
-            "errors": len(errors),
-            "record_errors": read_record_errors + step_errors[0],
-            "file_errors": len(errors) - read_record_errors - step_errors[0],
+            "kept": kept_table.num_rows,
+            "rejected": rejected_table.num_rows,
+            "errors": errors_table.num_rows,
+            "record_errors": record_errors,
+            "file_errors": errors_table.num_rows - record_errors,
             "drops": dict(drops),
             "counts": dict(counts),
             "seconds": round(seconds, 3),
@@ -155,11 +271,36 @@ class FileProcessor:
             "clean: %s: %d records -> %d kept, %d rejected, %d errors (%.0f docs/s)",
             path,
             records,
-            len(kept),
-            len(rejected),
-            len(errors),
+            kept_table.num_rows,
+            rejected_table.num_rows,
+            errors_table.num_rows,
             records / max(seconds, 1e-9),
         )
+        return summary
+
+    def _failed(self, f: Any, path: str, key: str, out: str, e: Exception) -> dict[str, Any]:
+        """The file as one file-level error with empty outputs; ``failed`` makes a rerun try it again."""
+        for name in ("kept", "rejected"):
+            schema = WORK_SCHEMA if name == "kept" else REJECTED_WORK_SCHEMA
+            storage.write_parquet(schema.empty_table(), storage.join(out, f"{name}.parquet"))
+        row = _writable(_file_error(path, "file_failed", _exception_text(e)))
+        storage.write_parquet(to_table([row], ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
+        summary = {
+            "file": path,
+            "file_key": key,
+            "bytes": int(getattr(f, "size", None) or 0),
+            "records": 0,
+            "kept": 0,
+            "rejected": 0,
+            "errors": 1,
+            "record_errors": 0,
+            "file_errors": 1,
+            "drops": {"pipeline/file_failed": 1},
+            "counts": {},
+            "seconds": 0.0,
+            "failed": True,
+        }
+        storage.write_json(storage.join(out, "done.json"), summary)
         return summary
 
 
@@ -167,12 +308,7 @@ def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str) -> list[dict[st
     """Process every input file not yet done, on a Ray Data actor pool; returns per-file summaries."""
     import ray
 
-    todo = [
-        i
-        for i, f in enumerate(files)
-        if storage.read_json(storage.join(work_dir, file_key(str(getattr(f, "path", f))), "done.json"))
-        is None
-    ]
+    todo = [i for i, f in enumerate(files) if _needs_pass1(work_dir, f)]
     if len(todo) < len(files):
         log.info("clean: resuming: %d of %d input files already done", len(files) - len(todo), len(files))
     if todo:
@@ -194,6 +330,12 @@ def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str) -> list[dict[st
             raise RuntimeError(f"clean: no result for {f} after pass 1")
         summaries.append(summary)
     return summaries
+
+
+def _needs_pass1(work_dir: str, f: Any) -> bool:
+    """Not done yet, or failed as a whole last time (tried again: the cause may be gone)."""
+    marker = storage.read_json(storage.join(work_dir, file_key(str(getattr(f, "path", f))), "done.json"))
+    return marker is None or bool(marker.get("failed"))
 
 
 def _parquet_rows(path: str) -> int:

@@ -92,6 +92,7 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _DUMP_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:\-]{1,40})""", re.I)
 _HTTP_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([a-zA-Z0-9_.:\-]{1,40})", re.I)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class ReadConfig(StrictModel):
@@ -530,7 +531,7 @@ def _error(
     id: str | None = None,
     url: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    row = {
         "_error": True,
         "id": id,
         "url": url,
@@ -540,6 +541,10 @@ def _error(
         "reason": reason,
         "error": error[:2000],
     }
+    for name, value in row.items():  # an error row must be writable too (see valid_utf8)
+        if isinstance(value, str):
+            row[name] = valid_utf8(value)[0]
+    return row
 
 
 def stable_id(file_path: str, record_index: int) -> str:
@@ -547,9 +552,28 @@ def stable_id(file_path: str, record_index: int) -> str:
     return f"{file_path}#{record_index}"
 
 
+def valid_utf8(value: str) -> tuple[str, int]:
+    """``value`` with every lone surrogate replaced by U+FFFD, and how many there were.
+
+    Why: a JSON string may legally spell a lone surrogate (``"\\ud83d"``) and ``json.loads`` keeps it,
+    but such a string has no UTF-8 form, so Arrow (every parquet output) refuses it and one such
+    record would fail the whole file. Replacing it here, like an invalid byte, keeps the record.
+    """
+    if value.isascii():
+        return value, 0
+    return _SURROGATE_RE.subn("\ufffd", value)
+
+
 def _record(**fields: Any) -> dict[str, Any]:
     rec = dict.fromkeys(RECORD_FIELDS)
     rec.update(fields)
+    bad = 0
+    for name, value in rec.items():
+        if isinstance(value, str):
+            rec[name], n = valid_utf8(value)
+            bad += n
+    if bad:
+        rec["decode_errors"] = (rec.get("decode_errors") or 0) + bad
     return rec
 
 
