@@ -146,6 +146,25 @@ def test_an_unexpected_failure_is_a_file_error_not_a_crash(tmp_path, monkeypatch
     assert "failed" not in summary and len(rows["kept"]) == 5
 
 
+def test_html_records_are_extracted_when_extract_is_not_selected(tmp_path, shared_data):
+    """``--steps pii`` on a WARC once made every page an empty document (only extract fills text)."""
+    from pipelines.clean.steps import implied_steps, running_steps
+
+    assert implied_steps(["pii"]) == ["extract"] and implied_steps(["all"]) == []
+    assert running_steps(["url", "language"]) == ["url", "extract", "language"]
+    warc = shared_data / "crawl" / "commoncrawl_resiliparse" / "warcfile.warc.gz"
+    summary, rows = _pass1(tmp_path, [str(warc)], "clean.steps=[pii]")
+    assert len(rows["kept"]) >= 10 and all(r["text"].strip() for r in rows["kept"])
+    assert not any("<html" in r["text"].lower() for r in rows["kept"])
+    assert set(summary["drops"]) <= {"extract/empty_extraction"}
+    assert summary["counts"]["pii/phone"] >= 1  # PII was masked in the extracted text
+    # text records go through the implied extractor unchanged
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text(json.dumps({"id": "t", "text": "Plain <b>text</b> stays as it is."}) + "\n")
+    _, rows = _pass1(tmp_path / "text", [str(jsonl)], "clean.steps=[pii]")
+    assert [r["text"] for r in rows["kept"]] == ["Plain <b>text</b> stays as it is."]
+
+
 def test_counts_add_up_and_match_the_files(world_run):
     run = RunDir(world_run)
     stats = json.loads(run.stats.read_text())

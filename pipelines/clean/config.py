@@ -25,7 +25,8 @@ class CleanConfig(StrictModel):
     )
     steps: list[str] = Field(
         default_factory=lambda: ["all"],
-        description="steps to run, in pipeline order; 'quality' = the four quality filters, 'all' = every step",
+        description="steps to run, in pipeline order; 'quality' = the four quality filters, 'all' = every step; "
+        "HTML records are always extracted (extract is implied when left out)",
     )
     read: ReadConfig = ReadConfig()
     url: UrlFilterConfig = UrlFilterConfig()

@@ -19,6 +19,7 @@ from typing import Any
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
+from pipelines.clean.steps import implied_steps
 from pipelines.config import ConfigError, RunConfig
 
 log = logging.getLogger("raychat.clean")
@@ -91,6 +92,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if not files:
         raise ConfigError(f"clean: no readable input files in {clean.inputs}")
     log.info("clean: %d input files, steps: %s", len(files), ",".join(clean.steps))
+    if implied := implied_steps(clean.steps):
+        log.info(
+            "clean: added step %s: HTML records get their text by extraction (text records pass through it)",
+            ",".join(implied),
+        )
     summaries = run_pass1(clean, files, work_dir)
     dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], data_dir)
     if input_errors:

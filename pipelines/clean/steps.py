@@ -1,4 +1,10 @@
-"""Which clean steps exist, in which order they run, and how each is built from the config."""
+"""Which clean steps exist, in which order they run, and how each is built from the config.
+
+``extract`` is special: it is how an HTML record gets any text at all, so HTML records are always
+extracted, also when ``clean.steps`` leaves it out (``--steps pii`` on a WARC masks PII in the
+extracted text; without extraction every page would be an empty document). Text records (JSONL,
+parquet, WET) pass through the extractor unchanged, so implying it costs them nothing.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +45,25 @@ def resolve_steps(names: list[str]) -> list[str]:
     return [s for s in STEP_ORDER if s in wanted]
 
 
+def implied_steps(names: list[str]) -> list[str]:
+    """Steps that run although ``names`` does not select them: ``extract``, for HTML records."""
+    return [] if "extract" in resolve_steps(names) else ["extract"]
+
+
+def running_steps(names: list[str]) -> list[str]:
+    """The steps that really run for ``clean.steps = names``, in pipeline order."""
+    wanted = set(resolve_steps(names)) | set(implied_steps(names))
+    return [s for s in STEP_ORDER if s in wanted]
+
+
 def build_steps(cfg: CleanConfig) -> list[Step]:
-    """Instantiate the per-document steps (everything but the global dedup pass)."""
+    """Instantiate the per-document steps (everything but the global dedup pass), implied ones included."""
     from pipelines.clean.extract import HtmlExtractor
     from pipelines.clean.filters import STEP_CLASSES
     from pipelines.clean.filters.custom import CustomStep
 
     steps: list[Step] = []
-    for name in resolve_steps(cfg.steps):
+    for name in running_steps(cfg.steps):
         if name == "dedup":
             continue
         if name == "extract":
