@@ -283,6 +283,7 @@ def test_bad_input_is_counted_and_good_data_goes_through(tmp_path, ray_session):
     errors = _read(run.errors)
     reasons = {e["reason"] for e in errors}
     assert any("truncat" in r for r in reasons), reasons
+    assert (str(data / "empty.jsonl"), "empty_file") in {(e["file_path"], e["reason"]) for e in errors}
     assert full["file_errors"] >= 2  # the missing glob and the truncated file (and the lying file)
     assert any(str(tmp_path / "missing") in (e.get("file_path") or "") for e in full["input_errors"])
 

@@ -212,8 +212,12 @@ def test_real_warc_files(shared_data):
     assert not errors and {Path(f.path).name for f in files} == set(expected)
     for f in files:
         items = list(read_file(f))
+        if not expected[Path(f.path).name]:  # the WAT holds metadata records only: reported
+            assert [(i["reason"], i["record_index"]) for i in items] == [("empty_file", None)]
+            continue
         assert_one_outcome_each(items, expected[Path(f.path).name])
         assert not [i for i in items if i.get("_error")], f.path
+    assert [name for name, n in expected.items() if not n] == ["whirlwind.warc.wat.gz"]
     quirk = list(read_file(InputFile(str(crawl / "clueweb09_resiliparse" / "clueweb-quirk.warc.gz"))))
     assert len(quirk) == 29
     # malformed WARC headers (WARC/0.18, day 294) and LF-only HTTP headers: read, and EUC-JP decoded
@@ -476,14 +480,27 @@ def test_decode_text_prefers_valid_utf8_over_a_wrong_declared_charset():
     assert decode_text(b"\xef\xbb\xbfbom")[0] == "bom"
 
 
-def test_empty_files_give_nothing(tmp_path):
+def test_empty_files_are_reported(tmp_path):
+    """An empty input is usually a failed download: one file-level error row, never silence."""
+
+    def only_error(path: Path) -> dict:
+        (item,) = read_all(path)
+        assert item["_error"] and item["reason"] == "empty_file" and item["record_index"] is None
+        assert item["file_path"] == str(path) and item["step"] == "read"
+        return item
+
     for name in ("e.jsonl", "e.warc.gz", "e.parquet", "e.html", "e.json"):
         (tmp_path / name).write_bytes(b"")
-        assert read_all(tmp_path / name) == []
+        assert "0 bytes" in only_error(tmp_path / name)["error"]
     (tmp_path / "e2.jsonl.gz").write_bytes(gzip.compress(b""))
-    assert read_all(tmp_path / "e2.jsonl.gz") == []
+    assert "gzip" in only_error(tmp_path / "e2.jsonl.gz")["error"]
     (tmp_path / "blank.jsonl").write_bytes(b"\n\n  \n")
-    assert read_all(tmp_path / "blank.jsonl") == []
+    assert "no records" in only_error(tmp_path / "blank.jsonl")["error"]
+    (tmp_path / "list.json").write_text("[]")
+    only_error(tmp_path / "list.json")
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "none.parquet")
+    only_error(tmp_path / "none.parquet")
+    only_error(write_warc_gz(tmp_path / "info.warc.gz", a_crawl(0)[:1]))  # a warcinfo record only
 
 
 def test_ten_megabyte_documents(tmp_path):

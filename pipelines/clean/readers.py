@@ -645,7 +645,8 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
     """Stream the documents of one file as dicts (``RECORD_FIELDS``) or error dicts (``_error``: True).
 
     Never raises for bad data: an unopenable file is one error row (record_index None), a file that
-    breaks mid-way keeps the records before the break and adds one error row saying where it broke.
+    breaks mid-way keeps the records before the break and adds one error row saying where it broke,
+    and a file without a single record (0 bytes, or only blank lines) is one ``empty_file`` row.
     """
     cfg = cfg or ReadConfig()
     try:
@@ -653,8 +654,14 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
     except Exception as e:  # noqa: BLE001 - an unopenable file is this file's error, nothing more
         yield _error(f.path, None, "unreadable", f"{type(e).__name__}: {e}")
         return
-    if empty:
-        return  # an empty file holds no records: nothing to report
+    if empty:  # reported, not skipped: an empty input is usually a failed download or export
+        what = (
+            "the file is empty (0 bytes)"
+            if compression is None
+            else f"the {compression} stream holds no data"
+        )
+        yield _error(f.path, None, "empty_file", what)
+        return
     fmt = sniffed or f.format
     if sniffed and f.format and sniffed != f.format and {sniffed, f.format} != {"json", "jsonl"}:
         log.warning(
@@ -684,6 +691,15 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
         if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit):
             raise
         yield _error(f.path, None, "read_failed", f"{type(e).__name__}: {e} (after {count} items)")
+        return
+    if count == 0:  # bytes, but not one record: blank lines, [], a parquet without rows, a bare warcinfo
+        what = (
+            "no response, resource or conversion records (a WAT, request-only or warcinfo-only file "
+            "has nothing to clean)"
+            if fmt == "warc"
+            else "no records"
+        )
+        yield _error(f.path, None, "empty_file", f"the {fmt} file holds {what}")
 
 
 def _broken(f: InputFile, index: int, e: BaseException) -> dict[str, Any]:
