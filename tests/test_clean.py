@@ -95,6 +95,7 @@ def test_one_bad_record_never_stops_a_file(tmp_path, monkeypatch):
     summary, rows = _pass1(tmp_path, [str(path)], "clean.steps=[pii]")
     assert [r["id"] for r in rows["kept"]] == ["g0", "s", "g1", "p", "g2"]
     assert rows["kept"][1]["text"] == "hi \ufffd there" and rows["kept"][1]["url"] == "http://x/\ufffd"
+    assert summary["counts"] == {"read/invalid_utf8_replaced": 2, "read/records_with_invalid_utf8": 1}
     # a custom mapper that makes an unwritable string costs only its own document
     (tmp_path / "user_steps_surrogate.py").write_text(USER_STEPS)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -262,7 +263,7 @@ def test_bad_input_is_counted_and_good_data_goes_through(tmp_path, ray_session):
         json.dumps(good[0] | {"id": "mixed-0"}).encode()
         + b"\n\x00\x01\xff{not json\n"
         + json.dumps({"id": "mixed-2", "text": "caf\xe9"}).encode("utf-8")
-        + b"\n"
+        + b'\n{"id": "mixed-3", "text": "two broken \xff\xfe bytes"}\n'
     )
     payload = gzip.compress(b"\n".join(json.dumps(r | {"id": "gz-" + r["id"]}).encode() for r in good))
     (data / "truncated.jsonl.gz").write_bytes(payload[: len(payload) * 2 // 3])
@@ -278,7 +279,8 @@ def test_bad_input_is_counted_and_good_data_goes_through(tmp_path, ray_session):
     assert full["counts_add_up"]
     clean_ids = {r["id"] for r in _read(run.clean)}
     assert {r["id"] for r in good} <= clean_ids  # every good record survived
-    assert "mixed-0" in clean_ids and "mixed-2" in clean_ids
+    assert "mixed-0" in clean_ids and "mixed-2" in clean_ids and "mixed-3" in clean_ids
+    assert full["counts"]["read"] == {"invalid_utf8_replaced": 2, "records_with_invalid_utf8": 1}
     assert stats["record_errors"] >= 1  # the binary line
     errors = _read(run.errors)
     reasons = {e["reason"] for e in errors}

@@ -217,6 +217,10 @@ class FileProcessor:
                         record_errors += 1
                     drops[f"{record.get('step', 'read')}/{record.get('reason', 'error')}"] += 1
                     continue
+                if replaced := record.get("decode_errors"):
+                    # invalid UTF-8 (or lone surrogates) replaced by U+FFFD: kept, but never silently
+                    counts["read/invalid_utf8_replaced"] += int(replaced)
+                    counts["read/records_with_invalid_utf8"] += 1
                 pending.append(_record_to_doc(record, f"{key}:{records}"))
                 records += 1
                 if len(pending) >= self.cfg.batch_size:
