@@ -503,6 +503,49 @@ def test_empty_files_are_reported(tmp_path):
     only_error(write_warc_gz(tmp_path / "info.warc.gz", a_crawl(0)[:1]))  # a warcinfo record only
 
 
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10" + bytes(range(256)) * 4
+
+
+def test_binary_payloads_are_non_html_for_every_html_source(tmp_path):
+    """A PNG is a non_html_payload error whether a WARC, a .html file or a JSON/parquet field holds it."""
+    (tmp_path / "logo.html").write_bytes(PNG)
+    (page,) = read_all(tmp_path / "logo.html")
+    assert (page["_error"], page["reason"], page["record_index"]) == (True, "non_html_payload", 0)
+    assert "PNG image" in page["error"]
+    noise = tmp_path / "noise.html"
+    noise.write_bytes(b"<html>" + os.urandom(4000))  # no magic, but no text either
+    assert read_all(noise)[0]["reason"] == "non_html_payload"
+    # an HTML-labelled WARC response with an image body, as servers send them
+    warc = write_warc_gz(
+        tmp_path / "w.warc.gz",
+        [response("http://x.example/a", PNG), response("http://x.example/b", b"<p>ok</p>")],
+    )
+    items = read_all(warc)
+    assert_one_outcome_each(items, 2)
+    assert [i.get("reason") for i in items] == ["non_html_payload", None]
+    assert items[0]["url"] == "http://x.example/a"
+    # a JSON html field holding the bytes as latin-1 code points, and a parquet binary column
+    write_jsonl(tmp_path / "h.jsonl", [{"id": "png", "html": PNG.decode("latin-1")}, {"html": ARTICLE}])
+    items = read_all(tmp_path / "h.jsonl")
+    assert [(i.get("reason"), i["id"]) for i in items][0] == ("non_html_payload", "png")
+    assert items[1]["content_type"] == "html"
+    pq.write_table(pa.table({"html": [PNG, ARTICLE.format("bytes").encode()]}), tmp_path / "h.parquet")
+    items = read_all(tmp_path / "h.parquet")
+    assert items[0]["reason"] == "non_html_payload" and "Deep sea vents host bytes" in items[1]["content"]
+
+
+def test_text_that_only_looks_odd_is_not_binary():
+    from pipelines.clean.readers import binary_kind
+
+    page = ("<p>" + "Plenty of ordinary words in a paragraph. " * 50 + "</p>").encode()
+    assert binary_kind(page) is None
+    assert binary_kind(page[:1000] + b"\x00" + page[1000:]) is None  # a stray NUL in a real page
+    assert binary_kind("<p>こんにちは</p>".encode("iso2022_jp")) is None  # ESC sequences are text
+    assert binary_kind("<p>UTF-16 page</p>".encode("utf-16")) is None
+    assert binary_kind("<p>" + "é" * 500) is None
+    assert binary_kind(PNG) == "PNG image" and binary_kind(PNG.decode("latin-1")) == "PNG image"
+
+
 def test_ten_megabyte_documents(tmp_path):
     big = "word " * (2 * 1024 * 1024)  # 10 MiB
     path = write_jsonl(tmp_path / "big.jsonl", [C4_ROW, dict(C4_ROW, text=big), C4_ROW])

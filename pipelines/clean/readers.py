@@ -636,7 +636,91 @@ def _meta_charset(data: bytes) -> str | None:
     return m.group(1).decode("ascii", "replace") if m else None
 
 
+# Binary formats by their first bytes (what a crawl mislabels as HTML: images, fonts, archives, PDF).
+_BINARY_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG image",
+    b"GIF87a": "GIF image",
+    b"GIF89a": "GIF image",
+    b"\xff\xd8\xff": "JPEG image",
+    b"II*\x00": "TIFF image",
+    b"MM\x00*": "TIFF image",
+    b"\x00\x00\x01\x00": "icon",
+    b"%PDF-": "PDF",
+    b"PK\x03\x04": "zip archive",
+    b"\x1f\x8b": "gzip data",
+    b"\x28\xb5\x2f\xfd": "zstd data",
+    b"\xfd7zXZ\x00": "xz data",
+    b"7z\xbc\xaf\x27\x1c": "7z archive",
+    b"Rar!\x1a\x07": "rar archive",
+    b"\x7fELF": "executable",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "MS Office file",
+    b"wOFF": "web font",
+    b"wOF2": "web font",
+    b"OTTO\x00": "font",
+    b"\x00\x01\x00\x00\x00": "font",
+    b"OggS": "Ogg media",
+    b"ID3\x02": "MP3 audio",
+    b"ID3\x03": "MP3 audio",
+    b"ID3\x04": "MP3 audio",
+    b"fLaC": "FLAC audio",
+    b"\x1aE\xdf\xa3": "Matroska/WebM video",
+}
+# C0 controls that never occur in text (tab, newlines, form feed and ESC - ISO-2022-JP - are text)
+_CONTROL_BYTES = bytes([*range(0, 9), 11, *range(14, 27), *range(28, 32), 127])
+_CONTROL_CHARS = frozenset(chr(b) for b in _CONTROL_BYTES)
+_BINARY_SAMPLE = 8192
+# Random or compressed bytes are about 11% such controls; real pages have none (0 on the real crawl
+# samples), a stray NUL or two at most. 1% separates the two with a wide margin on both sides.
+_MAX_CONTROL_SHARE = 0.01
+
+
+def binary_kind(data: bytes | str) -> str | None:
+    """What binary data this is ("PNG image", "binary data (23% control bytes)"), or None for text.
+
+    Why: a server that labels an image as text/html, a ``.html`` file that is really a PNG, or an
+    ``html`` field holding bytes would otherwise be decoded as text and rejected as an empty
+    extraction, i.e. counted as a bad document instead of as what it is: a non-HTML payload.
+    Strings (JSON fields) are judged by their code points below 256, as the bytes they came from.
+    """
+    if isinstance(data, str):
+        sample_text = data[:_BINARY_SAMPLE]
+        head = sample_text[:16].lstrip("\ufeff")
+        head_bytes = head.encode("latin-1", "replace")
+        controls = sum(1 for ch in sample_text if ch in _CONTROL_CHARS)
+        size = len(sample_text)
+    else:
+        for bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            if data.startswith(bom):
+                return None  # UTF-16 text: its NUL bytes are half of every ASCII character
+        sample = data[:_BINARY_SAMPLE]
+        head_bytes = sample[:16]
+        controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+        size = len(sample)
+    for magic, kind in _BINARY_MAGIC.items():
+        if head_bytes.startswith(magic):
+            return kind
+    if head_bytes[4:8] == b"ftyp":
+        return "MP4/QuickTime media"
+    if size and controls / size > _MAX_CONTROL_SHARE:
+        return f"binary data ({controls / size:.0%} control bytes)"
+    return None
+
+
+def _binary_error(kind: str, **fields: Any) -> dict[str, Any]:
+    return _error(
+        fields["file_path"],
+        fields.get("record_index"),
+        "non_html_payload",
+        f"the payload is {kind}, not HTML",
+        id=fields.get("id"),
+        url=fields.get("url"),
+    )
+
+
 def _html_record(data: bytes, header_charset: str | None, **fields: Any) -> dict[str, Any]:
+    """An HTML record, or a ``non_html_payload`` error when the bytes are binary (for every source)."""
+    if kind := binary_kind(data):
+        return _binary_error(kind, **fields)
     text, encoding, bad = decode_text(data, (header_charset, _meta_charset(data)))
     return _record(content=text, content_type="html", encoding=encoding, decode_errors=bad, **fields)
 
@@ -1001,9 +1085,17 @@ def _from_mapping(
     where = {"id": None if raw_id is None else str(raw_id), "url": None if url is None else str(url)}
     content_type = "text"
     _, content = _first(obj, cfg.text_fields)
+    encoding, html_bytes = "utf-8", None
     if not isinstance(content, str):
         content_type = "html"
         _, content = _first(obj, cfg.html_fields)
+        if isinstance(content, bytes):  # a parquet binary column: raw page bytes
+            html_bytes = content
+            content, encoding, bad = decode_text(content, (_meta_charset(content),))
+            decode_errors += bad
+    if content_type == "html" and isinstance(content, str):
+        if kind := binary_kind(html_bytes if html_bytes is not None else content):
+            return _binary_error(kind, file_path=f.path, record_index=index, **where)
     if not isinstance(content, str):
         tried = ", ".join(cfg.text_fields + cfg.html_fields)
         return _error(f.path, index, "no_text", f"none of the fields {tried} holds a string", **where)
@@ -1044,7 +1136,7 @@ def _from_mapping(
         record_index=index,
         language=language if isinstance(language, str) else None,
         language_score=float(score) if isinstance(score, int | float) else None,
-        encoding="utf-8",
+        encoding=encoding,
         decode_errors=decode_errors,
     )
 
