@@ -23,6 +23,7 @@ TorchEngine's distributionally, not token for token (different random streams).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
@@ -103,8 +104,8 @@ class VLLMEngine(Engine):
         )
         self._seed = seed
         kwargs: dict[str, Any] = {"skip_tokenizer_init": True, "seed": seed, "logprobs_mode": "raw_logprobs"}
-        if max_seq_len is not None:
-            kwargs["max_model_len"] = max_seq_len
+        if max_seq_len is not None:  # as TorchEngine: never past what the model was built for
+            kwargs["max_model_len"] = min(max_seq_len, _model_max_len(model_dir) or max_seq_len)
         if max_batch_size is not None:
             kwargs["max_num_seqs"] = max_batch_size
         kwargs.update(llm_kwargs)
@@ -254,6 +255,15 @@ def _sampled_logprob(entry: Any, token: int) -> float:
     return float(getattr(value, "logprob", value))
 
 
+def _model_max_len(model_dir: str | Path) -> int | None:
+    """The model's context length from its config.json (vLLM refuses a longer max_model_len)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("max_position_embeddings")
+    return int(value) if value else None
+
+
 def make_engine(
     model_dir: str | Path, prefer: str = "auto", device: str | None = None, **kwargs: Any
 ) -> TorchEngine | VLLMEngine:
@@ -261,7 +271,10 @@ def make_engine(
     or "vllm" (an error if unavailable). ``kwargs`` go to the chosen engine's constructor."""
     if prefer not in ("auto", "torch", "vllm"):
         raise ValueError(f"prefer must be 'auto', 'torch' or 'vllm', got {prefer!r}")
-    if prefer == "vllm" or (prefer == "auto" and vllm_available()):
+    on_cuda = device is None or device.startswith("cuda")
+    if prefer == "vllm" or (prefer == "auto" and on_cuda and vllm_available()):
+        if not on_cuda:
+            raise VLLMUnavailable(f"vLLM runs on CUDA devices only, not {device!r}; use prefer='torch'")
         return VLLMEngine(model_dir, **kwargs)
     import torch
 

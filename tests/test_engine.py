@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -405,6 +407,12 @@ def test_make_engine_choices(model_dir) -> None:
             vllm_engine.make_engine(directory, prefer="vllm")
     with pytest.raises(ValueError, match="prefer"):
         vllm_engine.make_engine(directory, prefer="fast")
+    with pytest.raises(vllm_engine.VLLMUnavailable, match="CUDA"):
+        vllm_engine.make_engine(directory, prefer="vllm", device="cpu")
+    assert (
+        vllm_engine._model_max_len(directory)
+        == json.loads((directory / "config.json").read_text())["max_position_embeddings"]
+    )
 
 
 def test_vllm_sampling_params_mapping() -> None:
