@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ConfigError, RunConfig, load_config
-from pipelines.runtime import RunDir, init_ray, is_done, mark_done, setup_logging, update_summary
+from pipelines.runtime import (
+    RunDir,
+    clear_done,
+    init_ray,
+    is_done,
+    mark_done,
+    setup_logging,
+    update_summary,
+)
 from pipelines.stages import STAGES, stage_module
 
 log = logging.getLogger("raychat")
@@ -45,7 +53,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 def _overrides(args: argparse.Namespace) -> list[str]:
     extra = list(args.overrides)
     if getattr(args, "run_dir", None):
-        extra.append(f"run_dir={args.run_dir}")
+        extra.append(f"run_dir={json.dumps(args.run_dir)}")
     return extra
 
 
@@ -53,6 +61,11 @@ def run_stage(name: str, cfg: RunConfig) -> dict[str, Any]:
     """Run one stage in this process (Ray already initialised) and record it as complete."""
     run = RunDir(cfg.run_dir)
     started = time.time()
+    # the later stages were built from this stage's old outputs: they are no longer complete
+    for later in list(STAGES)[list(STAGES).index(name) + 1 :]:
+        if is_done(run, later):
+            log.info("stage %s: its input is being redone, so it will run again", later)
+            clear_done(run, later)
     log.info("stage %s: starting (run dir %s)", name, run.root)
     numbers = stage_module(name).run(cfg) or {}
     numbers.setdefault("seconds", round(time.time() - started, 2))

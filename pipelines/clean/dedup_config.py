@@ -46,5 +46,3 @@ class DedupConfig(StrictModel):
             seed=self.seed,
             norm=self.normalization,
         )
-
-
