@@ -47,13 +47,14 @@ def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: 
     engine = TorchEngine.from_pretrained(model_dir, max_batch_size=8)
     rows = []
     for i, prompt in enumerate(prompts):
-        ids = tokenizer.encode(prompt)
+        ids = [tokenizer.eot_id, *tokenizer.encode(prompt)]  # as in training: documents follow <|endoftext|>
         params = [
             SamplingParams(temperature=0.8, top_k=50, max_tokens=40, seed=1000 * i + j)
             for j in range(per_prompt)
         ]
         for result in engine.generate([ids] * per_prompt, params):
-            rows.append({"prompt": prompt, "continuation": tokenizer.decode(result.token_ids)})
+            shown = result.token_ids[:-1] if result.finish_reason == "stop" else result.token_ids
+            rows.append({"prompt": prompt, "continuation": tokenizer.decode(shown)})
     lines = ["Sampled continuations of the base model (temperature 0.8, top-k 50):", ""]
     lines += ["| prompt | continuation |", "| --- | --- |"]
     for row in rows:

@@ -462,3 +462,28 @@ def test_fsdp2_on_two_gloo_workers_matches_one_process(ray_session, tmp_path, on
     )
     expected = [single.train_step(train.step_batches(s * p.sequences_per_step))["loss"] for s in range(4)]
     assert [r["loss"] for r in train_history] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_checkpoint_of_another_model_seq_len_or_seed_cannot_continue(tmp_path):
+    from lm.model import ModelConfig
+    from pipelines.pretrain.loop import LoopSettings, check_compatible
+
+    model = ModelConfig.from_depth(1, 300, max_seq_len=32)
+    settings = LoopSettings(
+        pretrain=PretrainConfig(seq_len=32),
+        model_config=model,
+        run_dir=str(tmp_path),
+        seed=3,
+        total_steps=10,
+        eval_windows=1,
+        token_bytes=np.ones(300),
+    )
+    meta = {"model_config": model.model_dump(), "seq_len": 32, "seed": 3}
+    check_compatible(meta, settings, "here")  # the same run continues
+    for key, value, said in (
+        ("seed", 4, "seed 4"),
+        ("seq_len", 64, "seq_len 64"),
+        ("model_config", {}, "model"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            check_compatible({**meta, key: value}, settings, "here")

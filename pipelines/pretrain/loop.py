@@ -60,12 +60,15 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def check_compatible(meta: dict[str, Any], settings: LoopSettings, where: str) -> None:
-    """A checkpoint made with another model or sequence length cannot continue this run."""
+    """A checkpoint made with another model, sequence length or seed cannot continue this run."""
     problems = []
     if meta.get("model_config") != settings.model_config.model_dump():
         problems.append(f"model {meta.get('model_config')} != {settings.model_config.model_dump()}")
     if meta.get("seq_len") != settings.pretrain.seq_len:
         problems.append(f"seq_len {meta.get('seq_len')} != {settings.pretrain.seq_len}")
+    # the seed fixes the data order: another seed would silently change which batch comes next
+    if meta.get("seed", settings.seed) != settings.seed:
+        problems.append(f"seed {meta.get('seed')} != {settings.seed}")
     if problems:
         raise ValueError(
             f"the checkpoint in {where} was made with different settings ({'; '.join(problems)}); use another "
