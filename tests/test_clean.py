@@ -166,6 +166,45 @@ def test_html_records_are_extracted_when_extract_is_not_selected(tmp_path, share
     assert [r["text"] for r in rows["kept"]] == ["Plain <b>text</b> stays as it is."]
 
 
+@pytest.mark.parametrize(
+    ("setting", "key", "message"),
+    [
+        ("clean.url.blocklists=['{run_dir}/no-such-folder']", "clean.url.blocklists", "does not exist"),
+        ("clean.url.blocklists=['{run_dir}']", "clean.url.blocklists", "UT1 layout"),
+        ("clean.language.model_path='{run_dir}/nope.bin'", "clean.language.model_path", "nope.bin"),
+        ("clean.language.model_path='{run_dir}/not-a-model.bin'", "clean.language.model_path", "fastText"),
+        (
+            "clean.custom=[{function: 'no_such_module_x:f'}]",
+            "clean.custom[0].function",
+            "cannot import module",
+        ),
+    ],
+)
+def test_step_settings_are_checked_on_the_driver_before_any_work(tmp_path, setting, key, message):
+    """These once failed inside the Ray actors' constructors, with an actor traceback and no key."""
+    from pipelines.clean import job
+    from pipelines.config import ConfigError
+
+    (tmp_path / "not-a-model.bin").write_bytes(b"not a model")
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    work = tmp_path / "data" / "_work"
+    work.mkdir(parents=True)
+    (work / "config.json").write_text('{"fingerprint": "an older run"}')
+    cfg = load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=['{tmp_path}/in.jsonl']", setting])
+    with pytest.raises(ConfigError, match=re.escape(key) + ".*" + message):
+        job.run(cfg)
+    assert (work / "config.json").is_file()  # the previous run's pass-1 outputs are untouched
+
+
+def test_threshold_bounds_are_config_errors_naming_the_key():
+    from pipelines.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"clean\.gopher_quality\.min_words"):
+        load_config(None, ["clean.gopher_quality.min_words=-1"])
+    with pytest.raises(ConfigError, match=r"clean\.fineweb\.line_punct_thr"):
+        load_config(None, ["clean.fineweb.line_punct_thr=12"])
+
+
 def test_counts_add_up_and_match_the_files(world_run):
     run = RunDir(world_run)
     stats = json.loads(run.stats.read_text())

@@ -79,3 +79,11 @@ def test_sentence_counting_matches_spacy_on_common_cases() -> None:
     assert count_sentences('He said "stop." Then he left.') == 2
     assert count_sentences("Mr. Smith met Dr. Jones in the U.S. last year.") == 1
     assert count_sentences("Prices rose 3.5 percent in 2019.") == 1
+
+
+@pytest.mark.parametrize(
+    "setting", [{"min_num_sentences": -1}, {"min_words_per_line": -2}, {"max_word_length": 0}]
+)
+def test_thresholds_out_of_range_fail_when_the_config_is_read(setting: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        C4Config(**setting)

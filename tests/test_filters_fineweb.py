@@ -72,3 +72,18 @@ def test_real_c4_documents_mostly_pass(shared_data: Path) -> None:
     # C4 is already filtered text; FineWeb's rules (Gopher's mostly) still drop about a quarter of it
     assert len(result.kept) / len(docs) > 0.6
     assert all(d["text"].strip() for d in result.kept)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"line_punct_thr": 1.2},
+        {"short_line_thr": -0.1},
+        {"char_duplicates_ratio": 2},
+        {"new_line_ratio": -1},
+        {"short_line_length": -5},
+    ],
+)
+def test_thresholds_out_of_range_fail_when_the_config_is_read(setting: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        FineWebQualityConfig(**setting)

@@ -166,3 +166,21 @@ def test_quality_thresholds_are_settings() -> None:
     assert keep(GopherQualityFilter(GopherQualityConfig(min_words=None)), short) is None
     with pytest.raises(ValueError, match="min_wordz"):
         GopherQualityConfig(min_wordz=3)
+
+
+@pytest.mark.parametrize(
+    ("config_class", "setting"),
+    [
+        (GopherQualityConfig, {"min_words": -1}),
+        (GopherQualityConfig, {"min_alpha_words_ratio": 80}),  # a percentage where a fraction goes
+        (GopherQualityConfig, {"max_mean_word_length": -3}),
+        (GopherRepetitionConfig, {"dup_line_frac": 30}),
+        (GopherRepetitionConfig, {"top_ngram_char_frac": {2: 1.5}}),
+        (GopherRepetitionConfig, {"dup_ngram_char_frac": {0: 0.1}}),
+    ],
+)
+def test_thresholds_out_of_range_fail_when_the_config_is_read(config_class, setting) -> None:
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        config_class(**setting)
+    if not isinstance(next(iter(setting.values())), dict):
+        config_class(**dict.fromkeys(setting))  # None still turns the rule off

@@ -19,7 +19,7 @@ from typing import Any
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
-from pipelines.clean.steps import implied_steps
+from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
 from pipelines.config import ConfigError, RunConfig
 
 log = logging.getLogger("raychat.clean")
@@ -76,6 +76,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     clean = resolve_paths(cfg)
     if not clean.inputs:
         raise ConfigError("clean.inputs is empty: give input files, globs or folders (--input PATH ...)")
+    check_steps(clean)
     started = time.time()
     data_dir = storage.join(str(cfg.run_dir), "data")
     work_dir = storage.join(data_dir, "_work")
@@ -128,6 +129,24 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "languages",
         )
     }
+
+
+def check_steps(clean: CleanConfig) -> None:
+    """Build every step once here, on the driver, so a bad setting fails now with its key's name.
+
+    Why: the steps are built inside the pass-1 actors, where a missing blocklist folder, a bad
+    ``language.model_path`` or a custom function that does not import would surface as an actor
+    traceback after Ray started, and before this check, after a changed config had already cleared
+    the previous run's pass-1 outputs.
+    """
+    try:
+        steps = build_steps(clean)
+    except StepBuildError as e:
+        raise ConfigError(f"invalid clean step settings: {e}") from None
+    for step in steps:
+        close = getattr(step, "close", None)
+        if close is not None:
+            close()
 
 
 def count_languages(clean_dir: str) -> dict[str, int]:

@@ -8,6 +8,7 @@ parquet, WET) pass through the extractor unchanged, so implying it costs them no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +29,14 @@ STEP_ORDER = [
     "dedup",
 ]
 ALIASES = {"quality": ["gopher_repetition", "gopher_quality", "c4", "fineweb"], "all": STEP_ORDER}
+
+
+class StepBuildError(ValueError):
+    """A step that cannot be built from its settings; ``key`` is the run-config key at fault."""
+
+    def __init__(self, key: str, error: BaseException) -> None:
+        super().__init__(f"{key}: {error}")
+        self.key = key
 
 
 def resolve_steps(names: list[str]) -> list[str]:
@@ -67,9 +76,20 @@ def build_steps(cfg: CleanConfig) -> list[Step]:
         if name == "dedup":
             continue
         if name == "extract":
-            steps.append(HtmlExtractor(cfg.extract))
+            steps.append(_build("extract", lambda: HtmlExtractor(cfg.extract)))
         elif name == "custom":
-            steps.extend(CustomStep(c) for c in cfg.custom)
+            for i, c in enumerate(cfg.custom):
+                steps.append(_build(f"custom[{i}]", lambda c=c: CustomStep(c)))
         else:
-            steps.append(STEP_CLASSES[name][1](getattr(cfg, name)))
+            step_class = STEP_CLASSES[name][1]
+            steps.append(_build(name, lambda n=name, k=step_class: k(getattr(cfg, n))))
     return steps
+
+
+def _build(section: str, make: Callable[[], Step]) -> Step:
+    """``make()``, or a StepBuildError naming ``clean.<section>[.<setting>]`` and what is wrong."""
+    try:
+        return make()
+    except Exception as e:  # noqa: BLE001 - any failure to build is a config problem to report
+        setting = getattr(e, "config_key", None)
+        raise StepBuildError(f"clean.{section}.{setting}" if setting else f"clean.{section}", e) from e

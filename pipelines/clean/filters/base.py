@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 
+def config_key(error: BaseException, key: str) -> BaseException:
+    """Tag an error raised while a step is built with the setting at fault (within the step's section).
+
+    Why: a step's constructor knows which setting is wrong (a missing blocklist folder, a model file
+    that is not a model), but not where its section lives in the run config; ``build_steps`` adds
+    that, so the job can say ``clean.url.blocklists: ...`` before any work starts.
+    """
+    error.config_key = key  # type: ignore[attr-defined]
+    return error
+
+
 class Drop(str):
     """A drop reason that can carry a human-readable detail (kept out of the counted reason)."""
 

@@ -41,11 +41,11 @@ class C4Config(StrictModel):
     )
     remove_citations: bool = Field(True, description="strip [1], [edit], [citation needed] (datatrove)")
     min_num_sentences: int | None = Field(
-        5, description=f"drop documents with fewer sentences after line removal ({_C4}: 5)"
+        5, ge=0, description=f"drop documents with fewer sentences after line removal ({_C4}: 5)"
     )
-    min_words_per_line: int | None = Field(3, description=f"remove lines with fewer words ({_C4}: 3)")
+    min_words_per_line: int | None = Field(3, ge=0, description=f"remove lines with fewer words ({_C4}: 3)")
     max_word_length: int | None = Field(
-        1000, description=f"remove lines with a longer word, in characters ({_C4}: 1000)"
+        1000, ge=1, description=f"remove lines with a longer word, in characters ({_C4}: 1000)"
     )
     filter_lorem_ipsum: bool = Field(True, description=f'drop documents containing "lorem ipsum" ({_C4})')
     filter_javascript: bool = Field(True, description=f'remove lines mentioning "javascript" ({_C4})')

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lm.config_base import StrictModel
-from pipelines.clean.filters.base import Doc, Step
+from pipelines.clean.filters.base import Doc, Step, config_key
 
 
 class CustomStepConfig(StrictModel):
@@ -70,7 +70,10 @@ class CustomStep(Step):
     def __init__(self, config: CustomStepConfig) -> None:
         super().__init__()
         self.config = config
-        self.function = import_function(config.function)
+        try:
+            self.function = import_function(config.function)
+        except ValueError as e:
+            raise config_key(e, "function") from None
         self.name = config.name or config.function.rpartition(":")[2]
 
     def process(self, docs: Sequence[Doc]) -> list[str | None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field
 
 from lm.config_base import StrictModel
-from pipelines.clean.filters.base import Doc, Filter
+from pipelines.clean.filters.base import Doc, Filter, config_key
 
 _LABEL_PREFIX = "__label__"
 
@@ -58,8 +58,16 @@ class LanguageFilter(Filter):
         self.config = config or LanguageConfig()
         path = Path(self.config.model_path) if self.config.model_path else bundled_model_path()
         if not path.is_file():
-            raise FileNotFoundError(f"language filter: model file {path} does not exist")
-        self._model = fasttext.load_model(str(path))
+            raise config_key(
+                FileNotFoundError(f"language filter: model file {path} does not exist"), "model_path"
+            )
+        try:
+            self._model = fasttext.load_model(str(path))
+        except Exception as e:  # noqa: BLE001 - fastText says little more than "cannot load"
+            raise config_key(
+                ValueError(f"language filter: {path} is not a fastText model: {type(e).__name__}: {e}"),
+                "model_path",
+            ) from e
         self._keep = frozenset(self.config.languages)
 
     def identify(self, text: str) -> tuple[str, float]:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from lm.config_base import StrictModel
-from pipelines.clean.filters.base import Doc, Filter
+from pipelines.clean.filters.base import Doc, Filter, config_key
 
 USER_CATEGORY = "user"
 
@@ -140,16 +140,22 @@ class UrlFilter(Filter):
         for folder in folders:
             root = Path(folder).expanduser()
             if not root.is_dir():
-                raise FileNotFoundError(f"url filter: blocklist folder {str(folder)!r} does not exist")
+                raise config_key(
+                    FileNotFoundError(f"url filter: blocklist folder {str(folder)!r} does not exist"),
+                    "blocklists",
+                )
             category_dirs = sorted(
                 d
                 for d in root.iterdir()
                 if d.is_dir() and (_list_file(d, "domains") or _list_file(d, "urls"))
             )
             if not category_dirs:
-                raise ValueError(
-                    f"url filter: {str(folder)!r} has no category folders with `domains` or `urls` files "
-                    "(expected the UT1 layout: <folder>/<category>/domains)"
+                raise config_key(
+                    ValueError(
+                        f"url filter: {str(folder)!r} has no category folders with `domains` or `urls` "
+                        "files (expected the UT1 layout: <folder>/<category>/domains)"
+                    ),
+                    "blocklists",
                 )
             for category_dir in category_dirs:
                 category = category_dir.name
@@ -165,9 +171,12 @@ class UrlFilter(Filter):
         if categories is not None:
             missing = sorted(set(categories) - found)
             if missing:
-                raise ValueError(
-                    f"url filter: categories {missing} not found in the blocklists {list(folders)}; "
-                    f"found: {sorted(found)}"
+                raise config_key(
+                    ValueError(
+                        f"url filter: categories {missing} not found in the blocklists {list(folders)}; "
+                        f"found: {sorted(found)}"
+                    ),
+                    "categories",
                 )
 
     def decide(self, doc: Doc) -> str | None:
