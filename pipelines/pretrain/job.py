@@ -2,7 +2,7 @@
 
     python -m pipelines.pretrain --config configs/tiny.yaml
     raychat pretrain --run-dir runs/tiny --max-steps 300 --num-workers 2
-    ray job submit --working-dir . -- python -m pipelines.pretrain --config configs/gpu.yaml
+    ray job submit --working-dir . -- python -m pipelines.pretrain --config configs/gpu-124m.yaml
 
 The topology, in one place: one ``TorchTrainer`` with ``pretrain.num_workers`` workers (each
 ``pretrain.resources_per_worker``, CPU+gloo or GPU+NCCL), every worker running
