@@ -205,6 +205,32 @@ def test_threshold_bounds_are_config_errors_naming_the_key():
         load_config(None, ["clean.fineweb.line_punct_thr=12"])
 
 
+def test_counts_add_up_is_checked_against_the_written_files(tmp_path):
+    """It used to compare the counters with themselves, so it could never be false."""
+    import pyarrow as pa
+
+    from pipelines.clean.job import build_stats, count_written
+
+    data = tmp_path / "data"
+    for name, rows in {
+        "clean/language=en": {"text": ["a", "b", "c"]},
+        "rejected": {"text": ["d"]},
+        "errors": {"record_index": pa.array([4, None, 5], pa.int64())},  # None: a file-level error
+    }.items():
+        (data / name).mkdir(parents=True)
+        pq.write_table(pa.table(rows), data / name / "part-0.parquet")
+    pq.write_table(pa.table({"text": ["e"]}), data / "rejected" / "part-1.parquet")
+    errors = pa.table({"record_index": pa.array([None, 6], pa.int64())})
+    pq.write_table(errors, data / "errors" / "part-1.parquet", write_statistics=False)  # read instead
+    written = count_written(str(data))
+    assert written == {"clean": 3, "rejected": 2, "errors": 5, "record_errors": 3}
+    summary = {"records": 8, "kept": 3, "rejected": 2, "record_errors": 3, "drops": {}, "counts": {}}
+    assert build_stats([summary], [], {}, 1.0, written)["counts_add_up"]
+    assert build_stats([summary | {"records": 9}], [], {}, 1.0, written)["counts_add_up"] is False
+    (data / "rejected" / "part-1.parquet").unlink()  # a lost output file
+    assert build_stats([summary], [], {}, 1.0, count_written(str(data)))["counts_add_up"] is False
+
+
 def test_counts_add_up_and_match_the_files(world_run):
     run = RunDir(world_run)
     stats = json.loads(run.stats.read_text())

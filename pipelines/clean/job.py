@@ -2,7 +2,7 @@
 
     python -m pipelines.clean --config configs/tiny.yaml
     raychat clean --input 'crawl/**/*.warc.gz' data.jsonl.gz --output runs/mine --steps extract,pii
-    ray job submit --working-dir . -- python -m pipelines.clean --config configs/gpu-cluster.yaml
+    ray job submit --working-dir . -- python -m pipelines.clean --config configs/gpu-124m.yaml
 
 Outputs under <run>/data/: clean/language=xx/*.parquet, rejected/ (every dropped document with the
 step and reason), errors/ (records and files that could not be read or crashed a step) and
@@ -106,8 +106,19 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         storage.write_parquet(
             to_table(input_errors, ERRORS_SCHEMA), storage.join(data_dir, "errors", "inputs.parquet")
         )
-    stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started)
+    written = count_written(data_dir)
+    stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started, written)
     stats["languages"] = count_languages(storage.join(data_dir, "clean"))
+    if not stats["counts_add_up"]:
+        log.warning(
+            "clean: the outputs do not add up: %d records in, but %s written (counted: %d clean, "
+            "%d rejected, %d record errors)",
+            stats["records"],
+            written,
+            stats["clean"],
+            stats["rejected"],
+            stats["record_errors"],
+        )
     storage.write_json(storage.join(data_dir, "stats.json"), stats)
     log.info(
         "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
@@ -161,9 +172,51 @@ def count_languages(clean_dir: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def count_written(data_dir: str) -> dict[str, int]:
+    """Rows really in data/clean, data/rejected and data/errors, from parquet footers (no data read).
+
+    ``record_errors`` are the error rows that stand for an input record (``record_index`` set);
+    the others are about whole files or inputs. Why footers: ``counts_add_up`` must compare the
+    input with what was written, not with the counters that decided what to write.
+    """
+    import pyarrow.parquet as pq
+
+    out = {"clean": 0, "rejected": 0, "errors": 0, "record_errors": 0}
+    for name in ("clean", "rejected", "errors"):
+        for path in storage.list_files(storage.join(data_dir, name), ".parquet"):
+            fs, p = storage.fs_and_path(path)
+            meta = pq.read_metadata(p, filesystem=fs)
+            out[name] += meta.num_rows
+            if name == "errors" and meta.num_rows:
+                out["record_errors"] += meta.num_rows - _nulls(meta, "record_index", fs, p)
+    return out
+
+
+def _nulls(meta: Any, column: str, fs: Any, path: str) -> int:
+    """Nulls in a column, from the row-group statistics; the column itself when they are missing."""
+    import pyarrow.parquet as pq
+
+    names = meta.schema.to_arrow_schema().names
+    if column not in names:
+        return meta.num_rows
+    j = names.index(column)
+    total = 0
+    for i in range(meta.num_row_groups):
+        stats = meta.row_group(i).column(j).statistics
+        if stats is None or not stats.has_null_count:
+            return pq.read_table(path, columns=[column], filesystem=fs).column(column).null_count
+        total += stats.null_count
+    return total
+
+
 def build_stats(
-    summaries: list[dict], input_errors: list[dict], dedup: dict, seconds: float
+    summaries: list[dict],
+    input_errors: list[dict],
+    dedup: dict,
+    seconds: float,
+    written: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """stats.json; ``written`` (from ``count_written``) is what ``counts_add_up`` is checked against."""
     from collections import Counter
 
     drops: Counter[str] = Counter()
@@ -194,7 +247,12 @@ def build_stats(
         "rejected": rejected,
         "record_errors": record_errors,
         "file_errors": sum(s.get("file_errors", 0) for s in summaries) + len(input_errors),
-        "counts_add_up": records == clean + rejected + record_errors,
+        # every input record is in exactly one output: checked against the files, so it can fail
+        "counts_add_up": written is not None
+        and records == written["clean"] + written["rejected"] + written["record_errors"]
+        and (clean, rejected, record_errors)
+        == (written["clean"], written["rejected"], written["record_errors"]),
+        "written": written,
         "drops": by_step,
         "counts": per_count,
         "dedup": dedup,
