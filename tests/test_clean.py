@@ -231,6 +231,19 @@ def test_counts_add_up_is_checked_against_the_written_files(tmp_path):
     assert build_stats([summary], [], {}, 1.0, count_written(str(data)))["counts_add_up"] is False
 
 
+@pytest.mark.parametrize("output", ["2024", "yes", "null", "~", "runs/a: b", "[x]", "0x10", "runs/mine"])
+def test_output_is_taken_as_a_path_whatever_it_looks_like_in_yaml(output):
+    import argparse
+
+    from pipelines.clean.job import add_cli_args, cli_overrides
+
+    parser = argparse.ArgumentParser()
+    add_cli_args(parser)
+    args = parser.parse_args(["--output", output, "--input", "a b.jsonl", "--steps", "pii"])
+    cfg = load_config(None, cli_overrides(args))
+    assert cfg.run_dir == output and cfg.clean.inputs == ["a b.jsonl"] and cfg.clean.steps == ["pii"]
+
+
 def test_counts_add_up_and_match_the_files(world_run):
     run = RunDir(world_run)
     stats = json.loads(run.stats.read_text())

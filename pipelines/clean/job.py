@@ -12,6 +12,7 @@ stats.json (counts per step and reason; records in == clean + rejected + record 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from typing import Any
@@ -41,16 +42,14 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.input:
         out.append("clean.inputs=" + _yaml_list(args.input))
-    if args.output:
-        out.append(f"run_dir={args.output}")
+    if args.output:  # quoted: --set values are YAML, where 2024, yes or ~ are not strings
+        out.append("run_dir=" + json.dumps(args.output))
     if args.steps:
         out.append("clean.steps=" + _yaml_list([s for s in args.steps.split(",") if s.strip()]))
     return out
 
 
 def _yaml_list(items: list[str]) -> str:
-    import json
-
     return json.dumps(items)  # JSON is YAML, and quotes globs safely
 
 
