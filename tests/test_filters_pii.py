@@ -21,6 +21,10 @@ def mask(text: str, config: PIIConfig | None = None) -> tuple[str, dict[str, int
         ("Contact: press+news@mail.acme-corp.org", "Contact: email@example.com", "email"),
         ("The server at 8.8.8.8 answered.", "The server at 192.0.2.1 answered.", "ip"),
         ("Resolver 2001:4860:4860::8888 is up.", "Resolver 2001:db8::1 is up.", "ip"),
+        ("Resolver 2001:4860:4860::8888.", "Resolver 2001:db8::1.", "ip"),
+        # an IPv4-mapped IPv6 address is one address (it became "2001:db8::1.0.2.1", counted twice)
+        ("Mapped ::ffff:8.8.8.8 here.", "Mapped 2001:db8::1 here.", "ip"),
+        ("Mapped ::FFFF:8.8.4.4.", "Mapped 2001:db8::1.", "ip"),
         ("Call +1 (212) 555-0199 now.", "Call 555-0100 now.", "phone"),
         ("Call 212-555-0199 or", "Call 555-0100 or", "phone"),
         ("Call (212) 555 0199.", "Call 555-0100.", "phone"),
@@ -41,6 +45,7 @@ def test_masks_pii(text: str, masked: str, kind: str) -> None:
     "text",
     [
         "Local addresses 127.0.0.1, 10.0.0.5, 192.168.1.1, 172.16.0.1 and ::1 and fe80::1 stay.",
+        "Mapped private addresses ::ffff:10.0.0.1 and ::ffff:192.168.0.7 stay.",
         "Founded in 1999; on 2019-03-12, 12/03/2019 and 12.03.2019 at 10:30:45.",
         "It costs $1,234.56 or 1.234,56 EUR; version 1.2.3 and build 10.0.19041.1.",
         "ISBN 978-0-306-40615-7, population 8,336,817, zip 90210, the years 1914-1918 and 1939-1945.",

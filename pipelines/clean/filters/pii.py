@@ -29,9 +29,11 @@ _EMAIL = re.compile(
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # not part of a longer dotted number (a version like 1.2.3.4.5 or an IP inside one)
 _IPV4 = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w]|\.\d)")
-# candidates only; ipaddress decides what is an address ("10:30:00" is not)
+# candidates only; ipaddress decides what is an address ("10:30:00" is not). An embedded IPv4 tail
+# (::ffff:8.8.8.8) is tried first, and a hex tail may not be followed by ".digit", so the address is
+# matched whole instead of as "::ffff:8" plus a dotted rest.
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:|(?:\d{1,3}\.){3}\d{1,3})(?![\w:])"
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4}|:)(?![\w:]|\.\d)"
 )
 
 _SEP = r"[ .\-]"
@@ -80,10 +82,12 @@ class PIIMasker(Mapper):
             if n:
                 self.counts["email"] += n
         if cfg.ips:
-            if "." in text:
-                text = _IPV4.sub(self._ipv4, text)
+            # IPv6 first: an IPv4-mapped address (::ffff:8.8.8.8) is one address, masked and
+            # counted once, not an IPv6 prefix around an IPv4 address
             if ":" in text:
                 text = _IPV6.sub(self._ipv6, text)
+            if "." in text:
+                text = _IPV4.sub(self._ipv4, text)
         if cfg.phones:
             text = _PHONE.sub(self._phone, text)
         doc["text"] = text
@@ -100,7 +104,9 @@ class PIIMasker(Mapper):
             address = ipaddress.IPv6Address(candidate)
         except ValueError:
             return candidate
-        if address.is_global:
+        mapped = address.ipv4_mapped
+        judged = address if mapped is None else mapped  # a mapped address is its IPv4 address
+        if judged.is_global:
             self.counts["ip"] += 1
             return self.config.ipv6_placeholder
         return candidate
