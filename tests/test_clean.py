@@ -74,6 +74,12 @@ def _pass1(tmp_path: Path, inputs: list[str], *overrides: str) -> tuple[dict, di
         name: pq.read_table(work / summary["file_key"] / f"{name}.parquet").to_pylist()
         for name in ("kept", "rejected", "errors")
     }
+    assert sorted(p.name for p in (work / summary["file_key"]).iterdir()) == [
+        "done.json",
+        "errors.parquet",
+        "kept.parquet",
+        "rejected.parquet",
+    ]
     record_errors = [e for e in rows["errors"] if e["record_index"] is not None]
     assert summary["records"] == len(rows["kept"]) + len(rows["rejected"]) + len(record_errors)
     assert (summary["kept"], summary["rejected"], summary["errors"]) == tuple(map(len, rows.values()))
@@ -244,6 +250,43 @@ def test_output_is_taken_as_a_path_whatever_it_looks_like_in_yaml(output):
     assert cfg.run_dir == output and cfg.clean.inputs == ["a b.jsonl"] and cfg.clean.steps == ["pii"]
 
 
+def test_pass1_writes_in_bounded_chunks_and_bounds_rejected_documents(tmp_path):
+    """Pass 1 once held a whole file's documents (rejected ones with their full HTML) until the end."""
+    path = tmp_path / "in.jsonl"
+    page = "<html><body>" + "<p>blocked page text</p>" * 200 + "</body></html>"
+    rows = [
+        {"id": f"t{i}", "text": f"Text document number {i}.", "url": f"http://ok.example/{i}"}
+        for i in range(7)
+    ]
+    rows[2] = {"id": "h", "html": page, "url": "http://blocked.example/x"}  # dropped before extraction
+    rows[5] = {"id": "b", "text": "A text document that is blocked.", "url": "http://blocked.example/y"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    work = tmp_path / "work"
+    (work / "stale").mkdir(parents=True)
+    settings = [
+        "clean.steps=[url,pii]",
+        "clean.url.extra_domains=[blocked.example]",
+        "clean.batch_size=2",
+        "clean.write_chunk_rows=2",
+        "clean.rejected_max_chars=100",
+    ]
+    summary, out = _pass1(tmp_path, [str(path)], *settings)
+    assert [r["id"] for r in out["kept"]] == ["t0", "t1", "t3", "t4", "t6"]  # in order, none lost
+    kept_file = pq.ParquetFile(work / summary["file_key"] / "kept.parquet")
+    sizes = [kept_file.metadata.row_group(i).num_rows for i in range(kept_file.metadata.num_row_groups)]
+    assert len(sizes) >= 3 and max(sizes) <= 2, sizes
+    rejected = {r["id"]: r for r in out["rejected"]}
+    assert rejected["h"]["text"] == page[:100] and rejected["h"]["text_truncated"] is True
+    assert rejected["b"]["text"] == rows[5]["text"] and rejected["b"]["text_truncated"] is False
+    assert summary["counts"]["pass1/rejected_text_truncated"] == 1
+    assert not list((work / summary["file_key"]).glob("*.tmp"))
+    # a run killed mid-file leaves a temporary file; the redo removes it and replaces the outputs
+    (work / summary["file_key"] / "done.json").unlink()
+    (work / summary["file_key"] / "kept.parquet.0badc0de.tmp").write_bytes(b"partial")
+    again, out_again = _pass1(tmp_path, [str(path)], *settings)
+    assert out_again == out and not list((work / summary["file_key"]).glob("*.tmp"))
+
+
 def test_counts_add_up_and_match_the_files(world_run):
     run = RunDir(world_run)
     stats = json.loads(run.stats.read_text())
@@ -267,6 +310,8 @@ def test_counts_add_up_and_match_the_files(world_run):
         "token_count",
     }
     assert {r["url"] for r in clean}.isdisjoint({r["url"] for r in rejected})
+    assert {type(r["text_truncated"]) for r in rejected} == {bool}  # dedup's rows have it too
+    assert {r["step"] for r in rejected if r["text_truncated"]} <= {"url"}  # only pre-extraction drops
 
 
 def test_planted_problems_are_handled(world_run):

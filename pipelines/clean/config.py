@@ -43,6 +43,21 @@ class CleanConfig(StrictModel):
     num_workers: int | None = Field(None, ge=1, description="pass-1 actors; None = one per free CPU")
     cpus_per_worker: float = Field(1.0, gt=0)
     min_rows_per_file: int = Field(50_000, ge=1, description="rows per output parquet file (at least)")
+    write_chunk_rows: int = Field(
+        2_000,
+        ge=1,
+        description="pass 1 writes a file's rows every N documents (a parquet row group), so an actor's "
+        "memory does not grow with the size of the input file",
+    )
+    write_chunk_mb: int = Field(
+        64, ge=1, description="... or as soon as the text held for writing reaches this many MiB"
+    )
+    rejected_max_chars: int | None = Field(
+        65_536,
+        ge=0,
+        description="a rejected document without text (dropped before extraction) stores its raw content "
+        "cut to this many characters (column text_truncated); None stores all of it",
+    )
 
     @field_validator("steps")
     @classmethod

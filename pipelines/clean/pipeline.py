@@ -5,6 +5,9 @@ steps (URL filter, extraction, language ID, quality filters, PII, custom), and w
 kept / rejected / error rows plus a small ``done.json`` into ``data/_work/<file key>/``. A file with
 a ``done.json`` is never processed again, so an interrupted run resumes where it stopped and a rerun
 is cheap. Why per file: the unit of resume must be something that can be re-read deterministically.
+The rows are written in bounded chunks as they come (``write_chunk_rows``, ``write_chunk_mb``), and a
+rejected document stores its text, or its raw content cut to ``rejected_max_chars``, so an actor's
+memory does not grow with the size of the file (a 1 GB WARC).
 
 Pass 2 (global): deduplicate the kept rows of all files with Ray Data shuffles, then write
 ``data/clean/language=xx/`` and ``data/rejected/`` into fresh directories that replace the old ones,
@@ -16,11 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
@@ -34,6 +40,11 @@ from pipelines.clean.schema import (
 )
 
 log = logging.getLogger("raychat.clean")
+
+# data/rejected's columns: REJECTED_SCHEMA plus whether ``text`` holds only the start of the raw content
+TRUNCATED_FIELD = pa.field("text_truncated", pa.bool_())
+REJECTED_OUT_SCHEMA = REJECTED_SCHEMA.append(TRUNCATED_FIELD)
+REJECTED_PASS1_SCHEMA = REJECTED_WORK_SCHEMA.append(TRUNCATED_FIELD)
 
 
 def file_key(path: str) -> str:
@@ -56,11 +67,24 @@ def _record_to_doc(record: dict[str, Any], key: str) -> dict[str, Any]:
     return doc
 
 
-def _rejected_text(doc: dict[str, Any]) -> None:
-    """A document dropped before extraction keeps its raw content, so nothing is lost."""
-    if not doc.get("text") and doc.get("content"):
-        content = doc["content"]
-        doc["text"] = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+def _bound_rejected(doc: dict[str, Any], max_chars: int | None) -> int:
+    """What a rejected document stores: its text, else its raw content cut to ``max_chars``.
+
+    A document dropped before extraction (by the URL filter) has no text, so it keeps its raw
+    content and nothing is lost, but only up to ``max_chars`` (``text_truncated`` says when it was
+    cut): whole pages of HTML kept for every dropped document once dominated an actor's memory.
+    Returns the characters stored.
+    """
+    content = doc.pop("content", None)
+    doc["text_truncated"] = False
+    if not doc.get("text") and content:
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+        if max_chars is not None and len(text) > max_chars:
+            text = text[:max_chars]
+            doc["text_truncated"] = True
+        doc["text"] = text
+    text = doc.get("text")
+    return len(text) if isinstance(text, str) else 0
 
 
 def _file_error(path: str, reason: str, error: str) -> dict[str, Any]:
@@ -79,7 +103,7 @@ def _exception_text(e: BaseException) -> str:
 
 
 def _table_keeping_good_rows(
-    docs: list[dict[str, Any]], schema: pa.Schema, path: str
+    docs: list[dict[str, Any]], make_table: Callable[[list[dict[str, Any]]], pa.Table], path: str
 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """The documents as a table, and an error row for each document that cannot be written.
 
@@ -89,18 +113,18 @@ def _table_keeping_good_rows(
     converted one at a time to find the bad ones.
     """
     try:
-        return to_table(docs, schema), []
+        return make_table(docs), []
     except Exception:  # noqa: BLE001 - find the rows at fault below
         pass
     good, bad = [], []
     for doc in docs:
         try:
-            to_table([doc], schema)
+            make_table([doc])
         except Exception as e:  # noqa: BLE001 - this document's problem only
             bad.append(_record_error(path, doc, "write", "unwritable_record", e))
         else:
             good.append(doc)
-    return to_table(good, schema), bad
+    return make_table(good), bad
 
 
 def _record_error(path: str, doc: dict[str, Any], step: str, reason: str, e: BaseException) -> dict[str, Any]:
@@ -128,6 +152,61 @@ def _writable(row: dict[str, Any]) -> dict[str, Any]:
     from pipelines.clean.readers import valid_utf8
 
     return {k: valid_utf8(v)[0] if isinstance(v, str) else v for k, v in row.items()}
+
+
+def _kept_table(docs: list[dict[str, Any]]) -> pa.Table:
+    return to_table(docs, WORK_SCHEMA)
+
+
+def _rejected_table(docs: list[dict[str, Any]]) -> pa.Table:
+    flags = pa.array([bool(d.get("text_truncated")) for d in docs], pa.bool_())
+    return to_table(docs, REJECTED_WORK_SCHEMA).append_column(TRUNCATED_FIELD, flags)
+
+
+def _errors_table(rows: list[dict[str, Any]]) -> pa.Table:
+    # error rows quote what went wrong, bad strings included: make every one writable
+    return to_table([_writable({k: row.get(k) for k in ERRORS_SCHEMA.names}) for row in rows], ERRORS_SCHEMA)
+
+
+class _ChunkedParquet:
+    """One pass-1 output of one input file, written a chunk (row group) at a time.
+
+    The file is written under a temporary name and renamed when the input file is done, so a
+    crash never leaves a partial output under the real name (pass 2 reads only real names), and a
+    redone file replaces its old output instead of adding to it.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.fs, self.final = storage.fs_and_path(path)
+        self.tmp = f"{self.final}.{uuid.uuid4().hex[:8]}.tmp"
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def _open(self) -> pq.ParquetWriter:
+        if self.writer is None:
+            self.fs.create_dir(self.final.rsplit("/", 1)[0], recursive=True)
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=self.fs, compression="zstd")
+        return self.writer
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._open().write_table(table)
+            self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._open().close()  # an output without rows is still a file, with the schema
+        self.writer = None
+        self.fs.move(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Drop a half-written output (a leftover would also be removed when the file is redone)."""
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            finally:
+                self.fs.delete_file(self.tmp)
 
 
 class FileProcessor:
@@ -170,17 +249,47 @@ class FileProcessor:
         from pipelines.clean.readers import read_file
 
         started = time.monotonic()
+        cfg = self.cfg
+        for stale in storage.list_files(out, ".tmp"):  # left by a run that died mid-file
+            storage.remove(stale)
+        outputs = {
+            "kept": _ChunkedParquet(storage.join(out, "kept.parquet"), WORK_SCHEMA),
+            "rejected": _ChunkedParquet(storage.join(out, "rejected.parquet"), REJECTED_PASS1_SCHEMA),
+            "errors": _ChunkedParquet(storage.join(out, "errors.parquet"), ERRORS_SCHEMA),
+        }
+        # rows waiting to be written: at most about write_chunk_rows each, write_chunk_mb of text
         kept: list[dict] = []
         rejected: list[dict] = []
         errors: list[dict] = []
+        held_chars = 0
+        chunk_chars = cfg.write_chunk_mb * 1024 * 1024
         drops: Counter[str] = Counter()
         counts: Counter[str] = Counter()
         records = 0
         record_errors = 0
         pending: list[dict] = []
 
+        def write(force: bool = False) -> None:
+            nonlocal record_errors, held_chars
+            rows = cfg.write_chunk_rows
+            if not force and max(len(kept), len(rejected), len(errors)) < rows and held_chars < chunk_chars:
+                return
+            kept_table, bad_kept = _table_keeping_good_rows(kept, _kept_table, path)
+            rejected_table, bad_rejected = _table_keeping_good_rows(rejected, _rejected_table, path)
+            for row in bad_kept + bad_rejected:
+                errors.append(row)
+                record_errors += 1
+                drops["write/unwritable_record"] += 1
+            outputs["kept"].write(kept_table)
+            outputs["rejected"].write(rejected_table)
+            outputs["errors"].write(_errors_table(errors))
+            kept.clear()
+            rejected.clear()
+            errors.clear()
+            held_chars = 0
+
         def flush() -> None:
-            nonlocal record_errors
+            nonlocal record_errors, held_chars
             keys = [(doc, doc["_key"]) for doc in pending]
             try:
                 result = run_steps(self.steps, pending)
@@ -194,7 +303,14 @@ class FileProcessor:
                 return
             for doc, doc_key in keys:  # a custom mapper may hand back a new dict without it
                 doc["_key"] = doc_key
+            for doc in result.kept:
+                doc.pop("content", None)
+                held_chars += len(doc["text"]) if isinstance(doc.get("text"), str) else 0
             kept.extend(result.kept)
+            for doc in result.rejected:
+                held_chars += _bound_rejected(doc, cfg.rejected_max_chars)
+                if doc["text_truncated"]:
+                    counts["pass1/rejected_text_truncated"] += 1
             rejected.extend(result.rejected)
             for doc in result.errors:
                 doc["record_index"] = _record_index(doc)
@@ -209,63 +325,60 @@ class FileProcessor:
             pending.clear()
 
         try:
-            for record in read_file(f, self.cfg.read):
-                if record.get("_error"):
-                    errors.append(record)
-                    if record.get("record_index") is not None:
-                        records += 1  # a record that was seen but could not be read
-                        record_errors += 1
-                    drops[f"{record.get('step', 'read')}/{record.get('reason', 'error')}"] += 1
-                    continue
-                if replaced := record.get("decode_errors"):
-                    # invalid UTF-8 (or lone surrogates) replaced by U+FFFD: kept, but never silently
-                    counts["read/invalid_utf8_replaced"] += int(replaced)
-                    counts["read/records_with_invalid_utf8"] += 1
-                pending.append(_record_to_doc(record, f"{key}:{records}"))
-                records += 1
-                if len(pending) >= self.cfg.batch_size:
+            try:
+                for record in read_file(f, cfg.read):
+                    if record.get("_error"):
+                        errors.append(record)
+                        if record.get("record_index") is not None:
+                            records += 1  # a record that was seen but could not be read
+                            record_errors += 1
+                        drops[f"{record.get('step', 'read')}/{record.get('reason', 'error')}"] += 1
+                        if len(errors) >= cfg.write_chunk_rows:
+                            write()
+                        continue
+                    if replaced := record.get("decode_errors"):
+                        # invalid UTF-8 (or lone surrogates) replaced by U+FFFD: kept, but never silently
+                        counts["read/invalid_utf8_replaced"] += int(replaced)
+                        counts["read/records_with_invalid_utf8"] += 1
+                    pending.append(_record_to_doc(record, f"{key}:{records}"))
+                    records += 1
+                    if len(pending) >= cfg.batch_size:
+                        flush()
+                        write()
+                if pending:
                     flush()
-            if pending:
-                flush()
-        except Exception as e:  # noqa: BLE001 - keep what was done; the rest of the file is this error
-            log.exception("clean: %s failed after %d records", path, records)
-            for doc in pending:  # read, but never decided: each is a record error
-                errors.append(_record_error(path, doc, "pipeline", "exception", e))
-            record_errors += len(pending)
-            drops["pipeline/exception"] += len(pending)
-            pending.clear()
-            errors.append(
-                _file_error(
-                    path, "processing_failed", f"stopped after {records} records: {_exception_text(e)}"
+            except Exception as e:  # noqa: BLE001 - keep what was done; the rest of the file is this error
+                log.exception("clean: %s failed after %d records", path, records)
+                for doc in pending:  # read, but never decided: each is a record error
+                    errors.append(_record_error(path, doc, "pipeline", "exception", e))
+                record_errors += len(pending)
+                drops["pipeline/exception"] += len(pending)
+                pending.clear()
+                errors.append(
+                    _file_error(
+                        path, "processing_failed", f"stopped after {records} records: {_exception_text(e)}"
+                    )
                 )
-            )
-            drops["pipeline/processing_failed"] += 1
-        for doc in rejected:
-            _rejected_text(doc)
-        kept_table, bad_kept = _table_keeping_good_rows(kept, WORK_SCHEMA, path)
-        rejected_table, bad_rejected = _table_keeping_good_rows(rejected, REJECTED_WORK_SCHEMA, path)
-        for row in bad_kept + bad_rejected:
-            errors.append(row)
-            record_errors += 1
-            drops["write/unwritable_record"] += 1
-        # error rows quote what went wrong, bad strings included: make every one writable
-        errors_table = to_table(
-            [_writable({k: row.get(k) for k in ERRORS_SCHEMA.names}) for row in errors], ERRORS_SCHEMA
-        )
-        storage.write_parquet(kept_table, storage.join(out, "kept.parquet"))
-        storage.write_parquet(rejected_table, storage.join(out, "rejected.parquet"))
-        storage.write_parquet(errors_table, storage.join(out, "errors.parquet"))
+                drops["pipeline/processing_failed"] += 1
+            write(force=True)
+            for output in outputs.values():
+                output.close()
+        except BaseException:
+            for output in outputs.values():
+                output.abort()
+            raise
+        n_kept, n_rejected, n_errors = (outputs[k].rows for k in ("kept", "rejected", "errors"))
         seconds = time.monotonic() - started
         summary = {
             "file": path,
             "file_key": key,
             "bytes": int(getattr(f, "size", None) or 0),
             "records": records,
-            "kept": kept_table.num_rows,
-            "rejected": rejected_table.num_rows,
-            "errors": errors_table.num_rows,
+            "kept": n_kept,
+            "rejected": n_rejected,
+            "errors": n_errors,
             "record_errors": record_errors,
-            "file_errors": errors_table.num_rows - record_errors,
+            "file_errors": n_errors - record_errors,
             "drops": dict(drops),
             "counts": dict(counts),
             "seconds": round(seconds, 3),
@@ -275,9 +388,9 @@ class FileProcessor:
             "clean: %s: %d records -> %d kept, %d rejected, %d errors (%.0f docs/s)",
             path,
             records,
-            kept_table.num_rows,
-            rejected_table.num_rows,
-            errors_table.num_rows,
+            n_kept,
+            n_rejected,
+            n_errors,
             records / max(seconds, 1e-9),
         )
         return summary
@@ -285,7 +398,7 @@ class FileProcessor:
     def _failed(self, f: Any, path: str, key: str, out: str, e: Exception) -> dict[str, Any]:
         """The file as one file-level error with empty outputs; ``failed`` makes a rerun try it again."""
         for name in ("kept", "rejected"):
-            schema = WORK_SCHEMA if name == "kept" else REJECTED_WORK_SCHEMA
+            schema = WORK_SCHEMA if name == "kept" else REJECTED_PASS1_SCHEMA
             storage.write_parquet(schema.empty_table(), storage.join(out, f"{name}.parquet"))
         row = _writable(_file_error(path, "file_failed", _exception_text(e)))
         storage.write_parquet(to_table([row], ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
@@ -380,12 +493,17 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
             from pipelines.clean.dedup import deduplicate
 
             kept, dropped, stats = deduplicate(kept, cfg.dedup, key="_key")
-            rejected_sets.append(dropped.select_columns(REJECTED_SCHEMA.names))
+            dropped = dropped.select_columns(REJECTED_SCHEMA.names).add_column(
+                TRUNCATED_FIELD.name,
+                lambda t: pa.array([False] * t.num_rows, pa.bool_()),  # a duplicate keeps its whole text
+                batch_format="pyarrow",
+            )
+            rejected_sets.append(dropped)
         kept.select_columns(CLEAN_SCHEMA.names).write_parquet(
             outputs["clean"], partition_cols=["language"], min_rows_per_file=cfg.min_rows_per_file
         )
     if rejected_files := parts("rejected"):
-        rejected_sets.append(ray.data.read_parquet(rejected_files).select_columns(REJECTED_SCHEMA.names))
+        rejected_sets.append(ray.data.read_parquet(rejected_files).select_columns(REJECTED_OUT_SCHEMA.names))
     if rejected_sets:
         ds = rejected_sets[0].union(*rejected_sets[1:]) if len(rejected_sets) > 1 else rejected_sets[0]
         ds.write_parquet(outputs["rejected"], min_rows_per_file=cfg.min_rows_per_file)
