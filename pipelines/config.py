@@ -14,7 +14,6 @@ import yaml
 from pydantic import Field, ValidationError
 
 from lm.config_base import StrictModel
-
 from pipelines.clean.config import CleanConfig
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.tokenize.config import TokenizeConfig
