@@ -87,7 +87,8 @@ def test_pages_without_main_text_are_dropped_as_empty():
     result = run_steps([HtmlExtractor()], [html_doc(p, id=str(i)) for i, p in enumerate(pages)])
     assert not result.kept
     assert [(d["step"], d["reason"]) for d in result.rejected] == [("extract", "empty_extraction")] * 3
-    assert all("content" not in d for d in result.rejected)  # rejected rows do not carry the HTML
+    # a rejected page keeps its HTML, which pass 1 stores (cut to clean.rejected_max_chars) as its text
+    assert [d["content"] for d in result.rejected] == pages
 
 
 def test_broken_html_rejects_only_that_document():

@@ -29,9 +29,9 @@ from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Step
 
 log = logging.getLogger(__name__)
-# trafilatura logs a warning for every page it finds nothing in; the step counts those as
-# "empty_extraction" already, so its own messages would only flood the job's log
-logging.getLogger("trafilatura").setLevel(logging.ERROR)
+# trafilatura logs a warning or an error for every page it finds nothing in or cannot parse; the step
+# counts those as "empty_extraction" already, so its own messages would only flood the job's log
+logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
 
 class ExtractConfig(StrictModel):
@@ -281,15 +281,18 @@ class HtmlExtractor(Step):
         try:
             text = self._extract_limited(content)
         except ExtractionTimeout:
+            doc["content"] = content  # a rejected page keeps its HTML (bounded) to be looked at
             return self.drop(
                 "extraction_timeout", f"over {self.cfg.timeout_s:g} s ({len(content)} chars of HTML)"
             )
         except Exception as e:  # noqa: BLE001 - any extractor failure rejects this document only
+            doc["content"] = content
             return self.drop("extraction_error", f"{type(e).__name__}: {e}"[:500])
         finally:
             self.counts["extract_ms"] += round((time.monotonic() - start) * 1000)
         text = text.strip()
         if not text:
+            doc["content"] = content
             return self.drop("empty_extraction")
         self.counts["text_chars"] += len(text)
         doc["text"] = text
