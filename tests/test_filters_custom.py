@@ -29,6 +29,9 @@ def explode_on_bad(docs):
 def too_few(docs):
     return []
 
+def fresh_dicts(docs):
+    return [{"id": d["id"], "text": d["text"].upper()} for d in docs]
+
 NOT_CALLABLE = 3
 """
 
@@ -68,6 +71,12 @@ def test_mapper_replaces_documents(user_module: str) -> None:
     )
     result = run_steps([step], docs("abc", "hello"))
     assert [d["n"] for d in result.kept] == [3, 5]
+
+
+def test_a_mapper_building_fresh_dicts_keeps_the_pipelines_bookkeeping(user_module: str) -> None:
+    step = CustomStep(CustomStepConfig(function=f"{user_module}:fresh_dicts", kind="mapper"))
+    result = run_steps([step], [{**d, "_key": f"k{d['id']}"} for d in docs("abc", "hello")])
+    assert [(d["text"], d["_key"]) for d in result.kept] == [("ABC", "k0"), ("HELLO", "k1")]
 
 
 def test_a_crash_costs_only_the_bad_document(user_module: str) -> None:

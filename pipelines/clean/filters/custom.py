@@ -90,8 +90,12 @@ class CustomStep(Step):
                         f"custom mapper {self.name!r}: expected a dict with a str 'text', got {type(new).__name__}"
                     )
                 if new is not doc:
+                    # the pipeline's own bookkeeping ("_key" and friends) survives a mapper that
+                    # builds a fresh dict from the fields it knows
+                    kept = {k: v for k, v in doc.items() if k.startswith("_") and k not in new}
                     doc.clear()
                     doc.update(new)
+                    doc.update(kept)
             return [None] * len(docs)
         return [self._reason(answer) for answer in answers]
 
