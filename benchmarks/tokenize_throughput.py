@@ -1,7 +1,8 @@
 """Tokens/s of the tokenize stage against raw tiktoken ``encode_ordinary_batch`` on the same text.
 
-    .venv/bin/python benchmarks/tokenize_throughput.py --quick        # ~4 MB of text, about a minute
-    .venv/bin/python benchmarks/tokenize_throughput.py --mb 64        # more text, steadier numbers
+    .venv/bin/python benchmarks/tokenize_throughput.py                # 64 MB of text, about a minute
+    .venv/bin/python benchmarks/tokenize_throughput.py --quick        # ~4 MB: Ray's fixed start-up dominates
+    .venv/bin/python benchmarks/tokenize_throughput.py --mb 256       # more text, steadier numbers
     .venv/bin/python benchmarks/tokenize_throughput.py --no-stage     # skip the Ray run
 
 The text: real English from ../shared/data (text/*.txt, the C4 and CCNet samples under fineweb/),
@@ -10,7 +11,7 @@ the requested size. The tokenizer: GPT-2 from shared/data/tokenizers/gpt2 (50k r
 r50k split pattern).
 
 Three measurements, baseline and ours interleaved in one run:
-1. encoding path, per core (headline): the stage's Ray Data map function (``encode_batch``: Arrow to
+1. encoding path, per core: the stage's Ray Data map function (``encode_batch``: Arrow to
    str, encode, split hash, <|endoftext|> insertion, part and stats files, token_count column) on
    pyarrow batches of the configured size, single-threaded, against a single-threaded
    ``encode_ordinary_batch`` over the same documents. Both are timed in CPU seconds of this process,
@@ -19,7 +20,8 @@ Three measurements, baseline and ours interleaved in one run:
 3. the whole stage (``pipelines.tokenize.job.run`` on an already-running local Ray with ``--threads``
    CPUs: read parquet, encode, write the clean parquet back, assemble the shards), wall-clock, its
    second run (the first starts Ray's workers), against (2)'s raw figure.
-The last line is the JSON summary: ours/baseline of (1), target 0.8.
+The last line is the JSON summary: ours/baseline of (3), the whole stage, or of (1) with --no-stage;
+target 0.8.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def time_it(fn, cpu: bool, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=float, default=16.0, help="megabytes of text (default 16)")
+    parser.add_argument("--mb", type=float, default=64.0, help="megabytes of text (default 64)")
     parser.add_argument("--quick", action="store_true", help="4 MB of text, one repeat")
     parser.add_argument("--threads", type=int, default=2, help="threads / Ray CPUs for the wall-clock runs")
     parser.add_argument(
@@ -190,20 +192,33 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    # The headline is the whole stage (what the issue asks for) when it ran; else the encoding path.
+    if stage_rate:
+        headline = {
+            "unit": f"tokens/s (whole stage on Ray, {args.threads} CPUs, vs tiktoken on {args.threads} threads)",
+            "ours": round(stage_rate),
+            "baseline": round(rate["raw_wall"]),
+            "baseline_name": f"tiktoken Encoding.encode_ordinary_batch, {args.threads} threads, text in memory",
+            "ratio": round(stage_rate / rate["raw_wall"], 3),
+        }
+    else:
+        headline = {
+            "unit": "tokens per CPU-second (encoding path, 1 thread)",
+            "ours": round(rate["ours_cpu"]),
+            "baseline": round(rate["raw_cpu"]),
+            "baseline_name": "tiktoken Encoding.encode_ordinary_batch (GPT-2 ranks, same documents)",
+            "ratio": round(rate["ours_cpu"] / rate["raw_cpu"], 3),
+        }
     summary = {
         "benchmark": "tokenize_throughput",
-        "unit": "tokens per CPU-second (encoding path, 1 thread)",
-        "ours": round(rate["ours_cpu"]),
-        "baseline": round(rate["raw_cpu"]),
-        "baseline_name": "tiktoken Encoding.encode_ordinary_batch (GPT-2 ranks, same documents)",
-        "ratio": round(rate["ours_cpu"] / rate["raw_cpu"], 3),
+        **headline,
         "target": 0.8,
         "threads": args.threads,
+        "encode_path_ratio_per_core": round(rate["ours_cpu"] / rate["raw_cpu"], 3),
         "ours_threads_tokens_per_s": round(rate["ours_wall"]),
         "baseline_threads_tokens_per_s": round(rate["raw_wall"]),
         "ratio_threads": round(rate["ours_wall"] / rate["raw_wall"], 3),
         "stage_tokens_per_s": round(stage_rate) if stage_rate else None,
-        "ratio_stage": round(stage_rate / rate["raw_wall"], 3) if stage_rate else None,
         "megabytes": round(mbytes, 1),
         "tokens": n_tokens,
     }
