@@ -183,6 +183,9 @@ def test_loaded_tokenizer_and_external_input(ray_session, run_dir: Path, tmp_pat
     assert not (out / "data" / "clean").exists()
     tok = load_tokenizer(out / "tokenizer")
     assert tok.encode("hello deep seek") == [31373, 2769, 5380]
+    missing = tmp_path / "nowhere.tiktoken"
+    with pytest.raises(ConfigError, match="tokenize.tokenizer: .*not found"):
+        job.run(_config(out, tokenizer=f"tiktoken:{missing}", input=str(run_dir / "data" / "clean")))
 
 
 def test_missing_input_is_a_clear_error(tmp_path: Path):

@@ -39,7 +39,15 @@ import pyarrow.parquet as pq
 import xxhash
 
 from lm.bpe import train_bpe
-from lm.tokenizer import DEFAULT_PATTERN, META_FILE, RANKS_FILE, Tokenizer, load_saved, load_tokenizer
+from lm.tokenizer import (
+    DEFAULT_PATTERN,
+    META_FILE,
+    RANKS_FILE,
+    Tokenizer,
+    TokenizerError,
+    load_saved,
+    load_tokenizer,
+)
 from pipelines.config import ConfigError, RunConfig
 from pipelines.runtime import MetricsWriter, Progress, RunDir, init_ray, ray_data_settings, write_json_atomic
 from pipelines.tokenize.config import TokenizeConfig
@@ -196,7 +204,10 @@ def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tok
                 tc.vocab_size,
             )
     else:
-        tok = load_tokenizer(tc.tokenizer, pattern=tc.pattern)
+        try:
+            tok = load_tokenizer(tc.tokenizer, pattern=tc.pattern)
+        except TokenizerError as e:  # a wrong path or file is the config's fault: say which key
+            raise ConfigError(f"tokenize.tokenizer: {e}") from None
     tmp = _fresh_dir(run.root / ".tokenizer.tmp")
     tok.save(tmp)
     _swap_in(tmp, run.tokenizer)
