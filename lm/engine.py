@@ -295,8 +295,9 @@ class TorchEngine(Engine):
         base = next(self._ids)
         # ids unique within this engine, ordered like the prompts; seeds derive from them when unset
         ids = [(base, i) for i in range(len(prompts))]
-        for rid, prompt, p in zip(ids, prompts, per_prompt, strict=True):
+        for i, (rid, prompt, p) in enumerate(zip(ids, prompts, per_prompt, strict=True)):
             self.add_request(prompt, p, request_id=rid, tool_hooks=tool_hooks)
+            self._waiting[-1].index = i
         return ids
 
     # -- scheduling ---------------------------------------------------------------------------------
@@ -356,6 +357,7 @@ class TorchEngine(Engine):
             if chosen and budget + n > self.max_prefill_tokens:
                 req.deferred += 1
                 continue
+            req.deferred = 0  # its priority was for this wait only, not for later extends
             chosen.append(req)
             budget += n
         groups: list[list[Request]] = []

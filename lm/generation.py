@@ -60,7 +60,11 @@ class TokenEvent(NamedTuple):
 
 @dataclass
 class Request:
-    """A request in flight, as tool callbacks see it (read it; the engine owns it)."""
+    """A request in flight, as tool callbacks see it (read it; the engine owns it).
+
+    ``index`` is the prompt's position in its ``generate``/``stream`` call (the id results carry, on
+    every engine); ``request_id`` is the engine's own, unique across calls.
+    """
 
     request_id: Hashable
     prompt_ids: list[int]
@@ -69,6 +73,7 @@ class Request:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     forced: list[bool] = field(default_factory=list)
+    index: int = -1  # position in its generate/stream call; -1 for a request added by add_request
     # engine bookkeeping
     pending: list[int] = field(default_factory=list)  # appended, not yet in the KV cache
     cached: int = 0  # tokens of prompt + output already in the KV cache

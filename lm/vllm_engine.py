@@ -242,6 +242,7 @@ class _RequestView:
 
     def __init__(self, request_id: int, state: dict[str, Any], params: SamplingParams) -> None:
         self.request_id = request_id
+        self.index = request_id  # VLLMEngine numbers a call's requests by prompt index already
         self.prompt_ids = state["prompt"]
         self.token_ids = state["out"]
         self.params = params
@@ -265,19 +266,24 @@ def _model_max_len(model_dir: str | Path) -> int | None:
 
 
 def make_engine(
-    model_dir: str | Path, prefer: str = "auto", device: str | None = None, **kwargs: Any
+    model_dir: str | Path, prefer: str = "auto", device: Any = None, **kwargs: Any
 ) -> TorchEngine | VLLMEngine:
     """An engine over a model directory: ``prefer`` is "auto" (vLLM when available, else ours), "torch"
-    or "vllm" (an error if unavailable). ``kwargs`` go to the chosen engine's constructor."""
+    or "vllm" (an error if unavailable). ``device`` is a string or ``torch.device``; vLLM takes only
+    the default GPU (it picks devices through CUDA_VISIBLE_DEVICES), so "auto" with another device
+    uses ours. ``kwargs`` go to the chosen engine's constructor."""
     if prefer not in ("auto", "torch", "vllm"):
         raise ValueError(f"prefer must be 'auto', 'torch' or 'vllm', got {prefer!r}")
-    on_cuda = device is None or device.startswith("cuda")
-    if prefer == "vllm" or (prefer == "auto" and on_cuda and vllm_available()):
-        if not on_cuda:
-            raise VLLMUnavailable(f"vLLM runs on CUDA devices only, not {device!r}; use prefer='torch'")
+    vllm_device = device is None or str(device) in ("cuda", "cuda:0")
+    if prefer == "vllm" or (prefer == "auto" and vllm_device and vllm_available()):
+        if not vllm_device:
+            raise VLLMUnavailable(
+                f"vLLM runs on the default CUDA device only, not {str(device)!r} (choose GPUs with "
+                "CUDA_VISIBLE_DEVICES); use prefer='torch' for another device"
+            )
         return VLLMEngine(model_dir, **kwargs)
     import torch
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if dev.startswith("cuda") else None
     return TorchEngine.from_pretrained(model_dir, device=dev, dtype=dtype, **kwargs)

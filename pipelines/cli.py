@@ -61,14 +61,16 @@ def run_stage(name: str, cfg: RunConfig) -> dict[str, Any]:
     """Run one stage in this process (Ray already initialised) and record it as complete."""
     run = RunDir(cfg.run_dir)
     started = time.time()
-    # the later stages were built from this stage's old outputs: they are no longer complete
-    for later in list(STAGES)[list(STAGES).index(name) + 1 :]:
-        if is_done(run, later):
-            log.info("stage %s: its input is being redone, so it will run again", later)
-            clear_done(run, later)
+    clear_done(run, name)
     log.info("stage %s: starting (run dir %s)", name, run.root)
     numbers = stage_module(name).run(cfg) or {}
     numbers.setdefault("seconds", round(time.time() - started, 2))
+    # the later stages were built from this stage's old outputs: they are no longer complete (a
+    # stage that failed leaves them be, as stages swap their outputs in only when they finish)
+    for later in list(STAGES)[list(STAGES).index(name) + 1 :]:
+        if is_done(run, later):
+            log.info("stage %s: its input was redone, so it will run again", later)
+            clear_done(run, later)
     update_summary(run, name, numbers)
     mark_done(run, name, {"seconds": numbers["seconds"]})
     log.info("stage %s: done in %.1fs", name, numbers["seconds"])

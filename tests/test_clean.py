@@ -446,3 +446,14 @@ def test_real_crawl_and_fineweb_files(tmp_path, ray_session, shared_data):
         "clueweb" in f for f in {r["file_path"] for r in _read(RunDir(tmp_path).rejected)}
     )
     assert os.path.isfile(RunDir(tmp_path).stats)
+
+
+def test_run_only_settings_keep_pass1_work_and_output_settings_redo_it() -> None:
+    from pipelines.clean.config import CleanConfig
+    from pipelines.clean.pipeline import config_fingerprint
+
+    base = CleanConfig()
+    same = base.model_copy(update={"write_chunk_mb": 8, "num_workers": 3, "batch_size": 64})
+    assert config_fingerprint(same) == config_fingerprint(base)
+    assert config_fingerprint(base.model_copy(update={"rejected_max_chars": 10})) != config_fingerprint(base)
+    assert config_fingerprint(base.model_copy(update={"steps": ["extract"]})) != config_fingerprint(base)

@@ -143,6 +143,7 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
     injected = [200, 201, 202]
 
     def tool(request, between):
+        assert request.index == 0  # the prompt's position in the call, as on VLLMEngine
         calls.append(list(between))
         return injected
 
@@ -305,6 +306,7 @@ def test_a_long_prompt_is_not_starved_by_short_ones(model: Transformer) -> None:
     engine.add_request(prompts_of([6], seed=3)[0], GREEDY, request_id="short-2")
     engine.add_request(prompts_of([6], seed=4)[0], GREEDY, request_id="short-3")
     assert "long" in {e.request_id for e in engine.step()}  # deferred once, it goes first now
+    assert all(r.deferred == 0 for r in engine._requests())  # priority lasts for that wait only
 
 
 def test_text_tool_answers_in_text_with_the_real_special_tokens(model: Transformer) -> None:
@@ -407,8 +409,9 @@ def test_make_engine_choices(model_dir) -> None:
             vllm_engine.make_engine(directory, prefer="vllm")
     with pytest.raises(ValueError, match="prefer"):
         vllm_engine.make_engine(directory, prefer="fast")
-    with pytest.raises(vllm_engine.VLLMUnavailable, match="CUDA"):
+    with pytest.raises(vllm_engine.VLLMUnavailable, match="default CUDA device"):
         vllm_engine.make_engine(directory, prefer="vllm", device="cpu")
+    assert isinstance(vllm_engine.make_engine(directory, device=torch.device("cpu")), TorchEngine)
     assert (
         vllm_engine._model_max_len(directory)
         == json.loads((directory / "config.json").read_text())["max_position_embeddings"]

@@ -90,22 +90,36 @@ def test_each_stage_hands_the_next_what_it_needs(lifecycle_run: RunDir) -> None:
     assert (run.root / "report.md").is_file()
 
 
-def test_a_rerun_skips_complete_stages_and_redoing_clean_redoes_what_follows(
-    lifecycle_run: RunDir, caplog
-) -> None:
+def test_a_rerun_skips_complete_stages_and_redoing_tokenize_retrains(lifecycle_run: RunDir, caplog) -> None:
     run = lifecycle_run
     config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    common = ["--config", config, "--run-dir", str(run.root)]
     caplog.set_level("INFO", logger="raychat")
-    assert main(["run", "--config", config, "--run-dir", str(run.root), "--stages", "world,tokenize"]) == 0
+    assert main(["run", *common, "--stages", "world,tokenize"]) == 0
     assert "stage tokenize: outputs complete, skipping" in caplog.text
-    before = (run.root / "tokens" / "index.json").stat().st_mtime_ns
-    # a single stage run again: the stages built on its old outputs are no longer complete
-    assert (
-        main(["world", "--config", config, "--run-dir", str(run.root), "--set", "world.num_pages=600"]) == 0
-    )
-    for stage in ("clean", "tokenize", "pretrain"):
-        assert not is_done(run, stage), stage
-    assert (run.root / "tokens" / "index.json").stat().st_mtime_ns == before  # outputs stay until redone
+    # a stage that fails leaves the stages after it complete
+    assert main(["tokenize", *common, "--set", "tokenize.input=/nonexistent/clean"]) == 2
+    assert is_done(run, "pretrain") and not is_done(run, "tokenize")
+    # tokenize redone with another vocabulary: pretrain is no longer complete, and its checkpoints
+    # (trained on the old shards) are set aside instead of being resumed
+    assert main(["tokenize", *common, "--set", "tokenize.vocab_size=700"]) == 0
+    assert is_done(run, "tokenize") and not is_done(run, "pretrain")
+    argv = [
+        "run",
+        *common,
+        "--stages",
+        "pretrain",
+        "--set",
+        "pretrain.max_steps=20",
+        "--set",
+        "pretrain.eval_every=20",
+    ]
+    assert main(argv) == 0
+    assert list(run.checkpoints.glob("pretrain.stale-*")), "the old checkpoints were not set aside"
+    config_json = json.loads((run.model("base") / "config.json").read_text())
+    assert config_json["vocab_size"] == read_index(run.root / "tokens").vocab_size <= 700
+    history = [json.loads(line) for line in (run.metrics / "pretrain.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 20
 
 
 def test_sample_cli_continues_from_the_base_model(lifecycle_run: RunDir, capsys) -> None:

@@ -51,9 +51,23 @@ def file_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
+# settings that change how pass 1 runs (parallelism, batching, memory), never what it writes: lowering
+# write_chunk_mb after running out of memory must not throw away the files already done
+RUN_ONLY_SETTINGS = {
+    "dedup",
+    "num_workers",
+    "inputs",
+    "cpus_per_worker",
+    "batch_size",
+    "min_rows_per_file",
+    "write_chunk_rows",
+    "write_chunk_mb",
+}
+
+
 def config_fingerprint(cfg: CleanConfig) -> str:
-    """Pass-1 outputs depend on everything but dedup settings; a change invalidates them."""
-    data = cfg.model_dump(mode="json", exclude={"dedup", "num_workers", "inputs"})
+    """Pass-1 outputs depend on every setting but RUN_ONLY_SETTINGS; a change invalidates them."""
+    data = cfg.model_dump(mode="json", exclude=RUN_ONLY_SETTINGS)
     return hashlib.sha1(repr(sorted(data.items())).encode()).hexdigest()[:16]
 
 

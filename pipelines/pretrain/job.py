@@ -16,7 +16,9 @@ the unigram baseline, and at the end the export, the loss plot and the report fr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from pipelines.pretrain.data import (
     token_byte_lengths,
     unigram_entropy,
 )
-from pipelines.pretrain.loop import STAGE, LoopSettings, train_loop_per_worker
+from pipelines.pretrain.loop import META_FILE, STAGE, LoopSettings, read_meta, train_loop_per_worker
 from pipelines.pretrain.tracking import TrackingUnavailable, check_tracking_available
 from pipelines.runtime import RunDir, init_ray
 
@@ -78,6 +80,7 @@ def prepare(cfg: RunConfig) -> tuple[LoopSettings, Any, dict[str, Any]]:
         total_steps=p.total_steps,
         eval_windows=n_eval,
         token_bytes=token_byte_lengths(tokenizer, model_config.vocab_size),
+        data_fingerprint=data_fingerprint(run.tokens, run.tokens / index.tokenizer),
     )
     facts = {
         "train_tokens": train.num_tokens,
@@ -85,6 +88,35 @@ def prepare(cfg: RunConfig) -> tuple[LoopSettings, Any, dict[str, Any]]:
         "unigram_entropy": unigram_entropy(eval_targets(val, p.seq_len, n_eval), model_config.vocab_size),
     }
     return settings, tokenizer, facts
+
+
+def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
+    """Which token shards and tokenizer a checkpoint was trained on (index.json names every shard with
+    its token and document counts; the tokenizer's ranks and specials fix what the ids mean)."""
+    h = hashlib.sha256((tokens_dir / "index.json").read_bytes())
+    for path in sorted(p for p in tokenizer_dir.iterdir() if p.is_file()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
+    """Move away checkpoints of other data, so that redoing tokenize (or clean) retrains from scratch.
+
+    Ray Train resumes from whatever its storage holds; weights trained on the old shards would be
+    continued on, or exported with, a tokenizer they never saw. They are renamed, not deleted.
+    """
+    root = run.checkpoints / TRAIN_RUN_NAME
+    metas = sorted(root.glob(f"checkpoint_*/{META_FILE}"))
+    if not metas:
+        return None
+    seen = read_meta(metas[-1].parent).get("data_fingerprint")
+    if seen is None or seen == fingerprint:
+        return None
+    aside = run.checkpoints / f"{TRAIN_RUN_NAME}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    root.rename(aside)
+    log.warning("pretrain: the token shards changed since the checkpoints in %s; moved them to %s and "
+                "starting from step 0", root, aside)  # fmt: skip
+    return aside
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
@@ -100,6 +132,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         f"{model_config.num_params():,}", _describe(model_config), settings.total_steps,
         f"{p.global_batch_tokens:,}", p.num_workers, "GPU" if p.use_gpu else "CPU", p.strategy, p.grad_accum_steps,
     )  # fmt: skip
+    set_aside_stale_checkpoints(run, settings.data_fingerprint)
     init_ray(cfg.ray)
     warn_if_cluster_too_small(p)
     trainer = TorchTrainer(

@@ -49,6 +49,7 @@ class LoopSettings:
     total_steps: int
     eval_windows: int
     token_bytes: np.ndarray
+    data_fingerprint: str = ""  # of tokens/index.json and the tokenizer: which data a checkpoint saw
 
 
 def fault_marker(run: RunDir, step: int) -> Path:
@@ -60,7 +61,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def check_compatible(meta: dict[str, Any], settings: LoopSettings, where: str) -> None:
-    """A checkpoint made with another model, sequence length or seed cannot continue this run."""
+    """A checkpoint made with another model, sequence length, seed or data cannot continue this run."""
     problems = []
     if meta.get("model_config") != settings.model_config.model_dump():
         problems.append(f"model {meta.get('model_config')} != {settings.model_config.model_dump()}")
@@ -69,6 +70,8 @@ def check_compatible(meta: dict[str, Any], settings: LoopSettings, where: str) -
     # the seed fixes the data order: another seed would silently change which batch comes next
     if meta.get("seed", settings.seed) != settings.seed:
         problems.append(f"seed {meta.get('seed')} != {settings.seed}")
+    if meta.get("data_fingerprint", settings.data_fingerprint) != settings.data_fingerprint:
+        problems.append("the token shards or the tokenizer changed since it was written")
     if problems:
         raise ValueError(
             f"the checkpoint in {where} was made with different settings ({'; '.join(problems)}); use another "
@@ -273,6 +276,7 @@ def save_and_report(
             "sequences_per_step": settings.pretrain.sequences_per_step,
             "world_size": trainer.world_size,
             "seed": settings.seed,
+            "data_fingerprint": settings.data_fingerprint,
             "model_config": settings.model_config.model_dump(),
             "last": last,
             "tokens_per_s": tokens_per_s,

@@ -388,6 +388,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     return numbers
 
 
+SMALL_MACHINE_CPUS = 16  # an embedded local cluster this small gets the reservation switched off
+
+
 def _encode_with_ray(
     tc: TokenizeConfig,
     cfg: RunConfig,
@@ -402,20 +405,21 @@ def _encode_with_ray(
     import ray
 
     init_ray(cfg.ray)
-    # One block per parquet file when there are enough files for every CPU: no block splitting, and
-    # no per-operator CPU reservation, which on a small cluster kept a CPU back for the read operator
-    # while the encode tasks queued. 64 MB of text on 2 CPUs: 4.1M tokens/s with Ray's defaults,
-    # 6.6-7.3M this way (raw tiktoken on 2 threads: 6.2-6.6M). With fewer files than CPUs, Ray
-    # splits the blocks (smaller than its 128 MB default, so that a small corpus still spreads) and
-    # keeps its reservations. Always the file-by-file reader (see ray_data_settings): a 16 MB corpus
-    # took 7 s instead of 23 s.
+    # One block per parquet file when there are enough files for every CPU (no block splitting); and
+    # on a small machine's embedded cluster, no per-operator CPU reservation, which there kept a CPU
+    # back for the read operator while encode tasks queued. 64 MB of text on 2 CPUs: 4.1M tokens/s
+    # with Ray's defaults, 6.6-7.3M this way (raw tiktoken on 2 threads: 6.2-6.6M). A real cluster
+    # (joined through RAY_ADDRESS) keeps Ray's reservations, which protect its object-store budgets.
+    # With fewer files than CPUs, Ray splits the blocks (smaller than its 128 MB default, so that a
+    # small corpus still spreads). Always the file-by-file reader (see ray_data_settings): a 16 MB
+    # corpus took 7 s instead of 23 s.
     cpus = int(ray.cluster_resources().get("CPU", 1))
     block_per_file = num_files >= cpus
     settings: dict[str, Any] = {
         "target_max_block_size": tc.block_mb * 1024 * 1024,
         "use_datasource_v2": False,
     }
-    if block_per_file:
+    if block_per_file and not os.environ.get("RAY_ADDRESS") and cpus <= SMALL_MACHINE_CPUS:
         settings["op_resource_reservation_enabled"] = False
     with ray_data_settings(**settings):
         _run_pipeline(
