@@ -57,13 +57,20 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def run_stage(name: str, cfg: RunConfig) -> dict[str, Any]:
-    """Run one stage in this process (Ray already initialised) and record it as complete."""
+def run_stage(name: str, cfg: RunConfig, force: bool = False) -> dict[str, Any]:
+    """Run one stage in this process (Ray already initialised) and record it as complete.
+
+    ``force`` also drops the stage's resumable state (a stage module's ``start_over(cfg)``, e.g.
+    pretraining's checkpoints), so the stage is really redone rather than resumed at its end.
+    """
     run = RunDir(cfg.run_dir)
     started = time.time()
     clear_done(run, name)
+    module = stage_module(name)
+    if force and hasattr(module, "start_over"):
+        module.start_over(cfg)
     log.info("stage %s: starting (run dir %s)", name, run.root)
-    numbers = stage_module(name).run(cfg) or {}
+    numbers = module.run(cfg) or {}
     numbers.setdefault("seconds", round(time.time() - started, 2))
     # the later stages were built from this stage's old outputs: they are no longer complete (a
     # stage that failed leaves them be, as stages swap their outputs in only when they finish)
@@ -87,7 +94,7 @@ def run_stages(cfg: RunConfig, names: list[str], force: bool = False) -> dict[st
         if not force and is_done(run, name):
             log.info("stage %s: outputs complete, skipping (use --force to redo)", name)
             continue
-        results[name] = run_stage(name, cfg)
+        results[name] = run_stage(name, cfg, force=force)
     write_report(run)
     return results
 

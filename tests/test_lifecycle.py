@@ -151,3 +151,14 @@ def test_real_crawl_and_fineweb_files_clean_and_tokenize_with_gpt2(
     docs, tokens = _clean_token_counts(run)
     assert docs == stats["clean"]
     assert _shard_tokens(out / "tokens") == docs + tokens
+
+
+def test_force_redoes_pretraining_from_step_zero(lifecycle_run: RunDir) -> None:
+    run = lifecycle_run
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    before = set(run.checkpoints.glob("pretrain.stale-*"))
+    argv = ["run", "--config", config, "--run-dir", str(run.root), "--stages", "pretrain", "--force"]
+    assert main([*argv, "--set", "pretrain.max_steps=10", "--set", "pretrain.eval_every=10"]) == 0
+    assert set(run.checkpoints.glob("pretrain.stale-*")) - before, "--force kept the old checkpoints"
+    steps = [json.loads(line)["step"] for line in (run.metrics / "pretrain.jsonl").read_text().splitlines()]
+    assert steps[-10:] == list(range(1, 11))  # trained again from the start, not resumed at the end

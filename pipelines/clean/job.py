@@ -70,6 +70,14 @@ def resolve_paths(cfg: RunConfig) -> CleanConfig:
     return CleanConfig.model_validate(fill(data))
 
 
+def start_over(cfg: RunConfig) -> None:
+    """``--force``: pass 1 redoes every file instead of reusing the per-file results of a past run."""
+    work_dir = storage.join(str(cfg.run_dir), "data", "_work")
+    if storage.exists(work_dir):
+        log.info("clean: --force: dropping pass 1's per-file results in %s", work_dir)
+        storage.remove(work_dir)
+
+
 def run(cfg: RunConfig) -> dict[str, Any]:
     from pipelines.clean.readers import expand_inputs
 

@@ -99,6 +99,23 @@ def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def start_over(cfg: RunConfig) -> None:
+    """``--force``: the next run trains from step 0 (the old checkpoints are set aside, not deleted)."""
+    run = RunDir(Path(cfg.run_dir).resolve())
+    root = run.checkpoints / TRAIN_RUN_NAME
+    if root.is_dir():
+        aside = _aside_name(run)
+        root.rename(aside)
+        log.info("pretrain: --force: moved the checkpoints in %s to %s; training from step 0", root, aside)
+
+
+def _aside_name(run: RunDir) -> Path:
+    return (
+        run.checkpoints
+        / f"{TRAIN_RUN_NAME}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
+    )
+
+
 def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
     """Move away checkpoints of other data, so that redoing tokenize (or clean) retrains from scratch.
 
@@ -112,7 +129,7 @@ def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
     seen = read_meta(metas[-1].parent).get("data_fingerprint")
     if seen is None or seen == fingerprint:
         return None
-    aside = run.checkpoints / f"{TRAIN_RUN_NAME}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside = _aside_name(run)
     root.rename(aside)
     log.warning("pretrain: the token shards changed since the checkpoints in %s; moved them to %s and "
                 "starting from step 0", root, aside)  # fmt: skip
