@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/generate_throughput.py            # the default: a ~5M model, 32 requests
     .venv/bin/python benchmarks/generate_throughput.py --quick    # fewer tokens, for CI smoke runs
     .venv/bin/python benchmarks/generate_throughput.py --depth 8 --vocab 32768 --threads 2
+    python benchmarks/generate_throughput.py --device cuda --dtype bfloat16 --depth 12 --vocab 50304  # a GPU
 
 One model (random init, exported with lm.checkpoint.save_pretrained), 32 prompts of different lengths,
 greedy decoding of the same number of new tokens (EOS ignored on both sides). Ours: one
@@ -39,13 +40,21 @@ CLOCK = time.perf_counter
 def best_time(fn, repeats: int) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeats):
+        _sync()
         start = CLOCK()
         out = fn()
+        _sync()
         best = min(best, CLOCK() - start)
     return best, out
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def hf_generate(hf, prompts: list[list[int]], new_tokens: int, pad_id: int) -> list[list[int]]:
+    device = next(hf.parameters()).device
     width = max(map(len, prompts))
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -54,8 +63,8 @@ def hf_generate(hf, prompts: list[list[int]], new_tokens: int, pad_id: int) -> l
         mask[i, width - len(p) :] = 1
     with torch.inference_mode():
         out = hf.generate(
-            input_ids=ids,
-            attention_mask=mask,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
@@ -75,6 +84,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
     ap.add_argument("--quick", action="store_true", help="16 new tokens, 2 repeats")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
+    ap.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"], help="weights of both sides"
+    )
     ap.add_argument(
         "--cpu-time",
         action="store_true",
@@ -102,8 +115,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_pretrained(model, Path(tmp) / "model")
-        engine = TorchEngine.from_pretrained(model_dir, max_batch_size=args.requests, max_seq_len=512)
-        hf = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        dtype = getattr(torch, args.dtype)
+        engine = TorchEngine.from_pretrained(
+            model_dir, device=args.device, dtype=dtype, max_batch_size=args.requests, max_seq_len=512
+        )
+        hf = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype).to(args.device).eval()
 
     params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
     engine.generate(prompts[:4], params)  # warm-up both
@@ -133,6 +149,8 @@ def main() -> int:
         "prompt_lengths": [min(lengths), max(lengths)],
         "new_tokens": n,
         "threads": args.threads,
+        "device": args.device,
+        "dtype": args.dtype,
         "clock": "process CPU time" if args.cpu_time else "wall",
         "ours_tokens_per_s": round(ours_tps, 1),
         "hf_tokens_per_s": round(hf_tps, 1),
@@ -152,7 +170,7 @@ def main() -> int:
         print(f"warning: only {agree:.0%} of greedy outputs agree with transformers", file=sys.stderr)
     result = {
         "benchmark": "generate_throughput",
-        "unit": f"generated tokens/s ({len(prompts)} concurrent requests, greedy, CPU)",
+        "unit": f"generated tokens/s ({len(prompts)} concurrent requests, greedy, {args.device}, {args.dtype})",
         "ours": round(ours_tps, 1),
         "baseline": round(hf_tps, 1),
         "baseline_name": f"transformers {transformers.__version__} LlamaForCausalLM.generate (batched, left-padded)",
