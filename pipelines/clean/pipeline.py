@@ -163,9 +163,9 @@ def _record_index(doc: dict[str, Any]) -> int | None:
 
 def _writable(row: dict[str, Any]) -> dict[str, Any]:
     """An error row whose strings all have a UTF-8 form (they quote the bad values)."""
-    from pipelines.clean.readers import valid_utf8
+    from pipelines.clean.readers import valid_utf8_fields
 
-    return {k: valid_utf8(v)[0] if isinstance(v, str) else v for k, v in row.items()}
+    return valid_utf8_fields(row)[0]
 
 
 def _kept_table(docs: list[dict[str, Any]]) -> pa.Table:
@@ -304,19 +304,16 @@ class FileProcessor:
 
         def flush() -> None:
             nonlocal record_errors, held_chars
-            keys = [(doc, doc["_key"]) for doc in pending]
             try:
                 result = run_steps(self.steps, pending)
             except Exception as e:  # noqa: BLE001 - a bug outside any one step: this batch's error
                 log.exception("clean: %s: a batch of %d documents failed", path, len(pending))
-                for doc, doc_key in keys:
-                    errors.append(_record_error(path, doc | {"_key": doc_key}, "pipeline", "exception", e))
-                record_errors += len(keys)
-                drops["pipeline/exception"] += len(keys)
+                for doc in pending:
+                    errors.append(_record_error(path, doc, "pipeline", "exception", e))
+                record_errors += len(pending)
+                drops["pipeline/exception"] += len(pending)
                 pending.clear()
                 return
-            for doc, doc_key in keys:  # a custom mapper may hand back a new dict without it
-                doc["_key"] = doc_key
             for doc in result.kept:
                 doc.pop("content", None)
                 held_chars += len(doc["text"]) if isinstance(doc.get("text"), str) else 0

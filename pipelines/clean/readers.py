@@ -541,10 +541,7 @@ def _error(
         "reason": reason,
         "error": error[:2000],
     }
-    for name, value in row.items():  # an error row must be writable too (see valid_utf8)
-        if isinstance(value, str):
-            row[name] = valid_utf8(value)[0]
-    return row
+    return valid_utf8_fields(row)[0]  # an error row must be writable too
 
 
 def stable_id(file_path: str, record_index: int) -> str:
@@ -564,14 +561,21 @@ def valid_utf8(value: str) -> tuple[str, int]:
     return _SURROGATE_RE.subn("\ufffd", value)
 
 
+def valid_utf8_fields(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``row`` with ``valid_utf8`` applied to every string value, and the replacements made."""
+    out, replaced = {}, 0
+    for name, value in row.items():
+        if isinstance(value, str):
+            value, n = valid_utf8(value)
+            replaced += n
+        out[name] = value
+    return out, replaced
+
+
 def _record(**fields: Any) -> dict[str, Any]:
     rec = dict.fromkeys(RECORD_FIELDS)
     rec.update(fields)
-    bad = 0
-    for name, value in rec.items():
-        if isinstance(value, str):
-            rec[name], n = valid_utf8(value)
-            bad += n
+    rec, bad = valid_utf8_fields(rec)
     if bad:
         rec["decode_errors"] = (rec.get("decode_errors") or 0) + bad
     return rec
