@@ -249,8 +249,7 @@ class FileProcessor:
         path = str(getattr(f, "path", f))
         key = file_key(path)
         out = storage.join(self.work_dir, key)
-        marker = storage.read_json(storage.join(out, "done.json"))
-        if marker is not None and not marker.get("failed"):
+        if (marker := _finished(out)) is not None:
             return marker
         try:
             return self._process(f, path, key, out)
@@ -380,20 +379,9 @@ class FileProcessor:
             raise
         n_kept, n_rejected, n_errors = (outputs[k].rows for k in ("kept", "rejected", "errors"))
         seconds = time.monotonic() - started
-        summary = {
-            "file": path,
-            "file_key": key,
-            "bytes": int(getattr(f, "size", None) or 0),
-            "records": records,
-            "kept": n_kept,
-            "rejected": n_rejected,
-            "errors": n_errors,
-            "record_errors": record_errors,
-            "file_errors": n_errors - record_errors,
-            "drops": dict(drops),
-            "counts": dict(counts),
-            "seconds": round(seconds, 3),
-        }
+        summary = _summary(
+            f, path, key, records, n_kept, n_rejected, n_errors, record_errors, drops, counts, seconds
+        )
         storage.write_json(storage.join(out, "done.json"), summary)
         log.info(
             "clean: %s: %d records -> %d kept, %d rejected, %d errors (%.0f docs/s)",
@@ -413,20 +401,8 @@ class FileProcessor:
             storage.write_parquet(schema.empty_table(), storage.join(out, f"{name}.parquet"))
         row = _writable(_file_error(path, "file_failed", _exception_text(e)))
         storage.write_parquet(to_table([row], ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
-        summary = {
-            "file": path,
-            "file_key": key,
-            "bytes": int(getattr(f, "size", None) or 0),
-            "records": 0,
-            "kept": 0,
-            "rejected": 0,
-            "errors": 1,
-            "record_errors": 0,
-            "file_errors": 1,
-            "drops": {"pipeline/file_failed": 1},
-            "counts": {},
-            "seconds": 0.0,
-            "failed": True,
+        summary = _summary(f, path, key, 0, 0, 0, 1, 0, {"pipeline/file_failed": 1}, {}, 0.0) | {
+            "failed": True
         }
         storage.write_json(storage.join(out, "done.json"), summary)
         return summary
@@ -461,9 +437,44 @@ def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str) -> list[dict[st
 
 
 def _needs_pass1(work_dir: str, f: Any) -> bool:
-    """Not done yet, or failed as a whole last time (tried again: the cause may be gone)."""
-    marker = storage.read_json(storage.join(work_dir, file_key(str(getattr(f, "path", f))), "done.json"))
-    return marker is None or bool(marker.get("failed"))
+    return _finished(storage.join(work_dir, file_key(str(getattr(f, "path", f))))) is None
+
+
+def _finished(out: str) -> dict[str, Any] | None:
+    """A file's pass-1 summary when it is done; None when not yet, or when it failed as a whole last
+    time (tried again: the cause may be gone)."""
+    marker = storage.read_json(storage.join(out, "done.json"))
+    return None if marker is None or marker.get("failed") else marker
+
+
+def _summary(
+    f: Any,
+    path: str,
+    key: str,
+    records: int,
+    kept: int,
+    rejected: int,
+    errors: int,
+    record_errors: int,
+    drops: dict[str, int],
+    counts: dict[str, int],
+    seconds: float,
+) -> dict[str, Any]:
+    """A file's pass-1 summary (its done.json): what run_pass1 returns and stats.json adds up."""
+    return {
+        "file": path,
+        "file_key": key,
+        "bytes": int(getattr(f, "size", None) or 0),
+        "records": records,
+        "kept": kept,
+        "rejected": rejected,
+        "errors": errors,
+        "record_errors": record_errors,
+        "file_errors": errors - record_errors,
+        "drops": dict(drops),
+        "counts": dict(counts),
+        "seconds": round(seconds, 3),
+    }
 
 
 def _parquet_rows(path: str) -> int:
