@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +102,7 @@ def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
 
 def start_over(cfg: RunConfig) -> None:
     """``--force``: the next run trains from step 0 (the old checkpoints are set aside, not deleted)."""
-    run = RunDir(Path(cfg.run_dir).resolve())
-    root = run.checkpoints / TRAIN_RUN_NAME
-    if root.is_dir():
-        aside = _aside_name(run)
-        root.rename(aside)
-        log.info("pretrain: --force: moved the checkpoints in %s to %s; training from step 0", root, aside)
-
-
-def _aside_name(run: RunDir) -> Path:
-    return (
-        run.checkpoints
-        / f"{TRAIN_RUN_NAME}.stale-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}"
-    )
+    _set_aside(RunDir(Path(cfg.run_dir).resolve()), "--force")
 
 
 def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
@@ -122,17 +111,24 @@ def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
     Ray Train resumes from whatever its storage holds; weights trained on the old shards would be
     continued on, or exported with, a tokenizer they never saw. They are renamed, not deleted.
     """
-    root = run.checkpoints / TRAIN_RUN_NAME
-    metas = sorted(root.glob(f"checkpoint_*/{META_FILE}"))
+    metas = sorted((run.checkpoints / TRAIN_RUN_NAME).glob(f"checkpoint_*/{META_FILE}"))
     if not metas:
         return None
     seen = read_meta(metas[-1].parent).get("data_fingerprint")
     if seen is None or seen == fingerprint:
         return None
-    aside = _aside_name(run)
+    return _set_aside(run, "the token shards changed since they were written")
+
+
+def _set_aside(run: RunDir, why: str) -> Path | None:
+    """Rename Ray Train's storage of this run (checkpoints and its own state) so training starts anew."""
+    root = run.checkpoints / TRAIN_RUN_NAME
+    if not root.is_dir():
+        return None
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    aside = run.checkpoints / f"{TRAIN_RUN_NAME}.stale-{stamp}"
     root.rename(aside)
-    log.warning("pretrain: the token shards changed since the checkpoints in %s; moved them to %s and "
-                "starting from step 0", root, aside)  # fmt: skip
+    log.warning("pretrain: %s: moved the checkpoints in %s to %s; training from step 0", why, root, aside)
     return aside
 
 

@@ -8,9 +8,10 @@
    sample of the train split; any other value is loaded with ``lm.tokenizer.load_tokenizer``. Either
    way it is saved to ``<run>/tokenizer/`` so the run is self-contained.
 2. One streaming Ray Data pass over the clean parquet: each task encodes a batch with tiktoken
-   (``encode_to_numpy`` per document: no Python list of ints per token), puts ``<|endoftext|>`` before every document, sends each document to
-   train or val by a hash of its id, writes the batch's tokens as one part file per split, and hands
-   the rows on with ``token_count`` filled to ``write_parquet`` (same language partitioning).
+   (``encode_to_numpy`` per document: no Python list of ints per token), puts ``<|endoftext|>``
+   before every document, sends each document to train or val by a hash of its id, writes the
+   batch's tokens as one part file per split, and hands the rows on with ``token_count`` filled to
+   ``write_parquet`` (same language partitioning).
 3. The driver concatenates the parts, in an order fixed by their content, into fixed-size shards and
    writes ``<run>/tokens/index.json`` (pipelines/tokenize/shards.py), checks that rows, documents and
    tokens add up, and swaps the new ``tokens/`` and ``data/clean/`` in place of the old ones.
