@@ -37,6 +37,8 @@ import numpy as np
 import tiktoken
 import tiktoken.load
 
+from lm.chat_template import CHAT_TEMPLATE
+
 log = logging.getLogger(__name__)
 
 FORMAT = "raychat-tokenizer-v1"
@@ -259,6 +261,7 @@ class Tokenizer:
             "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000_000,
             "extra_special_tokens": {},
+            "chat_template": CHAT_TEMPLATE,  # lm/chat.py's format, for transformers/vLLM users
         }
         _write_atomic(out / HF_CONFIG_FILE, (json.dumps(hf_config, indent=2) + "\n").encode())
 

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: chat-data sources (sources.py, formats.py, records.py) for the SFT stage."""

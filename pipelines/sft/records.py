@@ -1,0 +1,180 @@
+"""Records out of chat-data files, each with where it came from, and every problem said with its place.
+
+A file is JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed
+(gzip, bz2, xz; zstd with the ``zstandard`` package); the bytes decide, not the name. Files, globs and
+folders are expanded by the clean stage's ``expand_inputs`` (local paths and filesystem URIs).
+
+Every record comes out as ``Record(where, value)`` and every problem as ``Problem(where, reason,
+detail)``; nothing raises for bad data. ``where`` is what a person needs to find the record:
+``data.jsonl:12`` (line 12), ``data.json:57 (record 12)`` (the line a JSON array's element starts on),
+``data.parquet: row 7``. A JSON array with a syntax error in one element keeps the elements before
+it and, when the array is pretty-printed (each element starting on its own line at the same indent),
+picks up again at the next element.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.clean.readers import expand_inputs, sniff
+
+
+@dataclass(frozen=True)
+class Record:
+    where: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str
+    reason: str  # a short key to count by
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.detail}"
+
+
+_WS = re.compile(r"\s*")
+
+
+def list_files(spec: str | list[str]) -> tuple[list[str], list[Problem]]:
+    """The files a source's ``path`` names, and a problem for each part that names none."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    files, errors = expand_inputs(specs)
+    problems = [Problem(str(e.get("file_path")), str(e.get("reason")), str(e.get("error"))) for e in errors]
+    return [f.path for f in files], problems
+
+
+def read_records(path: str) -> Iterator[Record | Problem]:
+    """Every record of one file, in order; problems in their place."""
+    try:
+        compression, fmt = sniff(path)
+    except OSError as e:
+        yield Problem(path, "unreadable", f"cannot open: {e}")
+        return
+    if fmt == "parquet":
+        yield from _parquet(path)
+        return
+    try:
+        data = _read_bytes(path, compression)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
+        yield Problem(path, "unreadable", f"cannot read the {compression or 'plain'} file: {e}")
+        return
+    text = data.decode("utf-8", "replace").lstrip("\ufeff")
+    if not text.strip():
+        yield Problem(path, "empty_file", "the file holds no records")
+        return
+    start = _WS.match(text).end()
+    if text[start] == "[":
+        yield from _json_array(path, text, start)
+    else:
+        yield from _json_lines(path, text)
+
+
+def _read_bytes(path: str, compression: str | None) -> bytes:
+    if compression == "zstd":
+        import pyarrow as pa
+
+        with pa.input_stream(path, compression="zstd") as stream:
+            return stream.read()
+    opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
+    if opener is None:
+        raise ValueError(f"{compression} compression is not supported here")
+    with opener(path, "rb") as f:
+        return f.read()
+
+
+def _json_lines(path: str, text: str) -> Iterator[Record | Problem]:
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            yield Record(where, json.loads(line))
+        except json.JSONDecodeError as e:
+            yield Problem(where, "invalid_json", f"invalid JSON ({e.msg} at column {e.colno}): {line[:80]!r}")
+
+
+def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
+    decoder = json.JSONDecoder()
+    pos += 1  # past "["
+    index, line, line_pos = 0, 1, 0
+
+    def line_at(p: int) -> int:
+        nonlocal line, line_pos
+        line += text.count("\n", line_pos, p)
+        line_pos = p
+        return line
+
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= len(text):
+            yield Problem(f"{path}:{line_at(pos)}", "invalid_json", "the JSON array is not closed with ']'")
+            return
+        if text[pos] == "]":
+            return
+        start_line = line_at(pos)
+        where = f"{path}:{start_line} (record {index})"
+        try:
+            value, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            resume = _next_element(text, pos)
+            tail = (
+                f"reading goes on at line {line_at(resume)}"
+                if resume is not None
+                else "the rest of the array cannot be read"
+            )
+            yield Problem(where, "invalid_json", f"invalid JSON ({e.msg} at line {e.lineno}); {tail}")
+            if resume is None:
+                return
+            pos, index = resume, index + 1
+            continue
+        yield Record(where, value)
+        index += 1
+        pos = _WS.match(text, end).end()
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos < len(text) and text[pos] == "]":
+            return
+        else:
+            yield Problem(
+                f"{path}:{line_at(pos)}", "invalid_json", "expected ',' or ']' after a record; reading stops"
+            )
+            return
+
+
+def _next_element(text: str, pos: int) -> int | None:
+    """Where the element after the broken one at ``pos`` starts, for a pretty-printed array: the next
+    line that opens an element at the broken element's indent."""
+    line_start = text.rfind("\n", 0, pos) + 1
+    indent = text[line_start:pos]
+    if indent.strip() or text[pos] not in "{[":
+        return None  # the element does not start its own line: no safe place to resume
+    match = re.compile(r"\n" + re.escape(indent) + re.escape(text[pos])).search(text, pos + 1)
+    return match.start() + 1 + len(indent) if match else None
+
+
+def _parquet(path: str) -> Iterator[Record | Problem]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - a damaged footer is this file's problem only
+        yield Problem(path, "unreadable", f"not a readable parquet file: {type(e).__name__}: {e}")
+        return
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=4096):
+            for value in batch.to_pylist():
+                yield Record(f"{path}: row {row}", value)
+                row += 1
+    except Exception as e:  # noqa: BLE001 - a damaged row group: keep the rows before it
+        yield Problem(f"{path}: row {row}", "unreadable", f"the file cannot be read further: {e}")

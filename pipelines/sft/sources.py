@@ -1,0 +1,261 @@
+"""SFT data sources: load chat data of any supported format, and mix several sources by a config.
+
+    from pipelines.sft.sources import MixtureConfig, SourceConfig, build_mixture
+    mix = build_mixture(MixtureConfig(sources=[
+        SourceConfig(path="../shared/data/sft/alpaca_en_demo.json"),                 # format detected
+        SourceConfig(path="../shared/data/gsm8k/train.jsonl", format="gsm8k", epochs=2),
+        SourceConfig(path="oasst/*.jsonl.gz", format="oasst", oasst_languages=["en"], max_records=5000),
+    ], seed=0))
+    mix.conversations        # shuffled, each with meta {"source", "where", "format", ...}
+    print(mix.summary())     # per source: read, kept, skipped by reason, used, epochs
+
+Pure Python, no Ray: the SFT, RL and distillation stages call it on the driver (or inside a Ray Data
+task per source). Bad records are skipped and counted by reason, and the first few are logged with
+file, line and what is wrong; a source that yields nothing, or mostly bad records
+(``max_bad_fraction``), is a ``SourceError`` naming it, because that is a wrong path or format rather
+than a few broken lines.
+
+**Sizes**: without ``MixtureConfig.size``, a source contributes ``round(epochs x conversations)``
+examples (``epochs`` 2 repeats it, 0.5 takes a seeded half). With ``size``, the mixture has ``size``
+examples split by the sources' ``weight`` (a source asked for more than it has is repeated); setting
+``epochs`` then is an error, as is setting ``weight`` without ``size``. Whole passes repeat every
+conversation; a fraction of a pass is a seeded sample; the mixture is shuffled with ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from lm.chat_messages import Conversation
+from lm.config_base import StrictModel
+from pipelines.sft.formats import (
+    CALCULATOR_MODES,
+    CONVERTERS,
+    FORMATS,
+    RecordError,
+    detect_format,
+    oasst_conversations,
+)
+from pipelines.sft.records import Problem, Record, list_files, read_records
+
+log = logging.getLogger("raychat")
+
+DETECT_SAMPLE = 20  # records looked at to tell a file's format
+LOGGED_PROBLEMS = 5  # problems logged per source (all are counted)
+
+
+class SourceError(ValueError):
+    """A source that cannot be used at all (nothing found, format unknown, mostly bad records)."""
+
+
+class SourceConfig(StrictModel):
+    """One chat-data source of a mixture."""
+
+    path: str | list[str] = Field(
+        description="file, glob or folder (or a list of them); JSONL, JSON or parquet"
+    )
+    format: Literal[("auto", *FORMATS)] = Field(  # type: ignore[valid-type]
+        "auto", description="the records' format; auto = told from the records of each file"
+    )
+    name: str | None = Field(
+        None, description="name in reports and in each example's meta; default: the path"
+    )
+    weight: float = Field(1.0, gt=0, description="share of the mixture when MixtureConfig.size is set")
+    epochs: float = Field(1.0, gt=0, description="passes over the source when MixtureConfig.size is not set")
+    max_records: int | None = Field(None, ge=1, description="use at most this many conversations (the first)")
+    gsm8k_calculator: Literal[CALCULATOR_MODES] = Field(  # type: ignore[valid-type]
+        "tool", description="GSM8K <<expr=value>> annotations: calc tool calls, removed, or kept as text"
+    )
+    oasst_languages: list[str] | None = Field(None, description="oasst: keep trees in these languages only")
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.path if isinstance(self.path, str) else ",".join(self.path))
+
+
+class MixtureConfig(StrictModel):
+    sources: list[SourceConfig] = Field(default_factory=list)
+    size: int | None = Field(
+        None, ge=1, description="examples in the mixture, split by weight; None = by epochs"
+    )
+    seed: int = 0
+    max_bad_fraction: float = Field(
+        0.5, ge=0, le=1, description="a source with more bad records than this is an error (wrong format?)"
+    )
+
+    @model_validator(mode="after")
+    def _sizes_one_way(self) -> MixtureConfig:
+        for i, s in enumerate(self.sources):
+            if self.size is None and "weight" in s.model_fields_set:
+                raise ValueError(f"sources.{i}.weight needs mixture size (weights split 'size' examples)")
+            if self.size is not None and "epochs" in s.model_fields_set:
+                raise ValueError(
+                    f"sources.{i}.epochs conflicts with size: give per-source epochs or size + weights"
+                )
+        return self
+
+
+@dataclass
+class SourceReport:
+    """What loading one source did."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)  # file -> format
+    records: int = 0
+    conversations: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    notes: Counter[str] = field(default_factory=Counter)  # e.g. calc_calls, other_language
+    problems: list[Problem] = field(default_factory=list)  # the first few, for people
+    used: int = 0  # examples in the mixture
+    epochs: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "files": len(self.files),
+            "formats": sorted(set(self.formats.values())),
+            "records": self.records,
+            "conversations": self.conversations,
+            "skipped": dict(self.skipped),
+            "notes": dict(self.notes),
+            "examples": self.used,
+            "epochs": round(self.epochs, 3),
+            "first_problems": [str(p) for p in self.problems],
+        }
+
+
+@dataclass
+class Mixture:
+    conversations: list[Conversation]
+    reports: list[SourceReport]
+
+    def summary(self) -> dict[str, Any]:
+        return {"examples": len(self.conversations), "sources": [r.as_dict() for r in self.reports]}
+
+
+def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[Conversation], SourceReport]:
+    """All conversations of one source (in file order) and the report of what was read and skipped."""
+    report = SourceReport(name=cfg.label)
+    files, missing = list_files(cfg.path)
+    for p in missing:
+        _problem(report, p)
+    if not files:
+        raise SourceError(
+            f"source {cfg.label!r}: no data files found ({'; '.join(map(str, missing)) or 'no match'})"
+        )
+    report.files = files
+    out: list[Conversation] = []
+    for path in files:
+        items = list(read_records(path))
+        records = [r for r in items if isinstance(r, Record)]
+        for p in items:
+            if isinstance(p, Problem):
+                _problem(report, p)
+        report.records += len(records)
+        if not records:
+            continue  # its problems are counted; other files of the source may be fine
+        fmt = cfg.format if cfg.format != "auto" else _detect(path, records)
+        report.formats[path] = fmt
+        for where, conv in _convert(fmt, records, cfg, report):
+            conv["meta"] = {"source": cfg.label, "where": where, "format": fmt, **conv.get("meta", {})}
+            out.append(conv)
+            if cfg.max_records is not None and len(out) >= cfg.max_records:
+                break
+        if cfg.max_records is not None and len(out) >= cfg.max_records:
+            break
+    report.conversations = len(out)
+    bad = sum(report.skipped.values())
+    if not out:
+        raise SourceError(f"source {cfg.label!r}: no usable conversations ({_reasons(report)})")
+    if bad > max_bad_fraction * (bad + len(out)):
+        raise SourceError(
+            f"source {cfg.label!r}: {bad} of {bad + len(out)} records are unusable ({_reasons(report)}); "
+            "is the format right?"
+        )
+    if bad:
+        log.warning("source %s: %d records skipped (%s)", cfg.label, bad, _reasons(report))
+    return out, report
+
+
+def build_mixture(cfg: MixtureConfig) -> Mixture:
+    """Every source loaded, sized by epochs or by weight, shuffled together (deterministic by seed)."""
+    if not cfg.sources:
+        raise SourceError("the mixture has no sources")
+    loaded = [load_source(s, cfg.max_bad_fraction) for s in cfg.sources]
+    counts = _counts(cfg, [len(convs) for convs, _ in loaded])
+    rng = random.Random(cfg.seed)
+    examples: list[Conversation] = []
+    for (convs, report), count in zip(loaded, counts, strict=True):
+        whole, part = divmod(count, len(convs))
+        examples += convs * whole + rng.sample(convs, part)
+        report.used, report.epochs = count, count / len(convs)
+    rng.shuffle(examples)
+    return Mixture(examples, [r for _, r in loaded])
+
+
+def _counts(cfg: MixtureConfig, sizes: list[int]) -> list[int]:
+    if cfg.size is None:
+        return [max(1, round(s.epochs * n)) for s, n in zip(cfg.sources, sizes, strict=True)]
+    total = sum(s.weight for s in cfg.sources)
+    exact = [cfg.size * s.weight / total for s in cfg.sources]
+    counts = [int(x) for x in exact]
+    # largest remainders get the examples rounding down left over, so the counts add up to size
+    for i in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[
+        : cfg.size - sum(counts)
+    ]:
+        counts[i] += 1
+    return counts
+
+
+def _detect(path: str, records: list[Record]) -> str:
+    seen = Counter(detect_format(r.value) for r in records[:DETECT_SAMPLE])
+    known = [(n, f) for f, n in seen.items() if f is not None]
+    if not known:
+        keys = sorted(records[0].value)[:12] if records and isinstance(records[0].value, dict) else []
+        raise SourceError(
+            f"{path}: cannot tell the format from its records (keys: {', '.join(keys) or 'none'}); set format: "
+            f"one of {', '.join(FORMATS)}"
+        )
+    return max(known)[1]
+
+
+def _convert(fmt: str, records: list[Record], cfg: SourceConfig, report: SourceReport):
+    if fmt == "oasst":
+        convs, problems, counts = oasst_conversations(records, cfg.oasst_languages)
+        for p in problems:
+            _problem(report, p)
+        report.notes.update(counts)
+        yield from convs
+        return
+    convert = CONVERTERS[fmt]
+    notes: dict[str, int] = {}
+    for rec in records:
+        try:
+            convs = convert(rec.value, calculator=cfg.gsm8k_calculator, stats=notes)
+        except RecordError as e:
+            _problem(report, Problem(rec.where, e.reason, str(e)))
+            continue
+        except Exception as e:  # noqa: BLE001 - a record that breaks a converter is that record's problem
+            _problem(report, Problem(rec.where, "unexpected", f"{type(e).__name__}: {e}"))
+            continue
+        for conv in convs:
+            yield rec.where, conv
+    report.notes.update(notes)
+
+
+def _problem(report: SourceReport, p: Problem) -> None:
+    report.skipped[p.reason] += 1
+    if len(report.problems) < LOGGED_PROBLEMS:
+        report.problems.append(p)
+        log.warning("source %s: %s", report.name, p)
+
+
+def _reasons(report: SourceReport) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in report.skipped.most_common(5)) or "no records"
