@@ -29,7 +29,7 @@ from typing import Any
 
 from lm.calculator import CalculatorError, evaluate, format_number
 from lm.chat_messages import ChatFormatError, Conversation, normalize_conversation
-from pipelines.sft.records import Problem, Record
+from pipelines.records import Problem, Record
 
 FORMATS = ("messages", "alpaca", "sharegpt", "oasst", "gsm8k")
 

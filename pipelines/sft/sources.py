@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 
 from lm.chat_messages import Conversation
 from lm.config_base import StrictModel
+from pipelines.records import Problem, Record, list_files, read_records
 from pipelines.sft.formats import (
     CALCULATOR_MODES,
     CONVERTERS,
@@ -42,7 +43,6 @@ from pipelines.sft.formats import (
     detect_format,
     oasst_conversations,
 )
-from pipelines.sft.records import Problem, Record, list_files, read_records
 
 log = logging.getLogger("raychat")
 

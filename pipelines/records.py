@@ -1,7 +1,8 @@
-"""Records out of chat-data files, each with where it came from, and every problem said with its place.
+"""Records of JSON-lines, JSON-array and parquet files, each with its place; problems with theirs.
 
-A file is JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed
-(gzip, bz2, xz; zstd with the ``zstandard`` package); the bytes decide, not the name. Files, globs and
+Used by the chat-data loaders (pipelines/sft) and the search corpus (actors/search.py). A file is
+JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed (gzip, bz2, xz;
+zstd with the ``zstandard`` package); the bytes decide, not the name. Files, globs and
 folders are expanded by the clean stage's ``expand_inputs`` (local paths and filesystem URIs).
 
 Every record comes out as ``Record(where, value)`` and every problem as ``Problem(where, reason,

@@ -1,0 +1,148 @@
+"""The search tool as a Ray actor: one BM25 index (lm/search_index.py) that every generator queries.
+
+    import ray
+    from actors.search import search_tool, start_search_actor
+    actor = start_search_actor(corpus="runs/tiny/world/search_index.jsonl")   # or index_dir=..., or both
+    hook = search_tool(tokenizer, actor)        # <|search_start|>q<|search_end|> -> <|result_start|>...
+    engine.generate(prompts, params, tool_hooks=[hook])
+
+The corpus is any JSONL / JSON / parquet files (globs and folders too) of documents with a text field
+(``title``, ``id``, ``url`` optional): the tiny world's search-only index, or a user's collection. With
+``index_dir`` the built index is saved there and later actors load it instead of rebuilding. The actor
+is named (``name``), so generator pools, Ray Data batch generation and Serve replicas in one cluster
+share one index; ``start_search_actor`` returns the running one when it exists.
+
+A search that fails or is slow never crashes a generation: ``search_tool``'s reply is then an
+``error: ...`` text the model reads as the result, and generation goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from lm.generation import ToolHook, text_tool
+from lm.search_index import SearchIndex, SearchIndexError
+from pipelines.records import Record, list_files, read_records
+
+log = logging.getLogger("raychat")
+
+DEFAULT_NAME = "raychat-search"
+
+
+class SearchServer:
+    """The actor's body (a plain class, so it is testable without Ray)."""
+
+    def __init__(
+        self,
+        corpus: str | list[str] | None = None,
+        index_dir: str | None = None,
+        k: int = 3,
+        max_chars: int = 400,
+        passage_words: int = 80,
+        language: str | None = "english",
+        text_field: str = "text",
+        title_field: str = "title",
+        id_field: str = "id",
+    ) -> None:
+        started = time.perf_counter()
+        self.k, self.max_chars = k, max_chars
+        self.problems: list[str] = []
+        if index_dir and (Path(index_dir) / "raychat_search.json").is_file():
+            self.index = SearchIndex.load(index_dir)
+            source = f"loaded from {index_dir}"
+        elif corpus:
+            docs = self._documents(corpus)
+            self.index = SearchIndex.build(
+                docs,
+                passage_words=passage_words,
+                language=language,
+                text_field=text_field,
+                title_field=title_field,
+                id_field=id_field,
+            )
+            if index_dir:
+                self.index.save(index_dir)
+            source = f"built from {len(docs)} documents"
+        else:
+            raise SearchIndexError("give a corpus to index, or an index_dir holding a saved index")
+        self.seconds = round(time.perf_counter() - started, 3)
+        log.info("search index %s: %d passages in %.1fs", source, len(self.index), self.seconds)
+
+    def _documents(self, corpus: str | list[str]) -> list[dict[str, Any]]:
+        files, missing = list_files(corpus)
+        self.problems += [str(p) for p in missing]
+        if not files:
+            raise SearchIndexError(f"search corpus {corpus!r}: no data files ({'; '.join(self.problems)})")
+        docs = []
+        for path in files:
+            for item in read_records(path):
+                if isinstance(item, Record) and isinstance(item.value, dict):
+                    docs.append(item.value)
+                else:
+                    self.problems.append(
+                        str(item) if not isinstance(item, Record) else f"{item.where}: not an object"
+                    )
+        if self.problems:
+            log.warning("search corpus: %d records skipped (first: %s)", len(self.problems), self.problems[0])
+        return docs
+
+    def search(self, query: str, k: int | None = None) -> list[dict[str, Any]]:
+        return [asdict(h) for h in self.index.search(query, k or self.k)]
+
+    def answer(self, query: str) -> str:
+        return self.index.answer(query, self.k, self.max_chars)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "passages": len(self.index),
+            "settings": self.index.settings,
+            "build_seconds": self.seconds,
+            "skipped_records": len(self.problems),
+        }
+
+
+SearchActor = ray.remote(SearchServer)
+
+
+def start_search_actor(
+    corpus: str | list[str] | None = None,
+    index_dir: str | None = None,
+    name: str | None = DEFAULT_NAME,
+    num_cpus: float = 0.25,
+    max_concurrency: int = 8,
+    **settings: Any,
+) -> Any:
+    """The named search actor, started (and its index built or loaded) unless it is already running.
+    ``settings`` are ``SearchServer``'s (k, max_chars, passage_words, language, field names)."""
+    options: dict[str, Any] = {"num_cpus": num_cpus, "max_concurrency": max_concurrency}
+    if name:
+        options |= {"name": name, "get_if_exists": True}
+    actor = SearchActor.options(**options).remote(corpus=corpus, index_dir=index_dir, **settings)
+    ray.get(actor.info.remote())  # a bad corpus fails here, with its reason, not at the first search
+    return actor
+
+
+def search_tool(tokenizer: Any, actor: Any, timeout_s: float = 10.0) -> ToolHook:
+    """A ``ToolHook`` for ``<|search_start|> ... <|search_end|>`` answered by the search actor; a failed
+    or slow search is answered ``error: ...`` (the model sees it; the request goes on)."""
+
+    def answer(query: str) -> str:
+        ref = None
+        try:
+            ref = actor.answer.remote(query)
+            return ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(ref)  # a queued search is dropped; one already running finishes unread
+            return f"error: search timed out after {timeout_s:g} s"
+        except ray.exceptions.RayActorError:
+            return "error: the search service is unavailable"
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the model gets a reply
+            return f"error: search failed ({type(e).__name__})"
+
+    return text_tool(tokenizer, "<|search_start|>", "<|search_end|>", answer)
