@@ -5,6 +5,7 @@
     raychat run --config configs/tiny.yaml --stages clean,tokenize
     raychat demo --run-dir runs/demo
     raychat sample --model runs/tiny/models/base --prompt "The capital of" -n 5
+    raychat tokens "hello deep seek" --tokenizer runs/tiny/tokenizer
 
 ``python -m pipelines.<stage>`` is the same as ``raychat <stage>``, which is what
 ``ray job submit --working-dir . -- python -m pipelines.clean --config ...`` runs on a cluster.
@@ -131,6 +132,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from pipelines.sample import add_sample_args
 
         add_sample_args(p)
+
+    p = sub.add_parser("tokens", help="show how a tokenizer splits a text: token boundaries and ids")
+    if chosen == "tokens":
+        from pipelines.tokens_cmd import add_tokens_args
+
+        add_tokens_args(p)
     return parser
 
 
@@ -143,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.sample import main_sample
 
             return main_sample(args)
+        if args.command == "tokens":
+            from pipelines.tokens_cmd import main_tokens
+
+            return main_tokens(args)
         if args.command == "demo":
             cfg = load_config(
                 args.config or (TINY_CONFIG if TINY_CONFIG.is_file() else None), _overrides(args)

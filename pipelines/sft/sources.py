@@ -173,7 +173,12 @@ def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[
     report.conversations = len(out)
     bad = sum(report.skipped.values())
     if not out:
-        raise SourceError(f"source {cfg.label!r}: no usable conversations ({_reasons(report)})")
+        hint = (
+            f"; is the format ({', '.join(sorted(set(report.formats.values())))}) right?"
+            if report.records
+            else ""
+        )
+        raise SourceError(f"source {cfg.label!r}: no usable conversations ({_reasons(report)}){hint}")
     if bad > max_bad_fraction * (bad + len(out)):
         raise SourceError(
             f"source {cfg.label!r}: {bad} of {bad + len(out)} records are unusable ({_reasons(report)}); "
