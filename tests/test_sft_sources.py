@@ -400,3 +400,14 @@ def test_mixture_config_says_which_knob_conflicts(two_sources) -> None:
         SourceConfig(path=str(a), fromat="alpaca")
     with pytest.raises(SourceError, match="no sources"):
         build_mixture(MixtureConfig())
+
+
+def test_checking_a_source_from_the_command_line(shared_data, capsys) -> None:
+    from pipelines.sft.sources import main
+
+    assert main([str(shared_data / "sft" / "alpaca_seed_tasks.jsonl")]) == 0
+    report = capsys.readouterr().out
+    assert '"formats": [\n    "alpaca"\n  ]' in report and '"conversations": 175' in report
+    assert main(["/no/such/file.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: source '/no/such/file.jsonl': no data files found")

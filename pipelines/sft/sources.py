@@ -144,9 +144,10 @@ def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[
     """All conversations of one source (in file order) and the report of what was read and skipped."""
     report = SourceReport(name=cfg.label)
     files, missing = list_files(cfg.path)
-    for p in missing:
-        _problem(report, p)
-    if not files:
+    if files:
+        for p in missing:
+            _problem(report, p)
+    else:
         raise SourceError(
             f"source {cfg.label!r}: no data files found ({'; '.join(map(str, missing)) or 'no match'})"
         )
@@ -264,3 +265,29 @@ def _problem(report: SourceReport, p: Problem) -> None:
 
 def _reasons(report: SourceReport) -> str:
     return ", ".join(f"{k}: {v}" for k, v in report.skipped.most_common(5)) or "no records"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.sft.sources PATH [--format F]``: check a source; print what was read and the
+    first conversation, or the one-line reason it cannot be used."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.sft.sources", description=main.__doc__)
+    parser.add_argument("path", nargs="+", help="files, globs or folders")
+    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        convs, report = load_source(SourceConfig(path=args.path, format=args.format))
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    print(json.dumps(convs[0], indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
