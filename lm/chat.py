@@ -58,6 +58,7 @@ from lm.chat_messages import (
     Conversation,
     Message,
     normalize_conversation,
+    text_of,
     tool_call_text,
 )
 from lm.chat_template import (
@@ -75,6 +76,16 @@ from lm.chat_template import (
     TOOLS_FOOTER,
     TOOLS_HEADER,
 )
+
+__all__ = [
+    "ChatFormat",
+    "ChatFormatError",
+    "ConversationTooLong",
+    "ParsedReply",
+    "Rendered",
+    "normalize_conversation",
+    "text_of",
+]
 
 PAD = "<|pad|>"
 CALL_TOKENS = {"search": (SEARCH_START, SEARCH_END, "query"), "calc": (CALC_START, CALC_END, "expression")}
