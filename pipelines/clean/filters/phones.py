@@ -37,7 +37,30 @@ _RUN = re.compile(r"(?:\+\s?|\()?\d(?:[ \t\u00a0().\-/]{0,3}\d){6,}\)?")
 # a phone word anywhere shortly before the number, or an abbreviation right before it ("T: ", "Ph. ")
 _CUE_WORDS = re.compile(
     r"\b(?:tel|tél|phone|telephone|téléphone|telefon|telefono|teléfono|telefone|call|calling|ring|dial|fax|"
-    r"mobile|mob|cell|handy|whatsapp|sms|text|hotline|helpline|contact|reach|reached)\b|[☎✆📞📱]",
+    r"mobile|mob|cell|handy|whatsapp|sms|text|hotline|helpline|landline|contact|reach|reached|enquiries|inquiries|"
+    r"reservations?|bookings?|number|line)\b|[☎✆📞📱]",
+    re.IGNORECASE,
+)
+# "number" and "line" speak for a phone unless another noun owns them: "order number", "bus line"
+_WEAK_CUES = {"number", "line"}
+# after a number only nouns count ("2125550147 is my number", "... (mobile)"); "Book before 2019 by
+# calling ..." is about the number that follows
+_CUES_AFTER = {
+    "number",
+    "line",
+    "phone",
+    "telephone",
+    "mobile",
+    "cell",
+    "fax",
+    "landline",
+    "hotline",
+    "helpline",
+}
+_OWNERS = re.compile(
+    r"\b(?:order|invoice|account|tracking|serial|reference|case|ticket|item|part|model|batch|lot|customer|"
+    r"member(?:ship)?|registration|policy|claim|vat|tax|id|product|article|catalog(?:ue)?|page|house|room|"
+    r"flight|bus|route|issue|volume|record|version|build)\W*$",
     re.IGNORECASE,
 )
 _CUE_ABBREVIATION = re.compile(r"\b(?:t|m|f|ph|tlf|fon)\b\.?\s*:?\s*$", re.IGNORECASE)
@@ -122,7 +145,7 @@ class PhoneFinder:
         for s, e, _ in accepted:
             if all(e <= cs or s >= ce for cs, ce in chosen):
                 chosen.append((s, e))
-        return sorted(chosen)
+        return sorted(_balanced(text, s, e) for s, e in chosen)
 
     def _readings(self, segment: str) -> dict[tuple[int, int], int]:
         """Every (start, end) libphonenumber reads in ``segment`` in any region, with its best rank.
@@ -145,6 +168,16 @@ class PhoneFinder:
             self._cache.clear()
         self._cache[segment] = readings
         return readings
+
+
+def _balanced(text: str, start: int, end: int) -> tuple[int, int]:
+    """Brackets stay paired: "(+44) 20 ..." is masked whole, "desk (6836 6781)" keeps its "("."""
+    span = text[start:end]
+    if span.startswith("(") and ")" not in span:
+        return start + 1, end
+    if start > 0 and text[start - 1] == "(" and ")" in span and "(" not in span[: span.index(")")]:
+        return start - 1, end
+    return start, end
 
 
 def _plainly_not_a_phone(segment: str) -> bool:
@@ -244,8 +277,12 @@ def _vetoed(text: str, start: int, end: int, rank: int) -> bool:
         return True
     if _is_isbn(digits) and _ISBN_SHAPE.match(bare):
         return True
-    if _DECIMALS.search(text[max(0, start - 24) : end + 24]):
-        return True  # coordinates and lists of decimals
+    offset = max(0, start - 24)
+    if any(
+        m.start() + offset < end and m.end() + offset > start
+        for m in _DECIMALS.finditer(text[offset : end + 24])
+    ):
+        return True  # part of a pair of decimals: coordinates 40.712776 -74.005974
     if _VETO_BEFORE.search(text[max(0, start - _VETO_WINDOW) : start]) or _VETO_AFTER.match(
         text[end : end + 16]
     ):
@@ -259,11 +296,11 @@ def _vetoed(text: str, start: int, end: int, rank: int) -> bool:
         return True
     if _POSTCODE.match(span) or _ONE_DECIMAL.match(span) or _BRACKETED_YEAR.match(span):
         return True
-    # a phone word speaks for the nearest number after it, not for every number further on
+    # a phone word speaks for the nearest number, not for every number further on
     window = re.split(r"\d", text[max(0, start - _CUE_WINDOW) : start])[-1]
-    cue = bool(_CUE_WORDS.search(window) or _CUE_ABBREVIATION.search(window))
+    cue = _has_cue(window, text[end : end + _CUE_WINDOW])
     sign = _NUMBER_SIGN.search(window)
-    if sign and not _CUE_WORDS.search(window[: sign.start()][-12:]):
+    if sign and not _has_cue(window[: sign.start()], ""):
         return True  # "No. 628 165 840", but not "Phone No. 628 165 840"
     ends = _RANGE.match(span)
     if ends and not cue and 0 < int(ends[2]) - int(ends[1]) < 100:
@@ -274,8 +311,21 @@ def _vetoed(text: str, start: int, end: int, rank: int) -> bool:
     if thousands and not cue and (rank < 2 or len(span) - len(span.lstrip("0123456789")) < 3):
         return True  # a count: 2 148 271, 12.345.678 (but 912 345 678 is a valid Spanish number)
     if rank == 2:
-        return False
+        # bare digits (2125550147) are as often an ID, a timestamp or a code: a phone word or the
+        # trunk prefix of a national number (0370108587) must say so
+        return digits == span and not cue and not span.startswith("0")
     return not (cue or _looks_like_phone(span))
+
+
+def _has_cue(before: str, after: str) -> bool:
+    """A phone word before the number (or just after it: "2125550147 is my number")."""
+    if _CUE_ABBREVIATION.search(before):
+        return True
+    for word in _CUE_WORDS.finditer(before):
+        if word.group().lower() not in _WEAK_CUES or not _OWNERS.search(before[: word.start()]):
+            return True
+    after = re.split(r"\d", after)[0]
+    return any(w.group().lower() in _CUES_AFTER for w in _CUE_WORDS.finditer(after))
 
 
 def _looks_like_phone(span: str) -> bool:
