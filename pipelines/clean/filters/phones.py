@@ -7,11 +7,15 @@ numbering plan; its ``PhoneNumberMatcher`` is run in each configured region, and
 
 - written internationally (``+44 ...`` or with a dialling prefix such as ``0044``/``011``/``001``):
   a phone number whenever the plan of that country code allows its length;
-- written nationally and *valid* in a region, the way that region writes it (with the trunk ``0``
-  where the region dials one, e.g. Germany, whose variable-length plan accepts nearly any digits
-  without it): a phone number unless something vetoes it;
+- written nationally, *valid* in a region and grouped the way that region writes it
+  (libphonenumber's STRICT_GROUPING; ``123-456-7890`` is a valid Brazilian number that no Brazilian
+  writes so), with the trunk ``0`` where the region dials one unless the grouping speaks for it
+  (Germany's variable-length plan accepts nearly any bare digits without it): a phone number unless
+  something vetoes it; bare digits (``2125550147``) also need a phone word or a leading trunk ``0``,
+  as they are as often an ID or a timestamp;
 - only of a *possible* length: a phone number when its shape says so (an area code in brackets, a
-  trunk ``0`` and grouped digits) or a word such as "tel", "call", "fax" or "☎" stands next to it.
+  trunk ``0`` and grouped digits) or a phone word such as "tel", "call", "fax", "☎" stands next to it
+  (before it, or a noun just after it: "... is my number").
 
 Vetoes: dates (with real days and months), year ranges, ISBNs (check digit), version numbers,
 decimal numbers and coordinates, digits that are part of a longer number, amounts next to a
@@ -115,6 +119,9 @@ class PhoneFinder:
 
     def __init__(self, regions: Sequence[str]) -> None:
         self.regions = [r.upper() for r in regions]
+        # libphonenumber compiles its metadata patterns on use; with 30 regions they outgrow the re
+        # module's 512-entry cache and are compiled again and again (5x slower) unless it keeps them
+        phonenumbers.enable_pattern_cache()
         self._cache: dict[str, dict[tuple[int, int], int]] = {}
         unknown = [r for r in self.regions if r not in phonenumbers.SUPPORTED_REGIONS]
         if unknown or not self.regions:

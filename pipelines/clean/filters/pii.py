@@ -1,9 +1,8 @@
 """PII masking: e-mail addresses, public IP addresses and phone numbers become placeholders.
 
 FineWeb anonymised e-mails and public IPs (datatrove's ``PIIFormatter``); phone numbers are added
-here. Precision comes first: a number is only a phone number when its shape says so (an
-international ``+`` prefix, the North-American 3-3-4 grouping, or a European trunk ``0`` followed by
-enough digits), so years, dates, times, prices, versions and counts stay as they are. IP addresses
+here, found by Google's libphonenumber in the configured regions and judged by context
+(``phones.py``), so that years, dates, times, prices, versions and counts stay as they are. IP addresses
 are checked with the standard ``ipaddress`` module and only public (``is_global``) ones are masked:
 127.0.0.1, 10.x, 192.168.x, ::1 and the documentation ranges are not anybody's address.
 
