@@ -33,7 +33,6 @@ import re
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from quality_filters import load_documents  # noqa: E402
 
 from pipelines.clean.filters.phones import PhoneFinder  # noqa: E402
 from pipelines.clean.filters.pii import PIIConfig, PIIMasker  # noqa: E402
-from pipelines.world.phone_cases import SPLITS, Case, build_cases  # noqa: E402
+from pipelines.world.phone_cases import SPLITS, Case, build_cases, score  # noqa: E402
 
 RECALL_BAR = 0.8
 KEEP_BAR = 0.9
@@ -87,46 +86,6 @@ class OldRegexMasker(PIIMasker):
             text = text[:start] + self.config.phone_placeholder + text[end:]
             self.counts["phone"] += 1
         doc["text"] = text
-
-
-# -- scoring ------------------------------------------------------------------------------------------
-def score(cases: list[Case], spans_of: Callable[[str], list[tuple[int, int]]]) -> dict:
-    """Per item: found (phone) or kept (other); per masked span: whether it is a phone."""
-    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    masked = on_phone = exact = 0
-    misses, false_hits = [], []
-    for case in cases:
-        spans = spans_of(case.text)
-        masked += len(spans)
-        phones = [it for it in case.items if it.kind == "phone"]
-        on_phone += sum(any(s < it.end and e > it.start for it in phones) for s, e in spans)
-        for it in case.items:
-            touched = [(s, e) for s, e in spans if s < it.end and e > it.start]
-            if it.kind == "phone":
-                digits = [i for i in range(it.start, it.end) if case.text[i].isdigit()]
-                found = all(any(s <= i < e for s, e in touched) for i in digits)
-                exact += (it.start, it.end) in touched
-                for key in ("phone", f"phone/{it.category}", f"country/{it.country}"):
-                    groups[key]["hit"].append(found)
-                if not found:
-                    misses.append((case.text, case.text[it.start : it.end], it.country, touched))
-            else:
-                kept = not touched
-                for key in ("other", f"other/{it.category}"):
-                    groups[key]["hit"].append(kept)
-                if not kept:
-                    false_hits.append((case.text, [case.text[s:e] for s, e in touched], it.category))
-    n_phones = len(groups["phone"]["hit"])
-    rates = {k: (sum(v["hit"]) / len(v["hit"]), len(v["hit"])) for k, v in groups.items()}
-    return {
-        "recall": rates["phone"][0],
-        "exact": exact / n_phones,
-        "keep": rates["other"][0],
-        "precision": on_phone / masked if masked else 1.0,
-        "rates": rates,
-        "misses": misses,
-        "false_hits": false_hits,
-    }
 
 
 def masker_agrees(cases: list[Case], masker: PIIMasker, finder: PhoneFinder) -> bool:

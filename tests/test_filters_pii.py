@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
 from pipelines.clean.filters.phones import PhoneFinder
 from pipelines.clean.filters.pii import PIIConfig, PIIMasker
-from pipelines.world.phone_cases import SPLITS, build_cases
+from pipelines.world.phone_cases import SPLITS, build_cases, score
 
 
 def mask(text: str, config: PIIConfig | None = None) -> tuple[str, dict[str, int]]:
@@ -162,19 +164,16 @@ def test_labelled_set_is_reproducible_and_labels_the_right_text() -> None:
 def test_recall_and_keep_rate_on_the_held_out_set() -> None:
     """The issue's bar, computed: phone recall >= 0.8, other digits kept verbatim >= 0.9, on the split
     the rules were not tuned on (other seeds, sentences and separators, 16 more countries)."""
-    finder = PhoneFinder(PIIConfig().phone_regions)
-    found = kept = phones = others = 0
-    for case in build_cases("heldout"):
-        spans = finder.spans(case.text)
-        for item in case.items:
-            touched = [(s, e) for s, e in spans if s < item.end and e > item.start]
-            if item.kind == "phone":
-                phones += 1
-                digits = [i for i in range(item.start, item.end) if case.text[i].isdigit()]
-                found += all(any(s <= i < e for s, e in touched) for i in digits)
-            else:
-                others += 1
-                kept += not touched
-    assert phones > 800 and others > 800
-    assert found / phones >= 0.8, found / phones
-    assert kept / others >= 0.9, kept / others
+    result = score(build_cases("heldout"), PhoneFinder(PIIConfig().phone_regions).spans)
+    assert result["rates"]["phone"][1] > 800 and result["rates"]["other"][1] > 800
+    assert result["recall"] >= 0.8, result["misses"][:10]
+    assert result["keep"] >= 0.9, result["false_hits"][:10]
+
+
+def test_the_score_can_fail() -> None:
+    """Masking nothing finds no phone; masking every digit keeps nothing: the bar above is not vacuous."""
+    cases = build_cases("tune", n_phones=30, n_others=30)
+    nothing = score(cases, lambda text: [])
+    assert (nothing["recall"], nothing["keep"]) == (0.0, 1.0)
+    everything = score(cases, lambda text: [m.span() for m in re.finditer(r"[\d()+\-. /]+", text)])
+    assert everything["recall"] == 1.0 and everything["keep"] < 0.1

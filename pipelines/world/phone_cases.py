@@ -20,6 +20,8 @@ strings that no numbering plan allows.
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipelines.world.phone_lookalikes import OTHER_CATEGORIES, lookalike
@@ -333,3 +335,47 @@ def build_cases(split: str, n_phones: int = 900, n_others: int = 900) -> list[Ca
         cases.append(_compose(template, {"x": value}))
     rng.shuffle(cases)
     return cases
+
+
+def score(cases: list[Case], spans_of: Callable[[str], list[tuple[int, int]]]) -> dict:
+    """How well ``spans_of`` (text -> masked (start, end) stretches) does on ``cases``.
+
+    recall: phone numbers whose every digit is masked; exact: ... masked as one stretch, no more;
+    keep: other items that no masked stretch touches; precision: masked stretches touching a phone.
+    ``rates`` has the same per category ("phone/idd", "other/date") and per country.
+    """
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    masked = on_phone = exact = 0
+    misses, false_hits = [], []
+    for case in cases:
+        spans = spans_of(case.text)
+        masked += len(spans)
+        phones = [it for it in case.items if it.kind == "phone"]
+        on_phone += sum(any(s < it.end and e > it.start for it in phones) for s, e in spans)
+        for it in case.items:
+            touched = [(s, e) for s, e in spans if s < it.end and e > it.start]
+            if it.kind == "phone":
+                digits = [i for i in range(it.start, it.end) if case.text[i].isdigit()]
+                found = all(any(s <= i < e for s, e in touched) for i in digits)
+                exact += (it.start, it.end) in touched
+                for key in ("phone", f"phone/{it.category}", f"country/{it.country}"):
+                    groups[key]["hit"].append(found)
+                if not found:
+                    misses.append((case.text, case.text[it.start : it.end], it.country, touched))
+            else:
+                kept = not touched
+                for key in ("other", f"other/{it.category}"):
+                    groups[key]["hit"].append(kept)
+                if not kept:
+                    false_hits.append((case.text, [case.text[s:e] for s, e in touched], it.category))
+    n_phones = len(groups["phone"]["hit"])
+    rates = {k: (sum(v["hit"]) / len(v["hit"]), len(v["hit"])) for k, v in groups.items()}
+    return {
+        "recall": rates["phone"][0],
+        "exact": exact / n_phones,
+        "keep": rates["other"][0],
+        "precision": on_phone / masked if masked else 1.0,
+        "rates": rates,
+        "misses": misses,
+        "false_hits": false_hits,
+    }
