@@ -1,9 +1,8 @@
 """PII masking: e-mail addresses, public IP addresses and phone numbers become placeholders.
 
 FineWeb anonymised e-mails and public IPs (datatrove's ``PIIFormatter``); phone numbers are added
-here. Precision comes first: a number is only a phone number when its shape says so (an
-international ``+`` prefix, the North-American 3-3-4 grouping, or a European trunk ``0`` followed by
-enough digits), so years, dates, times, prices, versions and counts stay as they are. IP addresses
+here, found by Google's libphonenumber in the configured regions and judged by context
+(``phones.py``), so that years, dates, times, prices, versions and counts stay as they are. IP addresses
 are checked with the standard ``ipaddress`` module and only public (``is_global``) ones are masked:
 127.0.0.1, 10.x, 192.168.x, ::1 and the documentation ranges are not anybody's address.
 
@@ -16,10 +15,11 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Mapper
+from pipelines.clean.filters.phones import PhoneFinder
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
@@ -36,23 +36,15 @@ _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4}|:)(?![\w:]|\.\d)"
 )
 
-_SEP = r"[ .\-]"
-_PHONE = re.compile(
-    "|".join(
-        [
-            # international: +CC then 2-5 groups, optional (0) trunk marker: +44 (0)20 7946 0958, +1-212-555-0100
-            r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .\-]?\(0\))?(?:[ .\-]?\(?\d{1,4}\)?){2,5}",
-            # North American: (212) 555-0100, 212-555-0100, 212.555.0100, 1-800-555-0100
-            rf"(?<![\w.\-/+])(?:1{_SEP})?(?:\([2-9]\d\d\)\s?|[2-9]\d\d{_SEP})\d{{3}}{_SEP}\d{{4}}",
-            # European national with a trunk 0: 020 7946 0958, 030 1234567, 06 12 34 56 78, 030/1234567
-            r"(?<![\w.,\-/+])0[1-9]\d{0,3}(?:[ /\-]\d{2,8}){1,4}",
-        ]
-    )
-    + r"(?![\w\-/]|[.,]\d)"
+# Where libphonenumber reads national numbers (written without +CC): the English-speaking countries and
+# the largest web populations of Europe, Latin America and East Asia (30 regions; each one costs time
+# on every stretch of 7+ digits). International forms (+CC, 00CC, 011CC) are read for every country.
+DEFAULT_PHONE_REGIONS = (
+    *("US", "GB", "IE", "AU", "NZ", "IN", "SG", "HK", "PH", "ZA", "NG"),  # English-speaking web
+    *("FR", "DE", "ES", "IT", "NL", "BE", "CH", "AT", "PT", "SE", "PL", "RU", "TR"),  # Europe
+    *("BR", "MX", "AR"),  # Latin America
+    *("JP", "CN", "KR"),  # East Asia
 )
-_MIN_PHONE_DIGITS = 9  # a phone number has 9-15 digits (ITU-T E.164 allows at most 15)
-_MAX_PHONE_DIGITS = 15
-_DATE_LIKE = re.compile(r"^\+?\d{1,4}[ \-/.]\d{1,2}[ \-/.]\d{1,4}$")
 
 
 class PIIConfig(StrictModel):
@@ -63,6 +55,16 @@ class PIIConfig(StrictModel):
     ipv4_placeholder: str = Field("192.0.2.1", description="replaces a public IPv4 (RFC 5737 range)")
     ipv6_placeholder: str = Field("2001:db8::1", description="replaces a public IPv6 (RFC 3849 range)")
     phone_placeholder: str = Field("555-0100", description="replaces a phone number (fictional number)")
+    phone_regions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PHONE_REGIONS),
+        description="ISO 3166 regions whose national formats are recognised (+CC numbers always are)",
+    )
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        PhoneFinder(regions)  # raises ValueError naming the unknown ones
+        return [r.upper() for r in regions]
 
 
 class PIIMasker(Mapper):
@@ -73,6 +75,7 @@ class PIIMasker(Mapper):
     def __init__(self, config: PIIConfig | None = None) -> None:
         super().__init__()
         self.config = config or PIIConfig()
+        self._phones = PhoneFinder(self.config.phone_regions)
 
     def map(self, doc: Doc) -> None:
         text = doc["text"]
@@ -89,7 +92,9 @@ class PIIMasker(Mapper):
             if "." in text:
                 text = _IPV4.sub(self._ipv4, text)
         if cfg.phones:
-            text = _PHONE.sub(self._phone, text)
+            for start, end in reversed(self._phones.spans(text)):
+                text = text[:start] + cfg.phone_placeholder + text[end:]
+                self.counts["phone"] += 1
         doc["text"] = text
 
     def _ipv4(self, match: re.Match[str]) -> str:
@@ -110,11 +115,3 @@ class PIIMasker(Mapper):
             self.counts["ip"] += 1
             return self.config.ipv6_placeholder
         return candidate
-
-    def _phone(self, match: re.Match[str]) -> str:
-        candidate = match.group()
-        digits = sum(c.isdigit() for c in candidate)
-        if not _MIN_PHONE_DIGITS <= digits <= _MAX_PHONE_DIGITS or _DATE_LIKE.match(candidate):
-            return candidate
-        self.counts["phone"] += 1
-        return self.config.phone_placeholder
