@@ -299,3 +299,15 @@ def test_the_real_command_prints_one_line_and_exits_non_zero(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("raychat: clean: 1 of 1 inputs match no file")
     assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+
+
+def test_truncated_gzip_json_array_keeps_the_items_before_the_break(tmp_path):
+    rows = [{"id": f"d{i}", "text": f"document {i} " * 50} for i in range(200)]
+    whole = gzip.compress(json.dumps(rows).encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    got = read_all(path, "json")
+    kept, errors = [i for i in got if not i.get("_error")], [i for i in got if i.get("_error")]
+    assert 0 < len(kept) < 200 and [i["id"] for i in kept] == [f"d{i}" for i in range(len(kept))]
+    assert len(errors) == 1 and errors[0]["reason"] == "truncated_input"
+    assert errors[0]["record_index"] == len(kept)

@@ -1008,11 +1008,14 @@ class _Prepended:
         return getattr(self.stream, "error", None)
 
 
+def _json_limit(cfg: ReadConfig) -> int:
+    """The most bytes of JSON text one record may take: room for escaping around the largest document."""
+    return cfg.max_document_bytes * 2 + 64 * 1024
+
+
 def _read_jsonl(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
-    # room for JSON escaping around a document of the largest allowed size
-    limit = cfg.max_document_bytes * 2 + 64 * 1024
     index = 0
-    lines = _lines(stream, limit)
+    lines = _lines(stream, _json_limit(cfg))
     while True:
         try:
             line, size = next(lines)
@@ -1056,29 +1059,21 @@ def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dic
     """
     import ijson
 
-    limit = cfg.max_document_bytes * 2 + 64 * 1024  # as for a JSONL line
     index = 0
-    items = json_array_items(stream, limit)
-    while True:
-        try:
-            obj, bad = next(items)
-        except StopIteration:
-            return
-        except (ijson.JSONError, TooLarge) as e:
-            if stream.error is not None:  # the stream broke (truncated gzip): that is the cause
-                yield _broken(f, index, stream.error)
-            elif isinstance(e, TooLarge):
-                yield _error(f.path, index, "document_too_large", f"{e}; the rest of the file is not read")
+    try:
+        for obj, bad in json_array_items(stream, _json_limit(cfg)):
+            if isinstance(obj, Oversized):
+                yield _error(f.path, index, "document_too_large", f"array item of more than {obj.size} bytes")
             else:
-                yield _error(
-                    f.path, index, "invalid_json", f"the JSON array stops parsing at item {index}: {e}"
-                )
-            return
-        if isinstance(obj, Oversized):
-            yield _error(f.path, index, "document_too_large", f"array item of more than {obj.size} bytes")
+                yield _from_mapping(obj, f, index, cfg, "json", bad)
+            index += 1
+    except (ijson.JSONError, TooLarge) as e:
+        if stream.error is not None:  # the stream broke (truncated gzip): that is the cause
+            yield _broken(f, index, stream.error)
+        elif isinstance(e, TooLarge):
+            yield _error(f.path, index, "document_too_large", f"{e}; the rest of the file is not read")
         else:
-            yield _from_mapping(obj, f, index, cfg, "json", bad)
-        index += 1
+            yield _error(f.path, index, "invalid_json", f"the JSON array stops parsing at item {index}: {e}")
 
 
 def _lookup(obj: dict[str, Any], dotted: str) -> Any:
