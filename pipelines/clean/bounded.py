@@ -83,8 +83,8 @@ def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
 
     Memory stays about one item (plus the parser's buffer), never the file. An item whose strings
     and keys add up to more than ``limit`` characters is not built: it comes as ``Oversized`` and the
-    items after it follow. A single value (one string) of more than ``limit`` bytes cannot be skipped
-    by the parser: ``TooLarge`` is raised, and the items before it have been yielded. Invalid JSON
+    items after it follow. A single value (one string) the parser cannot skip, of more than ``limit``
+    plus 2 MiB bytes, raises ``TooLarge``, and the items before it have been yielded. Invalid JSON
     raises ``ijson.JSONError`` at the point where the parser stopped. (A lone surrogate escape such
     as ``"\\ud83d"`` comes out as ``?`` from ijson's C parser, where ``json.loads`` keeps it.)
     """
