@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import storage
 from pipelines.config import ConfigError, RunConfig, load_config
 from pipelines.runtime import (
     RunDir,
+    StageFailed,
     clear_done,
     init_ray,
     is_done,
@@ -70,7 +72,7 @@ def run_stage(name: str, cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     module = stage_module(name)
     if force and hasattr(module, "start_over"):
         module.start_over(cfg)
-    log.info("stage %s: starting (run dir %s)", name, run.root)
+    log.info("stage %s: starting (run dir %s)", name, run.location)
     numbers = module.run(cfg) or {}
     numbers.setdefault("seconds", round(time.time() - started, 2))
     # the later stages were built from this stage's old outputs: they are no longer complete (a
@@ -85,18 +87,40 @@ def run_stage(name: str, cfg: RunConfig, force: bool = False) -> dict[str, Any]:
     return numbers
 
 
+def preflight(name: str, cfg: RunConfig) -> None:
+    """What a stage can check before any work and before Ray starts: a ``ConfigError`` if not fine.
+
+    Every stage writes into the run directory, so that is checked for all of them (a path under a
+    regular file, a read-only mount, an object store that refuses the credentials); a stage module
+    may add its own checks as ``preflight(cfg)`` (clean: its inputs and step settings).
+    """
+    try:
+        storage.check_writable(RunDir(cfg.run_dir).path("metrics"))
+    except OSError as e:
+        raise ConfigError(f"stage {name}: cannot write the run directory {cfg.run_dir}: {e}") from None
+    module = stage_module(name)
+    if hasattr(module, "preflight"):
+        module.preflight(cfg)
+
+
 def run_stages(cfg: RunConfig, names: list[str], force: bool = False) -> dict[str, Any]:
+    """Each stage is checked (``preflight``) just before it runs: before Ray starts for the first one,
+    and after the earlier stages made what a later one reads."""
     from pipelines.report import write_report
 
     run = RunDir(cfg.run_dir)
     results: dict[str, Any] = {}
-    init_ray(cfg.ray)
     for name in names:
         if not force and is_done(run, name):
             log.info("stage %s: outputs complete, skipping (use --force to redo)", name)
             continue
+        preflight(name, cfg)
+        init_ray(cfg.ray)
         results[name] = run_stage(name, cfg, force=force)
-    write_report(run)
+    if run.is_remote:
+        log.info("report.md is written for local run directories only; see %s", run.summary)
+    else:
+        write_report(run)
     return results
 
 
@@ -179,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(module, "cli_overrides"):
             overrides += module.cli_overrides(args)
         cfg = load_config(args.config, overrides)
+        preflight(args.stage, cfg)
         init_ray(cfg.ray)
         numbers = run_stage(args.stage, cfg)
         print(json.dumps(numbers, indent=2, default=str))
@@ -186,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"raychat: {e}", file=sys.stderr)
         return 2
+    except StageFailed as e:
+        print(f"raychat: {e}", file=sys.stderr)
+        return 1
 
 
 def stage_main(name: str) -> None:

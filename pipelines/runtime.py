@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import RayConfig
+from pipelines import storage
+from pipelines.config import ConfigError, RayConfig
 
 log = logging.getLogger("raychat")
 
@@ -81,11 +82,39 @@ def ray_data_settings(**settings: Any) -> Iterator[None]:
             setattr(ctx, name, value)
 
 
+class StageFailed(RuntimeError):
+    """A stage ran to its end but its outputs are not valid (e.g. its counts do not add up).
+
+    The CLI prints the message as one line and exits non-zero, and the stage is not marked done.
+    """
+
+
 class RunDir:
-    """Paths of one run (see DESIGN.md). Local paths; URIs are handled by the stages that accept them."""
+    """Paths of one run (see DESIGN.md).
+
+    The run directory is a local path or a pyarrow filesystem URI (``s3://bucket/run?...``).
+    ``location``, ``path(...)``, the done markers and ``summary`` work for both: they are what the
+    clean stage, which can write to object stores, and the runner use. The ``Path`` properties are
+    for the stages that need a mounted directory (tokenize, pretrain, ...): on a URI they raise a
+    ``ConfigError`` saying so, rather than writing to a local folder named ``s3:``.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.location = str(root)
+        self.is_remote = storage.is_uri(self.location)
+
+    def path(self, *parts: str) -> str:
+        """A path under the run directory as a string: a local path, or a URI on the same store."""
+        return storage.join(self.location, *parts)
+
+    @property
+    def root(self) -> Path:
+        if self.is_remote:
+            raise ConfigError(
+                f"run_dir {self.location} is a URI: this stage needs a mounted (local or network-mounted) "
+                "run directory; only the clean stage writes to object stores"
+            )
+        return Path(self.location)
 
     @property
     def world(self) -> Path:
@@ -135,26 +164,20 @@ class RunDir:
         return self.root / "report.md"
 
     @property
-    def summary(self) -> Path:
-        return self.metrics / "summary.json"
+    def summary(self) -> str:
+        return self.path("metrics", "summary.json")
 
-    def done_marker(self, stage: str) -> Path:
-        return self.metrics / f"{stage}.done.json"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write via a temporary file and rename, so a killed job never leaves half a JSON file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    def done_marker(self, stage: str) -> str:
+        return self.path("metrics", f"{stage}.done.json")
 
 
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return default
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write so that a killed job never leaves half a JSON file (storage.write_json: temp name + rename)."""
+    storage.write_json(str(path), data)
+
+
+def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
+    return storage.read_json(str(path), default)
 
 
 def update_summary(run: RunDir, stage: str, numbers: dict[str, Any]) -> None:
@@ -169,11 +192,11 @@ def mark_done(run: RunDir, stage: str, info: dict[str, Any] | None = None) -> No
 
 
 def is_done(run: RunDir, stage: str) -> bool:
-    return run.done_marker(stage).is_file()
+    return storage.exists(run.done_marker(stage))
 
 
 def clear_done(run: RunDir, stage: str) -> None:
-    run.done_marker(stage).unlink(missing_ok=True)
+    storage.remove(run.done_marker(stage))
 
 
 class MetricsWriter:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from lm.config_base import StrictModel
@@ -22,6 +24,11 @@ class CleanConfig(StrictModel):
     inputs: list[str] = Field(
         default_factory=lambda: ["{run_dir}/world/crawl"],
         description="files, globs, folders or URIs; {run_dir} is replaced by the run directory",
+    )
+    missing_inputs: Literal["fail", "skip"] = Field(
+        "fail",
+        description="an input (path, glob or folder) that matches no file: 'fail' stops the stage before "
+        "any work, naming them; 'skip' cleans the others and lists them in stats.json (missing_inputs)",
     )
     steps: list[str] = Field(
         default_factory=lambda: ["all"],

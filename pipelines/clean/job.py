@@ -4,9 +4,12 @@
     raychat clean --input 'crawl/**/*.warc.gz' data.jsonl.gz --output runs/mine --steps extract,pii
     ray job submit --working-dir . -- python -m pipelines.clean --config configs/gpu-124m.yaml
 
-Outputs under <run>/data/: clean/language=xx/*.parquet, rejected/ (every dropped document with the
-step and reason), errors/ (records and files that could not be read or crashed a step) and
-stats.json (counts per step and reason; records in == clean + rejected + record errors).
+Outputs under <run>/data/: clean/language=xx/*.parquet (the language column is in the files too),
+rejected/ (every dropped document with the step and reason), errors/ (records and files that could
+not be read or crashed a step) and stats.json (counts per step and reason; records in == clean +
+rejected + record errors, or the stage fails). The run directory may be a local path or a URI
+(``--output 's3://bucket/run?region=us-east-1'``): see pipelines/storage.py for what its folder swap
+guarantees there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
 from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
 from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import ray_data_settings
+from pipelines.runtime import RunDir, StageFailed, ray_data_settings
 
 log = logging.getLogger("raychat.clean")
 
@@ -72,21 +75,59 @@ def resolve_paths(cfg: RunConfig) -> CleanConfig:
 
 def start_over(cfg: RunConfig) -> None:
     """``--force``: pass 1 redoes every file instead of reusing the per-file results of a past run."""
-    work_dir = storage.join(str(cfg.run_dir), "data", "_work")
+    work_dir = RunDir(cfg.run_dir).path("data", "_work")
     if storage.exists(work_dir):
         log.info("clean: --force: dropping pass 1's per-file results in %s", work_dir)
         storage.remove(work_dir)
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def preflight(cfg: RunConfig) -> None:
+    """Everything that can be checked before Ray starts and any work is done (pipelines/cli.py calls it).
+
+    The outputs can be written (a real write: a path under a regular file, a read-only mount, an
+    object store's credentials), the inputs exist (``clean.missing_inputs``) and every step builds.
+    """
     from pipelines.clean.readers import expand_inputs
 
+    clean = _checked_inputs(cfg)
+    data_dir = RunDir(cfg.run_dir).path("data")
+    try:
+        storage.check_writable(data_dir)
+    except OSError as e:
+        raise ConfigError(f"clean: cannot write the outputs under {data_dir}: {e}") from None
+    files, input_errors = expand_inputs(clean.inputs)
+    missing = missing_inputs(input_errors)
+    if missing and clean.missing_inputs == "fail":
+        raise ConfigError(
+            f"clean: {len(missing)} of {len(clean.inputs)} inputs match no file: {', '.join(missing)} "
+            "(set clean.missing_inputs=skip to clean the others)"
+        )
+    if not files:
+        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+    check_steps(clean)
+
+
+def missing_inputs(input_errors: list[dict[str, Any]]) -> list[str]:
+    """The inputs (as given) that match no file: no such path, a glob without matches, an empty folder."""
+    return [str(e.get("file_path")) for e in input_errors if e.get("reason") == "no_match"]
+
+
+def _checked_inputs(cfg: RunConfig) -> CleanConfig:
     clean = resolve_paths(cfg)
     if not clean.inputs:
         raise ConfigError("clean.inputs is empty: give input files, globs or folders (--input PATH ...)")
+    return clean
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """The stage. ``clean.missing_inputs: fail`` is enforced by ``preflight``, which the CLI runs first;
+    here missing inputs are logged and listed in stats.json."""
+    from pipelines.clean.readers import expand_inputs
+
+    clean = _checked_inputs(cfg)
     check_steps(clean)
     started = time.time()
-    data_dir = storage.join(str(cfg.run_dir), "data")
+    data_dir = RunDir(cfg.run_dir).path("data")
     work_dir = storage.join(data_dir, "_work")
     fingerprint = config_fingerprint(clean)
     previous = storage.read_json(storage.join(work_dir, "config.json"), {})
@@ -118,17 +159,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     written = count_written(data_dir)
     stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started, written)
     stats["languages"] = count_languages(storage.join(data_dir, "clean"))
-    if not stats["counts_add_up"]:
-        log.warning(
-            "clean: the outputs do not add up: %d records in, but %s written (counted: %d clean, "
-            "%d rejected, %d record errors)",
-            stats["records"],
-            written,
-            stats["clean"],
-            stats["rejected"],
-            stats["record_errors"],
-        )
+    stats["missing_inputs"] = missing_inputs(input_errors)
     storage.write_json(storage.join(data_dir, "stats.json"), stats)
+    if not stats["counts_add_up"]:
+        raise StageFailed(
+            f"clean failed: the outputs do not add up: {stats['records']} records in, but written "
+            f"{written['clean']} clean + {written['rejected']} rejected + {written['record_errors']} "
+            f"record errors (counted {stats['clean']} clean, {stats['rejected']} rejected, "
+            f"{stats['record_errors']} record errors); see {storage.join(data_dir, 'stats.json')}"
+        )
     log.info(
         "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
         stats["records"],

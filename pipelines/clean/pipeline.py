@@ -51,12 +51,25 @@ def file_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
+def file_version(f: Any) -> str | None:
+    """What changes when a file's content does: its size and modification time (from the listing).
+
+    A pass-1 result is reused only for the same version, so a file downloaded again to the same path
+    (complete this time, or simply new) is processed again. pyarrow's file listings carry no checksum
+    or ETag, and an object store's modification time changes with every upload, so size and time it
+    is. None when the listing had neither (a bare path): such a result is reused as before.
+    """
+    size, mtime = getattr(f, "size", None), getattr(f, "mtime_ns", None)
+    return None if size is None and mtime is None else f"{size}:{mtime}"
+
+
 # settings that change how pass 1 runs (parallelism, batching, memory), never what it writes: lowering
 # write_chunk_mb after running out of memory must not throw away the files already done
 RUN_ONLY_SETTINGS = {
     "dedup",
     "num_workers",
     "inputs",
+    "missing_inputs",
     "cpus_per_worker",
     "batch_size",
     "min_rows_per_file",
@@ -249,7 +262,7 @@ class FileProcessor:
         path = str(getattr(f, "path", f))
         key = file_key(path)
         out = storage.join(self.work_dir, key)
-        if (marker := _finished(out)) is not None:
+        if (marker := _finished(out, file_version(f))) is not None:
             return marker
         try:
             return self._process(f, path, key, out)
@@ -437,14 +450,17 @@ def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str) -> list[dict[st
 
 
 def _needs_pass1(work_dir: str, f: Any) -> bool:
-    return _finished(storage.join(work_dir, file_key(str(getattr(f, "path", f))))) is None
+    return _finished(storage.join(work_dir, file_key(str(getattr(f, "path", f)))), file_version(f)) is None
 
 
-def _finished(out: str) -> dict[str, Any] | None:
-    """A file's pass-1 summary when it is done; None when not yet, or when it failed as a whole last
-    time (tried again: the cause may be gone)."""
+def _finished(out: str, version: str | None) -> dict[str, Any] | None:
+    """A file's pass-1 summary when it is done for this version of the file; None when not yet, when
+    the file changed since (another size or time), or when it failed as a whole last time (tried
+    again: the cause may be gone)."""
     marker = storage.read_json(storage.join(out, "done.json"))
-    return None if marker is None or marker.get("failed") else marker
+    if marker is None or marker.get("failed") or marker.get("version") != version:
+        return None
+    return marker
 
 
 def _summary(
@@ -464,6 +480,7 @@ def _summary(
     return {
         "file": path,
         "file_key": key,
+        "version": file_version(f),
         "bytes": int(getattr(f, "size", None) or 0),
         "records": records,
         "kept": kept,
@@ -489,15 +506,22 @@ def _nonempty(paths: list[str]) -> list[str]:
     return [p for p in paths if _parquet_rows(p) > 0]
 
 
+def _read_parquet(paths: list[str]) -> Any:
+    """``ray.data.read_parquet`` of run-directory paths, URIs with a query string included."""
+    import ray
+
+    fs, _ = storage.fs_and_path(paths[0])
+    return ray.data.read_parquet([storage.fs_and_path(p)[1] for p in paths], filesystem=fs)
+
+
 def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -> dict[str, Any]:
     """Global dedup over the kept rows of all files, then the final clean/rejected/errors outputs.
 
     Everything is written to a staging directory first and swapped in at the end, so a rerun (or a
     crash half-way) never leaves duplicated or partial outputs behind.
     """
-    import ray
-
     from pipelines.clean.steps import resolve_steps
+    from pipelines.parquet_sink import ParquetSink
 
     def parts(name: str) -> list[str]:
         return _nonempty([storage.join(work_dir, k, f"{name}.parquet") for k in keys])
@@ -510,7 +534,7 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
     stats: dict[str, Any] = {}
     rejected_sets = []
     if kept_files := parts("kept"):
-        kept = ray.data.read_parquet(kept_files)
+        kept = _read_parquet(kept_files)
         if "dedup" in resolve_steps(cfg.steps):
             from pipelines.clean.dedup import deduplicate
 
@@ -521,16 +545,17 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
                 batch_format="pyarrow",
             )
             rejected_sets.append(dropped)
-        kept.select_columns(CLEAN_SCHEMA.names).write_parquet(
-            outputs["clean"], partition_cols=["language"], min_rows_per_file=cfg.min_rows_per_file
+        # language=xx/ folders, and the language column inside each file as in FineWeb's files
+        kept.select_columns(CLEAN_SCHEMA.names).write_datasink(
+            ParquetSink(outputs["clean"], ["language"], min_rows_per_file=cfg.min_rows_per_file)
         )
     if rejected_files := parts("rejected"):
-        rejected_sets.append(ray.data.read_parquet(rejected_files).select_columns(REJECTED_OUT_SCHEMA.names))
+        rejected_sets.append(_read_parquet(rejected_files).select_columns(REJECTED_OUT_SCHEMA.names))
     if rejected_sets:
         ds = rejected_sets[0].union(*rejected_sets[1:]) if len(rejected_sets) > 1 else rejected_sets[0]
-        ds.write_parquet(outputs["rejected"], min_rows_per_file=cfg.min_rows_per_file)
+        ds.write_datasink(ParquetSink(outputs["rejected"], min_rows_per_file=cfg.min_rows_per_file))
     if error_files := parts("errors"):
-        ray.data.read_parquet(error_files).write_parquet(outputs["errors"])
+        _read_parquet(error_files).write_datasink(ParquetSink(outputs["errors"]))
     for name in outputs:
         storage.replace_dir(outputs[name], storage.join(data_dir, name))
     storage.remove(staging)

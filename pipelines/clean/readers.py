@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 from pydantic import Field
 
 from lm.config_base import StrictModel
+from pipelines.clean.bounded import Oversized, TooLarge, inflate_gzip, json_array_items
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,15 @@ class ReadConfig(StrictModel):
 
 @dataclass(frozen=True)
 class InputFile:
-    """One file to read. ``path`` is an absolute local path or a URI; ``format`` is the name's guess."""
+    """One file to read. ``path`` is an absolute local path or a URI; ``format`` is the name's guess.
+
+    ``size`` and ``mtime_ns`` come from the listing; together they tell a changed file (resume).
+    """
 
     path: str
     format: str | None = None
     size: int | None = None
+    mtime_ns: int | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,7 +425,7 @@ def _local_file(path: str, explicit: bool) -> tuple[list[InputFile], list[dict[s
                     f"neither the name nor the first bytes of {path!r} match one of {', '.join(FORMATS)}",
                 )
             ]
-    return [InputFile(path=path, format=fmt, size=st.st_size)], []
+    return [InputFile(path=path, format=fmt, size=st.st_size, mtime_ns=st.st_mtime_ns)], []
 
 
 def _expand_uri(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
@@ -439,7 +444,7 @@ def _expand_uri(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
         if isinstance(infos, dict):
             return [], [infos | {"file_path": spec}]
         files = [
-            InputFile(_join_uri(prefix, inner, i.path) + query, fmt, i.size)
+            InputFile(_join_uri(prefix, inner, i.path) + query, fmt, i.size, i.mtime_ns)
             for i in infos
             if regex.match(i.path) and (fmt := format_from_name(i.base_name))
         ]
@@ -464,12 +469,12 @@ def _expand_uri(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
                 return [], [_error_row(spec, "unreadable", f"{type(e).__name__}: {e}")]
         if fmt is None:
             return [], [_error_row(spec, "unknown_format", f"cannot tell the format of {spec!r}")]
-        return [InputFile(spec, fmt, info.size)], []
+        return [InputFile(spec, fmt, info.size, info.mtime_ns)], []
     infos = _list_uri(fs, inner)
     if isinstance(infos, dict):
         return [], [infos | {"file_path": spec}]
     files = [
-        InputFile(_join_uri(base, inner, i.path) + query, format_from_name(i.base_name), i.size)
+        InputFile(_join_uri(base, inner, i.path) + query, format_from_name(i.base_name), i.size, i.mtime_ns)
         for i in infos
         if _wanted_in_folder(i.base_name)
         and not any(part.startswith((".", "_")) for part in i.path[len(inner) :].split("/")[:-1])
@@ -889,7 +894,9 @@ def _warc_record(
     warc_type = (headers.get("Content-Type") or "").lower()
     if rec.record_type == WarcRecordType.response and "application/http" in warc_type:
         try:
-            mime, charset, body = _split_http(block)
+            mime, charset, body = _split_http(block, cfg.max_document_bytes)
+        except TooLarge as e:  # a gzip bomb, or just a page too large once inflated
+            return _error(f.path, index, "document_too_large", str(e), **where)
         except ValueError as e:
             return _error(f.path, index, "bad_http_response", str(e), **where)
     else:
@@ -911,8 +918,11 @@ def _charset_of(content_type: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _split_http(block: bytes) -> tuple[str, str | None, bytes]:
-    """(mime type, charset, body) of an HTTP response block; tolerant of LF-only header lines."""
+def _split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
+    """(mime type, charset, body) of an HTTP response block; tolerant of LF-only header lines.
+
+    A gzip-encoded body is inflated to at most ``max_body`` bytes (``TooLarge`` past it).
+    """
     fp = io.BytesIO(block)
     status = fp.readline(65537)
     if not status.startswith(b"HTTP/"):
@@ -926,10 +936,7 @@ def _split_http(block: bytes) -> tuple[str, str | None, bytes]:
     encoding = (headers.get("Content-Encoding") or "").strip().lower()
     if encoding in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
         # Common Crawl stores decoded bodies (and renames the header); other crawlers keep the gzip.
-        try:
-            body = gzip.decompress(body)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"gzip-encoded body does not decompress: {e}") from e
+        body = inflate_gzip(body, max_body)
     return content_type.split(";")[0].strip().lower(), _charset_of(content_type), body
 
 
@@ -1001,11 +1008,14 @@ class _Prepended:
         return getattr(self.stream, "error", None)
 
 
+def _json_limit(cfg: ReadConfig) -> int:
+    """The most bytes of JSON text one record may take: room for escaping around the largest document."""
+    return cfg.max_document_bytes * 2 + 64 * 1024
+
+
 def _read_jsonl(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
-    # room for JSON escaping around a document of the largest allowed size
-    limit = cfg.max_document_bytes * 2 + 64 * 1024
     index = 0
-    lines = _lines(stream, limit)
+    lines = _lines(stream, _json_limit(cfg))
     while True:
         try:
             line, size = next(lines)
@@ -1041,22 +1051,29 @@ def _json_line(f: InputFile, line: bytes, index: int, cfg: ReadConfig) -> dict[s
 
 
 def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
-    # A JSON array has to be parsed whole; fine for the small files that use it (JSONL scales).
-    data = stream.read()
-    if stream.error is not None:
-        yield _broken(f, 0, stream.error)
-        return
-    text = data.decode("utf-8", "replace")
-    bad = _replacements(text, data)
+    """A top-level JSON array, item by item (memory: one item, whatever the file's size).
+
+    An item larger than the JSONL line limit is a ``document_too_large`` row and the next items
+    follow; a single value too large to skip, invalid JSON or a broken stream end the file with one
+    row at the index where it stopped (the items before it are kept).
+    """
+    import ijson
+
+    index = 0
     try:
-        items = json.loads(text)
-    except ValueError as e:
-        yield _error(f.path, 0, "invalid_json", f"the JSON array does not parse: {e}")
-        return
-    if not isinstance(items, list):
-        items = [items]
-    for index, obj in enumerate(items):
-        yield _from_mapping(obj, f, index, cfg, "json", bad if index == 0 else 0)
+        for obj, bad in json_array_items(stream, _json_limit(cfg)):
+            if isinstance(obj, Oversized):
+                yield _error(f.path, index, "document_too_large", f"array item of more than {obj.size} bytes")
+            else:
+                yield _from_mapping(obj, f, index, cfg, "json", bad)
+            index += 1
+    except (ijson.JSONError, TooLarge) as e:
+        if stream.error is not None:  # the stream broke (truncated gzip): that is the cause
+            yield _broken(f, index, stream.error)
+        elif isinstance(e, TooLarge):
+            yield _error(f.path, index, "document_too_large", f"{e}; the rest of the file is not read")
+        else:
+            yield _error(f.path, index, "invalid_json", f"the JSON array stops parsing at item {index}: {e}")
 
 
 def _lookup(obj: dict[str, Any], dotted: str) -> Any:

@@ -11,7 +11,7 @@
    (``encode_to_numpy`` per document: no Python list of ints per token), puts ``<|endoftext|>``
    before every document, sends each document to train or val by a hash of its id, writes the
    batch's tokens as one part file per split, and hands the rows on with ``token_count`` filled to
-   ``write_parquet`` (same language partitioning).
+   ``write_parquet`` (same language partitioning, the column kept in the files).
 3. The driver concatenates the parts, in an order fixed by their content, into fixed-size shards and
    writes ``<run>/tokens/index.json`` (pipelines/tokenize/shards.py), checks that rows, documents and
    tokens add up, and swaps the new ``tokens/`` and ``data/clean/`` in place of the old ones.
@@ -468,7 +468,9 @@ def _run_pipeline(
         },
     )
     if new_clean is not None:
-        ds.write_parquet(str(new_clean.resolve()), partition_cols=partition_cols or None)
+        from pipelines.parquet_sink import ParquetSink  # keeps the partition column in the files
+
+        ds.write_datasink(ParquetSink(str(new_clean.resolve()), partition_cols))
     else:
         for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             pass

@@ -24,6 +24,7 @@ and in the run config: ``{function: "myfilters:no_shouting", kind: filter, args:
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -62,6 +63,23 @@ def import_function(path: str) -> Callable[..., Any]:
     return target
 
 
+def check_args(function: Callable[..., Any], path: str, args: dict[str, Any]) -> None:
+    """Bind ``args`` to the function's signature now, so a misspelt keyword is a config error naming
+    it, not a TypeError in every batch that sends every document to the errors output."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or extension function without a signature: cannot check
+        return
+    try:
+        signature.bind([], **args)
+    except TypeError as e:
+        error = ValueError(f"{path}{signature} does not take these args: {e}")
+        unknown = [k for k in args if k not in signature.parameters]
+        has_kwargs = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        key = f"args.{unknown[0]}" if unknown and not has_kwargs else "args"
+        raise config_key(error, key) from None
+
+
 class CustomStep(Step):
     """Applies a user function to batches of documents (see the module docstring for the contract)."""
 
@@ -75,6 +93,7 @@ class CustomStep(Step):
         except ValueError as e:
             raise config_key(e, "function") from None
         self.name = config.name or config.function.rpartition(":")[2]
+        check_args(self.function, config.function, config.args)
 
     def process(self, docs: Sequence[Doc]) -> list[str | None]:
         answers = list(self.function(list(docs), **self.config.args))

@@ -1,0 +1,119 @@
+"""Reading input within a bound: gzip bodies and JSON arrays, whatever size they claim or inflate to.
+
+Why: a record's size on disk says nothing about its size in memory. A gzip-encoded HTTP body of a few
+hundred KB can inflate to gigabytes (a gzip bomb), and a JSON array file has to be parsed as a whole
+by ``json.loads``. Both are decoded here piece by piece, and stop at the bound with an exception or
+marker that the reader turns into an error row for that record, so the other records are kept.
+"""
+
+from __future__ import annotations
+
+import codecs
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+MiB = 1024 * 1024
+_REPLACEMENT = "\ufffd".encode()
+
+
+class TooLarge(ValueError):
+    """Decoded data went past its bound; the message says which bound and how far it got."""
+
+
+def inflate_gzip(data: bytes, limit: int) -> bytes:
+    """The decompressed bytes of a gzip stream (members one after another), at most ``limit`` of them.
+
+    Raises ``TooLarge`` as soon as the output passes ``limit`` (nothing beyond ``limit + 1`` bytes is
+    ever produced), and ``ValueError`` for a stream that is corrupt or cut short.
+    """
+    out = bytearray()
+    rest = data
+    while rest:
+        d = zlib.decompressobj(wbits=31)  # 31: gzip framing
+        try:
+            out += d.decompress(rest, limit + 1 - len(out))
+        except zlib.error as e:
+            raise ValueError(f"gzip-encoded body does not decompress: {e}") from None
+        if len(out) > limit:
+            raise TooLarge(f"gzip-encoded body of {len(data)} bytes inflates past max_document_bytes={limit}")
+        if not d.eof:
+            raise ValueError("gzip-encoded body does not decompress: the stream ends early")
+        rest = d.unused_data.lstrip(b"\x00")  # gzip files may be padded with zeros
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A JSON array item that was not built because its text passed the bound (``size`` so far)."""
+
+    size: int
+
+
+class _Utf8Repairing:
+    """Bytes in, valid UTF-8 bytes out (invalid sequences become U+FFFD), counting the replacements.
+
+    Why: the JSON parser stops at the first invalid byte, and one bad byte must not cost the rest of
+    the file (JSONL lines get the same treatment in readers.py). ``since_event`` counts the bytes read
+    since the caller last reset it, which is how a single value too large to build is noticed.
+    """
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.replaced = 0
+        self.since_event = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""
+        chunk = self.stream.read(MiB if n is None or n < 0 else n)
+        self.since_event += len(chunk)
+        if self.since_event > self.limit:
+            raise TooLarge(f"a single JSON value of more than {self.limit} bytes")
+        text = self.decoder.decode(chunk, final=not chunk)
+        self.replaced += text.count("\ufffd") - chunk.count(_REPLACEMENT)
+        return text.encode("utf-8")
+
+
+def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
+    """The items of a top-level JSON array, one at a time, each with the U+FFFD replacements made in it.
+
+    Memory stays about one item (plus the parser's buffer), never the file. An item whose strings
+    and keys add up to more than ``limit`` characters is not built: it comes as ``Oversized`` and the
+    items after it follow. A single value (one string) the parser cannot skip, of more than ``limit``
+    plus 2 MiB bytes, raises ``TooLarge``, and the items before it have been yielded. Invalid JSON
+    raises ``ijson.JSONError`` at the point where the parser stopped. (A lone surrogate escape such
+    as ``"\\ud83d"`` comes out as ``?`` from ijson's C parser, where ``json.loads`` keeps it.)
+    """
+    import ijson
+
+    reader = _Utf8Repairing(stream, limit + 2 * MiB)
+    depth = 0
+    builder: Any = None
+    size = 0
+    for _, event, value in ijson.parse(reader, use_float=True):
+        reader.since_event = 0
+        if depth == 0:  # the array itself
+            depth = 1
+            continue
+        if depth == 1 and event == "end_array":
+            return
+        if builder is None and size == 0:
+            builder = ijson.ObjectBuilder()
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+        size += len(value) if isinstance(value, str) else 8
+        if builder is not None:
+            if size > limit:
+                builder = None  # the rest of this item is read, but no longer kept
+            else:
+                builder.event(event, value)
+        if depth == 1:  # the item is complete
+            replaced, reader.replaced = reader.replaced, 0
+            yield (builder.value if builder is not None else Oversized(size)), replaced
+            builder, size = None, 0

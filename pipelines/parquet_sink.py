@@ -1,0 +1,98 @@
+"""A Ray Data parquet sink for local paths and URIs; hive partitions (``language=en/``) keep their column.
+
+Why not ``Dataset.write_parquet(partition_cols=...)``: Arrow's dataset writer moves a partition
+column out of the files into the folder names, so one file read alone, or copied elsewhere, has no
+``language`` column, while FineWeb's files (the schema we promise) carry it. This Ray Data sink
+writes each write task's rows as one file per partition value, with every column kept. It takes
+run-directory paths as they are (local, or URIs with pyarrow options in a query string, see
+pipelines/storage.py), and writes files in place: its callers write into a staging folder that is
+swapped in when the whole output is written.
+
+Reading the folder back: ``pyarrow.dataset.dataset(path, partitioning="hive")``, Ray Data and
+polars see one ``language`` column. ``pyarrow.parquet.read_table(path)`` and ``pandas.read_parquet``
+infer the folder names as a dictionary column, which then clashes with the string column in the
+files: pass ``partitioning=None`` to them (the column is in every file anyway).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+from ray.data.block import Block, BlockAccessor
+
+from pipelines import storage
+
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # Arrow's and Hive's folder name for a null value
+
+
+def partition_folder(columns: list[str], values: Iterable[Any]) -> str:
+    """``language=en`` (values URI-encoded as Arrow's hive partitioning does, so ``/`` or ``..`` in a
+    value can never leave the output folder)."""
+    return "/".join(
+        f"{c}={HIVE_NULL if v is None else urllib.parse.quote(str(v), safe='')}"
+        for c, v in zip(columns, values, strict=True)
+    )
+
+
+def split_by(table: pa.Table, columns: list[str]) -> list[tuple[tuple[Any, ...], pa.Table]]:
+    """The rows of ``table`` grouped by the values of ``columns`` (nulls are a group too)."""
+    keys = table.group_by(columns).aggregate([]).to_pylist()
+    groups = []
+    for key in keys:
+        mask = None
+        for c in columns:
+            test = pc.is_null(table[c]) if key[c] is None else pc.fill_null(pc.equal(table[c], key[c]), False)
+            mask = test if mask is None else pc.and_(mask, test)
+        groups.append((tuple(key[c] for c in columns), table.filter(mask)))
+    return groups
+
+
+class ParquetSink(Datasink[None]):
+    """``ds.write_datasink(ParquetSink(path, ["language"], min_rows_per_file=50_000))``.
+
+    Without ``partition_cols`` it is a plain parquet writer. Ray hands each write task at
+    least ``min_rows_per_file`` rows when there are that many, as ``write_parquet`` does; a task
+    writes one file per partition value it holds, named by the write and the task, so a retried
+    task overwrites its own files instead of adding copies.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        partition_cols: Iterable[str] = (),
+        min_rows_per_file: int | None = None,
+        compression: str = "snappy",
+    ) -> None:
+        self.path = path
+        self.partition_cols = list(partition_cols)
+        self.min_rows_per_file = min_rows_per_file
+        self.compression = compression
+        self.write_id = uuid.uuid4().hex[:12]
+
+    @property
+    def min_rows_per_write(self) -> int | None:
+        return self.min_rows_per_file
+
+    def on_write_start(self, schema: pa.Schema | None = None) -> None:
+        storage.makedirs(self.path)
+
+    def write(self, blocks: Iterable[Block], ctx: Any) -> None:
+        tables = [t for t in (BlockAccessor.for_block(b).to_arrow() for b in blocks) if t.num_rows]
+        if not tables:
+            return
+        table = pa.concat_tables(tables, promote_options="default")
+        fs, base = storage.fs_and_path(self.path)
+        groups = split_by(table, self.partition_cols) if self.partition_cols else [((), table)]
+        for i, (values, rows) in enumerate(groups):
+            folder = partition_folder(self.partition_cols, values)
+            name = f"{self.write_id}-{ctx.task_idx:06d}-{i:04d}.parquet"
+            path = "/".join(p for p in (base.rstrip("/"), folder, name) if p)
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pq.write_table(rows, path, filesystem=fs, compression=self.compression)
