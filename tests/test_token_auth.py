@@ -32,7 +32,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent  # the job's `python` must be this one (README: PATH=.venv/bin:$PATH)
 RAY = VENV_BIN / "ray"
-HEAD_START_TIMEOUT_S = 180
+START_TIMEOUT_S = 180
 AUTH_VARS = (
     "RAY_AUTH_MODE",
     "RAY_AUTH_TOKEN",
@@ -66,7 +66,7 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _stop_head(head: subprocess.Popen) -> None:
+def _stop_node(head: subprocess.Popen) -> None:
     """SIGTERM makes ``ray start --block`` shut its processes down; stragglers of its session get
     SIGKILL, each by its id."""
     head.terminate()
@@ -85,9 +85,32 @@ def _stop_head(head: subprocess.Popen) -> None:
             pass
 
 
+def _start_node(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``ray start ... --block`` in a session of its own (so that ``_stop_node`` finds all it started)."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_for_log(
+    node: subprocess.Popen, log_path: Path, *texts: str, timeout: float = START_TIMEOUT_S
+) -> str:
+    """Wait until the node's log holds one of ``texts``; returns the log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = log_path.read_text()
+        if any(t in log for t in texts):
+            return log
+        if node.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{log_path.name}: none of {texts} (exit status {node.poll()}):\n{log[-3000:]}")
+        time.sleep(1)
+
+
 @dataclass
 class Head:
     address: str  # the job server (dashboard) URL
+    gcs: str  # what other nodes join (ray start --address)
     env: dict[str, str]  # a client environment holding the cluster's token
     root: Path
 
@@ -119,18 +142,12 @@ def token_head() -> Iterator[Head]:
         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
         f"--node-manager-port={node_manager}",
     ]  # fmt: skip
-    log = (root / "head.log").open("w")
-    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    head = _start_node(command, env, root / "head.log")
     try:
-        deadline = time.monotonic() + HEAD_START_TIMEOUT_S
-        while "block forever" not in (root / "head.log").read_text():
-            if head.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"ray start --head did not come up:\n{(root / 'head.log').read_text()[-3000:]}")
-            time.sleep(1)
-        yield Head(address=f"http://127.0.0.1:{dashboard}", env=env, root=root)
+        _wait_for_log(head, root / "head.log", "block forever")
+        yield Head(address=f"http://127.0.0.1:{dashboard}", gcs=f"127.0.0.1:{gcs}", env=env, root=root)
     finally:
-        _stop_head(head)
-        log.close()
+        _stop_node(head)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -199,3 +216,40 @@ def test_a_submission_without_the_token_is_refused(token_head: Head, client: str
     listed = _ray(token_head, "job", "list", "--address", token_head.address)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert f"raychat-{client}" not in listed.stdout  # and the cluster holds no trace of the job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("auth_mode", ["token", None], ids=["auth-mode-token", "token-file-alone"])
+def test_a_node_joins_with_auth_mode_token_and_is_refused_without(
+    token_head: Head, auth_mode: str | None
+) -> None:
+    """What cluster/ sets on every node: the token in ~/.ray/auth_token and RAY_AUTH_MODE=token. A
+    joining ``ray start --address`` does not turn token auth on from the file alone (only a head
+    does), so without RAY_AUTH_MODE=token the head refuses it."""
+    home = token_head.root / f"node-home-{auth_mode}"
+    (home / ".ray").mkdir(parents=True)
+    shutil.copy(token_head.root / "auth_token", home / ".ray" / "auth_token")  # as the AWS file_mounts do
+    env = {k: v for k, v in token_head.env.items() if k not in AUTH_VARS} | {"HOME": str(home)}
+    if auth_mode:
+        env["RAY_AUTH_MODE"] = auth_mode
+    manager, metrics, agent_http, agent_grpc, runtime_env = _free_ports(5)
+    command = [
+        str(RAY), "start", "--block", f"--address={token_head.gcs}", f"--temp-dir={token_head.root / 'ray'}",
+        "--num-cpus=1", "--object-store-memory=80000000", f"--node-manager-port={manager}",
+        f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent_http}",
+        f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env}",
+    ]  # fmt: skip
+    log_path = token_head.root / f"node-{auth_mode}.log"
+    node = _start_node(command, env, log_path)
+    try:
+        log = _wait_for_log(node, log_path, "block forever", "InvalidAuthToken")
+        status = _ray(token_head, "status", f"--address={token_head.gcs}")
+        active = status.stdout.split("Active:")[1].split("Pending:")[0]
+        nodes = sum(1 for line in active.splitlines() if "node_" in line)
+        if auth_mode:
+            assert "block forever" in log and nodes == 2, log[-3000:] + status.stdout
+        else:
+            assert "Authentication token is missing or incorrect" in log, log[-3000:]
+            assert nodes == 1, status.stdout
+    finally:
+        _stop_node(node)
