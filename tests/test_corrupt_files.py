@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_checkpoint import tiny_model, tiny_tokenizer  # the same tiny model and tokenizer
 
 from lm.checkpoint import CheckpointError, check_model_files, eos_token_ids, load_pretrained, save_pretrained
-from lm.model import ModelConfig, Transformer
-from lm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from lm.tokenizer import TokenizerError, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,27 +47,11 @@ def _cases(files: list[str]) -> list[tuple[str, str]]:
     ]
 
 
-def _tokenizer() -> Tokenizer:
-    ranks = {bytes([b]): b for b in range(256)}
-    ranks.update({b"th": 256, b"he": 257, b"the": 258, b" t": 259})
-    return Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
-
-
 @pytest.fixture(scope="module")
 def good_model(tmp_path_factory) -> Path:
-    tok = _tokenizer()
-    config = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        num_kv_heads=1,
-        intermediate_size=64,
-        max_seq_len=64,
+    return save_pretrained(
+        tiny_model(), tmp_path_factory.mktemp("good") / "model", tokenizer=tiny_tokenizer()
     )
-    model = Transformer(config)
-    model.init_weights(0)
-    return save_pretrained(model, tmp_path_factory.mktemp("good") / "model", tokenizer=tok)
 
 
 def _damaged_copy(good: Path, where: Path, name: str, how: str) -> Path:
@@ -96,9 +80,9 @@ def _one_line_error(err: str) -> str:
 def test_the_undamaged_directories_load(good_model: Path) -> None:
     """The control: every test below damages one file of this directory."""
     model, meta = load_pretrained(good_model)
-    assert meta["format"] == "raychat-model-v1" and model.config.num_layers == 1
-    assert load_tokenizer(good_model).encode("the th") == _tokenizer().encode("the th")
-    assert eos_token_ids(good_model) == [_tokenizer().eot_id]
+    assert meta["format"] == "raychat-model-v1" and model.config == tiny_model().config
+    assert load_tokenizer(good_model).encode("the th") == tiny_tokenizer().encode("the th")
+    assert eos_token_ids(good_model) == [tiny_tokenizer().eot_id]
     check_model_files(good_model)
 
 
