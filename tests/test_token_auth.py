@@ -218,6 +218,13 @@ def test_a_submission_without_the_token_is_refused(token_head: Head, client: str
     assert f"raychat-{client}" not in listed.stdout  # and the cluster holds no trace of the job
 
 
+def _active_nodes(head: Head) -> int:
+    status = _ray(head, "status", f"--address={head.gcs}")
+    assert status.returncode == 0, status.stderr[-2000:]
+    active = status.stdout.split("Active:")[1].split("Pending:")[0]
+    return sum("node_" in line for line in active.splitlines())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("auth_mode", ["token", None], ids=["auth-mode-token", "token-file-alone"])
 def test_a_node_joins_with_auth_mode_token_and_is_refused_without(
@@ -243,13 +250,14 @@ def test_a_node_joins_with_auth_mode_token_and_is_refused_without(
     node = _start_node(command, env, log_path)
     try:
         log = _wait_for_log(node, log_path, "block forever", "InvalidAuthToken")
-        status = _ray(token_head, "status", f"--address={token_head.gcs}")
-        active = status.stdout.split("Active:")[1].split("Pending:")[0]
-        nodes = sum(1 for line in active.splitlines() if "node_" in line)
         if auth_mode:
-            assert "block forever" in log and nodes == 2, log[-3000:] + status.stdout
+            assert "block forever" in log, log[-3000:]
+            deadline = time.monotonic() + 90  # the cluster status lags the join by a few seconds
+            while _active_nodes(token_head) < 2 and time.monotonic() < deadline:
+                time.sleep(2)
+            assert _active_nodes(token_head) == 2
         else:
             assert "Authentication token is missing or incorrect" in log, log[-3000:]
-            assert nodes == 1, status.stdout
+            assert _active_nodes(token_head) == 1
     finally:
         _stop_node(node)
