@@ -16,18 +16,21 @@ Local paths only; a stage that writes to object storage saves locally and upload
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from lm.files import read_json_object
 from lm.model import ModelConfig, RotaryEmbedding, Transformer
 
 FORMAT = "raychat-model-v1"
@@ -235,13 +238,16 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def _weight_files(path: Path) -> list[Path]:
     single, index = path / WEIGHTS_FILE, path / INDEX_FILE
-    if single.is_file():
+    if single.exists():
+        if not single.is_file():
+            raise CheckpointError(f"{single}: not a file")
         return [single]
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        weight_map = read_json_object(index, CheckpointError).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(
+                f"{index}: not a safetensors index (no 'weight_map' of tensor -> file name)"
+            )
         files = [path / name for name in dict.fromkeys(weight_map.values())]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
@@ -252,15 +258,72 @@ def _weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no {WEIGHTS_FILE} or {INDEX_FILE}")
 
 
+@contextlib.contextmanager
+def _open_weights(f: Path) -> Iterator[Any]:
+    """``safe_open`` whose errors (a truncated, empty or foreign file) name the file."""
+    try:
+        with safe_open(str(f), framework="pt") as sf:
+            yield sf
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{f}: not a readable safetensors file ({e}); the file is corrupt") from None
+
+
 def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as sf:
+        with _open_weights(f) as sf:
             for key in sf.keys():
                 if "rotary_emb.inv_freq" in key:
                     continue  # a buffer some exporters save; we recompute it
                 tensors[key] = sf.get_tensor(key)
     return tensors
+
+
+def eos_token_ids(model_dir: str | os.PathLike[str]) -> list[int]:
+    """The EOS ids of a model directory (generation_config.json, else config.json), checked: a
+    corrupt file or an id that is not an integer raises CheckpointError naming the file."""
+    for name in (GENERATION_FILE, CONFIG_FILE):
+        path = Path(model_dir) / name
+        if not path.exists():
+            continue
+        eos = read_json_object(path, CheckpointError).get("eos_token_id")
+        if eos is None:
+            continue
+        ids = eos if isinstance(eos, list) else [eos]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise CheckpointError(f"{path}: eos_token_id must be a token id or a list of them, not {eos!r}")
+        return list(ids)
+    return []
+
+
+def _read_model_files(root: Path) -> tuple[ModelConfig, dict[str, Any], list[Path]]:
+    """The config, the metadata and the weight files of a model directory, every small file read and
+    checked first, so that a corrupt one fails at once and by name, before gigabytes of weights."""
+    if not root.is_dir():
+        raise CheckpointError(f"model directory not found: {root}")
+    config_path = root / CONFIG_FILE
+    try:
+        hf = read_json_object(config_path, CheckpointError)
+    except FileNotFoundError:
+        raise CheckpointError(f"{root}: no {CONFIG_FILE}; not a model directory") from None
+    config = config_from_hf(hf, str(config_path))
+    eos_token_ids(root)  # the engines read generation_config.json later, for the EOS ids
+    meta_path = root / META_FILE
+    if meta_path.exists():
+        meta = read_json_object(meta_path, CheckpointError)
+    else:
+        meta = {"imported_from": str(root), "hf_config": hf}
+    return config, meta, _weight_files(root)
+
+
+def check_model_files(path: str | os.PathLike[str]) -> None:
+    """Check a model directory before another loader (vLLM) reads it: the JSON files parse and fit
+    our decoder, and every safetensors header reads; the tensors themselves are not loaded. Raises
+    CheckpointError naming the file at fault."""
+    *_, files = _read_model_files(Path(path))
+    for f in files:
+        with _open_weights(f) as sf:
+            sf.keys()
 
 
 def load_pretrained(
@@ -269,21 +332,12 @@ def load_pretrained(
     """The model in ``path`` (eval mode, on ``device``) and its raychat.json metadata.
 
     ``dtype`` converts floating weights (default: as stored). For a checkpoint made elsewhere the
-    metadata is ``{"imported_from": path, "hf_config": {...}}``.
+    metadata is ``{"imported_from": path, "hf_config": {...}}``. Any file that is missing, corrupt or
+    does not fit raises CheckpointError naming it.
     """
     root = Path(path)
-    if not root.is_dir():
-        raise CheckpointError(f"model directory not found: {root}")
-    config_path = root / CONFIG_FILE
-    try:
-        hf = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{root}: no {CONFIG_FILE}; not a model directory") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{config_path}: not valid JSON ({e})") from None
-    config = config_from_hf(hf, str(config_path))
-
-    tensors = _read_tensors(_weight_files(root))
+    config, meta, files = _read_model_files(root)
+    tensors = _read_tensors(files)
     if config.tie_embeddings:
         head = tensors.pop("lm_head.weight", None)
         embed = tensors.get("model.embed_tokens.weight")
@@ -324,12 +378,6 @@ def load_pretrained(
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta).to(target)
     model.eval()
-
-    meta_path = root / META_FILE
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-    else:
-        meta = {"imported_from": str(root), "hf_config": hf}
     return model, meta
 
 

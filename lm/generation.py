@@ -8,7 +8,6 @@ above them (RL, distillation, "I don't know" probing, serving) uses only the nam
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,11 +172,8 @@ class Engine(abc.ABC):
 
 
 def eos_token_ids_of(model_dir: str | Path) -> list[int]:
-    """The EOS ids of a model directory (generation_config.json, else config.json)."""
-    for name in ("generation_config.json", "config.json"):
-        path = Path(model_dir) / name
-        if path.is_file():
-            eos = json.loads(path.read_text()).get("eos_token_id")
-            if eos is not None:
-                return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
-    return []
+    """The EOS ids of a model directory (generation_config.json, else config.json); a corrupt file
+    raises ``lm.checkpoint.CheckpointError`` naming it (the reading lives there, beside the writing)."""
+    from lm.checkpoint import eos_token_ids
+
+    return eos_token_ids(model_dir)

@@ -38,6 +38,7 @@ import tiktoken
 import tiktoken.load
 
 from lm.chat_template import CHAT_TEMPLATE
+from lm.files import read_bytes, read_json_object, read_text
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ class TokenizerError(ValueError):
     """A tokenizer spec or file that cannot be used, described for a person."""
 
 
+def _missing_bytes(ranks: dict[bytes, int]) -> list[int]:
+    """The byte values without a rank of their own (a byte-level tokenizer has none)."""
+    return [b for b in range(256) if bytes([b]) not in ranks]
+
+
 def split_pattern(name: str) -> str:
     """The regex of a named split pattern (gpt2/r50k/p50k, cl100k/gpt4, o200k)."""
     try:
@@ -126,7 +132,7 @@ class Tokenizer:
         """Build from ranks; special tokens get the ids right after the largest rank, in order."""
         if not mergeable_ranks:
             raise TokenizerError(f"tokenizer {name!r} has no ranks")
-        missing = [b for b in range(256) if bytes([b]) not in mergeable_ranks]
+        missing = _missing_bytes(mergeable_ranks)
         if missing:
             raise TokenizerError(
                 f"tokenizer {name!r} is not byte-level: {len(missing)} single bytes have no rank "
@@ -291,7 +297,7 @@ def load_tokenizer(spec: str | os.PathLike[str], pattern: str | None = None) -> 
         return load_tiktoken_file(text[len("tiktoken:") :], pattern=pattern)
     path = Path(text)
     if path.is_dir():
-        if (path / META_FILE).is_file():
+        if (path / META_FILE).exists():
             return load_saved(path)
         if (path / "vocab.bpe").is_file() and (path / "encoder.json").is_file():
             return load_gpt2(path)
@@ -304,17 +310,21 @@ def load_tokenizer(spec: str | os.PathLike[str], pattern: str | None = None) -> 
 
 
 def load_saved(directory: str | os.PathLike[str]) -> Tokenizer:
-    """A directory written by ``Tokenizer.save`` (a tokenizer directory or a model directory)."""
+    """A directory written by ``Tokenizer.save`` (a tokenizer directory or a model directory).
+
+    Both files are checked against each other, so that a corrupt, truncated or mismatched pair is
+    refused with the file's name instead of loading as a different tokenizer: every single byte has a
+    rank, and the special tokens start right after the largest rank, as ``from_ranks`` places them.
+    """
     d = Path(directory)
+    meta_path, ranks_path = d / META_FILE, d / RANKS_FILE
     try:
-        meta = json.loads((d / META_FILE).read_text())
+        meta = read_json_object(meta_path, TokenizerError)
     except FileNotFoundError:
-        raise TokenizerError(f"{d / META_FILE} not found; {SPEC_HELP}") from None
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{d / META_FILE} is not valid JSON: {e}") from None
+        raise TokenizerError(f"{meta_path} not found; {SPEC_HELP}") from None
     if meta.get("format") != FORMAT:
-        raise TokenizerError(f"{d / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    ranks = read_tiktoken_ranks(d / RANKS_FILE)
+        raise TokenizerError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    ranks = read_tiktoken_ranks(ranks_path)
     try:
         specials = {str(k): int(v) for k, v in meta["special_tokens"].items()}
         encoding = tiktoken.Encoding(
@@ -323,11 +333,21 @@ def load_saved(directory: str | os.PathLike[str]) -> Tokenizer:
             mergeable_ranks=ranks,
             special_tokens=specials,
         )
+        tokenizer = Tokenizer(encoding, source=str(meta.get("source", "")))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise TokenizerError(f"{meta_path} is incomplete or inconsistent with {RANKS_FILE}: {e}") from None
+    missing = _missing_bytes(ranks)
+    first_special, last_rank = min(specials.values()), max(ranks.values())
+    if missing or first_special != last_rank + 1:
+        problem = (
+            f"{len(missing)} of the 256 single bytes have no rank (first: {missing[0]})"
+            if missing
+            else f"its ranks end at {last_rank} but {META_FILE}'s special tokens start at {first_special}"
+        )
         raise TokenizerError(
-            f"{d / META_FILE} is incomplete or inconsistent with {RANKS_FILE}: {e}"
-        ) from None
-    return Tokenizer(encoding, source=str(meta.get("source", "")))
+            f"{ranks_path}: {problem}; the file is truncated or corrupt, or does not belong with {meta_path}"
+        )
+    return tokenizer
 
 
 def load_gpt2(directory: str | os.PathLike[str]) -> Tokenizer:
@@ -335,8 +355,11 @@ def load_gpt2(directory: str | os.PathLike[str]) -> Tokenizer:
     d = Path(directory)
     vocab_bpe, encoder_json = d / "vocab.bpe", d / "encoder.json"
     for f in (vocab_bpe, encoder_json):
-        if not f.is_file():
+        if not f.exists():
             raise TokenizerError(f"gpt2:{d}: {f.name} not found in {d}")
+    # each file on its own first, so that a corrupt one is named; tiktoken's errors name neither
+    read_text(vocab_bpe, TokenizerError)
+    read_json_object(encoder_json, TokenizerError)
     try:
         with _no_tiktoken_cache():
             ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
@@ -350,7 +373,7 @@ def load_gpt2(directory: str | os.PathLike[str]) -> Tokenizer:
 def load_tiktoken_file(path: str | os.PathLike[str], pattern: str | None = None) -> Tokenizer:
     """Any ``.tiktoken`` ranks file; the split pattern is ``pattern`` or guessed from the file name."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise TokenizerError(f"tiktoken:{p}: file not found")
     name = pattern or _guess_pattern(p.name)
     ranks = read_tiktoken_ranks(p)
@@ -375,7 +398,7 @@ def read_tiktoken_ranks(path: str | os.PathLike[str]) -> dict[bytes, int]:
     """
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_bytes(p, TokenizerError)
     except FileNotFoundError:
         raise TokenizerError(f"{p} not found") from None
     ranks: dict[bytes, int] = {}

@@ -87,6 +87,9 @@ class VLLMEngine(Engine):
     ) -> None:
         """``max_batch_size`` is vLLM's ``max_num_seqs``; ``llm_kwargs`` go to ``vllm.LLM`` (e.g.
         ``gpu_memory_utilization``, ``tensor_parallel_size``, ``dtype``)."""
+        from lm.checkpoint import check_model_files
+
+        check_model_files(model_dir)  # a corrupt file fails here, by name, not deep inside vLLM
         if importlib.util.find_spec("vllm") is None:
             raise VLLMUnavailable(
                 "vLLM is not installed: `pip install -e '.[gpu]'` on a CUDA machine, or use TorchEngine "

@@ -12,7 +12,11 @@ from lm.checkpoint import CheckpointError, load_pretrained, save_pretrained
 from lm.model import ModelConfig, Transformer
 from lm.tokenizer import Tokenizer, load_tokenizer
 
-transformers = pytest.importorskip("transformers")
+
+@pytest.fixture(scope="module")
+def transformers():
+    """Only the tests that compare with Hugging Face need it (a dev extra); the rest run without."""
+    return pytest.importorskip("transformers")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,7 +46,7 @@ def tiny_model(seed: int = 0, **overrides) -> Transformer:
     return model.eval()
 
 
-def _compare_with_hf(model: Transformer, directory: Path) -> float:
+def _compare_with_hf(transformers, model: Transformer, directory: Path) -> float:
     hf = transformers.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     x = torch.randint(0, model.config.vocab_size, (2, 23), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -54,10 +58,10 @@ def _compare_with_hf(model: Transformer, directory: Path) -> float:
     [dict(), dict(tie_embeddings=True), dict(num_kv_heads=1, rope_theta=1234.0, rms_norm_eps=1e-6)],
     ids=["gqa", "gqa-tied", "mqa-theta"],
 )
-def test_transformers_loads_export_with_same_logits(tmp_path: Path, overrides: dict) -> None:
+def test_transformers_loads_export_with_same_logits(transformers, tmp_path: Path, overrides: dict) -> None:
     model = tiny_model(**overrides)
     out = save_pretrained(model, tmp_path / "m", tokenizer=tiny_tokenizer(), meta={"stage": "test"})
-    assert _compare_with_hf(model, out) < 1e-4
+    assert _compare_with_hf(transformers, model, out) < 1e-4
 
 
 def test_export_layout_and_round_trip(tmp_path: Path) -> None:
@@ -103,7 +107,7 @@ def test_save_replaces_existing_dir_and_converts_dtype(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shard", [False, True])
-def test_imports_checkpoint_made_by_transformers(tmp_path: Path, shard: bool) -> None:
+def test_imports_checkpoint_made_by_transformers(transformers, tmp_path: Path, shard: bool) -> None:
     cfg = transformers.LlamaConfig(
         vocab_size=300,
         hidden_size=64,

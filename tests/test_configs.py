@@ -1,42 +1,102 @@
-"""Every run config shipped in configs/ loads and validates, GPU ones included (CI has no GPU)."""
+"""Every run config shipped in configs/ loads and validates, GPU ones included (CI has no GPU), and the
+cluster manifests give every node the token and the shared run directory they say they do."""
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from pipelines.config import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value a YAML mapping sets."""
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _at(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_shipped_config_validates(path: Path) -> None:
-    cfg = load_config(path, [])
-    assert str(cfg.run_dir)
+def test_shipped_config_loads_with_every_value_it_sets(path: Path) -> None:
+    """Nothing the file says is dropped, renamed or changed on the way in (the run directory included)."""
+    written = yaml.safe_load(path.read_text())
+    loaded = load_config(path, []).model_dump(mode="json")
+    leaves = list(_leaves(written))
+    assert "run_dir" in dict(leaves)
+    assert [(key, _at(loaded, key)) for key, _ in leaves] == leaves
+
+
+def test_tiny_config_is_the_defaults_but_for_the_two_keys_it_names() -> None:
+    """configs/tiny.yaml's header says every value in it is the built-in default except two."""
+    written = dict(_leaves(yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())))
+    defaults = load_config(None, []).model_dump(mode="json")
+    differ = {key for key, value in written.items() if _at(defaults, key) != value}
+    assert differ == {"clean.url.blocklists", "ray.object_store_memory_mb"}
 
 
 def test_gpu_config_is_a_real_run() -> None:
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "gpu-124m.yaml", [])
+    cfg = load_config(REPO / "configs" / "gpu-124m.yaml", [])
     pre = cfg.pretrain
     assert pre.use_gpu and pre.num_workers > 1 and pre.compile
     assert pre.global_batch_tokens % (pre.seq_len * pre.micro_batch_size * pre.num_workers) == 0
 
 
-def test_cluster_manifests_share_the_run_directory_with_every_node() -> None:
-    import yaml
+SHARED = "/mnt/shared"
 
-    cluster = Path(__file__).resolve().parents[1] / "cluster"
-    aws = yaml.safe_load((cluster / "aws-autoscaling.yaml").read_text())
-    assert any("/mnt/shared" in cmd for cmd in aws["initialization_commands"])
-    assert aws["file_mounts"]["/home/ubuntu/.ray/auth_token"]  # token auth on every node
-    pvc, job = yaml.safe_load_all((cluster / "kuberay-rayjob.yaml").read_text())
+
+def test_aws_cluster_gives_every_node_the_token_and_the_shared_run_directory() -> None:
+    text = (REPO / "cluster" / "aws-autoscaling.yaml").read_text()
+    aws = yaml.safe_load(text)
+    # the token: copied to the path Ray reads (~/.ray/auth_token of the user the nodes run as) ...
+    assert aws["file_mounts"] == {f"/home/{aws['auth']['ssh_user']}/.ray/auth_token": "~/.ray/auth_token"}
+    # ... and used: a joining node turns token auth on only with RAY_AUTH_MODE=token (tests/test_token_auth.py)
+    starts = [
+        c for c in aws["head_start_ray_commands"] + aws["worker_start_ray_commands"] if "ray start" in c
+    ]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts), starts
+    assert "RAY_AUTH_MODE=disabled" not in text
+    # the run directory: an NFS file system mounted at /mnt/shared on every node, where the GPU run writes
+    mounts = [shlex.split(c) for c in aws["initialization_commands"] if "mount -t nfs4" in c]
+    assert len(mounts) == 1 and mounts[0][-1] == SHARED, aws["initialization_commands"]
+    assert load_config(REPO / "configs" / "gpu-124m.yaml", []).run_dir.startswith(f"{SHARED}/")
+
+
+def test_kuberay_job_gives_every_pod_the_token_and_the_shared_run_directory() -> None:
+    text = (REPO / "cluster" / "kuberay-rayjob.yaml").read_text()
+    pvc, job = yaml.safe_load_all(text)
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     spec = job["spec"]["rayClusterSpec"]
     pods = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    assert len(pods) == 3
+    secrets = set()
     for pod in pods:
         (container,) = pod["spec"]["containers"]
-        assert {"name": "shared", "mountPath": "/mnt/shared"} in container["volumeMounts"]
-        assert {e["name"] for e in container["env"]} >= {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
-    assert "/mnt/shared" in job["spec"]["entrypoint"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+        secrets.add((ref["name"], ref["key"]))
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["shared"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+        assert {"name": "shared", "mountPath": SHARED} in container["volumeMounts"]
+    # one token for all pods, the secret the header tells you to create
+    ((name, key),) = secrets
+    assert f"kubectl create secret generic {name} --from-literal={key}=" in text
+    # the run directory the job writes is on the shared volume
+    entrypoint = shlex.split(job["spec"]["entrypoint"])
+    assert entrypoint[entrypoint.index("--run-dir") + 1].startswith(f"{SHARED}/")

@@ -593,12 +593,32 @@ def test_unreadable_and_missing_paths(tmp_path):
     assert [(e["reason"], e["record_index"]) for e in gone] == [("unreadable", None)]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_file_without_read_permission(tmp_path):
-    path = write_jsonl(tmp_path / "secret.jsonl", [C4_ROW])
-    path.chmod(0)
-    _, errors = expand_inputs([str(path)])
-    assert [e["reason"] for e in errors] == ["unreadable"]
+def test_a_file_that_cannot_be_opened_is_an_error_row(tmp_path, monkeypatch):
+    """Permission bits stop other users but not root, and CI runs as root: a unix socket is a
+    directory entry that ``open`` refuses for every user (ENXIO), so it stands in for any file that
+    is listed but cannot be opened."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)  # bind a short relative name: socket paths have ~107 bytes at most
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("secret.jsonl")
+        write_jsonl(tmp_path / "ok.jsonl", [C4_ROW])
+        files, errors = expand_inputs([str(tmp_path / "secret.jsonl"), str(tmp_path / "ok.jsonl")])
+    assert [Path(f.path).name for f in files] == ["ok.jsonl"]  # the readable file is still read
+    assert [(e["file_path"], e["reason"]) for e in errors] == [(str(tmp_path / "secret.jsonl"), "unreadable")]
+    assert "No such device or address" in errors[0]["error"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_a_file_whose_reading_fails_is_an_error_row(tmp_path):
+    """A file that opens but fails when read (a disk error, a vanished network mount): reading
+    /proc/self/mem at offset 0 fails with EIO for every user, root included."""
+    (tmp_path / "broken.jsonl").symlink_to("/proc/self/mem")
+    files, errors = expand_inputs([str(tmp_path / "broken.jsonl")])
+    assert [Path(f.path).name for f in files] == ["broken.jsonl"] and not errors  # listing opens it
+    items = list(read_file(files[0]))
+    assert [(e["reason"], e["record_index"]) for e in items] == [("unreadable", None)]
+    assert "Input/output error" in items[0]["error"]
 
 
 def test_every_record_one_outcome_across_a_messy_mix(tmp_path):
