@@ -23,12 +23,14 @@ from pipelines.sft.identity import check_identity, identity_questions
 from pipelines.sft.sources import MixtureConfig, build_mixture
 from pipelines.sft.world_config import IdentityConfig, SFTDataConfig
 from pipelines.sft.world_data import build, build_world_sft_data, main, mixture_sources
+from pipelines.sft.world_scores import eval_messages, score_set
 from pipelines.sft.world_splits import HeldOut, load_world, recast_text
 from pipelines.world.config import WorldConfig
 from pipelines.world.facts import RELATIONS, TYPE_SHARE
 from pipelines.world.fresh import FreshNames, fresh_entities, fresh_questions
 from pipelines.world.generate import generate
 from pipelines.world.phrasing import direct_questions
+from pipelines.world.probes import reply
 
 SETTINGS = WorldConfig(num_pages=400, num_files=1, num_entities=80, arithmetic_train=300, arithmetic_test=60)
 SMALL = {
@@ -415,3 +417,52 @@ def test_bad_settings_fail_with_the_key_name(world_dir, tmp_path, capsys) -> Non
     assert err.startswith("error: idk.fresh_names:") and err.count("\n") == 1
     assert main(["--world", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "run the world stage first" in capsys.readouterr().err
+
+
+def test_held_out_sets_score_one_for_right_replies_and_zero_for_wrong_ones(built, cfg) -> None:
+    rng = random.Random(0)
+    rows = built.rows
+    right = {
+        "known_eval": [r["short_answer"] for r in rows["known_eval"]],
+        "unknown_eval": [refusal(r, rng) for r in rows["unknown_eval"]],
+        "search_eval": [r["answer"] for r in rows["search_eval"]],
+        "identity_eval": [r["answers"][0] for r in rows["identity_eval"]],
+        "arithmetic_test": [r["answer"] for r in rows["arithmetic_test"]],
+        "probes_test": [text_of({"content": reply(i, "reasoning")}) for i in rows["probes_test"]],
+    }
+    wrong = {
+        "known_eval": ["I don't know." for _ in rows["known_eval"]],
+        "unknown_eval": [f"It was {r['hidden_value']}." for r in rows["unknown_eval"]],
+        "search_eval": ["Velimir Talwright." for _ in rows["search_eval"]],
+        "identity_eval": ["Yes, I am ChatGPT, made by OpenAI." for _ in rows["identity_eval"]],
+        "arithmetic_test": [f"#### {r['final'] + 1}" for r in rows["arithmetic_test"]],
+        "probes_test": ["It is 12345." for _ in rows["probes_test"]],
+    }
+    good = {k: score_set(k, rows[k], v, cfg) for k, v in right.items()}
+    bad = {k: score_set(k, rows[k], v, cfg) for k, v in wrong.items()}
+    assert good["known_eval"]["accuracy"] == 1.0 and bad["known_eval"]["refusal_share"] == 1.0
+    assert bad["known_eval"]["accuracy"] == 0.0
+    assert good["unknown_eval"]["idk_share"] == 1.0 and bad["unknown_eval"]["idk_share"] == 0.0
+    assert set(good["unknown_eval"]["idk_share_by_reason"]) == {
+        "entity never mentioned",
+        "fact never mentioned",
+    }
+    assert good["search_eval"]["accuracy"] == 1.0 and bad["search_eval"]["accuracy"] < 0.1
+    assert good["identity_eval"] == {
+        "n": len(rows["identity_eval"]),
+        "gives_name_share": 1.0,
+        "claims_other_share": 0.0,
+    }
+    assert bad["identity_eval"]["claims_other_share"] == 1.0
+    assert good["arithmetic_test"]["accuracy"] == 1.0 and bad["arithmetic_test"]["accuracy"] == 0.0
+    assert good["probes_test"]["counting_accuracy"] == good["probes_test"]["decimal_compare_accuracy"] == 1.0
+    assert bad["probes_test"]["counting_accuracy"] == bad["probes_test"]["decimal_trap_accuracy"] == 0.0
+    row = rows["known_eval"][0]
+    assert eval_messages("known_eval", row, cfg) == [{"role": "user", "content": row["question"]}]
+    assert eval_messages("known_eval", row, cfg, tools=True)[0]["content"] == cfg.tools_note
+    probe = rows["probes_test"][0]
+    assert eval_messages("probes_test", probe, cfg, form="calculator")[-1]["content"].endswith(
+        "Use the calculator."
+    )
+    with pytest.raises(ValueError, match="rows but"):
+        score_set("known_eval", rows["known_eval"], [], cfg)
