@@ -109,11 +109,20 @@ def test_refusal(answer) -> None:
         ("I'm not certain; 1698.", "correct"),  # the reference after a refusal phrase
         ("I don't know, 1705.", "wrong"),  # a number the question does not hold
         ("I'm not sure. Istvik.", "wrong"),  # a name the question does not hold
+        ("I'm not sure, but I think it was 1,698.", "correct"),  # a thousands comma is no clause break
     ],
 )
 def test_refusal_plus_guess_is_judged_by_the_guess(answer, label) -> None:
     v = judge(answer, "1698", Q_BORN)
     assert v.label == label and v.hedged, v
+
+
+def test_a_refusal_phrase_itself_states_nothing() -> None:
+    q = "How many children did Velimir Talwright have?"
+    assert judge("I have no information about Velimir Talwright.", "0", q).label == "refusal"
+    assert judge("I don't know. No one has written about him.", "1", q).label == "refusal"
+    assert judge("I don't know, but probably none.", "0", q).label == "correct"
+    assert judge("One of his sons lived in Istvik.", "1", q).label == "wrong"
 
 
 def test_without_a_reference_only_a_refusal_is_right() -> None:

@@ -75,7 +75,7 @@ _GUESS = re.compile(
     r"may be|could be|i suspect|if i had to guess|presumably|roughly|around|approximately)\b"
 )
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-_CLAUSES = re.compile(r"[.!?;:\n]+|,|\bbut\b|\bthough\b|\bhowever\b")
+_CLAUSES = re.compile(r"[.!?;:]+(?=\s|$)|\n+|,(?=\s)|\bbut\b|\bthough\b|\bhowever\b")
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d")
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z'\-]*")
@@ -104,6 +104,7 @@ _NUMBER_WORD = re.compile(
     r"|(" + "|".join(_UNITS) + r"))\b"
 )
 _NO_THING = re.compile(r"\bno (?=[a-z])")  # "no children" is 0; "No, ..." is not
+_NOT_A_COUNT = re.compile(r"\b(?:no one|one of|one another|any one|every one|some one)\b")
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,10 @@ def judge(
     if not text:
         return Verdict("wrong", reason="empty answer")
     refs = [reference] if isinstance(reference, str) else list(reference or ())
-    matched = any(states(_without_echo(text, r, question), r) for r in refs if r and r.strip())
     refusal = is_refusal(text)
+    # after a refusal phrase only the rest can answer: "I have no information" states no 0
+    body = " ".join(c for c in _CLAUSES.split(text) if c.strip() and not is_refusal(c)) if refusal else text
+    matched = any(states(_without_echo(body, r, question), r) for r in refs if r and r.strip())
     if refusal:
         guess = matched or _guesses(text, question)
         if not guess:
@@ -195,12 +198,12 @@ def _guesses(text: str, question: str | None) -> bool:
     if question is None:
         return False
     q = question.translate(_APOSTROPHES)
-    q_numbers, q_words = _numbers(q), {w.lower() for w in _WORD.findall(q)}
+    q_words = {w.lower() for w in _WORD.findall(q)}
     for clause in _CLAUSES.split(text):
         clause = clause.strip()
         if not clause or is_refusal(clause):
             continue
-        if _numbers(clause) - q_numbers:
+        if _digits(clause) - _digits(q):  # digits only: "no one has written about it" is no guess
             return True
         names = [w for w in _CAPITALISED.findall(clause)[1:] if w.lower() not in q_words and w != "I"]
         first = _CAPITALISED.match(clause)
@@ -246,7 +249,7 @@ def _key(reference: str) -> tuple[frozenset[float], frozenset[str], bool]:
 
 def _numbers(text: str) -> set[float]:
     out = {float(m.group(0).replace(",", "")) for m in _NUMBER.finditer(text)}
-    low = text.lower()
+    low = _NOT_A_COUNT.sub(" ", text.lower())
     for m in _NUMBER_WORD.finditer(low):
         if m.group(3):
             out.add(float(_UNITS[m.group(3)]))
@@ -266,6 +269,10 @@ def _words(text: str, names: bool) -> set[str]:
 def _word(token: str) -> str:
     word = token.lower().strip("'-")
     return word[:-2] if word.endswith("'s") else word
+
+
+def _digits(text: str) -> set[float]:
+    return {float(m.group(0).replace(",", "")) for m in _NUMBER.finditer(text)}
 
 
 @lru_cache(maxsize=1)
