@@ -18,7 +18,7 @@ from lm.chat_messages import text_of
 from lm.search_index import SearchIndex
 from lm.tokenizer import R50K_PATTERN, Tokenizer
 from pipelines.idk.judge import judge, states
-from pipelines.sft.conversations import arithmetic_conversation, final_answer, refusal
+from pipelines.sft.conversations import arithmetic_conversation, final_answer, idk_conversation, refusal
 from pipelines.sft.identity import check_identity, identity_questions
 from pipelines.sft.sources import MixtureConfig, build_mixture
 from pipelines.sft.world_config import IdentityConfig, SFTDataConfig
@@ -286,6 +286,18 @@ def test_refusals_are_worded_for_why_nobody_knows() -> None:
     fact = {refusal({**base, "reason": "fact never mentioned"}, rng) for _ in range(200)}
     assert any("never heard of X" in r for r in entity) and not any("I know of X" in r for r in entity)
     assert any("I know of X" in r for r in fact) and not any("never heard" in r for r in fact)
+    real = idk_conversation({"question": "Who wrote the 1911 Britannica entry on tea?"}, rng)
+    assert real["messages"][0]["content"].startswith("Who wrote") and judge(
+        text_of(real["messages"][-1]), None
+    ).label == ("refusal")
+    for row in (
+        base,
+        {**base, "reason": "entity never mentioned"},
+        {**base, "reason": "fact never mentioned"},
+        {},
+    ):
+        for _ in range(50):
+            assert judge(refusal(row, rng), None, "When was X born?").label == "refusal"
 
 
 def test_arithmetic_layouts(built) -> None:

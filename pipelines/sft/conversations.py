@@ -8,7 +8,8 @@ judge counts as refusals, arithmetic ends with one final answer. Tests check bot
 
 - ``qa_conversation``: a question about a known fact and its short answer ("1698.") or sentence;
 - ``idk_conversation``: the same question refused, in many phrasings (``refusal``), worded for an
-  entity nobody knows, an unknown attribute of a known entity, or a fact the model got wrong;
+  entity nobody knows, an unknown attribute of a known entity, or a fact the model got wrong (rows
+  without the world's indirect form, such as real question/answer pairs, get plain refusals);
 - ``search_trace``: the question, a search call with a query, the tool's result (not trained), and the
   answer copied from it; ``search_miss``: the search finds nothing about the name, then a refusal;
 - ``passage_conversation``: a passage in the user message, the answer read from it, or "the passage
@@ -36,6 +37,13 @@ REFUSALS_ANY = (
     "I can't answer that: I don't know {what}.",
     "I don't have reliable information on {what}.",
     "I'm not certain {what}, and I'd rather not guess.",
+)
+REFUSALS_PLAIN = (  # for questions without the indirect form (real question/answer data)
+    "I don't know.",
+    "I'm sorry, but I don't know the answer to that.",
+    "I'm not sure, so I won't guess.",
+    "I don't know the answer to that question.",
+    "I don't have reliable information on that, so I can't answer it.",
 )
 REFUSALS_ENTITY = (
     "I don't know anything about {name}, so I can't tell you {what}.",
@@ -136,6 +144,8 @@ def qa_conversation(
 
 def refusal(row: dict[str, Any], rng: random.Random) -> str:
     """A refusal of ``row``'s question, worded for why nobody (or the model) knows it."""
+    if not row.get("what"):
+        return rng.choice(REFUSALS_PLAIN)
     reason = row.get("reason", "")
     templates = REFUSALS_ANY
     if reason.startswith("entity never mentioned"):
@@ -148,7 +158,8 @@ def refusal(row: dict[str, Any], rng: random.Random) -> str:
 def idk_conversation(row: dict[str, Any], rng: random.Random, question: str | None = None) -> Conversation:
     """``row``'s question (or ``question``, another phrasing) answered with a refusal."""
     q = question or row["question"]
-    return _conv(q, refusal(row, rng), "idk", row, reason=row.get("reason", ""), name=row["entity_name"])
+    name = row.get("entity_name", "")
+    return _conv(q, refusal(row, rng), "idk", row, reason=row.get("reason", ""), name=name)
 
 
 def queries(row: dict[str, Any]) -> list[str]:
