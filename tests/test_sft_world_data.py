@@ -22,7 +22,7 @@ from pipelines.sft.conversations import arithmetic_conversation, final_answer, i
 from pipelines.sft.identity import check_identity, identity_questions
 from pipelines.sft.sources import MixtureConfig, build_mixture
 from pipelines.sft.world_config import IdentityConfig, SFTDataConfig
-from pipelines.sft.world_data import build, build_world_sft_data, main, mixture_sources
+from pipelines.sft.world_data import build, build_world_sft_data, load_heldout, main, mixture_sources
 from pipelines.sft.world_scores import eval_messages, score_set
 from pipelines.sft.world_splits import HeldOut, load_world, recast_text
 from pipelines.world.config import WorldConfig
@@ -398,6 +398,8 @@ def test_files_counts_determinism_and_the_mixture(world_dir, cfg, tmp_path) -> N
         tmp_path / "a" / "splits" / "entities.json"
     ).read_bytes()
     assert other["rows"]["known_eval"] > 0
+    held = load_heldout(str(tmp_path / "a"))
+    assert held.names and all(held.mentions(n) for n in held.source_names)
     mix = build_mixture(MixtureConfig(sources=mixture_sources(str(tmp_path / "a"))))
     assert len(mix.conversations) == counts["conversations_total"]
     assert Counter(c["meta"]["kind"] for c in mix.conversations)["idk"] == counts["conversations"]["idk"]

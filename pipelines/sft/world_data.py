@@ -14,6 +14,7 @@ Pure Python, no Ray, seconds on a laptop; everything is a function of the world'
                                  known_eval, unknown_eval, search_eval, identity_eval, arithmetic_test,
                                  probes_test, and idk_probe (what the IDK stage asks the model k times)
     splits/entities.json         entity id -> group
+    splits/heldout_names.json    names no training text may contain (``load_heldout(out).mentions(text)``)
     conversations/<kind>.jsonl   SFT conversations, OpenAI messages JSONL with "meta" (kind, fact, ...):
                                  identity, qa, no_search, idk, search, search_miss, passage, arithmetic,
                                  probes
@@ -65,7 +66,7 @@ from pipelines.sft.conversations import (
 from pipelines.sft.identity import identity_conversation, identity_questions
 from pipelines.sft.sources import SourceConfig
 from pipelines.sft.world_config import ARITHMETIC_LAYOUTS, SFTDataConfig
-from pipelines.sft.world_splits import Splits, WorldFiles, load_world, make_splits
+from pipelines.sft.world_splits import HeldOut, Splits, WorldFiles, load_world, make_splits
 from pipelines.world.fresh import FreshNames, fresh_entities, fresh_questions
 from pipelines.world.probes import FORMS, probe_sets
 from pipelines.world.probes import conversation as probe_conversation
@@ -338,6 +339,7 @@ def write(data: WorldSFTData, out: str, cfg: SFTDataConfig) -> dict[str, Any]:
     for name, rows in data.rows.items():
         storage.write_bytes_atomic(storage.join(out, "splits", f"{name}.jsonl"), _jsonl(rows))
     storage.write_json(storage.join(out, "splits", "entities.json"), data.splits.groups)
+    storage.write_json(storage.join(out, "splits", "heldout_names.json"), data.splits.heldout.source_names)
     for kind, convs in data.conversations.items():
         storage.write_bytes_atomic(storage.join(out, "conversations", f"{kind}.jsonl"), _jsonl(convs))
     for layout, convs in data.ablation.items():
@@ -360,6 +362,15 @@ def build_world_sft_data(world_dir: str, out: str, cfg: SFTDataConfig | None = N
         counts["dropped"] or "nothing",
     )
     return counts
+
+
+def load_heldout(out: str) -> HeldOut:
+    """The held-out names of a written data directory, for stages that write more training data
+    (the IDK stage's refusals and answers must not name a held-out entity either)."""
+    names = storage.read_json(storage.join(out, "splits", "heldout_names.json"))
+    if names is None:
+        raise FileNotFoundError(f"{out} holds no splits/heldout_names.json; build the world SFT data first")
+    return HeldOut(names)
 
 
 def mixture_sources(out: str, kinds: tuple[str, ...] = KINDS, **settings: Any) -> list[SourceConfig]:

@@ -106,6 +106,7 @@ class HeldOut:
 
     def __init__(self, names: list[str]) -> None:
         # "the Ashwell Museum" is also written "The Ashwell Museum" and "Ashwell Museum"
+        self.source_names = sorted(set(names))
         bare = sorted({_bare(n) for n in names if _bare(n)}, key=len, reverse=True)
         self.names = bare
         self._re = re.compile(r"\b(?:" + "|".join(map(re.escape, bare)) + r")\b", re.I) if bare else None
