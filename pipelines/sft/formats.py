@@ -1,7 +1,7 @@
 """Each chat-data format turned into lm/chat_messages.py's conversations, one small function per format.
 
 - ``messages``: OpenAI chat fine-tuning JSONL, ``{"messages": [{"role", "content", "tool_calls"?,
-  "weight"?}], "tools"?: [...]}``.
+  "weight"?}], "tools"?: [...], "meta"?: {...}}`` (``meta`` is carried along into the example's meta).
 - ``alpaca``: ``{"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}``; Stanford
   Alpaca's seed tasks (``{"instruction", "instances": [{"input", "output"}]}``) give one conversation
   per instance.
@@ -100,7 +100,10 @@ def from_messages(value: Any, **_: Any) -> list[Conversation]:
     conv: Conversation = {"messages": messages}
     if rec.get("tools"):
         conv["tools"] = _tools(rec["tools"])
-    return [finish(conv)]
+    out = finish(conv)
+    if isinstance(rec.get("meta"), Mapping):  # e.g. the kind of a generated example, kept for reports
+        out["meta"] = dict(rec["meta"])
+    return [out]
 
 
 def _tools(tools: Any) -> list[Any]:
@@ -201,7 +204,10 @@ def from_sharegpt(value: Any, **_: Any) -> list[Conversation]:
     conv: Conversation = {"messages": messages}
     if rec.get("tools"):
         conv["tools"] = _tools(rec["tools"])
-    return [finish(conv)]
+    out = finish(conv)
+    if isinstance(rec.get("meta"), Mapping):  # e.g. the kind of a generated example, kept for reports
+        out["meta"] = dict(rec["meta"])
+    return [out]
 
 
 def _function_calls(text: str, turn: int) -> list[dict[str, Any]]:
