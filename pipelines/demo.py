@@ -26,7 +26,9 @@ def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
 
     if not run.clean.is_dir():
         return []
-    table = pads.dataset(str(run.clean), format="parquet", partitioning="hive").head(200, columns=["text"])
+    table = pads.dataset(
+        str(run.clean), format="parquet", partitioning=pads.HivePartitioning.discover(infer_dictionary=True)
+    ).head(200, columns=["text"])
     prompts = []
     for text in table.column("text").to_pylist():
         first = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0].split()

@@ -8,10 +8,12 @@ run-directory paths as they are (local, or URIs with pyarrow options in a query 
 pipelines/storage.py), and writes files in place: its callers write into a staging folder that is
 swapped in when the whole output is written.
 
-Reading the folder back: ``pyarrow.dataset.dataset(path, partitioning="hive")``, Ray Data and
-polars see one ``language`` column. ``pyarrow.parquet.read_table(path)`` and ``pandas.read_parquet``
-infer the folder names as a dictionary column, which then clashes with the string column in the
-files: pass ``partitioning=None`` to them (the column is in every file anyway).
+Reading the folder back: the partition column is stored in the files as a dictionary-encoded string
+(in parquet it is an ordinary UTF-8 column), the type Arrow's hive discovery gives folder names, so
+``pyarrow.parquet.read_table(path)``, ``pandas.read_parquet(path)``, Ray Data, polars and
+``pyarrow.dataset.dataset(path)`` all see one ``language`` column. Only
+``pyarrow.dataset.dataset(path, partitioning="hive")`` (which infers plain strings from folder names)
+clashes with it: leave the partitioning out, the column is in every file.
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def split_by(table: pa.Table, columns: list[str]) -> list[tuple[tuple[Any, ...],
             mask = test if mask is None else pc.and_(mask, test)
         groups.append((tuple(key[c] for c in columns), table.filter(mask)))
     return groups
+
+
+def dictionary_encode(table: pa.Table, columns: list[str]) -> pa.Table:
+    """Partition columns as dictionary-encoded strings: the type hive discovery infers from folder names,
+    so readers that merge the folder names with the files' column (pandas, pq.read_table) agree."""
+    for name in columns:
+        i = table.schema.get_field_index(name)
+        column = table.column(i)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            table = table.set_column(i, name, pc.dictionary_encode(column.cast(pa.string())))
+    return table
 
 
 class ParquetSink(Datasink[None]):
@@ -95,4 +108,5 @@ class ParquetSink(Datasink[None]):
             name = f"{self.write_id}-{ctx.task_idx:06d}-{i:04d}.parquet"
             path = "/".join(p for p in (base.rstrip("/"), folder, name) if p)
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            rows = dictionary_encode(rows, self.partition_cols)
             pq.write_table(rows, path, filesystem=fs, compression=self.compression)

@@ -29,7 +29,13 @@ def _clean(run_dir: Path, *overrides: str) -> dict:
 def _read(path: Path) -> list[dict]:
     if not path.is_dir() or not any(path.rglob("*.parquet")):
         return []
-    return pads.dataset(str(path), format="parquet", partitioning="hive").to_table().to_pylist()
+    return (
+        pads.dataset(
+            str(path), format="parquet", partitioning=pads.HivePartitioning.discover(infer_dictionary=True)
+        )
+        .to_table()
+        .to_pylist()
+    )
 
 
 @pytest.fixture(scope="module")

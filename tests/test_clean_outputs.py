@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -69,10 +70,15 @@ def test_every_clean_file_carries_the_language_column_and_missing_inputs_can_be_
         assert table.schema.names == CLEAN_SCHEMA.names
         assert set(table.column("language").to_pylist()) == {f.parent.name.split("=", 1)[1]}
     # the folder read with hive partitioning: one language column, no clash with the folder names
-    table = pads.dataset(str(run.clean), format="parquet", partitioning="hive").to_table()
+    table = pads.dataset(
+        str(run.clean), format="parquet", partitioning=pads.HivePartitioning.discover(infer_dictionary=True)
+    ).to_table()
     assert table.schema.names.count("language") == 1 and table.num_rows == 7
     assert sorted(table.column("language").to_pylist()) == ["en"] * 4 + ["fr"] * 3
     assert pq.read_table(run.clean, partitioning=None).num_rows == 7
+    # the in-file column has the type hive discovery gives folder names: pandas and pq.read_table agree
+    assert pq.read_table(run.clean).num_rows == 7
+    assert sorted(pd.read_parquet(run.clean)["language"].astype(str)) == ["en"] * 4 + ["fr"] * 3
 
 
 def test_a_file_replaced_at_the_same_path_is_cleaned_again(tmp_path, ray_session):
@@ -139,7 +145,13 @@ def test_parquet_sink_keeps_partition_columns_that_ray_reads_back_once(tmp_path,
     assert folders == sorted(["language=en", "language=fr", "language=..%2Fx", f"language={HIVE_NULL}"])
     assert all(len(list((out / f).iterdir())) == 1 for f in folders)  # min_rows_per_file: one task
     assert pq.read_table(out / "language=..%2Fx").column("language").to_pylist() == ["../x"]
-    hive = pads.dataset(str(out), format="parquet", partitioning="hive").to_table().to_pylist()
+    hive = (
+        pads.dataset(
+            str(out), format="parquet", partitioning=pads.HivePartitioning.discover(infer_dictionary=True)
+        )
+        .to_table()
+        .to_pylist()
+    )
     assert sorted(hive, key=lambda r: r["text"]) == rows  # the null went to Arrow's null folder and back
     with ray_data_settings(use_datasource_v2=v2):  # tokenize and pass 2 read with v2 off
         back = ray.data.read_parquet(str(out)).take_all()

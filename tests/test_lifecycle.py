@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def _clean_token_counts(run: RunDir) -> tuple[int, int]:
-    table = pads.dataset(str(run.clean), format="parquet", partitioning="hive").to_table(
-        columns=["token_count"]
-    )
+    table = pads.dataset(
+        str(run.clean), format="parquet", partitioning=pads.HivePartitioning.discover(infer_dictionary=True)
+    ).to_table(columns=["token_count"])
     counts = table.column("token_count").to_pylist()
     assert None not in counts, "tokenize must fill token_count for every clean document"
     return len(counts), sum(counts)

@@ -100,7 +100,13 @@ def _read_clean(run: Path) -> pa.Table:
     import pyarrow.dataset as pads
 
     return (
-        pads.dataset(run / "data" / "clean", format="parquet", partitioning="hive").to_table().sort_by("url")
+        pads.dataset(
+            run / "data" / "clean",
+            format="parquet",
+            partitioning=pads.HivePartitioning.discover(infer_dictionary=True),
+        )
+        .to_table()
+        .sort_by("url")
     )
 
 

@@ -214,7 +214,12 @@ def count_languages(clean_dir: str) -> dict[str, int]:
 
     fs, path = storage.fs_and_path(clean_dir)
     counts: dict[str, int] = {}
-    for fragment in pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").get_fragments():
+    for fragment in pads.dataset(
+        path,
+        filesystem=fs,
+        format="parquet",
+        partitioning=pads.HivePartitioning.discover(infer_dictionary=True),
+    ).get_fragments():
         lang = pads.get_partition_keys(fragment.partition_expression).get("language", "und")
         counts[lang] = counts.get(lang, 0) + fragment.metadata.num_rows
     return dict(sorted(counts.items()))
