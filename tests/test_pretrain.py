@@ -103,15 +103,6 @@ def token_run(tmp_path_factory) -> tuple[Path, object]:
     return root, make_token_run(root)
 
 
-@pytest.fixture
-def one_thread():
-    """The in-process tests run torch on one thread: on a shared 2-core box, more threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- config ---------------------------------------------------------------------------------------
 
 
