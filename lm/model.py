@@ -279,6 +279,27 @@ def document_positions(document_ids: Tensor) -> Tensor:
     return index - first
 
 
+def run_body(
+    body: LlamaBody,
+    input_ids: Tensor,
+    positions: Tensor | None,
+    cache: KVCache | None,
+    document_ids: Tensor | None,
+) -> Tensor:
+    """``body``'s hidden states with default positions, or the mask and positions of packed rows."""
+    mask = None
+    if document_ids is not None:
+        if cache is not None:
+            raise ValueError("document_ids are for packed training rows, not for a KV cache")
+        mask = document_attention_mask(document_ids)
+        if positions is None:
+            positions = document_positions(document_ids)
+    if positions is None:
+        b, t = input_ids.shape
+        positions = torch.arange(t, device=input_ids.device).expand(b, t)
+    return body(input_ids, positions, cache, mask)
+
+
 def document_attention_mask(document_ids: Tensor) -> Tensor:
     """Boolean ``[B, 1, T, T]`` (True = attend): causal, and only within the query's own document."""
     t = document_ids.size(-1)
@@ -310,17 +331,7 @@ class Transformer(nn.Module):
         The engine uses this to project only the positions it samples from (one per request), which
         saves a ``T x vocab`` matmul per prompt.
         """
-        mask = None
-        if document_ids is not None:
-            if cache is not None:
-                raise ValueError("document_ids are for packed training rows, not for a KV cache")
-            mask = document_attention_mask(document_ids)
-            if positions is None:
-                positions = document_positions(document_ids)
-        if positions is None:
-            b, t = input_ids.shape
-            positions = torch.arange(t, device=input_ids.device).expand(b, t)
-        return self.model(input_ids, positions, cache, mask)
+        return run_body(self.model, input_ids, positions, cache, document_ids)
 
     def forward(
         self,

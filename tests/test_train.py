@@ -316,3 +316,42 @@ def test_transformer_refuses_document_ids_with_a_cache():
             cache=object(),
             document_ids=torch.zeros(1, 2, dtype=torch.long),
         )
+
+
+# -- a model with a scalar head trains on the same trainer -------------------------------------------
+
+
+def test_reward_model_is_llama_for_sequence_classification_and_learns_preferences():
+    from lm.checkpoint import hf_config_dict
+    from lm.reward_model import RewardModel, bradley_terry_loss
+
+    transformers = pytest.importorskip("transformers")
+    base = fresh_model(TINY, 0)
+    rm = RewardModel.from_base(base, seed=1)
+    assert torch.equal(rm.model.embed_tokens.weight, base.model.embed_tokens.weight)
+    assert set(rm.state_dict()) == {k for k in base.state_dict() if k != "lm_head.weight"} | {"score.weight"}
+    hf_config = {**hf_config_dict(TINY, torch.float32, None, []), "num_labels": 1, "pad_token_id": 96}
+    hf = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**hf_config)).eval()
+    hf.load_state_dict(rm.state_dict())
+    ids = torch.randint(0, 96, (3, 9), generator=torch.Generator().manual_seed(0))  # no pad token inside
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rm.eval()(ids)[:, -1], hf(input_ids=ids).logits[:, 0], rtol=1e-4, atol=1e-5
+        )
+
+    # preference pairs: the chosen sequence ends in a token below 48, the rejected one at or above
+    rng = np.random.default_rng(0)
+
+    def pairs(n: int) -> dict[str, np.ndarray]:
+        ids = rng.integers(0, TINY.vocab_size, size=(2 * n, 8))
+        ids[:n, -1] = rng.integers(0, 48, size=n)
+        ids[n:, -1] = rng.integers(48, TINY.vocab_size, size=n)
+        last = np.stack([np.arange(2 * n), np.full(2 * n, 7)], axis=1)
+        return {"input_ids": ids, "chosen_last": last[:n], "rejected_last": last[n:]}
+
+    trainer = Trainer(rm.train(), StepConfig(lr=1e-2, warmup_steps=0), total_steps=60, device=CPU)
+    first = trainer.train_step([pairs(8), pairs(3)], bradley_terry_loss)
+    assert first["count"] == 11  # pairs, not tokens
+    for _ in range(59):
+        out = trainer.train_step([pairs(8), pairs(3)], bradley_terry_loss)
+    assert out["loss"] < 0.3 < first["loss"] and out["accuracy"] > 0.9
