@@ -203,7 +203,9 @@ class Attention(nn.Module):
             k, v, mask = cache.update(self.layer_idx, k, v)
         group = self.num_heads // self.num_kv_heads
         if attn_mask is not None and cache is None:  # packed rows: one [B, 1, T, T] mask for every head
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=group > 1)
+            if group > 1:  # on CUDA, enable_gqa with a mask would fall back to the slow math kernel
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         elif mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1)
         elif group > 1:
