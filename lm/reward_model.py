@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lm.model import KVCache, LlamaBody, ModelConfig, Transformer, run_body
+from lm.model import LlamaBody, ModelConfig, Transformer, run_body
 from lm.train.losses import Loss
 
 
@@ -40,15 +40,9 @@ class RewardModel(nn.Module):
             rm.score.weight.normal_(0.0, base.config.init_std, generator=generator)
         return rm
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        positions: Tensor | None = None,
-        cache: KVCache | None = None,
-        document_ids: Tensor | None = None,
-    ) -> Tensor:
-        hidden = run_body(self.model, input_ids, positions, cache, document_ids)
-        return self.score(hidden).squeeze(-1)
+    def forward(self, input_ids: Tensor, document_ids: Tensor | None = None) -> Tensor:
+        """Scores ``[B, T]``: causal over each row, or over each sequence of packed rows."""
+        return self.score(run_body(self.model, input_ids, None, None, document_ids)).squeeze(-1)
 
 
 def sequence_rewards(scores: Tensor, last: Tensor) -> Tensor:
