@@ -19,7 +19,7 @@ import argparse
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,11 +35,14 @@ from pipelines.runtime import RunDir
 from pipelines.train.curves import markdown, plot_losses, read_history
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
+if TYPE_CHECKING:  # torch: imported only when a stage runs, not when the CLI reads a config
+    from pipelines.pretrain.task import PretrainTask
+
 log = logging.getLogger("raychat.pretrain")
 STAGE = "pretrain"  # also Ray Train's run name: checkpoints live in <run>/checkpoints/pretrain
 
 
-def prepare(cfg: RunConfig):
+def prepare(cfg: RunConfig) -> tuple[PretrainTask, Any, dict[str, Any]]:
     """Everything the workers need, resolved and checked before any of them starts.
 
     Returns (the PretrainTask, the tokenizer, facts about the data). Config and data problems raise
