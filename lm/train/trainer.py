@@ -224,9 +224,14 @@ class Trainer:
             )
         tokens = out.count if out.tokens is None else out.tokens
         parts = [out.total.detach(), out.count, tokens, *(out.sums[k] for k in keys)]
-        return torch.stack(
-            [torch.as_tensor(p, device=self.device).detach().to(torch.float64).reshape(()) for p in parts]
-        )
+        return torch.stack([self._scalar(p) for p in parts])
+
+    def _scalar(self, value: Tensor | float) -> Tensor:
+        """A float64 0-d tensor on the device. A Python number is copied with ``non_blocking``: a blocking
+        host-to-GPU copy would wait for the GPU to finish every kernel queued so far."""
+        if isinstance(value, Tensor):
+            return value.detach().to(self.device, torch.float64).reshape(())
+        return torch.tensor(float(value), dtype=torch.float64).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def _normalise_and_clip(self, count: Tensor) -> Tensor:
@@ -273,7 +278,7 @@ class Trainer:
                 sums = fn(self.forward_module, self.to_device(batch))
             if total is None:
                 keys = sorted(sums)
-            row = torch.stack([torch.as_tensor(sums[k], device=self.device).to(torch.float64) for k in keys])
+            row = torch.stack([self._scalar(sums[k]) for k in keys])
             total = row if total is None else total + row
         assert total is not None
         if self.world_size > 1:
