@@ -56,7 +56,7 @@ def prepare(cfg: RunConfig) -> tuple[PretrainTask, Any, dict[str, Any]]:
     run = RunDir(Path(cfg.run_dir).resolve())  # Ray workers change directory: hand them absolute paths
     try:
         index = read_index(run.tokens)
-        tokenizer = load_tokenizer(run.tokens / index.tokenizer)
+        tokenizer = load_tokenizer((run.tokens / index.tokenizer).resolve())  # errors name a plain path
         model_config = p.model.build(index.vocab_size, p.seq_len)
         check_tracking_available(p.tracking)
     except (TokenShardError, TokenizerError, TrackingUnavailable, ValueError) as e:
