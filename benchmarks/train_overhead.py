@@ -76,7 +76,7 @@ def ours(args: argparse.Namespace, root: Path) -> tuple[float, float]:
     """Steady-state tokens/s of the Ray Train loop, wall-clock and per CPU-second of the worker process."""
     from pipelines.config import load_config
     from pipelines.pretrain import job
-    from pipelines.pretrain.curves import read_history
+    from pipelines.train.curves import read_history
 
     cfg = load_config(None, settings(args, root))
     job.run(cfg)

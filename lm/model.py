@@ -8,6 +8,10 @@ Why this shape: an export of this module's ``state_dict`` loads unchanged in ``t
 - The KV cache is not part of the model: ``forward`` takes any object with the small ``KVCache``
   protocol below, so the generation engine (lm/engine.py) owns the cache layout (slots, lengths,
   masks) and the model stays a pure function of (tokens, positions, cache).
+- Packed training rows: ``forward(..., document_ids=...)`` runs several sequences side by side in one
+  row; attention is causal within a sequence and blocked between sequences (a block-diagonal mask
+  through ``scaled_dot_product_attention``), and RoPE positions restart at each sequence's start,
+  so a packed sequence's logits are the ones it gets alone.
 - Nothing here is specific to one device or parallelism scheme: plain ``nn.Linear``/``nn.Embedding``
   parameters (DDP and FSDP2 wrap them as they are), no data-dependent Python control flow in
   ``forward`` (``torch.compile`` friendly), float32 norms and RoPE under bf16 autocast as HF does.
@@ -186,7 +190,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, h, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, attn_mask: Tensor | None = None
+    ) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -196,7 +202,11 @@ class Attention(nn.Module):
         if cache is not None:
             k, v, mask = cache.update(self.layer_idx, k, v)
         group = self.num_heads // self.num_kv_heads
-        if mask is None:
+        if attn_mask is not None and cache is None:  # packed rows: one [B, 1, T, T] mask for every head
+            if group > 1:  # on CUDA, enable_gqa with a mask would fall back to the slow math kernel
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=group > 1)
         elif group > 1:
             # Grouped queries as rows: the `group` query heads sharing a key/value head are stacked along
@@ -231,8 +241,10 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None, attn_mask: Tensor | None = None
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, attn_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -246,12 +258,56 @@ class LlamaBody(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta)
 
-    def forward(self, input_ids: Tensor, positions: Tensor, cache: KVCache | None) -> Tensor:
+    def forward(
+        self, input_ids: Tensor, positions: Tensor, cache: KVCache | None, attn_mask: Tensor | None = None
+    ) -> Tensor:
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(positions, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache)
+            x = layer(x, cos, sin, cache, attn_mask)
         return self.norm(x)
+
+
+def document_positions(document_ids: Tensor) -> Tensor:
+    """RoPE positions ``[B, T]`` that restart at 0 where a row's document id changes.
+
+    A packed row holds each sequence as one contiguous run of its id (lm/train/packing.py writes them so).
+    """
+    t = document_ids.size(-1)
+    index = torch.arange(t, device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[..., 1:] = document_ids[..., 1:] != document_ids[..., :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=-1).values
+    return index - first
+
+
+def run_body(
+    body: LlamaBody,
+    input_ids: Tensor,
+    positions: Tensor | None,
+    cache: KVCache | None,
+    document_ids: Tensor | None,
+) -> Tensor:
+    """``body``'s hidden states with default positions, or the mask and positions of packed rows."""
+    mask = None
+    if document_ids is not None:
+        if cache is not None:
+            raise ValueError("document_ids are for packed training rows, not for a KV cache")
+        mask = document_attention_mask(document_ids)
+        if positions is None:
+            positions = document_positions(document_ids)
+    if positions is None:
+        b, t = input_ids.shape
+        positions = torch.arange(t, device=input_ids.device).expand(b, t)
+    return body(input_ids, positions, cache, mask)
+
+
+def document_attention_mask(document_ids: Tensor) -> Tensor:
+    """Boolean ``[B, 1, T, T]`` (True = attend): causal, and only within the query's own document."""
+    t = document_ids.size(-1)
+    causal = torch.ones(t, t, dtype=torch.bool, device=document_ids.device).tril()
+    same = document_ids.unsqueeze(-1) == document_ids.unsqueeze(-2)
+    return (same & causal).unsqueeze(1)
 
 
 class Transformer(nn.Module):
@@ -266,27 +322,34 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def hidden_states(
-        self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+        self,
+        input_ids: Tensor,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
         """The final-norm hidden states ``[B, T, hidden]``; ``forward`` without the output projection.
 
         The engine uses this to project only the positions it samples from (one per request), which
         saves a ``T x vocab`` matmul per prompt.
         """
-        if positions is None:
-            b, t = input_ids.shape
-            positions = torch.arange(t, device=input_ids.device).expand(b, t)
-        return self.model(input_ids, positions, cache)
+        return run_body(self.model, input_ids, positions, cache, document_ids)
 
     def forward(
-        self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
+        self,
+        input_ids: Tensor,
+        positions: Tensor | None = None,
+        cache: KVCache | None = None,
+        document_ids: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, T, vocab]`` for ``input_ids`` ``[B, T]``.
 
         ``positions`` (``[B, T]``, default ``0..T-1``) are the RoPE positions. Without a cache, attention
         is causal over the T tokens; with one, the cache returns the keys/values and the mask to use.
+        ``document_ids`` (``[B, T]``) pack several sequences in a row: each token attends only to
+        earlier tokens of its own sequence, and positions restart per sequence (unless given).
         """
-        return self.lm_head(self.hidden_states(input_ids, positions, cache))
+        return self.lm_head(self.hidden_states(input_ids, positions, cache, document_ids))
 
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy in float32 over targets != ignore_index."""

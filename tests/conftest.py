@@ -42,3 +42,14 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """Tests of small models run torch on one thread: on a shared 2-core box, more threads only thrash."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

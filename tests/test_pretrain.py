@@ -1,4 +1,5 @@
-"""Pretraining: data order and resume, schedule, MFU table, learning, and the Ray Train job.
+"""Pretraining: data order and resume, schedule, MFU table, learning, and the Ray Train job (the shared
+driver's first user; the per-rank trainer itself is tested in tests/test_train.py).
 
 The corpus is generated: short documents of templated facts ("The owl lives in Lima and eats figs."),
 where the animal fixes the rest of the sentence, tokenized with a small BPE trained on them. A model
@@ -17,9 +18,11 @@ import pytest
 import torch
 
 from lm.bpe import train_bpe
+from lm.train.mfu import mfu, peak_flops_for
+from lm.train.optim import lr_factor
+from lm.train.trainer import Trainer
 from pipelines.config import ConfigError, load_config
 from pipelines.pretrain.config import PretrainConfig
-from pipelines.pretrain.curves import read_history
 from pipelines.pretrain.data import (
     SampleOrder,
     TokenSplit,
@@ -29,11 +32,9 @@ from pipelines.pretrain.data import (
     token_byte_lengths,
     unigram_entropy,
 )
-from pipelines.pretrain.loop import padded_eval_batches
-from pipelines.pretrain.mfu import mfu, peak_flops_for
-from pipelines.pretrain.optim import lr_factor
-from pipelines.pretrain.trainer import PretrainTrainer
+from pipelines.pretrain.task import PretrainTask, padded_eval_batches
 from pipelines.tokenize.shards import ShardWriter, TokenIndex, write_index
+from pipelines.train.curves import read_history
 
 REPO = Path(__file__).resolve().parents[1]
 ANIMALS = ["cat", "dog", "owl", "fox", "bear", "wolf", "deer", "hare", "lynx", "mole", "newt", "seal"]
@@ -100,15 +101,6 @@ def make_token_run(root: Path, num_docs: int = 1500, shard_tokens: int = 20_000,
 def token_run(tmp_path_factory) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("pretrain_tokens")
     return root, make_token_run(root)
-
-
-@pytest.fixture
-def one_thread():
-    """The in-process tests run torch on one thread: on a shared 2-core box, more threads only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -183,7 +175,7 @@ def test_peak_flops_come_from_a_table_of_devices():
 
 
 def test_tracking_is_lazy_and_says_what_to_install(tmp_path, monkeypatch):
-    from pipelines.pretrain import tracking
+    from pipelines.train import tracking
 
     tracking.make_tracker("none", tmp_path, "pretrain", {}, "p").log({"loss": 1.0}, 1)
     real_find_spec = importlib.util.find_spec
@@ -258,7 +250,7 @@ def test_validation_pads_ranks_to_the_same_number_of_forwards(token_run):
     n = 9  # 9 windows over 2 ranks: 5 and 4 -> 2 batches of 4 each, the short rank padded
     mine = [padded_eval_batches(val, cfg, n, rank, 2) for rank in (0, 1)]
     assert len(mine[0]) == len(mine[1]) == 2
-    assert sum(int(v.sum()) for rank in mine for _, _, v in rank) == n
+    assert sum(int(b["valid"].sum()) for rank in mine for b in rank) == n
 
 
 def test_bytes_per_token_and_unigram_entropy(token_run):
@@ -272,42 +264,44 @@ def test_bytes_per_token_and_unigram_entropy(token_run):
 # -- the per-rank trainer, in process --------------------------------------------------------------
 
 
-def _trainer(config, cfg: PretrainConfig, tok, seed: int = 0) -> PretrainTrainer:
-    return PretrainTrainer(
-        config,
-        total_steps=cfg.total_steps,
-        lr=cfg.lr,
-        min_lr_ratio=cfg.min_lr_ratio,
-        warmup_steps=cfg.warmup_steps,
-        decay=cfg.decay,
-        weight_decay=cfg.weight_decay,
-        betas=cfg.betas,
-        eps=cfg.eps,
-        grad_clip=cfg.grad_clip,
-        seed=seed,
-        device=torch.device("cpu"),
-        token_bytes=token_byte_lengths(tok, config.vocab_size),
-    )
+def _local_task(root: Path, cfg: PretrainConfig, seed: int = 0) -> tuple[PretrainTask, Trainer]:
+    """The pretrain task and a trainer in this process: exactly what one Ray Train worker builds."""
+    from pipelines.config import RunConfig
+    from pipelines.pretrain.job import prepare
+
+    task, _, _ = prepare(RunConfig(run_dir=str(root), pretrain=cfg.model_copy(update={"seed": seed})))
+    device = torch.device("cpu")
+    trainer = Trainer(task.build_model(), task.pretrain, total_steps=task.total_steps, device=device)
+    task.setup(0, 1, device)
+    return task, trainer
+
+
+def _steps(task: PretrainTask, trainer: Trainer, positions) -> list[dict[str, float]]:
+    return [trainer.train_step(task.next_batches(p)[0], task.loss) for p in positions]
 
 
 def test_a_tiny_model_learns_far_below_the_unigram_entropy(token_run, one_thread):
     root, tok = token_run
     cfg = PretrainConfig(
-        seq_len=32, global_batch_tokens=512, micro_batch_size=8, max_steps=40, warmup_steps=4
+        seq_len=32,
+        global_batch_tokens=512,
+        micro_batch_size=8,
+        max_steps=40,
+        warmup_steps=4,
+        eval_tokens=4096,
     )
-    config = cfg.model.build(tok.vocab_size, cfg.seq_len)
-    trainer = _trainer(config, cfg, tok)
-    train = TrainBatches(
-        TokenSplit.open(root / "tokens", "train"), 32, cfg.sequences_per_step, 8, 0, 1, seed=0
-    )
+    task, trainer = _local_task(root, cfg)
     val = TokenSplit.open(root / "tokens", "val")
     n = eval_windows(val, 32, 4096)
-    baseline = unigram_entropy(eval_targets(val, 32, n), config.vocab_size)
-    before = trainer.evaluate(padded_eval_batches(val, cfg, n, 0, 1))
-    for step in range(cfg.max_steps):
-        out = trainer.train_step(train.step_batches(step * cfg.sequences_per_step))
+    baseline = unigram_entropy(eval_targets(val, 32, n), task.model_config.vocab_size)
+    before = task.evaluate(trainer)
+    position = 0
+    for _ in range(cfg.max_steps):
+        batches, position = task.next_batches(position)
+        out = trainer.train_step(batches, task.loss)
         assert np.isfinite(out["loss"]) and out["grad_norm"] > 0
-    after = trainer.evaluate(padded_eval_batches(val, cfg, n, 0, 1))
+        assert out["count"] == out["tokens"] == cfg.global_batch_tokens  # every token is a target
+    after = task.evaluate(trainer)
     assert before["val_loss"] > baseline  # an untrained model is worse than counting tokens
     assert after["val_loss"] < 0.5 * baseline, (after, baseline)
     assert 0 < after["val_bpb"] < before["val_bpb"]
@@ -318,19 +312,18 @@ def test_restored_state_continues_with_identical_steps(token_run, one_thread, tm
     cfg = PretrainConfig(
         seq_len=32, global_batch_tokens=256, micro_batch_size=4, max_steps=10, warmup_steps=2
     )
-    config = cfg.model.build(tok.vocab_size, cfg.seq_len)
-    train = TrainBatches(
-        TokenSplit.open(root / "tokens", "train"), 32, cfg.sequences_per_step, 4, 0, 1, seed=5
-    )
-    batch = lambda step: train.step_batches(step * cfg.sequences_per_step)  # noqa: E731
-    first = _trainer(config, cfg, tok)
-    for step in range(3):
-        first.train_step(batch(step))
+    first_task, first = _local_task(root, cfg, seed=5)
+    positions = [s * cfg.sequences_per_step for s in range(5)]
+    _steps(first_task, first, positions[:3])
     first.save(tmp_path, first.state())
-    expected = [first.train_step(batch(step))["loss"] for step in (3, 4)]
-    second = _trainer(config, cfg, tok, seed=99)  # different init: everything must come from the state
-    second.load_state(PretrainTrainer.read(tmp_path))
-    assert [second.train_step(batch(step))["loss"] for step in (3, 4)] == expected
+    expected = [out["loss"] for out in _steps(first_task, first, positions[3:])]
+    task, second = _local_task(root, cfg, seed=5)
+    # a different init: everything must come from the state
+    with torch.no_grad():
+        for param in second.model.parameters():
+            param.add_(1.0)
+    second.load_state(Trainer.read(tmp_path))
+    assert [out["loss"] for out in _steps(task, second, positions[3:])] == expected
 
 
 # -- benchmarks' CPU paths ------------------------------------------------------------------------
@@ -347,12 +340,42 @@ def test_gpu_mfu_script_dry_run_counts_flops_and_refuses_without_cuda(capsys, mo
     gpu_mfu = _load_benchmark("gpu_mfu")
     assert gpu_mfu.main(["--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the benchmark contract's keys, null where nothing was measured
+    assert {k: plan[k] for k in ("benchmark", "ours", "baseline", "ratio", "measured", "ok")} == {
+        "benchmark": "gpu_mfu",
+        "ours": None,
+        "baseline": None,
+        "ratio": None,
+        "measured": False,
+        "ok": False,
+    }
+    assert plan["unit"] and plan["baseline_name"] and plan["target"] == 0.45
     sizes = {row["name"]: row for row in plan["sizes"]}
     assert 100e6 < sizes["124M"]["params"] < 150e6 and 400e6 < sizes["500M"]["params"] < 600e6
-    assert sizes["124M"]["flops_per_token"] > 6 * sizes["124M"]["params"] * 0.5
+    # FLOPs per token at 2,048 tokens, by hand: 6 x (matmul weights) + 12 x layers x width x seq_len.
+    # 124M: 12 x (4 x 768^2 attention + 3 x 768 x 2048 MLP) + 768 x 50,304 tied head = 123,568,128
+    assert sizes["124M"]["flops_per_token"] == 6 * 123_568_128 + 12 * 12 * 768 * 2048
+    # 500M: 20 x (2 x 1280^2 q/o + 2 x 1280 x 320 k/v + 3 x 1280 x 3456 MLP) + 1280 x 50,304 head
+    assert sizes["500M"]["flops_per_token"] == 6 * 411_729_920 + 12 * 20 * 1280 * 2048
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_mfu.main(["--quick"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_mfu_script_measures_and_compares_both_loops(capsys, one_thread):
+    """The GPU script's own code, run on a CPU with a tiny model: both loops, same batches, outputs compared."""
+    gpu_mfu = _load_benchmark("gpu_mfu")
+    argv = ["--device", "cpu", "--sizes", "tiny", "--steps", "3", "--warmup", "1", "--seq-len", "32"]
+    argv += ["--micro-batch", "2", "--grad-accum", "2", "--no-compile", "--peak-flops", "1e12"]
+    assert gpu_mfu.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["measured"] and summary["ok"] and summary["mismatch"] == []
+    assert summary["ours"] > 0 and summary["baseline"] > 0
+    assert summary["ratio"] == pytest.approx(summary["ours"] / summary["baseline"])
+    # a loop whose loss differs is a failure in the JSON and the exit status
+    first = {"first_loss": 10.0, "final_loss": 5.0}
+    assert gpu_mfu.compare(first, {"first_loss": 10.0, "final_loss": 5.01}) == []
+    assert gpu_mfu.compare(first, {"first_loss": 10.5, "final_loss": 5.0})
 
 
 # -- the Ray Train job ------------------------------------------------------------------------------
@@ -394,7 +417,7 @@ def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
     numbers = job.run(cfg)
 
     # the fault really happened, and the run finished by itself from the step-8 checkpoint
-    assert (tmp_path / "checkpoints" / "fault_injected_at_step_12").is_file()
+    assert (tmp_path / "checkpoints" / "pretrain.fault_injected_at_step_12").is_file()
     metrics = tmp_path / "metrics" / "pretrain.jsonl"
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     starts = [r["step"] for r in records if r.get("event") == "start"]
@@ -411,12 +434,8 @@ def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
     for s in (9, 10, 11, 12):
         assert by_step[s][0] == pytest.approx(by_step[s][1], rel=1e-5)
     # two ranks over gloo compute the same step as one process over the whole batch
-    p = cfg.pretrain
-    single = _trainer(p.model.build(tok.vocab_size, p.seq_len), p, tok)
-    train = TrainBatches(
-        TokenSplit.open(tmp_path / "tokens", "train"), 32, p.sequences_per_step, 8, 0, 1, cfg.seed
-    )
-    assert single.train_step(train.step_batches(0))["loss"] == pytest.approx(by_step[1][0], rel=1e-5)
+    task, single = _local_task(tmp_path, cfg.pretrain, seed=cfg.seed)
+    assert _steps(task, single, [0])[0]["loss"] == pytest.approx(by_step[1][0], rel=1e-5)
 
     # it learned, and the outputs of the stage exist
     assert numbers["val_loss"] < 0.6 * numbers["unigram_entropy"], numbers
@@ -442,7 +461,7 @@ def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
 def test_fsdp2_on_two_gloo_workers_matches_one_process(ray_session, tmp_path, one_thread):
     from pipelines.pretrain import job
 
-    tok = make_token_run(tmp_path, num_docs=600)
+    make_token_run(tmp_path, num_docs=600)
     cfg = _job_config(
         tmp_path,
         "pretrain.num_workers=2",
@@ -456,34 +475,72 @@ def test_fsdp2_on_two_gloo_workers_matches_one_process(ray_session, tmp_path, on
     assert numbers["steps"] == 4
     train_history, _ = read_history(tmp_path / "metrics" / "pretrain.jsonl")
     p = cfg.pretrain
-    single = _trainer(p.model.build(tok.vocab_size, p.seq_len), p, tok)
-    train = TrainBatches(
-        TokenSplit.open(tmp_path / "tokens", "train"), 32, p.sequences_per_step, 8, 0, 1, cfg.seed
-    )
-    expected = [single.train_step(train.step_batches(s * p.sequences_per_step))["loss"] for s in range(4)]
+    task, single = _local_task(tmp_path, p.model_copy(update={"strategy": "ddp"}), seed=cfg.seed)
+    expected = [out["loss"] for out in _steps(task, single, [s * p.sequences_per_step for s in range(4)])]
     assert [r["loss"] for r in train_history] == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_checkpoint_of_another_model_seq_len_or_seed_cannot_continue(tmp_path):
-    from lm.model import ModelConfig
-    from pipelines.pretrain.loop import LoopSettings, check_compatible
+def _write_checkpoint_meta(root: Path, step: int, meta: dict) -> Path:
+    directory = root / "checkpoints" / "pretrain" / f"checkpoint_step{step:07d}"
+    directory.mkdir(parents=True)
+    (directory / "meta.json").write_text(json.dumps({"step": step, **meta}))
+    return directory
 
-    model = ModelConfig.from_depth(1, 300, max_seq_len=32)
-    settings = LoopSettings(
-        pretrain=PretrainConfig(seq_len=32),
-        model_config=model,
-        run_dir=str(tmp_path),
-        seed=3,
-        total_steps=10,
-        eval_windows=1,
-        token_bytes=np.ones(300),
-    )
-    meta = {"model_config": model.model_dump(), "seq_len": 32, "seed": 3}
-    check_compatible(meta, settings, "here")  # the same run continues
+
+def test_a_checkpoint_of_another_model_seq_len_or_seed_fails_once_on_the_driver(
+    tmp_path, monkeypatch, capsys
+):
+    """Refused before Ray Train starts (inside the workers it would be retried max_failures times)."""
+    from pipelines.pretrain import job
+    from pipelines.train import driver
+    from pipelines.train.loop import incompatibilities
+
+    make_token_run(tmp_path, num_docs=300)
+    cfg = _job_config(tmp_path)
+    task, _, _ = job.prepare(cfg)
+    meta = {"position": 16, **task.identity(), "data_fingerprint": task.data_fingerprint()}
+    assert incompatibilities(meta, task) == []  # the same run continues
+    model = task.model_config.model_dump()
     for key, value, said in (
-        ("seed", 4, "seed 4"),
-        ("seq_len", 64, "seq_len 64"),
-        ("model_config", {}, "model"),
+        ("seed", 4, "seed 4 != 0"),
+        ("seq_len", 64, "seq_len 64 != 32"),
+        ("model_config", {**model, "hidden_size": 64}, "model_config"),
+        ("position", None, "no data position"),
     ):
-        with pytest.raises(ValueError, match=said):
-            check_compatible({**meta, key: value}, settings, "here")
+        changed = {k: v for k, v in {**meta, key: value}.items() if v is not None}
+        assert any(said in problem for problem in incompatibilities(changed, task)), (key, said)
+
+    from pipelines import cli
+
+    no_ray = lambda *_: pytest.fail("Ray started for a run that cannot go on")  # noqa: E731
+    monkeypatch.setattr(driver, "init_ray", no_ray)
+    monkeypatch.setattr(cli, "init_ray", lambda *_: None)  # the CLI starts Ray before any stage
+    _write_checkpoint_meta(tmp_path, 1, {**meta, "seed": 7})
+    with pytest.raises(ConfigError, match=r"seed 7 != 0.*--force"):
+        job.run(cfg)
+    argv = ["pretrain", "--run-dir", str(tmp_path), "--set", "pretrain.seq_len=32"]
+    argv += ["--set", "pretrain.global_batch_tokens=512", "--set", "pretrain.micro_batch_size=8"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed 7 != 0" in err[0] and "Traceback" not in err[0]
+
+    # checkpoints of other data are not an error: they are set aside, and training starts over
+    monkeypatch.setattr(driver, "init_ray", lambda *_: None)
+    _write_checkpoint_meta(tmp_path, 2, {**meta, "data_fingerprint": "other-shards"})
+    spec = driver.FitSpec(stage="pretrain", run_dir=str(tmp_path), config=cfg.pretrain, task=task)
+    aside = driver.set_aside_stale_checkpoints(spec)
+    assert aside is not None and (aside / "checkpoint_step0000002").is_dir()
+    driver.check_resumable(spec)  # nothing left to resume from
+
+
+def test_the_latest_checkpoint_is_the_one_ray_train_committed(tmp_path):
+    from pipelines.train.driver import SNAPSHOT_FILE, latest_checkpoint
+
+    storage = tmp_path / "checkpoints" / "pretrain"
+    assert latest_checkpoint(storage) is None
+    for step in (8, 16):
+        _write_checkpoint_meta(tmp_path, step, {})
+    assert latest_checkpoint(storage).name == "checkpoint_step0000016"
+    snapshot = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_step0000008"}}
+    (storage / SNAPSHOT_FILE).write_text(json.dumps(snapshot))
+    assert latest_checkpoint(storage).name == "checkpoint_step0000008"

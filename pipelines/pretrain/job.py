@@ -4,13 +4,13 @@
     raychat pretrain --run-dir runs/tiny --max-steps 300 --num-workers 2
     ray job submit --working-dir . -- python -m pipelines.pretrain --config configs/gpu-124m.yaml
 
-The topology, in one place: one ``TorchTrainer`` with ``pretrain.num_workers`` workers (each
-``pretrain.resources_per_worker``, CPU+gloo or GPU+NCCL), every worker running
-``loop.train_loop_per_worker`` on its own slice of the memory-mapped shards. Checkpoints go to
-``<run>/checkpoints/pretrain/`` (Ray Train's storage), so running the same command again resumes from
-the latest one, and ``FailureConfig(max_failures)`` restarts a failed worker group from it by itself.
-The driver does what needs the whole picture once: vocabulary and bytes per token from the tokenizer,
-the unigram baseline, and at the end the export, the loss plot and the report fragment.
+Pretraining is the first user of the shared training driver (pipelines/train/driver.py: one
+``TorchTrainer`` with ``pretrain.num_workers`` workers, checkpoints under ``<run>/checkpoints/pretrain/``
+that the same command resumes from, ``FailureConfig(max_failures)``); the task itself - batches from
+the memory-mapped shards, the next-token loss, validation loss and bits per byte - is
+pipelines/pretrain/task.py. This module does what needs the whole picture once: vocabulary and bytes
+per token from the tokenizer, the unigram baseline, and at the end the export, the loss plot and the
+report fragment.
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import time
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines.config import ConfigError, RunConfig
-from pipelines.pretrain.curves import markdown, plot_losses, read_history
 from pipelines.pretrain.data import (
     TokenSplit,
     eval_targets,
@@ -34,20 +31,25 @@ from pipelines.pretrain.data import (
     token_byte_lengths,
     unigram_entropy,
 )
-from pipelines.pretrain.loop import META_FILE, STAGE, LoopSettings, read_meta, train_loop_per_worker
-from pipelines.pretrain.tracking import TrackingUnavailable, check_tracking_available
-from pipelines.runtime import RunDir, init_ray
+from pipelines.runtime import RunDir
+from pipelines.train.curves import markdown, plot_losses, read_history
+from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
+
+if TYPE_CHECKING:  # torch: imported only when a stage runs, not when the CLI reads a config
+    from pipelines.pretrain.task import PretrainTask
 
 log = logging.getLogger("raychat.pretrain")
-TRAIN_RUN_NAME = "pretrain"  # Ray Train's run name: checkpoints live in <run>/checkpoints/pretrain
+STAGE = "pretrain"  # also Ray Train's run name: checkpoints live in <run>/checkpoints/pretrain
 
 
-def prepare(cfg: RunConfig) -> tuple[LoopSettings, Any, dict[str, Any]]:
+def prepare(cfg: RunConfig) -> tuple[PretrainTask, Any, dict[str, Any]]:
     """Everything the workers need, resolved and checked before any of them starts.
 
-    Returns (settings, tokenizer, facts about the data). Config and data problems raise ConfigError.
+    Returns (the PretrainTask, the tokenizer, facts about the data). Config and data problems raise
+    ConfigError.
     """
     from lm.tokenizer import TokenizerError, load_tokenizer
+    from pipelines.pretrain.task import PretrainTask
     from pipelines.tokenize.shards import TokenShardError, read_index
 
     p = cfg.pretrain
@@ -73,22 +75,22 @@ def prepare(cfg: RunConfig) -> tuple[LoopSettings, Any, dict[str, Any]]:
         n_eval = eval_windows(val, p.seq_len, p.eval_tokens)
     except ValueError as e:
         raise ConfigError(f"pretrain: {e}") from None
-    settings = LoopSettings(
+    task = PretrainTask(
         pretrain=p,
         model_config=model_config,
-        run_dir=str(run.root),
+        tokens_dir=str(run.tokens),
         seed=p.seed if p.seed is not None else cfg.seed,
-        total_steps=p.total_steps,
         eval_windows=n_eval,
+        epoch_sequences=windows,
         token_bytes=token_byte_lengths(tokenizer, model_config.vocab_size),
-        data_fingerprint=data_fingerprint(run.tokens, run.tokens / index.tokenizer),
+        fingerprint=data_fingerprint(run.tokens, run.tokens / index.tokenizer),
     )
     facts = {
         "train_tokens": train.num_tokens,
         "epoch_sequences": windows,
         "unigram_entropy": unigram_entropy(eval_targets(val, p.seq_len, n_eval), model_config.vocab_size),
     }
-    return settings, tokenizer, facts
+    return task, tokenizer, facts
 
 
 def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
@@ -102,74 +104,29 @@ def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
 
 def start_over(cfg: RunConfig) -> None:
     """``--force``: the next run trains from step 0 (the old checkpoints are set aside, not deleted)."""
-    _set_aside(RunDir(Path(cfg.run_dir).resolve()), "--force")
+    from pipelines.train.driver import set_aside
 
-
-def set_aside_stale_checkpoints(run: RunDir, fingerprint: str) -> Path | None:
-    """Move away checkpoints of other data, so that redoing tokenize (or clean) retrains from scratch.
-
-    Ray Train resumes from whatever its storage holds; weights trained on the old shards would be
-    continued on, or exported with, a tokenizer they never saw. They are renamed, not deleted.
-    """
-    metas = sorted((run.checkpoints / TRAIN_RUN_NAME).glob(f"checkpoint_*/{META_FILE}"))
-    if not metas:
-        return None
-    seen = read_meta(metas[-1].parent).get("data_fingerprint")
-    if seen is None or seen == fingerprint:
-        return None
-    return _set_aside(run, "the token shards changed since they were written")
-
-
-def _set_aside(run: RunDir, why: str) -> Path | None:
-    """Rename Ray Train's storage of this run (checkpoints and its own state) so training starts anew."""
-    root = run.checkpoints / TRAIN_RUN_NAME
-    if not root.is_dir():
-        return None
-    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    aside = run.checkpoints / f"{TRAIN_RUN_NAME}.stale-{stamp}"
-    root.rename(aside)
-    log.warning("pretrain: %s: moved the checkpoints in %s to %s; training from step 0", why, root, aside)
-    return aside
+    set_aside(RunDir(Path(cfg.run_dir).resolve()), STAGE, "--force")
 
 
 def run(cfg: RunConfig) -> dict[str, Any]:
-    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
-    from ray.train import RunConfig as TrainRunConfig
-    from ray.train.torch import TorchTrainer
+    from lm.checkpoint import save_pretrained
+    from pipelines.train.driver import fit, load_trained
+    from pipelines.train.loop import FitSpec
 
-    settings, tokenizer, facts = prepare(cfg)
-    p, model_config = settings.pretrain, settings.model_config
-    run = RunDir(settings.run_dir)
+    task, tokenizer, facts = prepare(cfg)
+    p, model_config = cfg.pretrain, task.model_config
+    run = RunDir(Path(cfg.run_dir).resolve())
     log.info(
         "pretrain: %s parameters (%s), %d steps of %s tokens on %d %s worker(s), %s, grad accumulation %d",
-        f"{model_config.num_params():,}", _describe(model_config), settings.total_steps,
+        f"{model_config.num_params():,}", _describe(model_config), task.total_steps,
         f"{p.global_batch_tokens:,}", p.num_workers, "GPU" if p.use_gpu else "CPU", p.strategy, p.grad_accum_steps,
     )  # fmt: skip
-    set_aside_stale_checkpoints(run, settings.data_fingerprint)
-    init_ray(cfg.ray)
-    warn_if_cluster_too_small(p)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"settings": settings},
-        scaling_config=ScalingConfig(
-            num_workers=p.num_workers, use_gpu=p.use_gpu, resources_per_worker=p.resources_per_worker
-        ),
-        run_config=TrainRunConfig(
-            name=TRAIN_RUN_NAME,
-            storage_path=str(run.checkpoints),
-            checkpoint_config=CheckpointConfig(num_to_keep=p.keep_checkpoints),
-            failure_config=FailureConfig(max_failures=p.max_failures),
-        ),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"pretrain: training ended without a checkpoint under {run.checkpoints}")
+    result = fit(FitSpec(stage=STAGE, run_dir=str(run.root), config=p, task=task), cfg.ray)
     outcome = result.return_value or {}
 
     with result.checkpoint.as_directory() as d:
-        model, meta = load_checkpoint_model(Path(d), model_config)
-    from lm.checkpoint import save_pretrained
-
+        model, meta = load_trained(Path(d), task.empty_model())
     out_dir = save_pretrained(
         model,
         run.model(p.output_name),
@@ -185,7 +142,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     )
 
     train_history, evals = read_history(run.metrics / f"{STAGE}.jsonl")
-    plot_losses(train_history, evals, run.plots / f"{STAGE}_loss.png", facts["unigram_entropy"])
+    plot_losses(
+        train_history, evals, run.plots / f"{STAGE}_loss.png", "pretraining", facts["unigram_entropy"]
+    )
     mfus = [r["mfu"] for r in train_history[1:] if "mfu" in r]
     numbers = {
         "params": model_config.num_params(),
@@ -210,43 +169,6 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         numbers["steps"], numbers["val_loss"], numbers["unigram_entropy"], numbers["val_bpb"], out_dir,
     )  # fmt: skip
     return numbers
-
-
-def warn_if_cluster_too_small(p) -> None:
-    """Ray Train waits (silently, to a newcomer) for resources the cluster does not have; say so up front.
-
-    Only a warning: on an autoscaling cluster the nodes may be on their way.
-    """
-    import ray
-
-    per_worker = dict(p.resources_per_worker or ({"GPU": 1} if p.use_gpu else {"CPU": 1}))  # Ray's defaults
-    available = ray.cluster_resources()
-    for name, amount in per_worker.items():
-        need, have = amount * p.num_workers, available.get(name, 0)
-        if need > have:
-            log.warning(
-                "pretrain: %d workers x %s %s = %s, but the cluster has %s %s now; training waits until "
-                "an autoscaler adds them (lower pretrain.num_workers or resources_per_worker otherwise)",
-                p.num_workers, amount, name, need, have, name,
-            )  # fmt: skip
-
-
-def load_checkpoint_model(directory: Path, model_config):
-    """The Transformer (CPU, float32) and meta.json of a checkpoint directory written by the loop."""
-    from lm.model import Transformer
-    from pipelines.pretrain.loop import read_meta
-    from pipelines.pretrain.trainer import PretrainTrainer
-
-    meta = read_meta(directory)
-    state = PretrainTrainer.read(directory)["model"]
-    model = Transformer(model_config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied_only = set(missing) <= ({"lm_head.weight"} if model_config.tie_embeddings else set())
-    if not tied_only or unexpected:
-        raise RuntimeError(
-            f"checkpoint {directory} does not fit the model: missing {missing}, unexpected {unexpected}"
-        )
-    return model, meta
 
 
 def _describe(c) -> str:

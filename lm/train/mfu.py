@@ -1,8 +1,8 @@
 """Model FLOPs utilisation: achieved training FLOP/s over the device's peak.
 
 The peak is looked up from the device's name in a table instead of being one hard-coded GPU (a
-complaint about nanochat), and ``pretrain.peak_flops`` overrides it for anything the table lacks.
-Values are dense (no 2:4 sparsity) bf16 tensor-core FLOP/s from the vendors' datasheets; where a
+complaint about nanochat), and a stage's ``peak_flops`` (e.g. ``pretrain.peak_flops``) overrides it
+for anything the table lacks. Values are dense (no 2:4 sparsity) bf16 tensor-core FLOP/s from the vendors' datasheets; where a
 datasheet quotes only the sparse figure, it is halved.
 """
 

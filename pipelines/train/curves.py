@@ -1,4 +1,5 @@
-"""The run report's view of pretraining: loss curves (PNG) and a markdown fragment."""
+"""The run report's view of a training stage: its metrics JSONL read back, loss curves (PNG) and a
+markdown fragment."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 
 def read_history(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train records, validation records) from metrics/pretrain.jsonl, one per step, in step order.
+    """(train records, validation records) from metrics/<stage>.jsonl, one per step, in step order.
 
     A resumed run repeats the steps after its checkpoint; the last record of a step wins, which is the
     one the final model actually went through.
@@ -29,7 +30,11 @@ def read_history(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def plot_losses(
-    train: list[dict[str, Any]], evals: list[dict[str, Any]], out: Path, unigram_entropy: float | None = None
+    train: list[dict[str, Any]],
+    evals: list[dict[str, Any]],
+    out: Path,
+    title: str,
+    unigram_entropy: float | None = None,
 ) -> Path:
     import matplotlib
 
@@ -47,7 +52,7 @@ def plot_losses(
         ax.axhline(unigram_entropy, color="grey", ls="--", lw=1, label="unigram entropy (val)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
-    ax.set_title("pretraining")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

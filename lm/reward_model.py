@@ -1,0 +1,69 @@
+"""A reward model: the decoder's body with a scalar head, and the Bradley-Terry loss on preference pairs.
+
+Why this shape: parameter names and math are Hugging Face ``LlamaForSequenceClassification``'s with
+``num_labels=1`` (the body under ``model.``, the head as ``score.weight``), so the reward stage's
+export loads in ``transformers`` (tests/test_train.py compares the scores), and the reward model
+starts from a pretrained or SFT decoder by taking its body as it is.
+
+The model scores every position; a sequence's reward is the score at its last token (where a causal
+model has read all of it). A batch may be right-padded rows or packed rows with document ids.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lm.model import LlamaBody, ModelConfig, Transformer, run_body
+from lm.train.losses import Loss
+
+
+class RewardModel(nn.Module):
+    """``LlamaForSequenceClassification`` (one label): ``forward`` gives a score per position ``[B, T]``."""
+
+    hf_architecture = "LlamaForSequenceClassification"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaBody(config)
+        self.score = nn.Linear(config.hidden_size, 1, bias=False)
+
+    @classmethod
+    def from_base(cls, base: Transformer, seed: int = 0) -> RewardModel:
+        """The base decoder's body (copied) with a fresh head, Normal(0, init_std) seeded by ``seed``."""
+        rm = cls(base.config).to(next(base.parameters()).device)
+        rm.model.load_state_dict(base.model.state_dict())
+        generator = torch.Generator(device=rm.score.weight.device).manual_seed(seed)
+        with torch.no_grad():
+            rm.score.weight.normal_(0.0, base.config.init_std, generator=generator)
+        return rm
+
+    def forward(self, input_ids: Tensor, document_ids: Tensor | None = None) -> Tensor:
+        """Scores ``[B, T]``: causal over each row, or over each sequence of packed rows."""
+        return self.score(run_body(self.model, input_ids, None, None, document_ids)).squeeze(-1)
+
+
+def sequence_rewards(scores: Tensor, last: Tensor) -> Tensor:
+    """Each sequence's reward: ``scores`` ``[B, T]`` at (row, last token index) pairs ``last`` ``[N, 2]``."""
+    return scores[last[:, 0], last[:, 1]].float()
+
+
+def bradley_terry_loss(model: nn.Module, batch: dict[str, Tensor]) -> Loss:
+    """-log sigmoid(r_chosen - r_rejected) summed over the batch's pairs; the count is pairs.
+
+    ``batch``: ``input_ids`` (and optionally ``document_ids``) holding every sequence, and
+    ``chosen_last`` / ``rejected_last`` ``[pairs, 2]``: (row, index of the last token) of each pair's
+    two sequences. ``sums["accuracy"]`` counts pairs ranked the right way round.
+    """
+    scores = model(batch["input_ids"], document_ids=batch.get("document_ids"))
+    chosen = sequence_rewards(scores, batch["chosen_last"])
+    rejected = sequence_rewards(scores, batch["rejected_last"])
+    margin = chosen - rejected
+    return Loss(
+        total=-F.logsigmoid(margin).sum(),
+        count=margin.numel(),
+        tokens=batch["input_ids"].numel(),
+        sums={"accuracy": (margin > 0).sum(), "margin": margin.detach().sum()},
+    )

@@ -1,0 +1,167 @@
+"""The one Ray Train driver: ``fit(spec)`` runs any ``TrainTask`` on a ``TorchTrainer``.
+
+The topology, in one place: one ``TorchTrainer`` with ``config.num_workers`` workers (each
+``config.resources_per_worker``, CPU+gloo or GPU+NCCL), every worker running
+``loop.train_loop_per_worker`` on its own share of the task's data. Checkpoints go to
+``<run>/checkpoints/<stage>/`` (Ray Train's storage), so running the same command again resumes from the
+latest one, and ``FailureConfig(max_failures)`` restarts a failed worker group from it by itself.
+
+What needs the whole picture happens here, once, before any worker starts: checkpoints of other data
+are set aside (so redoing an earlier stage retrains instead of continuing weights that never saw the
+new data), and a checkpoint that cannot continue this run (another model, sequence length, seed) is
+one clear ``ConfigError`` - inside the workers it would be retried ``max_failures`` times first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lm.train.trainer import Trainer
+from pipelines.config import ConfigError, RayConfig
+from pipelines.runtime import RunDir, init_ray
+from pipelines.train.config import TrainingConfig
+from pipelines.train.loop import META_FILE, FitSpec, incompatibilities, read_meta, train_loop_per_worker
+
+log = logging.getLogger("raychat.train")
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of its committed checkpoints
+
+
+def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
+    """Train ``spec.task`` to ``task.total_steps`` (resuming if a checkpoint exists); Ray Train's Result.
+
+    Raises ConfigError when the latest checkpoint cannot continue this run, and RuntimeError when
+    training ended without a checkpoint.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = spec.config
+    set_aside_stale_checkpoints(spec)
+    check_resumable(spec)
+    init_ray(ray_config)
+    warn_if_cluster_too_small(spec.stage, cfg)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=cfg.resources_per_worker
+        ),
+        run_config=TrainRunConfig(
+            name=spec.stage,
+            storage_path=str(spec.run.checkpoints),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{spec.stage}: training ended without a checkpoint under {spec.storage}")
+    return result
+
+
+def latest_checkpoint(storage: Path) -> Path | None:
+    """The checkpoint Ray Train resumes from: its snapshot's latest, else the highest step on disk."""
+    snapshot = storage / SNAPSHOT_FILE
+    try:
+        name = json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+        if (storage / name / META_FILE).is_file():
+            return storage / name
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        pass
+    metas = sorted(storage.glob(f"checkpoint_*/{META_FILE}"))
+    return metas[-1].parent if metas else None
+
+
+def check_resumable(spec: FitSpec) -> None:
+    """ConfigError when the checkpoint a run would resume from was made for another model, sequence
+    length or seed: said once, before any worker starts."""
+    latest = latest_checkpoint(spec.storage)
+    if latest is None:
+        return
+    try:
+        meta = read_meta(latest)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{spec.stage}: cannot read {latest / META_FILE} ({e})") from None
+    problems = incompatibilities(meta, spec.task)
+    if problems:
+        raise ConfigError(
+            f"{spec.stage}: the checkpoint in {latest} was made with different settings "
+            f"({'; '.join(problems)}); use another run_dir, or rerun with --force to set the "
+            f"checkpoints in {spec.storage} aside and train from step 0"
+        )
+
+
+def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:
+    """Move away checkpoints of other data, so that redoing tokenize (or clean) retrains from scratch.
+
+    Ray Train resumes from whatever its storage holds; weights trained on the old data would be
+    continued on, or exported with, a tokenizer they never saw. They are renamed, not deleted.
+    """
+    fingerprint = spec.task.data_fingerprint()
+    latest = latest_checkpoint(spec.storage)
+    if latest is None or fingerprint is None:
+        return None
+    try:
+        seen = read_meta(latest).get("data_fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return None  # check_resumable says what is wrong with it
+    if seen is None or seen == fingerprint:
+        return None
+    return set_aside(spec.run, spec.stage, "the training data changed since they were written")
+
+
+def set_aside(run: RunDir, stage: str, why: str) -> Path | None:
+    """Rename Ray Train's storage of ``stage`` (checkpoints and its own state) so training starts anew."""
+    root = run.checkpoints / stage
+    if not root.is_dir():
+        return None
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    aside = run.checkpoints / f"{stage}.stale-{stamp}"
+    root.rename(aside)
+    log.warning("%s: %s: moved the checkpoints in %s to %s; training from step 0", stage, why, root, aside)
+    return aside
+
+
+def warn_if_cluster_too_small(stage: str, cfg: TrainingConfig) -> None:
+    """Ray Train waits (silently, to a newcomer) for resources the cluster does not have; say so up front.
+
+    Only a warning: on an autoscaling cluster the nodes may be on their way.
+    """
+    import ray
+
+    available = ray.cluster_resources()
+    for name, amount in cfg.worker_resources().items():
+        need, have = amount * cfg.num_workers, available.get(name, 0)
+        if need > have:
+            log.warning(
+                "%s: %d workers x %s %s = %s, but the cluster has %s %s now; training waits until "
+                "an autoscaler adds them (lower %s.num_workers or resources_per_worker otherwise)",
+                stage, cfg.num_workers, amount, name, need, have, name, stage,
+            )  # fmt: skip
+
+
+def load_trained(directory: Path, model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """``model`` (CPU) with a checkpoint directory's weights loaded, and the checkpoint's meta.json.
+
+    ``model`` is the stage's module with any weights (they are all replaced). A weight that is missing
+    from the checkpoint is an error unless it is tied to one that is there (a tied lm_head).
+    """
+    meta = read_meta(directory)
+    state = Trainer.read(directory)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in state if k in params}
+    untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise RuntimeError(
+            f"checkpoint {directory} does not fit the model: missing {untied}, unexpected {unexpected}"
+        )
+    return model, meta
