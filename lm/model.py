@@ -6,7 +6,7 @@ Why this shape: an export of this module's ``state_dict`` loads unchanged in ``t
 - RMSNorm, rotary position embeddings (HF's ``rotate_half`` convention), SwiGLU MLP, grouped-query
   attention through ``torch.nn.functional.scaled_dot_product_attention``, optional tied embeddings.
 - The KV cache is not part of the model: ``forward`` takes any object with the small ``KVCache``
-  protocol below, so the generation engine (lm/engine.py) owns the cache layout (slots, lengths,
+  protocol below, so the generation engine (lm/engine/torch_engine.py) owns the cache layout (slots, lengths,
   masks) and the model stays a pure function of (tokens, positions, cache).
 - Nothing here is specific to one device or parallelism scheme: plain ``nn.Linear``/``nn.Embedding``
   parameters (DDP and FSDP2 wrap them as they are), no data-dependent Python control flow in
