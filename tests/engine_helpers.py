@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from lm.model import ModelConfig, Transformer
 
 VOCAB = 256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Imported by a test module, makes it run torch on one thread: tiny models gain nothing from
+    intra-op threads, and on a shared, loaded machine spinning OpenMP threads make every small op
+    wait. The setting is restored for other modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_model(seed: int = 3, vocab: int = VOCAB, max_seq_len: int = 96, **overrides: object) -> Transformer:

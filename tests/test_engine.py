@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import VOCAB, greedy_reference, prompts_of, tiny_model
+from engine_helpers import VOCAB, greedy_reference, one_thread, prompts_of, tiny_model  # noqa: F401
 
 from lm.engine import GenerationResult, SamplingParams, ToolHook, TorchEngine
 from lm.engine.sampling import sample
-from lm.model import ModelConfig, Transformer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two spinning
-    OpenMP threads make every small op wait; restore the setting for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from lm.model import Transformer
 
 
 @pytest.fixture(scope="module")
@@ -142,19 +132,7 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
 
 @pytest.mark.parametrize("kv_heads,tie", [(4, True), (1, False)], ids=["mha-tied", "mqa"])
 def test_other_head_layouts_match_recomputing(kv_heads: int, tie: bool) -> None:
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=kv_heads,
-        intermediate_size=96,
-        max_seq_len=64,
-        init_std=0.1,
-        tie_embeddings=tie,
-    )
-    m = Transformer(cfg)
-    m.init_weights(5)
+    m = tiny_model(5, num_kv_heads=kv_heads, intermediate_size=96, max_seq_len=64, tie_embeddings=tie)
     prompts = prompts_of([2, 13, 6], seed=9)
     for prompt, res in zip(prompts, TorchEngine(m, max_batch_size=2).generate(prompts, GREEDY), strict=True):
         assert res.token_ids == greedy_reference(m, prompt, 10)
@@ -163,19 +141,8 @@ def test_other_head_layouts_match_recomputing(kv_heads: int, tie: bool) -> None:
 def test_fused_weights_follow_weight_updates() -> None:
     """The engine shares storage with the model: loading new weights (an RL weight sync) reaches it,
     and replacing a weight tensor outright is detected and re-fused."""
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=1,
-        intermediate_size=96,
-        max_seq_len=64,
-        init_std=0.1,
-    )
-    policy, other = Transformer(cfg), Transformer(cfg)
-    policy.init_weights(1)
-    other.init_weights(2)
+    shape = dict(num_kv_heads=1, intermediate_size=96, max_seq_len=64)
+    policy, other = tiny_model(1, **shape), tiny_model(2, **shape)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     engine = TorchEngine(policy)
     assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # fusing changes no value

@@ -61,7 +61,8 @@ def test_make_engine_choices(model_dir, monkeypatch) -> None:
 
 def test_vllm_weight_names_come_from_the_checkpoint(model_dir) -> None:
     from lm.checkpoint import load_pretrained
-    from lm.engine.vllm_engine import check_weights, checkpoint_weight_shapes
+    from lm.engine.base import check_weights
+    from lm.engine.vllm_engine import checkpoint_weight_shapes
 
     directory, _ = model_dir
     shapes = checkpoint_weight_shapes(directory)
@@ -69,7 +70,7 @@ def test_vllm_weight_names_come_from_the_checkpoint(model_dir) -> None:
     state = model.state_dict()
     assert shapes == {k: tuple(v.shape) for k, v in state.items()}  # a learner's state_dict fits
     assert [n for n, _ in check_weights(state, shapes)] == list(state)
-    with pytest.raises(ValueError, match="not in the model's checkpoint"):
+    with pytest.raises(ValueError, match="is not one of the model's"):
         check_weights({"model.layers.0.mlp.w1": torch.zeros(2)}, shapes)
     with pytest.raises(ValueError, match="has shape"):
         check_weights([("lm_head.weight", torch.zeros(3, 3))], shapes)

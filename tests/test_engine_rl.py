@@ -9,20 +9,12 @@ from concurrent.futures import Future
 
 import pytest
 import torch
-from engine_helpers import greedy_reference, prompts_of, tiny_model
+from engine_helpers import greedy_reference, one_thread, prompts_of, tiny_model  # noqa: F401
 
 from lm.engine import SamplingParams, ToolHook, TorchEngine, text_tool
 from lm.model import Transformer
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +183,7 @@ def test_update_when_idle_applies_at_once_and_bad_weights_change_nothing(two_pol
     prompt = prompts_of([6], seed=9)[0]
     engine = TorchEngine(policy)
     state = new.state_dict()
-    with pytest.raises(ValueError, match="does not have"):
+    with pytest.raises(ValueError, match="is not one of the model.s"):
         engine.update_weights({**state, "model.layers.9.mlp.w1.weight": torch.zeros(2)}, 1)
     with pytest.raises(ValueError, match="has shape"):
         engine.update_weights({"lm_head.weight": torch.zeros(3, 3)}, 1)

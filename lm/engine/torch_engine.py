@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures import wait as wait_futures
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +42,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lm.engine.base import Engine, InFlight, Weights
+from lm.engine.base import Engine
 from lm.engine.fused_forward import FusedForward
 from lm.engine.sampling import SamplingParams, sample
-from lm.engine.tools import ToolError, ToolHook, start_tool_call
 from lm.engine.types import (
     EngineLoad,
     FinishReason,
-    GenerationResult,
     Request,
     TokenEvent,
-    check_prompt,
     eos_token_ids_of,
 )
 from lm.model import Transformer
 
 # an extend (prefill) group may hold up to this many padded positions per real token (see _extend_groups)
 PAD_SLACK = 1.25
-# while every running sample waits for a tool, a step waits this long for a reply before returning
-TOOL_WAIT_S = 0.01
 
 
 class _CacheView:
@@ -133,12 +126,8 @@ class TorchEngine(Engine):
         self._scratch = self.max_seq_len  # the cache position padding writes to
         self._slots: list[Request | None] = [None] * max_batch_size
         self._waiting: deque[list[Request]] = deque()  # requests: each the list of its samples
-        self._open: dict[Hashable, list[GenerationResult | None]] = {}  # per request, results so far
         self._sharing: list[Request] = []  # admitted samples whose followers wait for their prefill
-        self._parked: list[Request] = []  # samples waiting for a tool's reply
         self._seed = seed
-        self._version = 0
-        self._pending_update: tuple[dict[str, Tensor], int] | None = None
         # per-slot sampling settings, set on admission, so a step builds no tensors from Python lists
         self._temperature = torch.zeros(max_batch_size, device=self.device)
         self._top_k = torch.zeros(max_batch_size, dtype=torch.long, device=self.device)
@@ -163,117 +152,58 @@ class TorchEngine(Engine):
 
     # -- the request API ----------------------------------------------------------------------------
 
-    def add_request(
-        self,
-        prompt_ids: Sequence[int],
-        params: SamplingParams | None = None,
-        request_id: Hashable | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> Hashable:
-        """Queue a request; it joins the running batch at the next ``step`` with ``params.n`` free slots."""
-        params = params or SamplingParams()
-        prompt = check_prompt(prompt_ids, self.vocab_size, self.max_seq_len)
+    def _check_params(self, params: SamplingParams) -> None:
         if params.n > self.max_batch_size:
             raise ValueError(
                 f"n={params.n} samples run at once and need {params.n} slots; this engine has "
                 f"max_batch_size {self.max_batch_size}"
             )
-        rid = request_id if request_id is not None else next(self._ids)
-        if rid in self.finished or rid in self._open:
-            raise ValueError(f"request id {rid!r} is already in use")
-        stop = frozenset(params.stop_token_ids) | (
-            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids)
-        )
-        samples = [
-            Request(
-                request_id=rid,
-                prompt_ids=prompt,
-                params=params,
-                tool_hooks=tuple(tool_hooks),
-                sample_index=j,
-                generator=torch.Generator().manual_seed(self._sample_seed(params, rid, j)),
-                stop_ids=stop,
-            )
-            for j in range(params.n)
-        ]
+
+    def _queue(self, samples: list[Request]) -> None:
+        """The request joins the running batch at the next ``step`` with ``n`` free slots."""
+        for req in samples:
+            req.generator = torch.Generator().manual_seed(self._sample_seed(req))
         self._waiting.append(samples)
-        self._open[rid] = [None] * params.n
-        self.counters.requests_added += 1
-        return rid
 
-    def _sample_seed(self, params: SamplingParams, rid: Hashable, j: int) -> int:
-        if params.seed is not None:
-            return params.seed + j  # as vLLM seeds the samples of a request with n > 1
-        return zlib.crc32(repr((self._seed, rid) if j == 0 else (self._seed, rid, j)).encode())
-
-    def _set_index(self, request_id: Hashable, index: int) -> None:
-        for req in self._waiting[-1]:
-            req.index = index
-
-    def has_unfinished(self) -> bool:
-        return bool(self._open)
+    def _sample_seed(self, req: Request) -> int:
+        if req.params.seed is not None:
+            return req.params.seed + req.sample_index  # as vLLM seeds the samples of a request with n > 1
+        key = (
+            (self._seed, req.request_id)
+            if req.sample_index == 0
+            else (self._seed, req.request_id, req.sample_index)
+        )
+        return zlib.crc32(repr(key).encode())
 
     def load(self) -> EngineLoad:
         running = sum(r is not None for r in self._slots)
         return EngineLoad(queued=len(self._waiting), running=running, capacity=self.max_batch_size)
 
-    def abort(self, request_id: Hashable) -> None:
-        """Drop a queued or running request, all its samples, without a result (a client went away)."""
-        if self._open.pop(request_id, None) is None:
-            return
-        self._waiting = deque(g for g in self._waiting if g[0].request_id != request_id)
-        for i, r in enumerate(self._slots):
-            if r is not None and r.request_id == request_id:
-                self._slots[i] = None
+    def _drop(self, request_id: Hashable, samples: list[Request]) -> None:
+        self._waiting = deque(g for g in self._waiting if g is not samples)
+        for r in samples:
+            if r.slot >= 0 and self._slots[r.slot] is r:
+                self._slots[r.slot] = None
         self._sharing = [r for r in self._sharing if r.request_id != request_id]
-        self._parked = [r for r in self._parked if r.request_id != request_id]
-        self.counters.requests_aborted += 1
 
     # -- weights ------------------------------------------------------------------------------------
 
-    @property
-    def policy_version(self) -> int:
-        return self._version
+    def _weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
 
-    def update_weights(self, weights: Weights, version: int, in_flight: InFlight = "finish") -> None:
-        if in_flight not in ("finish", "recompute"):
-            raise ValueError(f"in_flight must be 'finish' or 'recompute', got {in_flight!r}")
-        named = dict(weights.items() if isinstance(weights, Mapping) else weights)
-        current = self.model.state_dict()
-        unknown = sorted(k for k in named if k not in current)
-        if unknown:
-            raise ValueError(
-                f"{len(unknown)} weight name(s) the model does not have, e.g. {unknown[0]!r} "
-                f"(expected state_dict names such as {next(iter(current))!r})"
-            )
-        for name, tensor in named.items():
-            if tuple(tensor.shape) != tuple(current[name].shape):
-                raise ValueError(
-                    f"weight {name!r} has shape {tuple(tensor.shape)}, the model's is {tuple(current[name].shape)}"
-                )
-        running = any(r is not None for r in self._slots)
-        if in_flight == "finish" and running:
-            # kept until the running samples finish; a copy, so the caller may go on changing its tensors
-            self._pending_update = ({k: t.detach().clone() for k, t in named.items()}, version)
-            return
-        self._load(named, version)
-        if in_flight == "recompute":
+    def _busy(self) -> bool:
+        return any(r is not None for r in self._slots)
+
+    def _swap_weights(self, named: list[tuple[str, Tensor]], version: int, recompute: bool) -> None:
+        # in-place copies: the fused projection tensors share storage with the parameters; ordinary
+        # (not inference-mode) updates even when called from a step, so the weights stay trainable
+        with torch.inference_mode(False), torch.no_grad():
+            self.model.load_state_dict(dict(named), strict=False)
+        if recompute:
             for r in self._slots:
                 if r is not None and r.cached > 0:  # its cache came from the old weights
                     r.pending = r.prompt_ids + r.token_ids
                     r.cached = 0
-
-    def _load_pending(self) -> None:
-        if self._pending_update is not None and not any(r is not None for r in self._slots):
-            self._load(*self._pending_update)
-
-    def _load(self, named: dict[str, Tensor], version: int) -> None:
-        # in-place copies: the fused projection tensors share storage with the parameters; ordinary
-        # (not inference-mode) updates even when called from a step, so the weights stay trainable
-        with torch.inference_mode(False), torch.no_grad():
-            self.model.load_state_dict(named, strict=False)
-        self._version = version
-        self._pending_update = None
 
     # -- the step -------------------------------------------------------------------------------------
 
@@ -287,10 +217,7 @@ class TorchEngine(Engine):
         self._admit()
         running = [r for r in self._slots if r is not None and r.pending and r.tool_call is None]
         if not running:
-            if self._parked:  # everyone waits for a tool: wait for a reply here rather than spin
-                futures = [r.tool_call.future for r in self._parked if r.tool_call.future is not None]
-                if futures:
-                    wait_futures(futures, timeout=TOOL_WAIT_S, return_when=FIRST_COMPLETED)
+            self._wait_for_tools()
             return events
         self.counters.steps += 1
         extend_groups = self._extend_groups([r for r in running if len(r.pending) > 1])
@@ -509,46 +436,15 @@ class TorchEngine(Engine):
         else:
             events.append(event)
             if req.tool_hooks:
-                req.tool_call = start_tool_call(req, token)
-                if req.tool_call is not None:
-                    self._parked.append(req)
-                    self._poll_tools(events, [req])
+                self._call_tool(req, token, events)
 
-    def _out_of_room(self, req: Request) -> bool:
-        return len(req.token_ids) >= req.params.max_tokens or req.length >= self.max_seq_len
-
-    def _poll_tools(self, events: list[TokenEvent], reqs: list[Request] | None = None) -> None:
-        """Inject the replies that came (forced tokens, then run like a prompt); end failed calls."""
-        for req in list(self._parked if reqs is None else reqs):
-            assert req.tool_call is not None
-            try:
-                injected = req.tool_call.poll(self.vocab_size)
-            except ToolError as e:
-                self._unpark(req)
-                events.append(TokenEvent(req.request_id, None, None, False, "tool_error", req.sample_index))
-                self._finish(req, "tool_error", error=str(e))
-                continue
-            if injected is None:
-                continue
-            self._unpark(req)
-            room = min(req.params.max_tokens - len(req.token_ids), self.max_seq_len - req.length)
-            events += req.inject(injected[:room])
-            req.pending += injected[:room]
-            if self._out_of_room(req):
-                events.append(TokenEvent(req.request_id, None, None, False, "length", req.sample_index))
-                self._finish(req, "length")
-
-    def _unpark(self, req: Request) -> None:
-        req.tool_call = None
-        self._parked.remove(req)
+    def _resume(self, req: Request, injected: list[int]) -> list[TokenEvent]:
+        req.pending += injected  # run through the model like a prompt at the next step
+        return [self._finish(req, "length")] if self._out_of_room(req) else []
 
     def _finish(
         self, req: Request, reason: FinishReason, stop_token_id: int | None = None, error: str | None = None
-    ) -> None:
+    ) -> TokenEvent:
         self._slots[req.slot] = None
-        results = self._open[req.request_id]
-        results[req.sample_index] = req.result(reason, stop_token_id, error)
-        if all(r is not None for r in results):
-            self.finished[req.request_id] = results  # type: ignore[assignment]
-            del self._open[req.request_id]
-            self.counters.requests_finished += 1
+        self._record(req, reason, stop_token_id, error)
+        return TokenEvent(req.request_id, None, None, False, reason, req.sample_index)

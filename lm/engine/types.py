@@ -88,6 +88,7 @@ class Request:
     policy_version: int | None = None  # weights that sampled the first token
     stop_ids: frozenset[int] = frozenset()
     tool_call: ToolCall | None = None  # a tool reply being waited for (the sample is parked)
+    outcome: GenerationResult | None = None  # set when the sample ended
     # TorchEngine's bookkeeping
     pending: list[int] = field(default_factory=list)  # appended, not yet in the KV cache
     cached: int = 0  # tokens of prompt + output already in the KV cache

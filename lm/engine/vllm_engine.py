@@ -36,27 +36,22 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, replace
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from torch import Tensor
 
-from lm.engine.base import Engine, InFlight, Weights
+from lm.engine.base import Engine
 from lm.engine.factory import check_vllm
 from lm.engine.sampling import SamplingParams
-from lm.engine.tools import ToolError, ToolHook, start_tool_call
-from lm.engine.torch_engine import TOOL_WAIT_S
 from lm.engine.types import (
     EngineLoad,
     FinishReason,
     GenerationResult,
     Request,
     TokenEvent,
-    check_prompt,
     eos_token_ids_of,
 )
 
@@ -107,31 +102,6 @@ def checkpoint_weight_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]
     return shapes
 
 
-def check_weights(weights: Weights, shapes: Mapping[str, tuple[int, ...]]) -> list[tuple[str, Tensor]]:
-    """The (name, tensor) pairs of ``weights``, or a ValueError naming the first unknown or misshapen one."""
-    named = list(weights.items() if isinstance(weights, Mapping) else weights)
-    for name, tensor in named:
-        if name not in shapes:
-            raise ValueError(
-                f"weight name {name!r} is not in the model's checkpoint (expected names such as "
-                f"{next(iter(shapes), 'model.embed_tokens.weight')!r})"
-            )
-        if tuple(tensor.shape) != shapes[name]:
-            raise ValueError(
-                f"weight {name!r} has shape {tuple(tensor.shape)}, the model's is {shapes[name]}"
-            )
-    return named
-
-
-@dataclass(eq=False)
-class _Sample:
-    """One sample's state beside its ``Request``: which vLLM request produces it, and its round."""
-
-    req: Request
-    round: int = 0
-    live: str | None = None  # the vLLM request id producing its tokens now (None: parked or done)
-
-
 class VLLMEngine(Engine):
     """The Engine interface over ``vllm.LLM``'s engine (token ids in and out)."""
 
@@ -163,7 +133,7 @@ class VLLMEngine(Engine):
         self.max_seq_len = min(max_seq_len or model_len, model_len)
         self.vocab_size = int(config["vocab_size"])
         self.logprobs_kind = logprobs
-        self._weight_shapes = checkpoint_weight_shapes(model_dir)
+        self._shapes = checkpoint_weight_shapes(model_dir)
         kwargs: dict[str, Any] = {
             "skip_tokenizer_init": True,
             "seed": seed,
@@ -178,92 +148,57 @@ class VLLMEngine(Engine):
         sched = getattr(getattr(self._core, "vllm_config", None), "scheduler_config", None)
         self.max_batch_size = int(getattr(sched, "max_num_seqs", max_batch_size or 256))
         self._keys = itertools.count()
-        self._live: dict[str, tuple[Hashable, int | None]] = {}  # vLLM id -> (request, sample or all)
-        self._samples: dict[Hashable, list[_Sample]] = {}
-        self._open: dict[Hashable, list[GenerationResult | None]] = {}
-        self._held: deque[list[_Sample]] = deque()  # new requests held back while an update drains
-        self._parked: list[_Sample] = []
-        self._version = 0
-        self._pending_update: tuple[list[tuple[str, Tensor]], int] | None = None
+        self._live: dict[str, tuple[Hashable, int | None]] = {}  # vLLM id -> (request, its sample or all)
+        self._vid: dict[Request, str] = {}  # the vLLM request producing a sample's tokens now
+        self._round: dict[Request, int] = {}  # how often a sample was resubmitted
+        self._held: deque[list[Request]] = deque()  # new requests held back while an update drains
 
     # -- the request API ----------------------------------------------------------------------------
 
-    def add_request(
-        self,
-        prompt_ids: Sequence[int],
-        params: SamplingParams | None = None,
-        request_id: Hashable | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> Hashable:
-        params = params or SamplingParams()
-        prompt = check_prompt(prompt_ids, self.vocab_size, self.max_seq_len)
-        rid = request_id if request_id is not None else next(self._ids)
-        if rid in self.finished or rid in self._open:
-            raise ValueError(f"request id {rid!r} is already in use")
-        stop = frozenset(params.stop_token_ids) | (
-            frozenset() if params.ignore_eos else frozenset(self.eos_token_ids)
-        )
-        samples = [
-            _Sample(Request(rid, prompt, params, tuple(tool_hooks), sample_index=j, stop_ids=stop))
-            for j in range(params.n)
-        ]
-        self._samples[rid] = samples
-        self._open[rid] = [None] * params.n
-        self.counters.requests_added += 1
+    def _queue(self, samples: list[Request]) -> None:
         if self._pending_update is not None:
             self._held.append(samples)
         else:
             self._submit(samples)
-        return rid
-
-    def _set_index(self, request_id: Hashable, index: int) -> None:
-        for s in self._samples[request_id]:
-            s.req.index = index
-
-    def has_unfinished(self) -> bool:
-        return bool(self._open)
 
     def load(self) -> EngineLoad:
-        held = {id(s) for group in self._held for s in group}
-        running = sum(1 for group in self._samples.values() for s in group if id(s) not in held)
+        running = sum(len(samples) for samples in self._open.values()) - sum(len(g) for g in self._held)
         return EngineLoad(queued=len(self._held), running=running, capacity=self.max_batch_size)
 
-    def abort(self, request_id: Hashable) -> None:
-        if self._open.pop(request_id, None) is None:
-            return
+    def _drop(self, request_id: Hashable, samples: list[Request]) -> None:
         live = [vid for vid, (rid, _) in self._live.items() if rid == request_id]
         if live:
             self._core.abort_request(live)
         for vid in live:
             del self._live[vid]
-        samples = self._samples.pop(request_id)
         self._held = deque(g for g in self._held if g is not samples)
-        self._parked = [s for s in self._parked if s.req.request_id != request_id]
-        self.counters.requests_aborted += 1
+        for r in samples:
+            self._vid.pop(r, None)
+            self._round.pop(r, None)
+
+    def _result(
+        self, req: Request, reason: FinishReason, stop_token_id: int | None, error: str | None
+    ) -> GenerationResult:
+        result = req.result(reason, stop_token_id, error)
+        if not req.params.logprobs:
+            return result
+        missing = "logprobs" if self.logprobs_kind == "sampled" else "sampled_logprobs"
+        return replace(result, **{missing: None})  # vLLM reports one kind (module docstring)
 
     # -- weights ------------------------------------------------------------------------------------
 
-    @property
-    def policy_version(self) -> int:
-        return self._version
+    def _weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self._shapes
 
-    def update_weights(self, weights: Weights, version: int, in_flight: InFlight = "finish") -> None:
-        if in_flight not in ("finish", "recompute"):
-            raise ValueError(f"in_flight must be 'finish' or 'recompute', got {in_flight!r}")
-        named = check_weights(weights, self._weight_shapes)
-        if in_flight == "finish" and (self._live or self._parked):
-            self._pending_update = ([(k, t.detach().clone()) for k, t in named], version)
-            return
-        running = [s for group in self._samples.values() for s in group if s.live is not None]
+    def _busy(self) -> bool:
+        return bool(self._live or self._parked)
+
+    def _swap_weights(self, named: list[tuple[str, Tensor]], version: int, recompute: bool) -> None:
+        running = list(self._vid)  # only with recompute: "finish" swaps when nothing runs
         if running:
-            self._core.abort_request(sorted({s.live for s in running}))
+            self._core.abort_request(sorted(set(self._vid.values())))
             self._live.clear()
-        self._load(named, version)
-        for s in running:  # recomputed under the new weights from their tokens so far
-            s.live = None
-            self._continue(s)
-
-    def _load(self, named: list[tuple[str, Tensor]], version: int) -> None:
+            self._vid.clear()
         # host tensors: vLLM's RPC serialises them to its worker processes, which copy them to the GPU
         host = [(k, t.detach().to("cpu")) for k, t in named]
         self.llm.collective_rpc(
@@ -271,10 +206,10 @@ class VLLMEngine(Engine):
         )
         self.llm.reset_prefix_cache()  # no KV block computed with the old weights may be reused
         self.llm.update_weight_version(str(version))
-        self._version = version
-        self._pending_update = None
         while self._held:
             self._submit(self._held.popleft())
+        for req in running:  # recomputed under the new weights from their tokens so far
+            self._continue(req)
 
     # -- the step -------------------------------------------------------------------------------------
 
@@ -284,9 +219,7 @@ class VLLMEngine(Engine):
             self._poll_tools(events)
         self._load_pending()
         if not self._core.has_unfinished_requests():
-            futures = [s.req.tool_call.future for s in self._parked if s.req.tool_call.future is not None]
-            if futures:  # everyone waits for a tool: wait for a reply here rather than spin
-                wait_futures(futures, timeout=TOOL_WAIT_S, return_when=FIRST_COMPLETED)
+            self._wait_for_tools()
             return events
         self.counters.steps += 1
         for output in self._core.step():
@@ -294,11 +227,7 @@ class VLLMEngine(Engine):
         self._load_pending()  # as soon as the last old-weights sample is done
         return events
 
-    def _load_pending(self) -> None:
-        if self._pending_update is not None and not self._live and not self._parked:
-            self._load(*self._pending_update)
-
-    def _submit(self, samples: list[_Sample], prompt: list[int] | None = None) -> None:
+    def _submit(self, samples: list[Request], prompt: list[int] | None = None) -> None:
         """Send samples to vLLM: a new request's samples as one request with n (shared prompt), or one
         sample's continuation (``prompt`` = its prompt and tokens so far)."""
         from vllm import SamplingParams as VLLMSamplingParams
@@ -306,31 +235,33 @@ class VLLMEngine(Engine):
         from vllm.sampling_params import RequestOutputKind
 
         first = samples[0]
-        p = first.req.params
-        closes = [h.close_token_id for h in first.req.tool_hooks]
+        p = first.params
+        closes = [h.close_token_id for h in first.tool_hooks]
         if prompt is None:
             kw = vllm_sampling_kwargs(p, self.eos_token_ids, closes, n=len(samples))
             vid, which = f"{next(self._keys)}", None
         else:
-            j = first.req.sample_index
-            seed = None if p.seed is None else p.seed + j + ROUND_SEED_STRIDE * first.round
-            left = p.max_tokens - len(first.req.token_ids)
+            j, rounds = first.sample_index, self._round.get(first, 0)
+            seed = None if p.seed is None else p.seed + j + ROUND_SEED_STRIDE * rounds
+            left = p.max_tokens - len(first.token_ids)
             kw = vllm_sampling_kwargs(p, self.eos_token_ids, closes, max_tokens=left, n=1, seed=seed)
-            vid, which = f"{next(self._keys)}.{j}.{first.round}", j
+            vid, which = f"{next(self._keys)}.{j}.{rounds}", j
         sp = VLLMSamplingParams(**kw)
         sp.output_kind = RequestOutputKind.DELTA
-        self._core.add_request(vid, TokensPrompt(prompt_token_ids=prompt or first.req.prompt_ids), sp)
-        self._live[vid] = (first.req.request_id, which)
-        for s in samples:
-            s.live = vid
+        self._core.add_request(vid, TokensPrompt(prompt_token_ids=prompt or first.prompt_ids), sp)
+        self._live[vid] = (first.request_id, which)
+        for req in samples:
+            self._vid[req] = vid
 
-    def _continue(self, s: _Sample) -> list[TokenEvent]:
+    def _resume(self, req: Request, injected: list[int]) -> list[TokenEvent]:
+        return self._continue(req)
+
+    def _continue(self, req: Request) -> list[TokenEvent]:
         """Resubmit a sample after a tool reply or a weight update, or end it if no room is left."""
-        req = s.req
-        if len(req.token_ids) >= req.params.max_tokens or req.length >= self.max_seq_len:
-            return [self._finish(s, "length")]
-        s.round += 1
-        self._submit([s], prompt=req.prompt_ids + req.token_ids)
+        if self._out_of_room(req):
+            return [self._finish(req, "length")]
+        self._round[req] = self._round.get(req, 0) + 1
+        self._submit([req], prompt=req.prompt_ids + req.token_ids)
         return []
 
     def _on_output(self, output: Any, events: list[TokenEvent]) -> None:
@@ -339,10 +270,9 @@ class VLLMEngine(Engine):
         if owner is None:
             return  # aborted meanwhile
         rid, which = owner
-        samples = self._samples[rid]
+        samples = self._open[rid]
         for done in output.outputs:
-            s = samples[which if which is not None else done.index]
-            req = s.req
+            req = samples[which if which is not None else done.index]
             tokens = list(done.token_ids)
             values = [
                 _sampled_logprob(entry, t) for entry, t in zip(done.logprobs or [], tokens, strict=False)
@@ -360,8 +290,8 @@ class VLLMEngine(Engine):
             new = [self._event(req.append(t, *self._kinds(v))) for t, v in zip(tokens, values, strict=True)]
             tail = []
             if finished:
-                s.live = None
-                tail = self._after_round(s, done.finish_reason, stop_reason, new)  # may mark new[-1]
+                self._vid.pop(req, None)
+                tail = self._after_round(req, done.finish_reason, stop_reason, new)  # may mark new[-1]
             events += new + tail
         if output.finished:
             self._live.pop(output.request_id, None)
@@ -370,72 +300,34 @@ class VLLMEngine(Engine):
         return (None, value) if self.logprobs_kind == "sampled" else (value, None)
 
     def _event(self, event: TokenEvent) -> TokenEvent:
-        return (
-            event._replace(logprob=None)
-            if self.logprobs_kind == "sampled"
-            else event._replace(sampled_logprob=None)
-        )
+        if self.logprobs_kind == "sampled":
+            return event._replace(logprob=None)
+        return event._replace(sampled_logprob=None)
 
     def _after_round(
-        self, s: _Sample, finish_reason: str, stop_reason: int | None, new: list[TokenEvent]
+        self, req: Request, finish_reason: str, stop_reason: int | None, new: list[TokenEvent]
     ) -> list[TokenEvent]:
         """End a sample, call its tool, or resubmit it, after vLLM finished its current round."""
-        req = s.req
         if finish_reason == "abort":
             return []
         if finish_reason == "stop" and stop_reason is not None and stop_reason not in req.stop_ids:
-            req.tool_call = start_tool_call(req, stop_reason)  # a closing token, not a real stop
-            if req.tool_call is None:
-                return self._continue(s)  # a stray closing token: generation just continues
-            self._parked.append(s)
-            events: list[TokenEvent] = []
-            self._poll_tools(events, [s])
-            return events
+            events: list[TokenEvent] = []  # a closing token, not a real stop
+            if self._call_tool(req, stop_reason, events):
+                return events
+            return self._continue(req)  # a stray closing token: generation just continues
         reason = "stop" if finish_reason == "stop" else "length"
-        final = self._finish(s, reason, stop_token_id=stop_reason if reason == "stop" else None)
+        final = self._finish(req, reason, stop_token_id=stop_reason if reason == "stop" else None)
         if new and new[-1].token_id is not None:  # the finish reason rides on the last token's event
             new[-1] = new[-1]._replace(finish_reason=reason)
             return []
         return [final]
 
-    def _poll_tools(self, events: list[TokenEvent], samples: list[_Sample] | None = None) -> None:
-        for s in list(self._parked if samples is None else samples):
-            req = s.req
-            assert req.tool_call is not None
-            try:
-                injected = req.tool_call.poll(self.vocab_size)
-            except ToolError as e:
-                self._unpark(s)
-                events.append(self._finish(s, "tool_error", error=str(e)))
-                continue
-            if injected is None:
-                continue
-            self._unpark(s)
-            events += req.inject(injected[: req.params.max_tokens - len(req.token_ids)])
-            events += self._continue(s)
-
-    def _unpark(self, s: _Sample) -> None:
-        s.req.tool_call = None
-        self._parked.remove(s)
-
     def _finish(
-        self, s: _Sample, reason: FinishReason, stop_token_id: int | None = None, error: str | None = None
+        self, req: Request, reason: FinishReason, stop_token_id: int | None = None, error: str | None = None
     ) -> TokenEvent:
         """Record a finished sample; the event that ends it (no token)."""
-        req = s.req
-        result = req.result(reason, stop_token_id, error)
-        if req.params.logprobs:  # vLLM reports one kind of logprob (module docstring)
-            result = replace(
-                result, **{"logprobs" if self.logprobs_kind == "sampled" else "sampled_logprobs": None}
-            )
-        results = self._open.get(req.request_id)
-        if results is not None:
-            results[req.sample_index] = result
-            if all(r is not None for r in results):
-                self.finished[req.request_id] = results  # type: ignore[assignment]
-                del self._open[req.request_id]
-                del self._samples[req.request_id]
-                self.counters.requests_finished += 1
+        self._round.pop(req, None)
+        self._record(req, reason, stop_token_id, error)
         return TokenEvent(req.request_id, None, None, False, reason, req.sample_index)
 
 
