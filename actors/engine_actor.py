@@ -47,7 +47,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from pydantic import Field
@@ -77,11 +77,17 @@ class EngineOverloaded(RuntimeError):
     """The engine actor's queue is full; try again later (a server answers 429 or 503)."""
 
 
+class RequestAborted(RuntimeError):
+    """The request was aborted by ``abort(request_id)`` before it finished."""
+
+
 class EngineActorConfig(StrictModel):
     """What the engine actor runs; every field has a default that works for the tiny demo."""
 
     model_dir: str = Field(description="a model directory (Hugging Face layout)")
-    engine: str = Field("auto", description="auto (vLLM when installed with a GPU, else ours), torch or vllm")
+    engine: Literal["auto", "torch", "vllm"] = Field(
+        "auto", description="auto (vLLM when installed with a GPU, else ours), torch or vllm"
+    )
     device: str | None = Field(
         None, description="torch device for the torch engine (default: cuda if present)"
     )
@@ -187,9 +193,10 @@ class EngineActor:
                 self._abort([waiter])
 
     async def abort(self, request_id: Hashable) -> int:
-        """Abort every outstanding request with this caller id; how many there were."""
+        """Abort every outstanding request with this caller id (its ``generate`` or ``stream`` raises
+        RequestAborted); how many there were."""
         waiters = [w for w in self._waiters.values() if w.caller_id == request_id]
-        self._abort(waiters)
+        self._abort(waiters, RequestAborted(f"request {request_id!r} was aborted"))
         return len(waiters)
 
     async def update_weights(self, weights: Weights, version: int, in_flight: InFlight = "finish") -> int:
@@ -280,11 +287,18 @@ class EngineActor:
             raise
         return waiters
 
-    def _abort(self, waiters: Sequence[_Waiter]) -> None:
+    def _abort(self, waiters: Sequence[_Waiter], error: Exception | None = None) -> None:
+        """Free the waiters' slots; ``error`` goes to callers still waiting (none: they went away)."""
         gone = [w for w in waiters if self._waiters.pop(w.engine_id, None) is not None]
         for w in gone:
-            if not w.done.done():
+            if w.done.done():
+                continue
+            if error is None:
                 w.done.cancel()
+            else:
+                w.done.set_exception(error)
+                if w.events is not None:
+                    w.events.put_nowait(error)
         if gone:
             self._post(lambda: [self.engine.abort(w.engine_id) for w in gone])
 

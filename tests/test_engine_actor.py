@@ -10,7 +10,7 @@ import pytest
 import torch
 from engine_helpers import greedy_reference, prompts_of, tiny_model, tiny_model_dir
 
-from actors.engine_actor import EngineActorConfig, EngineOverloaded, start_engine_actor
+from actors.engine_actor import EngineActorConfig, EngineOverloaded, RequestAborted, start_engine_actor
 from lm.engine import SamplingParams, ToolHook, TorchEngine
 
 pytestmark = pytest.mark.slow
@@ -122,6 +122,21 @@ def test_a_cancelled_stream_frees_its_slot(ray_session, actor) -> None:
     assert stats["running"] == 0 and stats["outstanding_requests"] == 0
     assert stats["requests_aborted"] == before["requests_aborted"] + 1
     assert stats["tokens_generated"] - before["tokens_generated"] < LONG.max_tokens  # stopped early
+
+
+def test_abort_by_request_id_ends_the_callers_call(ray_session, actor) -> None:
+    before = ray_session.get(actor.stats.remote())
+    stream = actor.stream.remote(prompts_of([4])[0], LONG, request_id="to-abort")
+    call = actor.generate.remote([prompts_of([5])[0]], LONG, request_ids=["to-abort"])
+    next(stream)
+    assert ray_session.get(actor.abort.remote("to-abort")) == 2
+    with pytest.raises(RequestAborted, match="'to-abort' was aborted"):
+        ray_session.get(call)
+    with pytest.raises(RequestAborted):
+        for ref in stream:
+            ray_session.get(ref)
+    stats = wait_for(actor, ray_session, lambda s: s["running"] == 0)
+    assert stats["outstanding_requests"] == 0 and stats["requests_aborted"] == before["requests_aborted"] + 2
 
 
 def test_a_streaming_caller_that_dies_frees_its_slot(ray_session, actor) -> None:
