@@ -83,7 +83,7 @@ def test_vllm_sampling_params_mapping() -> None:
         temperature=0.5, top_k=0, top_p=0.9, max_tokens=20, stop_token_ids=[7], seed=3, logprobs=True, n=4
     )
     kw = vllm_sampling_kwargs(p, eos_token_ids=[1], tool_close_ids=[9], max_tokens=12)
-    assert kw["stop_token_ids"] == [1, 7, 9] and kw["top_k"] == -1 and kw["max_tokens"] == 12
+    assert kw["stop_token_ids"] == [1, 7, 9] and kw["top_k"] == 0 and kw["max_tokens"] == 12
     assert kw["logprobs"] == 0 and kw["detokenize"] is False and kw["seed"] == 3 and kw["n"] == 4
     assert kw["ignore_eos"] is True  # vLLM knows no EOS without a tokenizer: ours are stop tokens
     no_eos = vllm_sampling_kwargs(p.model_copy(update={"ignore_eos": True, "logprobs": False}), [1], [])

@@ -44,9 +44,11 @@ class FakeCore:
 
     def add_request(self, vid: str, prompt: dict, sp: FakeSamplingParams) -> str:
         assert sp.output_kind is RequestOutputKind.DELTA and sp.detokenize is False and sp.ignore_eos is True
+        if sp.temperature == 0 and sp.n > 1:  # as vLLM 0.29's SamplingParams refuses it
+            raise ValueError(f"n must be 1 when using greedy sampling, got {sp.n}.")
         ours = SamplingParams(
             temperature=sp.temperature,
-            top_k=max(sp.top_k, 0),
+            top_k=sp.top_k,
             top_p=sp.top_p,
             max_tokens=sp.max_tokens,
             n=sp.n,
@@ -233,6 +235,8 @@ def test_weight_updates_and_abort(fake_vllm, model_dir) -> None:
     head = greedy_reference(new, a, 4)
     assert res.token_ids == head + greedy_reference(old, a + head, 16) and res.policy_version == 1
 
+    greedy_group = engine.generate([b], GREEDY_20.model_copy(update={"n": 2}))  # one vLLM request each
+    assert [r.token_ids for r in greedy_group] == [greedy_reference(old, b, 20)] * 2
     engine.add_request(b, GREEDY_20.model_copy(update={"n": 3}), "dropped")
     engine.step()
     assert engine.load().running == 3

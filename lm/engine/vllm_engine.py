@@ -8,7 +8,8 @@ loads as they are. The engine drives ``LLM.llm_engine`` (vLLM's ``LLMEngine``) r
 this engine exactly as it drives ``TorchEngine``. How our interface maps onto vLLM 0.29:
 - EOS: without a tokenizer vLLM knows no EOS, so the engine's EOS ids are passed as stop tokens;
 - ``n``: vLLM's own ``n`` (child requests sharing the prompt's KV blocks through prefix caching;
-  child j is seeded ``seed + j``, as TorchEngine seeds its samples);
+  child j is seeded ``seed + j``, as TorchEngine seeds its samples); vLLM refuses ``n > 1`` with
+  greedy sampling, so greedy samples go as one request each (identical, as on TorchEngine);
 - logprobs: ``logprobs=0`` returns the sampled token's logprob. vLLM computes one kind per engine
   (``logprobs_mode``), so ``logprobs="sampled"`` (the default, ``processed_logprobs``: temperature,
   top-k and top-p applied, what RL needs) fills ``sampled_logprobs`` and leaves ``logprobs`` None, and
@@ -76,7 +77,7 @@ def vllm_sampling_kwargs(
     return {
         "n": n if n is not None else params.n,
         "temperature": params.temperature,
-        "top_k": params.top_k if params.top_k > 0 else -1,
+        "top_k": params.top_k,  # 0 = off on both
         "top_p": params.top_p,
         "max_tokens": max_tokens if max_tokens is not None else params.max_tokens,
         "stop_token_ids": sorted(stops),
@@ -236,6 +237,11 @@ class VLLMEngine(Engine):
 
         first = samples[0]
         p = first.params
+        if prompt is None and len(samples) > 1 and p.greedy:
+            for req in samples:  # vLLM refuses n > 1 with greedy sampling: one request per sample
+                self._round[req] = 0
+                self._submit([req], prompt=req.prompt_ids)
+            return
         closes = [h.close_token_id for h in first.tool_hooks]
         if prompt is None:
             kw = vllm_sampling_kwargs(p, self.eos_token_ids, closes, n=len(samples))
