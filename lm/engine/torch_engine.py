@@ -17,6 +17,8 @@ How it works:
   vectorised sampler draws all next tokens.
 - ``n`` samples of one prompt are admitted together into n slots; the first runs the prompt, and the
   others copy its cache rows and its last logits row, then draw their own first token: one prefill.
+  Requests are admitted in arrival order: one whose n samples do not fit the free slots waits, and so
+  do those behind it, so a large group is never starved by small requests.
 - Per-request sampling settings and a per-sample seeded ``torch.Generator`` (lm/engine/sampling.py):
   a sample's tokens do not depend on what else is in the batch.
 - The decode forward covers slots ``0..highest busy slot`` as a view of the cache (no gather); new
