@@ -18,15 +18,18 @@ A search that fails or is slow never crashes a generation: ``search_tool``'s rep
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from lm.generation import ToolHook, text_tool
+from lm.engine import ToolHook, text_tool
 from lm.search_index import SearchIndex, SearchIndexError
 from pipelines.records import Record, list_files, read_records
 
@@ -130,19 +133,43 @@ def start_search_actor(
 
 def search_tool(tokenizer: Any, actor: Any, timeout_s: float = 10.0) -> ToolHook:
     """A ``ToolHook`` for ``<|search_start|> ... <|search_end|>`` answered by the search actor; a failed
-    or slow search is answered ``error: ...`` (the model sees it; the request goes on)."""
+    or slow search is answered ``error: ...`` (the model sees it; the request goes on).
 
-    def answer(query: str) -> str:
-        ref = None
+    The reply is a Future (lm/engine/tools.py): while the search runs only that sample waits, the
+    engine keeps stepping the rest of its batch."""
+
+    def answer(query: str) -> Future:
+        reply: Future = Future()
+
+        def settle(text: str) -> None:
+            with contextlib.suppress(InvalidStateError):  # the first of answer and timeout wins
+                reply.set_result(text)
+
+        def done(result: Future) -> None:
+            try:
+                settle(result.result())
+            except ray.exceptions.RayActorError:
+                settle("error: the search service is unavailable")
+            except Exception as e:  # noqa: BLE001 - whatever went wrong, the model gets a reply
+                settle(f"error: search failed ({type(e).__name__})")
+
         try:
             ref = actor.answer.remote(query)
-            return ray.get(ref, timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            ray.cancel(ref)  # a queued search is dropped; one already running finishes unread
-            return f"error: search timed out after {timeout_s:g} s"
-        except ray.exceptions.RayActorError:
-            return "error: the search service is unavailable"
-        except Exception as e:  # noqa: BLE001 - whatever went wrong, the model gets a reply
-            return f"error: search failed ({type(e).__name__})"
+        except Exception as e:  # noqa: BLE001 - a dead handle: the model gets a reply
+            settle(f"error: search failed ({type(e).__name__})")
+            return reply
 
-    return text_tool(tokenizer, "<|search_start|>", "<|search_end|>", answer)
+        def expire() -> None:
+            if not reply.done():
+                ray.cancel(ref)  # a queued search is dropped; one already running finishes unread
+                settle(f"error: search timed out after {timeout_s:g} s")
+
+        timer = threading.Timer(timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        reply.add_done_callback(lambda _: timer.cancel())
+        ref.future().add_done_callback(done)
+        return reply
+
+    # the engine's own deadline is a backstop only: ours answers "error: ..." first
+    return text_tool(tokenizer, "<|search_start|>", "<|search_end|>", answer, timeout_s=timeout_s + 30.0)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from lm.generation import ToolHook, text_tool
+from lm.engine import ToolHook, text_tool
 
 Number = Fraction | float
 

@@ -6,7 +6,7 @@ Why this shape: an export of this module's ``state_dict`` loads unchanged in ``t
 - RMSNorm, rotary position embeddings (HF's ``rotate_half`` convention), SwiGLU MLP, grouped-query
   attention through ``torch.nn.functional.scaled_dot_product_attention``, optional tied embeddings.
 - The KV cache is not part of the model: ``forward`` takes any object with the small ``KVCache``
-  protocol below, so the generation engine (lm/engine.py) owns the cache layout (slots, lengths,
+  protocol below, so the generation engine (lm/engine/torch_engine.py) owns the cache layout (slots, lengths,
   masks) and the model stays a pure function of (tokens, positions, cache).
 - Packed training rows: ``forward(..., document_ids=...)`` runs several sequences side by side in one
   row; attention is causal within a sequence and blocked between sequences (a block-diagonal mask

@@ -41,8 +41,7 @@ def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
 
 def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: int = 2) -> list[dict]:
     """Sample continuations from the base model and leave them for the report."""
-    from lm.engine import TorchEngine
-    from lm.sampling import SamplingParams
+    from lm.engine import SamplingParams, TorchEngine
     from lm.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)

@@ -44,9 +44,8 @@ def add_sample_args(parser: argparse.ArgumentParser) -> None:
 
 def main_sample(args: argparse.Namespace) -> int:
     from lm.checkpoint import CheckpointError
-    from lm.sampling import SamplingParams
+    from lm.engine import SamplingParams, VLLMUnavailable, make_engine
     from lm.tokenizer import TokenizerError, load_tokenizer
-    from lm.vllm_engine import VLLMUnavailable, make_engine
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():

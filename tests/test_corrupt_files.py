@@ -102,7 +102,7 @@ def test_load_pretrained_names_the_damaged_file(
 def test_eos_lookup_of_the_engines_names_the_damaged_file(
     good_model: Path, tmp_path: Path, name: str, how: str
 ) -> None:
-    from lm.generation import eos_token_ids_of
+    from lm.engine import eos_token_ids_of
 
     bad = _damaged_copy(good_model, tmp_path / "m", name, how)
     if name == "config.json":  # read only when generation_config.json names no EOS
@@ -120,7 +120,7 @@ def test_an_eos_id_that_is_not_a_token_id_is_refused(good_model: Path, tmp_path:
 
 
 def test_the_vllm_engine_checks_the_directory_before_anything_else(good_model: Path, tmp_path: Path) -> None:
-    from lm.vllm_engine import VLLMEngine
+    from lm.engine import VLLMEngine
 
     bad = _damaged_copy(good_model, tmp_path / "m", "model.safetensors", "truncated")
     with pytest.raises(CheckpointError, match=re.escape(str(bad))):

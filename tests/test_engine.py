@@ -1,60 +1,24 @@
-"""TorchEngine: KV cache exactness, continuous batching, logprobs, tools, stops, seeds, streaming."""
+"""TorchEngine: KV cache exactness, continuous batching, logprobs, tools, stops, seeds, streaming.
+
+What RL needs on top (n samples, sampled logprobs, weight updates, tools answered later) is in
+tests/test_engine_rl.py; the factory, the vLLM mapping and `raychat sample` in tests/test_engine_factory.py;
+the engine actor in tests/test_engine_actor.py; vLLM itself (GPU only) in tests/test_vllm_gpu.py.
+"""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from engine_helpers import VOCAB, greedy_reference, one_thread, prompts_of, tiny_model  # noqa: F401
 
 from lm.engine import GenerationResult, SamplingParams, ToolHook, TorchEngine
-from lm.model import ModelConfig, Transformer
-from lm.sampling import sample
-
-VOCAB = 256
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine two spinning
-    OpenMP threads make every small op wait; restore the setting for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from lm.engine.sampling import sample
+from lm.model import Transformer
 
 
 @pytest.fixture(scope="module")
 def model() -> Transformer:
-    # a larger init std than training's makes the random model's distributions peaked, so greedy choices
-    # are not near-ties that float rounding of different batch shapes could flip
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=160,
-        max_seq_len=96,
-        init_std=0.1,
-    )
-    m = Transformer(cfg)
-    m.init_weights(3)
-    return m.eval()
-
-
-def greedy_reference(model: Transformer, prompt: list[int], n: int) -> list[int]:
-    """Greedy continuation recomputing the whole sequence every step (no cache)."""
-    seq = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            seq.append(int(model(torch.tensor([seq]))[0, -1].argmax()))
-    return seq[len(prompt) :]
-
-
-def prompts_of(lengths: list[int], seed: int = 0) -> list[list[int]]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+    return tiny_model(3)
 
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
@@ -87,7 +51,7 @@ def test_continuous_batching_matches_running_alone(model: Transformer, fused: bo
         steps += 1
         if steps == 4:
             ids += [engine.add_request(prompts[i], params[i]) for i in range(5, 7)]
-    got = [engine.take_result(i).token_ids for i in ids]
+    got = [engine.take_results(i)[0].token_ids for i in ids]
     assert got == alone
     assert all(r is None for r in engine._slots) and not engine.finished
 
@@ -160,26 +124,15 @@ def test_tool_hook_injects_forced_tokens_and_generation_continues(model: Transfo
     continued = greedy_reference(model, prompt + head + injected, 6)
     assert res.token_ids[len(head) + 3 :] == continued
     for p, r in zip(others, rest, strict=True):
-        assert len(r.token_ids) == params.max_tokens
-        if close_id not in r.token_ids:  # untouched by the hook: plain greedy
-            assert r.token_ids == greedy_reference(model, p, params.max_tokens)
+        reference = greedy_reference(model, p, params.max_tokens)
+        # these prompts never open a call, so the hook leaves them alone: plain greedy, every token
+        assert open_id not in p + reference, "test data: the other prompts must not contain the open token"
+        assert r.token_ids == reference and r.forced == [False] * params.max_tokens
 
 
 @pytest.mark.parametrize("kv_heads,tie", [(4, True), (1, False)], ids=["mha-tied", "mqa"])
 def test_other_head_layouts_match_recomputing(kv_heads: int, tie: bool) -> None:
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=kv_heads,
-        intermediate_size=96,
-        max_seq_len=64,
-        init_std=0.1,
-        tie_embeddings=tie,
-    )
-    m = Transformer(cfg)
-    m.init_weights(5)
+    m = tiny_model(5, num_kv_heads=kv_heads, intermediate_size=96, max_seq_len=64, tie_embeddings=tie)
     prompts = prompts_of([2, 13, 6], seed=9)
     for prompt, res in zip(prompts, TorchEngine(m, max_batch_size=2).generate(prompts, GREEDY), strict=True):
         assert res.token_ids == greedy_reference(m, prompt, 10)
@@ -188,19 +141,8 @@ def test_other_head_layouts_match_recomputing(kv_heads: int, tie: bool) -> None:
 def test_fused_weights_follow_weight_updates() -> None:
     """The engine shares storage with the model: loading new weights (an RL weight sync) reaches it,
     and replacing a weight tensor outright is detected and re-fused."""
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=1,
-        intermediate_size=96,
-        max_seq_len=64,
-        init_std=0.1,
-    )
-    policy, other = Transformer(cfg), Transformer(cfg)
-    policy.init_weights(1)
-    other.init_weights(2)
+    shape = dict(num_kv_heads=1, intermediate_size=96, max_seq_len=64)
+    policy, other = tiny_model(1, **shape), tiny_model(2, **shape)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     engine = TorchEngine(policy)
     assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())  # fusing changes no value
@@ -279,11 +221,11 @@ def test_sampler_rows_do_not_depend_on_other_rows() -> None:
     top_k = torch.tensor([0, 5, 0, 0, 12, 0])
     top_p = torch.tensor([1.0, 1.0, 0.7, 1.0, 0.9, 1.0])
     u = torch.rand(6, generator=g)
-    together, _ = sample(logits, temperature, top_k, top_p, u, want_logprobs=False)
+    together = sample(logits, temperature, top_k, top_p, u, want_logprobs=False).tokens
     for i in range(6):
-        one, _ = sample(
+        one = sample(
             logits[i : i + 1], temperature[i : i + 1], top_k[i : i + 1], top_p[i : i + 1], u[i : i + 1], False
-        )
+        ).tokens
         assert int(one) == int(together[i]), i
 
 
@@ -306,7 +248,7 @@ def test_a_long_prompt_is_not_starved_by_short_ones(model: Transformer) -> None:
     engine.add_request(prompts_of([6], seed=3)[0], GREEDY, request_id="short-2")
     engine.add_request(prompts_of([6], seed=4)[0], GREEDY, request_id="short-3")
     assert "long" in {e.request_id for e in engine.step()}  # deferred once, it goes first now
-    long = next(r for r in engine._requests() if r.request_id == "long")
+    long = next(r for r in engine._slots if r is not None and r.request_id == "long")
     assert long.deferred == 0  # its priority lasted for that wait only
 
 
@@ -353,138 +295,36 @@ def test_sampler_truncation_and_inverse_cdf() -> None:
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4))
     u = torch.tensor([0.1, 0.6, 0.85, 0.99])
     args = dict(want_logprobs=True)
-    tokens, lp = sample(logits, torch.ones(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args)
+    raw = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    tokens, lp, slp = sample(
+        logits, torch.ones(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args
+    )
     assert tokens.tolist() == [0, 1, 2, 3]  # inverse CDF of [0.5, 0.8, 0.95, 1.0]
-    assert lp.tolist() == pytest.approx(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).tolist())
-    tokens, _ = sample(logits, torch.ones(4), torch.full((4,), 2), torch.ones(4), u, **args)
+    assert lp.tolist() == pytest.approx(raw.tolist())
+    assert slp.tolist() == pytest.approx(raw.tolist())  # temperature 1, no truncation: the same
+    tokens, lp, slp = sample(logits, torch.ones(4), torch.full((4,), 2), torch.ones(4), u, **args)
     assert tokens.tolist() == [0, 0, 1, 1]  # top-2 renormalised: [0.625, 1.0]
-    tokens, _ = sample(
+    assert lp.tolist() == pytest.approx(raw[[0, 0, 1, 1]].tolist())
+    assert slp.tolist() == pytest.approx(torch.log(torch.tensor([0.625, 0.625, 0.375, 0.375])).tolist())
+    tokens, _, slp = sample(
         logits, torch.ones(4), torch.zeros(4, dtype=torch.long), torch.full((4,), 0.9), u, **args
     )
     assert tokens.tolist() == [0, 1, 2, 2]  # nucleus 0.9 keeps three: cdf [0.526, 0.842, 1.0]
-    tokens, _ = sample(logits, torch.zeros(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args)
+    assert slp.tolist() == pytest.approx(torch.log(torch.tensor([0.5, 0.3, 0.15, 0.15]) / 0.95).tolist())
+    tokens, lp, slp = sample(
+        logits, torch.zeros(4), torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args
+    )
     assert tokens.tolist() == [0, 0, 0, 0]  # greedy ignores the uniforms
+    assert slp.tolist() == pytest.approx(lp.tolist())  # no distribution was drawn from: the raw value
+    hot = torch.full((4,), 2.0)  # temperature 2: probabilities proportional to sqrt(p)
+    tokens, lp, slp = sample(logits, hot, torch.zeros(4, dtype=torch.long), torch.ones(4), u, **args)
+    tempered = torch.log_softmax(logits[0] / 2.0, -1)
+    assert slp.tolist() == pytest.approx(tempered[tokens].tolist())
+    assert lp.tolist() == pytest.approx(raw[tokens].tolist())
+    assert sample(logits, hot, torch.zeros(4, dtype=torch.long), torch.ones(4), u, False)[1:] == (None, None)
 
 
 def test_results_are_plain_data(model: Transformer) -> None:
     res = TorchEngine(model).generate([[1, 2]], SamplingParams(max_tokens=3, seed=0, logprobs=True))[0]
     assert isinstance(res, GenerationResult) and res.prompt_ids == [1, 2]
     assert len(res.token_ids) == len(res.logprobs) == len(res.forced) == 3
-
-
-# -- choosing an engine, and `raychat sample` ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from lm.checkpoint import save_pretrained
-    from lm.tokenizer import Tokenizer
-
-    ranks = {bytes([b]): b for b in range(256)}
-    ranks.update({b"th": 256, b"he": 257, b"the": 258})
-    tok = Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
-    cfg = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=160,
-        max_seq_len=128,
-        init_std=0.1,
-    )
-    m = Transformer(cfg)
-    m.init_weights(0)
-    return save_pretrained(m, tmp_path_factory.mktemp("sample") / "base", tokenizer=tok), tok
-
-
-def test_make_engine_choices(model_dir) -> None:
-    from lm import vllm_engine
-
-    directory, tok = model_dir
-    engine = vllm_engine.make_engine(directory, prefer="torch")
-    assert isinstance(engine, TorchEngine) and engine.eos_token_ids == (tok.eot_id,)
-    if not vllm_engine.vllm_available():
-        assert isinstance(vllm_engine.make_engine(directory), TorchEngine)  # "auto" falls back to ours
-        with pytest.raises(vllm_engine.VLLMUnavailable, match="TorchEngine"):
-            vllm_engine.make_engine(directory, prefer="vllm")
-    with pytest.raises(ValueError, match="prefer"):
-        vllm_engine.make_engine(directory, prefer="fast")
-    with pytest.raises(vllm_engine.VLLMUnavailable, match="default CUDA device"):
-        vllm_engine.make_engine(directory, prefer="vllm", device="cpu")
-    assert isinstance(vllm_engine.make_engine(directory, device=torch.device("cpu")), TorchEngine)
-    assert (
-        vllm_engine._model_max_len(directory)
-        == json.loads((directory / "config.json").read_text())["max_position_embeddings"]
-    )
-
-
-def test_vllm_sampling_params_mapping() -> None:
-    from lm.vllm_engine import vllm_sampling_kwargs
-
-    p = SamplingParams(
-        temperature=0.5, top_k=0, top_p=0.9, max_tokens=20, stop_token_ids=[7], seed=3, logprobs=True
-    )
-    kw = vllm_sampling_kwargs(p, eos_token_ids=[1], tool_close_ids=[9], max_tokens=12)
-    assert kw["stop_token_ids"] == [1, 7, 9] and kw["top_k"] == -1 and kw["max_tokens"] == 12
-    assert kw["logprobs"] == 0 and kw["detokenize"] is False and kw["seed"] == 3
-    no_eos = vllm_sampling_kwargs(p.model_copy(update={"ignore_eos": True, "logprobs": False}), [1], [])
-    assert no_eos["stop_token_ids"] == [7] and no_eos["logprobs"] is None and no_eos["max_tokens"] == 20
-
-
-def _sample_cli(argv: list[str]) -> int:
-    import argparse
-
-    from pipelines.sample import add_sample_args, main_sample
-
-    parser = argparse.ArgumentParser()
-    add_sample_args(parser)
-    return main_sample(parser.parse_args(argv))
-
-
-def test_sample_cli_json(model_dir, capsys) -> None:
-    import json
-
-    directory, tok = model_dir
-    argv = [
-        "--model",
-        str(directory),
-        "--prompt",
-        "the cat",
-        "-n",
-        "3",
-        "--max-tokens",
-        "7",
-        "--seed",
-        "5",
-        "--json",
-    ]
-    assert _sample_cli(argv + ["--engine", "torch"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(lines) == 3
-    for line in lines:
-        assert 1 <= len(line["token_ids"]) <= 7 and line["prompt"] == "the cat"
-        shown = line["token_ids"][:-1] if line["finish_reason"] == "stop" else line["token_ids"]
-        assert line["text"] == tok.decode(shown)
-    assert len({tuple(line["token_ids"]) for line in lines}) > 1  # different seeds, varied samples
-    assert _sample_cli(argv + ["--engine", "torch"]) == 0  # the same seed reproduces them
-    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == lines
-
-
-def test_sample_decodes_ids_past_the_tokenizer(model_dir) -> None:
-    from pipelines.sample import _decode
-
-    _, tok = model_dir
-    ids = tok.encode("the cat")
-    assert _decode(tok, ids) == "the cat"
-    assert _decode(tok, ids[:1] + [tok.vocab_size + 3] + ids[1:]) == tok.decode(
-        ids[:1]
-    ) + "\ufffd" + tok.decode(ids[1:])
-
-
-def test_sample_cli_errors(tmp_path, model_dir, capsys) -> None:
-    assert _sample_cli(["--model", str(tmp_path / "missing")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    directory, _ = model_dir
-    assert _sample_cli(["--model", str(directory), "--top-p", "0", "--engine", "torch"]) == 2
-    assert "bad sampling settings" in capsys.readouterr().err

@@ -230,10 +230,12 @@ def test_a_slow_or_dead_search_answers_an_error_not_a_crash(ray_session) -> None
     tok = word_tokenizer([])
     slow = ray.remote(_Slow).options(num_cpus=0).remote()
     hook = search_tool(tok, slow, timeout_s=0.5)
-    out = hook.callback(None, tok.encode("anything"))
+    reply = hook.callback(None, tok.encode("anything"))  # a Future: the engine keeps stepping meanwhile
+    assert not reply.done()
+    out = reply.result(timeout=20)
     assert tok.decode(out[1:-1]) == "error: search timed out after 0.5 s"
     ray.kill(slow)
-    out = hook.callback(None, tok.encode("anything"))
+    out = hook.callback(None, tok.encode("anything")).result(timeout=20)
     assert tok.decode(out[1:-1]) == "error: the search service is unavailable"
 
 

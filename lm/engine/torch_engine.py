@@ -1,46 +1,42 @@
-"""Generation over token ids: the ``Engine`` interface and ``TorchEngine``, ours, on CPU and GPU.
+"""``TorchEngine``: the ``Engine`` interface (lm/engine/base.py) on our own torch forward, CPU and GPU.
 
     engine = TorchEngine.from_pretrained("runs/tiny/models/base")
     results = engine.generate([[1, 2, 3], [4, 5]], SamplingParams(temperature=0.8, max_tokens=32, seed=1))
     for event in engine.stream(prompts, SamplingParams(temperature=0)):
         print(event.request_id, event.token_id, event.logprob)
 
-Everything above the engine (RL, distillation, "I don't know" probing, serving) sees only ``Engine``,
-``SamplingParams``, ``GenerationResult``, ``TokenEvent`` and ``ToolHook`` (defined in lm/generation.py,
-importable from here), so ``VLLMEngine`` (lm/vllm_engine.py) can replace ``TorchEngine`` where vLLM and
-a GPU are present.
-
-How ``TorchEngine`` works:
+How it works:
 - The KV cache is preallocated: per layer ``[max_batch_size slots, kv_heads, max_seq_len + 1, head_dim]``.
   The extra last position is a scratch row that padded positions write to, so padding never touches a
-  real key. A request owns one slot from admission to its end.
+  real key. A sample owns one slot from admission to its end.
 - Continuous batching: ``add_request`` queues; every ``step`` first admits queued requests into free
-  slots, then runs (1) one batched "extend" forward for every request with more than one token not yet
-  in the cache (a new prompt, or a tool's injected tokens), right-padded, and (2) one decode forward of
-  one token for every other running request, with per-slot positions and a mask over each slot's
-  length. Both produce one row of logits per request; one vectorised sampler draws all next tokens.
-- Per-request sampling settings and a per-request seeded ``torch.Generator`` (see lm/sampling.py):
-  a request's samples do not depend on what else is in the batch.
+  slots, then runs (1) one batched "extend" forward for every sample with more than one token not yet
+  in the cache (a new prompt, a tool's injected tokens, a recompute after a weight update),
+  right-padded, and (2) one decode forward of one token for every other running sample, with per-slot
+  positions and a mask over each slot's length. Both produce one row of logits per sample; one
+  vectorised sampler draws all next tokens.
+- ``n`` samples of one prompt are admitted together into n slots; the first runs the prompt, and the
+  others copy its cache rows and its last logits row, then draw their own first token: one prefill.
+  Requests are admitted in arrival order: one whose n samples do not fit the free slots waits, and so
+  do those behind it, so a large group is never starved by small requests.
+- Per-request sampling settings and a per-sample seeded ``torch.Generator`` (lm/engine/sampling.py):
+  a sample's tokens do not depend on what else is in the batch.
 - The decode forward covers slots ``0..highest busy slot`` as a view of the cache (no gather); new
-  requests take the lowest free slot so that range stays dense.
-- The forward is lm/fused_forward.py's (fused projections, no module calls; the same math as
+  requests take the lowest free slots so that range stays dense.
+- The forward is lm/engine/fused_forward.py's (fused projections, no module calls; the same math as
   lm/model.py), or with ``fused=False`` the model's own ``hidden_states`` through the ``KVCache``
   protocol (for a Transformer subclass with different math).
-- Tool hooks: when a request's newest token is a hook's closing token, the hook's callback gets the
-  tokens since the latest opening token and returns tokens that are appended unsampled (``forced``)
-  and then run through the model like a prompt, so the cache stays exact.
+- Tool hooks (lm/engine/tools.py): a sample whose newest token closes a call waits, outside the batch,
+  for the reply; the reply's tokens are appended (forced) and run through the model like a prompt.
 
-Not thread-safe: one engine per thread/actor.
+Not thread-safe: one engine per thread/actor (actors/engine_actor.py runs one for many callers).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import logging
 import zlib
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +44,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lm.fused_forward import FusedForward
-from lm.generation import (
-    Engine,
+from lm.engine.base import Engine
+from lm.engine.fused_forward import FusedForward
+from lm.engine.sampling import SamplingParams, sample
+from lm.engine.types import (
+    EngineLoad,
     FinishReason,
-    GenerationResult,
     Request,
     TokenEvent,
-    ToolHook,
-    _as_params,
     eos_token_ids_of,
-    text_tool,
 )
 from lm.model import Transformer
-from lm.sampling import SamplingParams, sample
-
-__all__ = [
-    "Engine",
-    "GenerationResult",
-    "Request",
-    "SamplingParams",
-    "TokenEvent",
-    "ToolHook",
-    "TorchEngine",
-    "eos_token_ids_of",
-    "text_tool",
-]
-
-log = logging.getLogger(__name__)
 
 # an extend (prefill) group may hold up to this many padded positions per real token (see _extend_groups)
 PAD_SLACK = 1.25
@@ -110,7 +89,8 @@ class _CacheView:
 
 
 class TorchEngine(Engine):
-    """Our engine: KV cache, continuous batching, per-request sampling, logprobs, streaming, tools."""
+    """Our engine: KV cache, continuous batching, per-request sampling, logprobs, streaming, tools,
+    ``n`` samples sharing one prefill, in-place weight updates."""
 
     def __init__(
         self,
@@ -124,10 +104,13 @@ class TorchEngine(Engine):
         fused: bool = True,
     ) -> None:
         """``max_seq_len`` (default: the model's) bounds prompt + output per request and sizes the
-        cache; ``max_prefill_tokens`` bounds the prompt tokens prefilled in one step, so a burst of
-        long prompts is prefilled over several steps. ``fused`` selects lm/fused_forward.py's forward
-        (it re-points the model's q/k/v and gate/up weights into shared tensors, values unchanged);
-        False runs the model's own modules through the KVCache protocol. The model is put in eval mode."""
+        cache; ``max_batch_size`` is the number of samples generated at once (a request with ``n``
+        samples takes n slots); ``max_prefill_tokens`` bounds the prompt tokens prefilled in one step,
+        so a burst of long prompts is prefilled over several steps. ``fused`` selects
+        lm/engine/fused_forward.py's forward (it re-points the model's q/k/v and gate/up weights into
+        shared tensors, values unchanged); False runs the model's own modules through the KVCache
+        protocol. The model is put in eval mode."""
+        super().__init__()
         self.model = model.eval()
         cfg = model.config
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -144,10 +127,9 @@ class TorchEngine(Engine):
         self._v = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(cfg.num_layers)]
         self._scratch = self.max_seq_len  # the cache position padding writes to
         self._slots: list[Request | None] = [None] * max_batch_size
-        self._waiting: deque[Request] = deque()
-        self._ids = itertools.count()
+        self._waiting: deque[list[Request]] = deque()  # requests: each the list of its samples
+        self._sharing: list[Request] = []  # admitted samples whose followers wait for their prefill
         self._seed = seed
-        self.finished: dict[Hashable, GenerationResult] = {}
         # per-slot sampling settings, set on admission, so a step builds no tensors from Python lists
         self._temperature = torch.zeros(max_batch_size, device=self.device)
         self._top_k = torch.zeros(max_batch_size, dtype=torch.long, device=self.device)
@@ -172,62 +154,74 @@ class TorchEngine(Engine):
 
     # -- the request API ----------------------------------------------------------------------------
 
-    def add_request(
-        self,
-        prompt_ids: Sequence[int],
-        params: SamplingParams | None = None,
-        request_id: Hashable | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> Hashable:
-        """Queue a request; it joins the running batch at the next ``step`` with a free slot."""
-        params = params or SamplingParams()
-        prompt = [int(t) for t in prompt_ids]
-        if not prompt:
-            raise ValueError("empty prompt: give at least one token (for example <|endoftext|>)")
-        if len(prompt) >= self.max_seq_len:
+    def _check_params(self, params: SamplingParams) -> None:
+        if params.n > self.max_batch_size:
             raise ValueError(
-                f"prompt of {len(prompt)} tokens leaves no room to generate (max_seq_len {self.max_seq_len})"
+                f"n={params.n} samples run at once and need {params.n} slots; this engine has "
+                f"max_batch_size {self.max_batch_size}"
             )
-        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(f"token id {bad[0]} outside the model's vocabulary [0, {self.vocab_size})")
-        rid = request_id if request_id is not None else next(self._ids)
-        if rid in self.finished or any(r.request_id == rid for r in self._requests()):
-            raise ValueError(f"request id {rid!r} is already in use")
-        seed = params.seed if params.seed is not None else zlib.crc32(repr((self._seed, rid)).encode())
-        stop = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.eos_token_ids))
-        req = Request(
-            request_id=rid,
-            prompt_ids=prompt,
-            params=params,
-            tool_hooks=tuple(tool_hooks),
-            pending=list(prompt),
-            generator=torch.Generator().manual_seed(seed),
-            stop_ids=frozenset(stop),
+
+    def _queue(self, samples: list[Request]) -> None:
+        """The request joins the running batch at the next ``step`` with ``n`` free slots."""
+        for req in samples:
+            req.generator = torch.Generator().manual_seed(self._sample_seed(req))
+        self._waiting.append(samples)
+
+    def _sample_seed(self, req: Request) -> int:
+        if req.params.seed is not None:
+            return req.params.seed + req.sample_index  # as vLLM seeds the samples of a request with n > 1
+        key = (
+            (self._seed, req.request_id)
+            if req.sample_index == 0
+            else (self._seed, req.request_id, req.sample_index)
         )
-        self._waiting.append(req)
-        return rid
+        return zlib.crc32(repr(key).encode())
 
-    def has_unfinished(self) -> bool:
-        return bool(self._waiting) or any(r is not None for r in self._slots)
+    def load(self) -> EngineLoad:
+        running = sum(r is not None for r in self._slots)
+        return EngineLoad(queued=len(self._waiting), running=running, capacity=self.max_batch_size)
 
-    def take_result(self, request_id: Hashable) -> GenerationResult:
-        return self.finished.pop(request_id)
+    def _drop(self, request_id: Hashable, samples: list[Request]) -> None:
+        self._waiting = deque(g for g in self._waiting if g is not samples)
+        for r in samples:
+            if r.slot >= 0 and self._slots[r.slot] is r:
+                self._slots[r.slot] = None
+        self._sharing = [r for r in self._sharing if r.request_id != request_id]
 
-    def abort(self, request_id: Hashable) -> None:
-        """Drop a queued or running request without a result (a client went away)."""
-        self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
-        for i, r in enumerate(self._slots):
-            if r is not None and r.request_id == request_id:
-                self._slots[i] = None
+    # -- weights ------------------------------------------------------------------------------------
+
+    def _weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+
+    def _busy(self) -> bool:
+        return any(r is not None for r in self._slots)
+
+    def _swap_weights(self, named: list[tuple[str, Tensor]], version: int, recompute: bool) -> None:
+        # in-place copies: the fused projection tensors share storage with the parameters; ordinary
+        # (not inference-mode) updates even when called from a step, so the weights stay trainable
+        with torch.inference_mode(False), torch.no_grad():
+            self.model.load_state_dict(dict(named), strict=False)
+        if recompute:
+            for r in self._slots:
+                if r is not None and r.cached > 0:  # its cache came from the old weights
+                    r.pending = r.prompt_ids + r.token_ids
+                    r.cached = 0
+
+    # -- the step -------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def step(self) -> list[TokenEvent]:
         """Admit queued requests, run one extend and/or one decode forward, sample, return the events."""
+        events: list[TokenEvent] = []
+        if self._parked:
+            self._poll_tools(events)
+        self._load_pending()
         self._admit()
-        running = [r for r in self._slots if r is not None]
+        running = [r for r in self._slots if r is not None and r.pending and r.tool_call is None]
         if not running:
-            return []
+            self._wait_for_tools()
+            return events
+        self.counters.steps += 1
         extend_groups = self._extend_groups([r for r in running if len(r.pending) > 1])
         decode = [r for r in running if len(r.pending) == 1]
         parts: list[Tensor] = []
@@ -239,79 +233,42 @@ class TorchEngine(Engine):
             parts.append(self._forward_decode(decode))
             rows += decode
         logits = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if self._sharing:
+            logits = self._share_prefills(rows, logits)
         slots = torch.tensor([r.slot for r in rows], device=self.device)
         uniforms = torch.tensor(
             [0.0 if r.params.greedy else float(torch.rand((), generator=r.generator)) for r in rows],
             device=self.device,
         )
         want_logprobs = any(r.params.logprobs for r in rows)
-        tokens, logprobs = sample(
+        drawn = sample(
             logits, self._temperature[slots], self._top_k[slots], self._top_p[slots], uniforms, want_logprobs
         )
-        token_list = tokens.tolist()
-        logprob_list = logprobs.tolist() if logprobs is not None else [None] * len(rows)
-        events: list[TokenEvent] = []
-        for req, tok, lp in zip(rows, token_list, logprob_list, strict=True):
-            self._advance(req, tok, lp, events)
+        tokens = drawn.tokens.tolist()
+        none = [None] * len(rows)
+        raw = drawn.logprobs.tolist() if drawn.logprobs is not None else none
+        processed = drawn.sampled_logprobs.tolist() if drawn.sampled_logprobs is not None else none
+        self.counters.tokens_generated += len(rows)
+        for req, tok, lp, slp in zip(rows, tokens, raw, processed, strict=True):
+            self._advance(req, tok, lp, slp, events)
+        self._load_pending()  # as soon as the last old-weights sample is done
         return events
-
-    def generate(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams | Sequence[SamplingParams] | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> list[GenerationResult]:
-        ids = self._add_all(prompts, params, tool_hooks)
-        while any(i not in self.finished for i in ids):
-            self.step()
-        # the Engine interface numbers a call's requests by prompt index, as VLLMEngine does
-        return [dataclasses.replace(self.take_result(rid), request_id=i) for i, rid in enumerate(ids)]
-
-    def stream(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams | Sequence[SamplingParams] | None = None,
-        tool_hooks: Sequence[ToolHook] = (),
-    ) -> Iterator[TokenEvent]:
-        ids = self._add_all(prompts, params, tool_hooks)
-        index = {rid: i for i, rid in enumerate(ids)}
-        try:
-            while any(i not in self.finished for i in ids):
-                for event in self.step():
-                    if event.request_id in index:
-                        yield event._replace(request_id=index[event.request_id])
-        finally:
-            for i in ids:  # results were streamed; do not keep them, nor requests the caller dropped
-                self.finished.pop(i, None)
-                self.abort(i)
-
-    def _add_all(
-        self,
-        prompts: Sequence[Sequence[int]],
-        params: SamplingParams | Sequence[SamplingParams] | None,
-        tool_hooks: Sequence[ToolHook],
-    ) -> list[Hashable]:
-        per_prompt = _as_params(params, len(prompts))
-        base = next(self._ids)
-        # ids unique within this engine, ordered like the prompts; seeds derive from them when unset
-        ids = [(base, i) for i in range(len(prompts))]
-        for i, (rid, prompt, p) in enumerate(zip(ids, prompts, per_prompt, strict=True)):
-            self.add_request(prompt, p, request_id=rid, tool_hooks=tool_hooks)
-            self._waiting[-1].index = i
-        return ids
 
     # -- scheduling ---------------------------------------------------------------------------------
 
-    def _requests(self) -> Iterator[Request]:
-        yield from self._waiting
-        yield from (r for r in self._slots if r is not None)
-
     def _admit(self) -> None:
-        for slot in range(self.max_batch_size):
-            if not self._waiting:
-                break
-            if self._slots[slot] is None:
-                self._place(self._waiting.popleft(), slot)
+        if self._pending_update is not None:
+            return  # draining: nothing new starts on the old weights
+        free = [i for i, r in enumerate(self._slots) if r is None]
+        while self._waiting and len(self._waiting[0]) <= len(free):
+            samples = self._waiting.popleft()
+            for req in samples:
+                self._place(req, free.pop(0))
+            first = samples[0]
+            first.pending = list(first.prompt_ids)
+            if len(samples) > 1:
+                first.followers = samples[1:]
+                self._sharing.append(first)
         if not self._waiting:
             self._compact()
 
@@ -323,8 +280,13 @@ class TorchEngine(Engine):
         self._top_k[slot] = p.top_k
         self._top_p[slot] = p.top_p
 
+    def _copy_slot(self, src: int, dst: int, n: int) -> None:
+        for kc, vc in zip(self._k, self._v, strict=True):
+            kc[dst, :, :n] = kc[src, :, :n]
+            vc[dst, :, :n] = vc[src, :, :n]
+
     def _compact(self) -> None:
-        """Move the highest running requests into lower free slots, so the decode range stays dense
+        """Move the highest running samples into lower free slots, so the decode range stays dense
         while the batch drains (copying a cache slot once beats computing an idle row every step)."""
         while True:
             busy = [i for i, r in enumerate(self._slots) if r is not None]
@@ -334,18 +296,33 @@ class TorchEngine(Engine):
             src, dst = busy[-1], free[0]
             req = self._slots[src]
             assert req is not None
-            n = req.cached
-            for kc, vc in zip(self._k, self._v, strict=True):
-                kc[dst, :, :n] = kc[src, :, :n]
-                vc[dst, :, :n] = vc[src, :, :n]
+            self._copy_slot(src, dst, req.cached)
             self._slots[src] = None
             self._place(req, dst)
 
-    def _extend_groups(self, candidates: list[Request]) -> list[list[Request]]:
-        """The requests needing an extend this step, in groups of similar length.
+    def _share_prefills(self, rows: list[Request], logits: Tensor) -> Tensor:
+        """Give the followers of every sample prefilled this step its cache rows and logits row, and
+        add them to ``rows`` (in place) so they draw their first token in this step too."""
+        position = {id(r): i for i, r in enumerate(rows)}
+        done = [r for r in self._sharing if id(r) in position]
+        if not done:
+            return logits
+        source: list[int] = []
+        for first in done:
+            for f in first.followers:
+                self._copy_slot(first.slot, f.slot, first.cached)
+                f.cached = first.cached
+                rows.append(f)
+                source.append(position[id(first)])
+            first.followers = []
+        self._sharing = [r for r in self._sharing if r.followers]
+        return torch.cat([logits, logits[torch.tensor(source, device=logits.device)]])
 
-        Together the groups hold at most ``max_prefill_tokens`` real tokens (at least one request runs).
-        Requests left out before go first, so a long prompt is not starved by a stream of short ones;
+    def _extend_groups(self, candidates: list[Request]) -> list[list[Request]]:
+        """The samples needing an extend this step, in groups of similar length.
+
+        Together the groups hold at most ``max_prefill_tokens`` real tokens (at least one sample runs).
+        Samples left out before go first, so a long prompt is not starved by a stream of short ones;
         the rest fill the budget shortest first. Sorted by pending length, a new group starts when
         padding would exceed ``PAD_SLACK`` of the group's real tokens, so a burst of short and long
         prompts is not all padded to the longest.
@@ -374,6 +351,8 @@ class TorchEngine(Engine):
             groups.append(group)
         return groups
 
+    # -- forwards -----------------------------------------------------------------------------------
+
     def _run(
         self, ids: Tensor, positions: Tensor, rows: slice | Tensor, write_pos: Tensor, span: int, mask: Tensor
     ) -> Tensor:
@@ -383,7 +362,7 @@ class TorchEngine(Engine):
         return self.model.hidden_states(ids, positions, _CacheView(self, rows, write_pos, span, mask))
 
     def _forward_extend(self, reqs: list[Request]) -> Tensor:
-        """Run each request's pending tokens (right-padded) through the model; last-position logits."""
+        """Run each sample's pending tokens (right-padded) through the model; last-position logits."""
         dev = self.device
         n = torch.tensor([len(r.pending) for r in reqs], device=dev)
         start = torch.tensor([r.cached for r in reqs], device=dev)
@@ -404,12 +383,13 @@ class TorchEngine(Engine):
         )
         last = hidden[torch.arange(len(reqs), device=dev), n - 1]
         for r in reqs:
+            self.counters.prefill_tokens += len(r.pending)
             r.cached += len(r.pending)
             r.pending = []
         return F.linear(last, self.model.lm_head.weight)
 
     def _forward_decode(self, reqs: list[Request]) -> Tensor:
-        """One token for every decoding request, over the dense slot range ``0..highest busy slot``."""
+        """One token for every decoding sample, over the dense slot range ``0..highest busy slot``."""
         dev = self.device
         hi = max(r.slot for r in reqs) + 1
         token_list, length_list, active_list = [0] * hi, [0] * hi, [False] * hi
@@ -427,79 +407,46 @@ class TorchEngine(Engine):
             tokens[:, None], lengths[:, None], slice(0, hi), write_pos, span, mask[:, None, None, :]
         )
         for r in reqs:
+            if r.cached == 0:  # a one-token prompt
+                self.counters.prefill_tokens += 1
             r.cached += 1
             r.pending = []
         rows = torch.tensor([r.slot for r in reqs], device=dev)
         return F.linear(hidden[rows, 0], self.model.lm_head.weight)
 
-    def _advance(self, req: Request, token: int, logprob: float | None, events: list[TokenEvent]) -> None:
+    # -- after sampling -----------------------------------------------------------------------------
+
+    def _advance(
+        self,
+        req: Request,
+        token: int,
+        logprob: float | None,
+        sampled_logprob: float | None,
+        events: list[TokenEvent],
+    ) -> None:
         """Append a sampled token, then apply the stop rules and the tool hooks."""
-        req.token_ids.append(token)
-        req.logprobs.append(logprob if logprob is not None else 0.0)
-        req.forced.append(False)
+        if req.policy_version is None:
+            req.policy_version = self._version
+        event = req.append(token, logprob, sampled_logprob)
         req.pending = [token]
-        reported = logprob if req.params.logprobs else None
         if token in req.stop_ids:
-            events.append(TokenEvent(req.request_id, token, reported, False, "stop"))
+            events.append(event._replace(finish_reason="stop"))
             self._finish(req, "stop", stop_token_id=token)
         elif self._out_of_room(req):
-            events.append(TokenEvent(req.request_id, token, reported, False, "length"))
+            events.append(event._replace(finish_reason="length"))
             self._finish(req, "length")
         else:
-            events.append(TokenEvent(req.request_id, token, reported, False, None))
-            hook = next((h for h in req.tool_hooks if h.close_token_id == token), None)
-            if hook is not None:
-                self._run_tool(req, hook, events)
+            events.append(event)
+            if req.tool_hooks:
+                self._call_tool(req, token, events)
 
-    def _out_of_room(self, req: Request) -> bool:
-        return len(req.token_ids) >= req.params.max_tokens or req.length >= self.max_seq_len
-
-    def _run_tool(self, req: Request, hook: ToolHook, events: list[TokenEvent]) -> None:
-        """Append the callback's tokens (forced) after a closing token, or end the request on failure."""
-        seq = req.prompt_ids + req.token_ids
-        open_at = None
-        for i in range(len(seq) - 2, -1, -1):
-            if seq[i] == hook.close_token_id:
-                break  # a stray closing token: the latest call was already answered
-            if seq[i] == hook.open_token_id:
-                open_at = i
-                break
-        if open_at is None:
-            return
-        try:
-            injected = [int(t) for t in hook.callback(req, seq[open_at + 1 : -1])]
-            bad = [t for t in injected if not 0 <= t < self.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"tool returned token id {bad[0]} outside the vocabulary [0, {self.vocab_size})"
-                )
-        except Exception as e:  # a tool failure ends this request only
-            log.warning("tool callback failed for request %r: %s", req.request_id, e)
-            events.append(TokenEvent(req.request_id, None, None, False, "tool_error"))
-            self._finish(req, "tool_error", error=f"{type(e).__name__}: {e}")
-            return
-        room = min(req.params.max_tokens - len(req.token_ids), self.max_seq_len - req.length)
-        for t in injected[:room]:
-            req.token_ids.append(t)
-            req.logprobs.append(0.0)
-            req.forced.append(True)
-            req.pending.append(t)
-            events.append(TokenEvent(req.request_id, t, None, True, None))
-        if self._out_of_room(req):
-            events.append(TokenEvent(req.request_id, None, None, False, "length"))
-            self._finish(req, "length")
+    def _resume(self, req: Request, injected: list[int]) -> list[TokenEvent]:
+        req.pending += injected  # run through the model like a prompt at the next step
+        return [self._finish(req, "length")] if self._out_of_room(req) else []
 
     def _finish(
         self, req: Request, reason: FinishReason, stop_token_id: int | None = None, error: str | None = None
-    ) -> None:
+    ) -> TokenEvent:
         self._slots[req.slot] = None
-        self.finished[req.request_id] = GenerationResult(
-            request_id=req.request_id,
-            prompt_ids=req.prompt_ids,
-            token_ids=req.token_ids,
-            logprobs=req.logprobs if req.params.logprobs else None,
-            forced=req.forced,
-            finish_reason=reason,
-            stop_token_id=stop_token_id,
-            error=error,
-        )
+        self._record(req, reason, stop_token_id, error)
+        return TokenEvent(req.request_id, None, None, False, reason, req.sample_index)
