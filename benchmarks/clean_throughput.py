@@ -255,7 +255,8 @@ def children_cpu() -> float:
 def extract_quality_ours(records: list[dict]) -> dict[str, Any]:
     from pipelines.clean.config import CleanConfig
     from pipelines.clean.extract import HtmlExtractor
-    from pipelines.clean.filters import QUALITY_STEPS, build_step, run_steps
+    from pipelines.clean.filters.base import run_steps
+    from pipelines.clean.steps import QUALITY_STEPS, build_step
 
     cfg = CleanConfig()
     steps = [HtmlExtractor(cfg.extract), *(build_step(n, getattr(cfg, n)) for n in QUALITY_STEPS)]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
-from pipelines.runtime import RunDir
+from pipelines.run_dir import RunDir
 
 
 def _clean(run_dir: Path, *overrides: str) -> dict:
@@ -231,13 +231,13 @@ def test_counts_add_up_is_checked_against_the_written_files(tmp_path):
     pq.write_table(pa.table({"text": ["e"]}), data / "rejected" / "part-1.parquet")
     errors = pa.table({"record_index": pa.array([None, 6], pa.int64())})
     pq.write_table(errors, data / "errors" / "part-1.parquet", write_statistics=False)  # read instead
-    written = count_written(str(data))
+    written = count_written(RunDir(tmp_path))
     assert written == {"clean": 3, "rejected": 2, "errors": 5, "record_errors": 3}
     summary = {"records": 8, "kept": 3, "rejected": 2, "record_errors": 3, "drops": {}, "counts": {}}
     assert build_stats([summary], [], {}, 1.0, written)["counts_add_up"]
     assert build_stats([summary | {"records": 9}], [], {}, 1.0, written)["counts_add_up"] is False
     (data / "rejected" / "part-1.parquet").unlink()  # a lost output file
-    assert build_stats([summary], [], {}, 1.0, count_written(str(data)))["counts_add_up"] is False
+    assert build_stats([summary], [], {}, 1.0, count_written(RunDir(tmp_path)))["counts_add_up"] is False
 
 
 @pytest.mark.parametrize("output", ["2024", "yes", "null", "~", "runs/a: b", "[x]", "0x10", "runs/mine"])

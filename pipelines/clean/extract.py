@@ -21,53 +21,15 @@ import os
 import signal
 import threading
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
+from pipelines.clean.config import ExtractConfig
 from pipelines.clean.filters.base import Doc, Step
 
 log = logging.getLogger(__name__)
 # trafilatura logs a warning or an error for every page it finds nothing in or cannot parse; the step
 # counts those as "empty_extraction" already, so its own messages would only flood the job's log
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-
-
-class ExtractConfig(StrictModel):
-    """How HTML becomes text."""
-
-    engine: Literal["trafilatura", "resiliparse"] = Field(
-        "trafilatura",
-        description="trafilatura (FineWeb's extractor, best quality) or resiliparse (several times faster, "
-        "lower F1 on article pages; see benchmarks/extract_quality.py)",
-    )
-    favor_precision: bool = Field(
-        True, description="trafilatura: prefer dropping doubtful boilerplate (FineWeb)"
-    )
-    fast: bool = Field(
-        True,
-        description="trafilatura: skip the readability/jusText fallbacks; same or better F1 on the benchmark "
-        "pages at about 2x the speed",
-    )
-    include_tables: bool = Field(True, description="trafilatura: keep text inside <table> (its default)")
-    include_comments: bool = Field(False, description="keep user comment sections (FineWeb: no)")
-    deduplicate: bool = Field(
-        False,
-        description="trafilatura's cross-document paragraph cache; off because it makes the output depend "
-        "on the order documents reach a worker (dedup is step 7's job)",
-    )
-    timeout_s: float = Field(
-        2.0,
-        gt=0,
-        description="per-document time limit; a typical page takes 5-50 ms, so 2 s only stops "
-        "pathological pages while staying deterministic on a busy machine",
-    )
-    timeout_mode: Literal["auto", "signal", "process", "none"] = Field(
-        "auto",
-        description="auto: SIGALRM on the main thread, else a sandbox process (Ray actor UDFs run on a "
-        "worker thread); signal: main thread only; process: always the sandbox; none: no limit",
-    )
 
 
 class ExtractionTimeout(BaseException):

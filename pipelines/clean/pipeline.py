@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +37,7 @@ from pipelines.clean.schema import (
     WORK_SCHEMA,
     to_table,
 )
+from pipelines.run_dir import RunDir
 
 log = logging.getLogger("raychat.clean")
 
@@ -205,15 +205,14 @@ class _ChunkedParquet:
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self.schema = schema
-        self.fs, self.final = storage.fs_and_path(path)
-        self.tmp = f"{self.final}.{uuid.uuid4().hex[:8]}.tmp"
+        self.output = storage.PendingOutput(path, stream=True)
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def _open(self) -> pq.ParquetWriter:
         if self.writer is None:
-            self.fs.create_dir(self.final.rsplit("/", 1)[0], recursive=True)
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=self.fs, compression="zstd")
+            out = self.output
+            self.writer = pq.ParquetWriter(out.target, self.schema, filesystem=out.fs, compression="zstd")
         return self.writer
 
     def write(self, table: pa.Table) -> None:
@@ -224,7 +223,7 @@ class _ChunkedParquet:
     def close(self) -> None:
         self._open().close()  # an output without rows is still a file, with the schema
         self.writer = None
-        self.fs.move(self.tmp, self.final)
+        self.output.commit()
 
     def abort(self) -> None:
         """Drop a half-written output (a leftover would also be removed when the file is redone)."""
@@ -233,7 +232,7 @@ class _ChunkedParquet:
             try:
                 writer.close()
             finally:
-                self.fs.delete_file(self.tmp)
+                self.output.discard()
 
 
 class FileProcessor:
@@ -276,7 +275,7 @@ class FileProcessor:
 
         started = time.monotonic()
         cfg = self.cfg
-        for stale in storage.list_files(out, ".tmp"):  # left by a run that died mid-file
+        for stale in storage.list_files(out, ".tmp", hidden=True):  # left by a run that died mid-file
             storage.remove(stale)
         outputs = {
             "kept": _ChunkedParquet(storage.join(out, "kept.parquet"), WORK_SCHEMA),
@@ -514,7 +513,7 @@ def _read_parquet(paths: list[str]) -> Any:
     return ray.data.read_parquet([storage.fs_and_path(p)[1] for p in paths], filesystem=fs)
 
 
-def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -> dict[str, Any]:
+def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], run: RunDir) -> dict[str, Any]:
     """Global dedup over the kept rows of all files, then the final clean/rejected/errors outputs.
 
     Everything is written to a staging directory first and swapped in at the end, so a rerun (or a
@@ -526,7 +525,7 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
     def parts(name: str) -> list[str]:
         return _nonempty([storage.join(work_dir, k, f"{name}.parquet") for k in keys])
 
-    staging = storage.join(data_dir, "_staging")
+    staging = run.at("clean_staging")
     storage.remove(staging)
     outputs = {name: storage.join(staging, name) for name in ("clean", "rejected", "errors")}
     for path in outputs.values():
@@ -557,6 +556,6 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
     if error_files := parts("errors"):
         _read_parquet(error_files).write_datasink(ParquetSink(outputs["errors"]))
     for name in outputs:
-        storage.replace_dir(outputs[name], storage.join(data_dir, name))
+        storage.replace_dir(outputs[name], run.at(name))
     storage.remove(staging)
     return stats

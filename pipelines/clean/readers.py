@@ -33,14 +33,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.bounded import Oversized, TooLarge, inflate_gzip, json_array_items
+from pipelines.clean.config import MiB, ReadConfig
 
 log = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 
 # Every document dict has exactly these keys (None where unknown), so Ray Data blocks built from
 # records of different formats share one schema.
@@ -94,46 +91,6 @@ _DUMP_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:\-]{1,40})""", re.I)
 _HTTP_CHARSET_RE = re.compile(r"charset\s*=\s*[\"']?\s*([a-zA-Z0-9_.:\-]{1,40})", re.I)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-class ReadConfig(StrictModel):
-    """How input records are read and mapped onto the FineWeb columns."""
-
-    max_document_bytes: int = Field(
-        4 * MiB,
-        gt=0,
-        description=(
-            "documents larger than this become an error row (reason 'document_too_large', with the "
-            "size) instead of a record. 4 MiB is 4x Common Crawl's 1 MiB payload cap, so no page of "
-            "a web crawl reaches it; a larger 'document' is a dump, a log or binary that would cost "
-            "the filters and dedup far more than it is worth. Raise it for books"
-        ),
-    )
-    text_fields: list[str] = Field(
-        default_factory=lambda: ["text", "content", "raw_content"],
-        description="JSON/parquet fields holding plain text, tried in order (FineWeb/C4/Dolma: text)",
-    )
-    html_fields: list[str] = Field(
-        default_factory=lambda: ["html"], description="JSON/parquet fields holding raw HTML, tried in order"
-    )
-    id_fields: list[str] = Field(default_factory=lambda: ["id", "doc_id"], description="dotted paths")
-    url_fields: list[str] = Field(
-        default_factory=lambda: ["url", "metadata.url", "meta.url"],
-        description="dotted paths; metadata.url is Dolma's",
-    )
-    date_fields: list[str] = Field(
-        default_factory=lambda: ["date", "timestamp", "created", "metadata.date_download"],
-        description="dotted paths; timestamp is C4's, created is Dolma's",
-    )
-    dump_fields: list[str] = Field(
-        default_factory=lambda: ["dump", "metadata.dump", "metadata.cc_segment"],
-        description="dotted paths; a CC-MAIN-YYYY-WW inside the value is taken as the dump",
-    )
-    html_mime_types: list[str] = Field(
-        default_factory=lambda: ["text/html", "application/xhtml+xml"],
-        description="WARC payload types read as HTML; other payloads (images, PDF) become error rows",
-    )
-    parquet_batch_rows: int = Field(1024, gt=0, description="rows per parquet read (one row group slice)")
 
 
 @dataclass(frozen=True)
