@@ -75,16 +75,13 @@ class Stage:
     help: str
     consumes: Callable[[Any, Any], Sequence[str]] = _nothing  # (settings, run config) -> names/artifacts
     produces: Callable[[Any], Sequence[str]] = _nothing  # settings -> artifact paths under the run
-    kind: str = ""  # the job package (pipelines.<kind>.job); "" = the name
+    kind: str = ""  # what it is another instance of; "" = itself
     long_running: bool = False
-
-    @property
-    def job(self) -> str:
-        return f"pipelines.{self.kind or self.name}.job"
+    job: str = ""  # its job module; "" = pipelines.<kind>.job
 
     def module(self) -> ModuleType:
         """The job module, imported now (it may import Ray and torch: only for a stage that runs)."""
-        return importlib.import_module(self.job)
+        return importlib.import_module(self.job or f"pipelines.{self.kind or self.name}.job")
 
     def settings(self, cfg: Any) -> Any:
         return getattr(cfg, self.name)
@@ -173,7 +170,11 @@ class Graph:
             stages.append(instance(entry.kind, name, registry))
         self.stages = {s.name: s for s in stages}
         self._inputs = {s.name: self._resolve(s) for s in stages}
-        self.names = self._topological([s.name for s in stages])
+        # ties broken by the registry's order, an instance right after the stage it is another of
+        position = {s.name: float(i) for i, s in enumerate(registry)}
+        for i, s in enumerate(stages[len(registry) :]):
+            position[s.name] = position[s.kind] + (i + 1) / (len(stages) + 1)
+        self.names = self._topological(sorted(self.stages, key=position.__getitem__))
 
     def __getitem__(self, name: str) -> Stage:
         if name not in self.stages:

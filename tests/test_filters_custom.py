@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.clean.filters import run_steps
+from pipelines.clean.filters.base import run_steps
 from pipelines.clean.filters.custom import CustomStep, CustomStepConfig
 
 MODULE = """

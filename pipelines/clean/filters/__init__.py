@@ -3,9 +3,6 @@ or drop with a reason) and ``Mapper`` (rewrite), each in its own module, with it
 ``config.py``. Which steps exist and in which order is ``STEPS`` in pipelines/clean/config.py;
 ``pipelines.clean.steps.build_step(name, config)`` makes one.
 
-Only the base classes are imported here (no filter's code), so that reading the settings stays cheap.
+This ``__init__`` imports nothing, so that reading the settings (``filters/config.py``) loads no
+filter's code.
 """
-
-from pipelines.clean.filters.base import Doc, Drop, Filter, Mapper, Step, StepResult, run_steps
-
-__all__ = ["Doc", "Drop", "Filter", "Mapper", "Step", "StepResult", "run_steps"]
