@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness import (  # noqa: E402
     SHARED,
     child_env,
+    fail,
     finish,
     fmt,
     interleave,
@@ -245,6 +246,11 @@ def main() -> None:
     if args.quick:
         args.docs, args.warmup, args.repeats = 2_000, 0, 1
 
+    unit = (
+        f"documents per {'CPU' if args.clock == 'cpu' else 'wall'}-second, fresh process, "
+        f"read + dedup + write, {args.cpus} CPUs a side"
+    )
+    baseline_name = f"datatrove 0.10.1 MinHash (4 stages, MinhashConfig() defaults), LocalPipelineExecutor, {args.cpus} workers"
     load_before = load_average()
     rows, group = make_corpus(args.docs)
     all_ids = {r["id"] for r in rows}
@@ -291,9 +297,12 @@ def main() -> None:
 
             return run
 
-        results = interleave(
-            {"ours": side("ours"), "datatrove": side("datatrove")}, args.warmup, args.repeats
-        )
+        try:
+            results = interleave(
+                {"ours": side("ours"), "datatrove": side("datatrove")}, args.warmup, args.repeats
+            )
+        except RuntimeError as e:  # a side crashed: no number is reported for either
+            fail("dedup_throughput", unit, baseline_name, TARGET, e)
         report = compare(all_ids, group, kept)
 
     n = len(rows)
@@ -319,12 +328,10 @@ def main() -> None:
     finish(
         {
             "benchmark": "dedup_throughput",
-            "unit": f"documents per {'CPU' if args.clock == 'cpu' else 'wall'}-second, fresh process, "
-            f"read + dedup + write, {args.cpus} CPUs a side",
+            "unit": unit,
             "ours": round(ours, 1),
             "baseline": round(base, 1),
-            "baseline_name": f"datatrove 0.10.1 MinHash (4 stages, MinhashConfig() defaults), "
-            f"LocalPipelineExecutor, {args.cpus} workers",
+            "baseline_name": baseline_name,
             "ratio": round(ratio, 3),
             "target": TARGET,
             "met": ratio >= TARGET,

@@ -76,6 +76,9 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray gives its raylet 10 s to register by default; on a shared machine under heavy load that can
+    # fail a run before any work starts (seen here at a load average of 40 on 2 cores)
+    env.setdefault("RAY_raylet_start_wait_time_s", "120")
     env.update(extra)
     return env
 
@@ -201,3 +204,25 @@ def finish(summary: dict[str, Any]) -> NoReturn:
     sys.stdout.flush()
     print(json.dumps(summary), flush=True)
     sys.exit(0 if summary["ok"] else 1)
+
+
+def fail(
+    benchmark: str, unit: str, baseline_name: str, target: float, error: BaseException | str
+) -> NoReturn:
+    """A side that crashed: no numbers, ``ok`` false, the reason in the JSON (and exit status 1)."""
+    print(f"FAILED: {error}")
+    finish(
+        {
+            "benchmark": benchmark,
+            "unit": unit,
+            "ours": None,
+            "baseline": None,
+            "baseline_name": baseline_name,
+            "ratio": None,
+            "target": target,
+            "ok": False,
+            "ours_range": None,
+            "baseline_range": None,
+            "error": str(error)[-1000:],
+        }
+    )
