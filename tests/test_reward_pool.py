@@ -4,6 +4,7 @@ errors, timeouts, a killed worker restarted with no item lost or scored twice)."
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -25,6 +26,9 @@ def behave(completion, reference):
         9 ** 9 ** 9  # one C call that runs for minutes: only killing the process stops it
     if completion == "die":
         os._exit(3)
+    if completion == "segfault":
+        import ctypes
+        ctypes.string_at(0)
     if completion == "raise":
         raise RuntimeError("reward failed on purpose")
     if completion.startswith("slow"):
@@ -64,20 +68,31 @@ def config(plugin: tuple[str, str], time_limit_s: float = 3.0) -> RewardConfig:
 
 
 def test_isolated_scorer_survives_hangs_crashes_and_errors(plugin: tuple[str, str]) -> None:
-    texts = ["a", "sleep", "bb", "spin", "ccc", "die", "raise", "7"]
+    texts = ["a", "sleep", "bb", "spin", "ccc", "die", "raise", "segfault", "7"]
     items = [RewardItem(f"id{i}", t, reference="#### 7") for i, t in enumerate(texts)]
     with IsolatedScorer(config(plugin, time_limit_s=2.0)) as scorer:
         scores = scorer.score(items)
         assert [s.id for s in scores] == [it.id for it in items]
-        assert [s.status for s in scores] == ["ok", "timeout", "ok", "timeout", "ok", "error", "error", "ok"]
-        assert [s.reward for s in scores] == [1.0, 0, 2.0, 0, 3.0, 0, 0, 1.0 + 10.0]
+        assert [s.status for s in scores] == [
+            "ok",
+            "timeout",
+            "ok",
+            "timeout",
+            "ok",
+            "error",
+            "error",
+            "error",
+            "ok",
+        ]
+        assert [s.reward for s in scores] == [1.0, 0, 2.0, 0, 3.0, 0, 0, 0, 1.0 + 10.0]
         assert "exit code 3" in scores[5].error
         assert "reward failed on purpose" in scores[6].error
-        assert scorer.stats["timeout"] == 2 and scorer.stats["crashed"] == 1
+        assert f"exit code -{signal.SIGSEGV}" in scores[7].error
+        assert scorer.stats["timeout"] == 2 and scorer.stats["crashed"] == 2
         # every kill started a fresh process for the items after it; the next batch reuses the last one
-        assert scorer.stats["started"] == 4
+        assert scorer.stats["started"] == 5
         assert [s.reward for s in scorer.score([RewardItem(9, "dddd")])] == [4.0]
-        assert scorer.stats["started"] == 4
+        assert scorer.stats["started"] == 5
 
 
 def test_isolated_scorer_reports_rules_that_do_not_load(tmp_path: Path) -> None:
