@@ -1,10 +1,31 @@
-"""User code named in a config by ``package.module:function`` (custom clean steps, rule rewards)."""
+"""User code named in a config: by ``package.module:function`` (custom clean steps, rule rewards),
+or by a name registered in a table (rewards, advantage estimators, policy losses)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registrar(table: dict[str, F], what: str) -> Callable[[str], Callable[[F], F]]:
+    """A decorator factory: ``@register("name")`` adds a function to ``table``; a second function
+    under a name already taken is an error (``what`` names the kind in it)."""
+
+    def register(name: str) -> Callable[[F], F]:
+        def add(fn: F) -> F:
+            if name in table and table[name] is not fn:
+                raise ValueError(
+                    f"a {what} named {name!r} is already registered ({table[name].__qualname__})"
+                )
+            table[name] = fn
+            return fn
+
+        return add
+
+    return register
 
 
 def import_function(path: str, what: str = "function") -> Callable[..., Any]:

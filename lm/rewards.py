@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from lm.answers import answers_match, extract_answer, gsm8k_final, reference_answer, warm_up
 from lm.config_base import StrictModel
-from lm.plugins import import_function
+from lm.plugins import import_function, registrar
 from lm.timelimit import TimeLimitExceeded, call_with_time_limit
 
 RewardFn = Callable[..., float]
@@ -42,16 +42,7 @@ Status = Literal["ok", "error", "timeout"]
 REWARDS: dict[str, RewardFn] = {}
 
 
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Adds a rule reward to ``REWARDS`` under ``name`` (a second function under one name is an error)."""
-
-    def add(fn: RewardFn) -> RewardFn:
-        if name in REWARDS and REWARDS[name] is not fn:
-            raise ValueError(f"a reward named {name!r} is already registered ({REWARDS[name].__qualname__})")
-        REWARDS[name] = fn
-        return fn
-
-    return add
+register_reward = registrar(REWARDS, "reward")  # @register_reward("name") adds a rule reward
 
 
 def get_reward(name: str) -> RewardFn:

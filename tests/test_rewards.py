@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -279,12 +278,8 @@ def spin(completion, reference):
 
 
 @pytest.fixture()
-def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"user_rewards_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(USER_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+def user_module(write_module) -> str:
+    return write_module(USER_MODULE, "user_rewards")
 
 
 def test_registry_and_dotted_paths(user_module: str) -> None:
@@ -317,7 +312,9 @@ def test_config_errors_name_the_problem(user_module: str) -> None:
     with pytest.raises(ValidationError, match="weigth"):
         RewardConfig(rules=[{"name": "r1_format", "weigth": 2}])
     # the same function twice is fine with labels
-    RewardConfig(rules=[{"name": "r1_format"}, {"name": "r1_format", "label": "strict", "args": {"pattern": "x"}}])
+    RewardConfig(
+        rules=[{"name": "r1_format"}, {"name": "r1_format", "label": "strict", "args": {"pattern": "x"}}]
+    )
 
 
 def test_weighted_combination(user_module: str) -> None:
@@ -325,7 +322,12 @@ def test_weighted_combination(user_module: str) -> None:
         rules=[
             {"name": "numeric_accuracy", "weight": 1.0},
             {"name": "r1_format", "weight": 0.5},
-            {"name": f"{user_module}:length_penalty", "weight": 2.0, "args": {"per_char": 0.001}, "label": "len"},
+            {
+                "name": f"{user_module}:length_penalty",
+                "weight": 2.0,
+                "args": {"per_char": 0.001},
+                "label": "len",
+            },
         ],
         rm={"weight": 0.3},
     )

@@ -37,6 +37,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from lm.config_base import StrictModel
+from lm.plugins import registrar
 
 Aggregation = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 5e8: keeps ratios finite; such tokens are clipped or capped anyway
@@ -92,12 +93,7 @@ AdvantageFn = Callable[[Tensor, Tensor, AlgoConfig], Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def add(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-
-    return add
+register_advantage = registrar(ADVANTAGES, "advantage estimator")  # @register_advantage("name")
 
 
 @dataclass
@@ -251,12 +247,7 @@ PolicyLossFn = Callable[[Tensor, PolicyBatch, AlgoConfig], tuple[Tensor, dict[st
 POLICY_LOSSES: dict[str, PolicyLossFn] = {}
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    def add(fn: PolicyLossFn) -> PolicyLossFn:
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return add
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss")  # @register_policy_loss("name")
 
 
 def clipped_surrogate(
