@@ -73,7 +73,7 @@ def test_informative_groups_and_a_new_estimator_in_one_function() -> None:
         assert adv.tolist() == [0, 0, -1, 0, -1, 0, 0, 0, 0]
     finally:
         ADVANTAGES.pop("test_max_baseline")
-    with pytest.raises(ValidationError, match="unknown advantage"):
+    with pytest.raises(ValidationError, match="unknown advantage .test_max_baseline."):
         AlgoConfig(advantage="test_max_baseline")
 
 

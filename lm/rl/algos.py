@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor
 
 from lm.config_base import StrictModel
@@ -72,18 +72,12 @@ class AlgoConfig(StrictModel):
     updates_per_batch: int = Field(1, ge=1, description="passes over each batch (PPO epochs)")
     minibatch_size: int | None = Field(None, ge=1, description="completions per optimizer step; default: all")
 
-    @field_validator("advantage")
+    @field_validator("advantage", "policy_loss")
     @classmethod
-    def _known_advantage(cls, name: str) -> str:
-        if name not in ADVANTAGES:
-            raise ValueError(f"unknown advantage {name!r}: one of {', '.join(sorted(ADVANTAGES))}")
-        return name
-
-    @field_validator("policy_loss")
-    @classmethod
-    def _known_loss(cls, name: str) -> str:
-        if name not in POLICY_LOSSES:
-            raise ValueError(f"unknown policy loss {name!r}: one of {', '.join(sorted(POLICY_LOSSES))}")
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        table = ADVANTAGES if info.field_name == "advantage" else POLICY_LOSSES
+        if name not in table:
+            raise ValueError(f"unknown {info.field_name} {name!r}: one of {', '.join(sorted(table))}")
         return name
 
 
