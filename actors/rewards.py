@@ -16,11 +16,12 @@ gathering the scores back into the order given, each with its status (``ok``, ``
   0 (``timeout``). Rule rewards run in a child process inside each worker
   (lm/reward_process.py) that is killed at an item's deadline, so the limit holds for any code, C
   extensions included, on any thread (no ``signal.alarm``), and the worker itself never hangs;
-* a worker that dies (node lost, OOM, killed) is restarted by Ray (``max_restarts``) and the chunks
-  it held are sent again, to whichever worker is free (``max_attempts`` times at most, then their
-  items are ``error``). Results are kept per chunk, and a chunk's results are taken once: every
-  item comes back exactly once (a retried chunk is scored again from the start, which is harmless
-  for rewards, pure functions of their input);
+* a worker that dies (node lost, OOM, killed) is restarted by Ray (``max_restarts``); it gets no
+  work until a probe says it is back (a restarting actor refuses tasks at once), and the chunks it
+  held are sent again, to whichever worker is up (``max_attempts`` times at most, then their items
+  are ``error``; with no worker up for ``revive_wait_s``, the rest are ``error`` too). Results are
+  kept per chunk and a chunk's results are taken once: every item comes back exactly once (a
+  retried chunk is scored again from the start, harmless for rewards, pure functions of their input);
 * a worker that does not answer within its chunk's deadline (``time_limit_s`` x items + ``grace_s``:
   something the per-item limit did not cover, such as a hung reward model) is killed and restarted,
   and that chunk's items are ``timeout``.
@@ -87,6 +88,9 @@ class ScorerWorker:
 
     def __init__(self, make_scorer: Callable[[], Scorer]) -> None:
         self.scorer = make_scorer()
+        start = getattr(self.scorer, "start", None)
+        if callable(start):
+            start()  # a scorer that cannot start fails the actor's creation, with its reason
 
     def score(self, items: list[RewardItem]) -> list[ItemScore]:
         return self.scorer.score(items)
@@ -168,8 +172,7 @@ class RewardPool:
         if runtime_env:
             options["runtime_env"] = runtime_env
         self.workers = [
-            RewardWorker.options(name=None, **options).remote(make_scorer)
-            for _ in range(self.config.num_workers)
+            RewardWorker.options(**options).remote(make_scorer) for _ in range(self.config.num_workers)
         ]
         self.name = name
         self.health = [_Health() for _ in self.workers]
@@ -188,7 +191,9 @@ class RewardPool:
         return cls(make, config, rewards.time_limit_s, runtime_env)
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
-        """Every worker's info once all have started (a reward that fails to import shows here)."""
+        """Every worker's info once all have started. Raises ``ray.exceptions.ActorDiedError`` naming the
+        reason when a worker cannot start (a reward module the workers cannot import, say): call it
+        before the first batch."""
         return ray.get([w.info.remote() for w in self.workers], timeout=timeout_s)
 
     def _chunks(self, items: Sequence[RewardItem]) -> list[_Chunk]:

@@ -126,6 +126,14 @@ class IsolatedScorer:
         self._proc, self._conn = proc, conn
         return None
 
+    def start(self) -> None:
+        """Starts the scoring process now rather than at the first batch; raises ``RuntimeError`` when
+        it cannot start or the rules do not load in it (the reward workers call this at creation)."""
+        if self._proc is None:
+            problem = self._start() or self._failed
+            if problem is not None:
+                raise RuntimeError(problem)
+
     def _stop(self, wait_s: float = 0.0) -> int | None:
         """Ends the child (after ``wait_s`` for it to exit by itself) and returns its exit code."""
         code = None

@@ -215,3 +215,18 @@ def test_any_scorer_plugs_in_and_a_hung_worker_is_restarted(plugin, ray_env) -> 
         assert after[0]["restarted"] and after[0]["pid"] != before[0]["pid"]
     finally:
         pool.close()
+
+
+@pytest.mark.slow
+def test_a_reward_the_workers_cannot_import_fails_at_start(plugin, ray_session) -> None:
+    import ray
+
+    from actors.rewards import RewardPool, RewardPoolConfig
+
+    # the driver imports the plug-in (its folder is on this process's path), the workers cannot
+    pool = RewardPool.for_rules(config(plugin), RewardPoolConfig(num_workers=1, num_cpus=0.5))
+    try:
+        with pytest.raises(ray.exceptions.ActorDiedError, match=f"cannot import module '{plugin[0]}'"):
+            pool.wait_ready()
+    finally:
+        pool.close()
