@@ -294,3 +294,13 @@ def test_several_updates_per_batch() -> None:
     for first in (0, 3):
         assert sorted(torch.cat(parts[first : first + 3]).tolist()) == list(range(8))  # each pass: all, once
     assert [p.tolist() for p in minibatches(4, AlgoConfig())] == [[0, 1, 2, 3]]
+
+
+def test_bfloat16_inputs_are_computed_in_float32() -> None:
+    behaviour = torch.tensor([[-1.0, -2.0, -0.5]])
+    logprobs = (behaviour + 0.01).to(torch.bfloat16).requires_grad_()
+    batch = PolicyBatch(behaviour.to(torch.bfloat16), torch.tensor([1.0]), torch.ones(1, 3, dtype=torch.bool))
+    loss, _ = policy_loss(AlgoConfig(), logprobs, batch)
+    loss.backward()
+    assert loss.dtype == torch.float32 and logprobs.grad.dtype == torch.bfloat16
+    assert math.isfinite(float(loss.detach()))

@@ -313,13 +313,13 @@ def decoupled_ppo_loss(
 
 
 def _zero_outside(batch: PolicyBatch, mask: Tensor) -> PolicyBatch:
-    """The batch with 0 wherever a token does not train: a forced token's logprob may be missing
-    (NaN, -inf), and NaN times a zero mask is NaN, in the loss and in its gradient."""
+    """The batch in float32 with 0 wherever a token does not train: a forced token's logprob may be
+    missing (NaN, -inf), and NaN times a zero mask is NaN, in the loss and in its gradient."""
 
     def clean(t: Tensor | None) -> Tensor | None:
-        return None if t is None else torch.where(mask, t, torch.zeros((), dtype=t.dtype, device=t.device))
+        return None if t is None else torch.where(mask, t.float(), torch.zeros((), device=t.device))
 
-    advantages = batch.advantages if batch.advantages.dim() == 1 else clean(batch.advantages)
+    advantages = batch.advantages.float() if batch.advantages.dim() == 1 else clean(batch.advantages)
     return PolicyBatch(
         clean(batch.behaviour_logprobs),
         advantages,
@@ -349,6 +349,7 @@ def policy_loss(
     if logprobs.shape != mask.shape:
         raise ValueError(f"logprobs {tuple(logprobs.shape)} and mask {tuple(mask.shape)} differ")
     batch = _zero_outside(batch, mask)
+    logprobs = logprobs.float()  # ratios of bf16 logprobs are too coarse (8 bits of mantissa)
     per_token, metrics = POLICY_LOSSES[config.policy_loss](logprobs, batch, config)
     metrics["policy_loss"] = float(
         aggregate(per_token.detach(), mask, config.aggregation, num_tokens, num_seqs, config.norm_length)
