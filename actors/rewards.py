@@ -37,6 +37,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -163,6 +164,7 @@ class RewardPool:
         self.config = config or RewardPoolConfig()
         self.item_time_limit_s = item_time_limit_s
         self.counts: Counter[str] = Counter()  # over the pool's life
+        self._counts_lock = threading.Lock()
         options: dict[str, Any] = {
             "num_cpus": self.config.num_cpus,
             "num_gpus": self.config.num_gpus,
@@ -201,7 +203,9 @@ class RewardPool:
         return [_Chunk(start, list(items[start : start + size])) for start in range(0, len(items), size)]
 
     def score(self, items: Sequence[RewardItem]) -> ScoredBatch:
-        """Scores of ``items`` in their order; never raises for what a reward or a worker does."""
+        """Scores of ``items`` in their order; never raises for what a reward or a worker does. Several
+        threads may call it at once (an asynchronous driver scoring each group as it is generated):
+        their chunks share the workers."""
         started = time.perf_counter()
         run = _Run(self, self._chunks(items), len(items))
         while run.queue or run.running:
@@ -209,7 +213,8 @@ class RewardPool:
         scores = [s for s in run.results if s is not None]
         assert len(scores) == len(items), "every item is scored exactly once"
         run.counts.update(s.status for s in scores)
-        self.counts.update(run.counts)
+        with self._counts_lock:
+            self.counts.update(run.counts)
         return ScoredBatch(scores, run.counts, time.perf_counter() - started)
 
     def close(self) -> None:

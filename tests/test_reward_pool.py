@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,10 +147,11 @@ def test_pool_scores_batches_in_order_with_errors_and_timeouts(plugin, ray_env) 
         assert batch.counts["ok"] == 37
         assert batch.counts["error"] == 2 and batch.counts["timeout"] == 1
         assert batch.counts["chunks"] == 8 and batch.counts["retried_chunks"] == 0
-        # the pool goes on scoring after all that
-        again = pool.score(items[:4])
-        assert again.rewards == [1.0, 2.0, 3.0, 0.0]
-        assert pool.counts["timeout"] == 1 and pool.counts["ok"] == 37 + 3
+        # the pool goes on scoring after all that, for several callers at once
+        with ThreadPoolExecutor(3) as callers:
+            again = list(callers.map(pool.score, [items[:4], items[4:9], items[9:12]]))
+        assert [b.rewards for b in again] == [expected[:3] + [0.0], expected[4:9], expected[9:12]]
+        assert pool.counts["timeout"] == 1 and pool.counts["ok"] == 37 + 3 + 5 + 3
     finally:
         pool.close()
 
