@@ -193,10 +193,21 @@ class RewardPool:
         return cls(make, config, rewards.time_limit_s, runtime_env)
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
-        """Every worker's info once all have started. Raises ``ray.exceptions.ActorDiedError`` naming the
-        reason when a worker cannot start (a reward module the workers cannot import, say): call it
-        before the first batch."""
-        return ray.get([w.info.remote() for w in self.workers], timeout=timeout_s)
+        """Every worker's info once all have started (or come back from a restart). Raises
+        ``ray.exceptions.ActorDiedError`` naming the reason when a worker cannot start (a reward module
+        the workers cannot import, say): call it before the first batch."""
+        deadline = time.monotonic() + timeout_s
+        infos = []
+        for worker in self.workers:
+            while True:
+                try:
+                    infos.append(ray.get(worker.info.remote(), timeout=max(0.0, deadline - time.monotonic())))
+                    break
+                except ray.exceptions.ActorUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.25)  # restarting: it refuses calls until it is back
+        return infos
 
     def _chunks(self, items: Sequence[RewardItem]) -> list[_Chunk]:
         size = self.config.chunk_size or max(1, math.ceil(len(items) / (2 * len(self.workers))))

@@ -68,6 +68,7 @@ def config(plugin: tuple[str, str], time_limit_s: float = 3.0) -> RewardConfig:
     )
 
 
+@pytest.mark.slow
 def test_isolated_scorer_survives_hangs_crashes_and_errors(plugin: tuple[str, str]) -> None:
     texts = ["a", "sleep", "bb", "spin", "ccc", "die", "raise", "segfault", "7"]
     items = [RewardItem(f"id{i}", t, reference="#### 7") for i, t in enumerate(texts)]
