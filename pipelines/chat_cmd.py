@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import secrets
 import signal
@@ -76,6 +75,9 @@ def add_chat_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=None, help="reply i uses seed+i (default: random)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if present")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default torch's; 1 suits small models)"
+    )
     parser.add_argument("--no-color", action="store_true", help="plain output even on a terminal")
 
 
@@ -357,13 +359,15 @@ def start_session(args: argparse.Namespace, out: TextIO, notes: TextIO) -> ChatS
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ChatError("--device cuda: no CUDA GPU is visible; use --device cpu")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ChatError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         engine = make_engine(model_dir, prefer="torch", device=args.device, max_batch_size=1)
     except (CheckpointError, OSError, RuntimeError, ValueError) as e:
         raise ChatError(str(e) or type(e).__name__) from None
     params = _sampling(args, engine.max_seq_len)
-    for name in ("raychat", "bm25s"):  # the index's progress lines are not the chat's business
-        logging.getLogger(name).setLevel(logging.WARNING)
     search, source = load_search(args, model_dir, meta, notes)
     tools = Tools(calculator=not args.no_calculator, search=search, search_source=source)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -429,6 +433,9 @@ def main_chat(args: argparse.Namespace) -> int:
     except ChatError as e:
         print(f"raychat chat: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the model or the index loads
+        print("\nraychat chat: interrupted", file=sys.stderr)
+        return 130
     interactive = sys.stdin.isatty()
     prompt = session.style.prompt("> ") if interactive and out.isatty() else ""
     with _line_history(interactive):

@@ -12,6 +12,7 @@ left waiting for a result, and the terminal shows the call.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -105,8 +106,12 @@ def load_search(
 
 
 def _open_index(**where: str) -> Any:
+    import bm25s  # noqa: F401 - imported first: it sets its own logger to DEBUG on import
+
     from actors.search import SearchServer
 
+    for name in ("raychat", "bm25s"):  # the index's progress lines are not the chat's business
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return SearchServer(**where)
     except Exception as e:  # noqa: BLE001 - a corrupt index or corpus, whatever the library raised

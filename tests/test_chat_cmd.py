@@ -99,7 +99,10 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def test_a_terminal_session_streams_marks_tool_calls_keeps_history_and_exits_on_ctrl_d(calc_model, tmp_path):
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "pipelines.cli", "chat", "--model", str(calc_model), "--no-search", "--temperature", "0"],
+        [
+            *("-m", "pipelines.cli", "chat", "--model", str(calc_model), "--no-search"),
+            *("--temperature", "0", "--threads", "1"),
+        ],
         cwd=str(REPO),
         env=cli_env(tmp_path),
         encoding="utf-8",
@@ -328,6 +331,7 @@ def test_errors_are_one_line_and_exit_2(calc_model, tmp_path, capsys) -> None:
         (["--model", str(no_chat)], "lacks the chat format's special tokens"),
         (["--model", model, "--max-tokens", "256"], "leaves no room for a prompt"),
         (["--model", model, "--temperature", "-1"], "bad sampling settings: --temperature:"),
+        (["--model", model, "--threads", "0"], "--threads must be at least 1"),
         (["--model", model, "--search-index", str(tmp_path / "empty")], "holds no saved search index"),
         (["--model", model, "--search-corpus", str(tmp_path / "missing.jsonl")], "no such file"),
     ]
