@@ -6,6 +6,7 @@
     raychat demo --run-dir runs/demo
     raychat sample --model runs/tiny/models/base --prompt "The capital of" -n 5
     raychat tokens "hello deep seek" --tokenizer runs/tiny/tokenizer
+    raychat chat --model runs/tiny/models/sft
 
 ``python -m pipelines.<stage>`` is the same as ``raychat <stage>``, which is what
 ``ray job submit --working-dir . -- python -m pipelines.clean --config ...`` runs on a cluster.
@@ -162,6 +163,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from pipelines.tokens_cmd import add_tokens_args
 
         add_tokens_args(p)
+
+    p = sub.add_parser(
+        "chat", help="chat with a model in the terminal: streamed replies, search and calculator"
+    )
+    if chosen == "chat":
+        from pipelines.chat_cmd import add_chat_args
+
+        add_chat_args(p)
     return parser
 
 
@@ -178,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.tokens_cmd import main_tokens
 
             return main_tokens(args)
+        if args.command == "chat":
+            from pipelines.chat_cmd import main_chat
+
+            return main_chat(args)
         if args.command == "demo":
             cfg = load_config(
                 args.config or (TINY_CONFIG if TINY_CONFIG.is_file() else None), _overrides(args)
