@@ -178,19 +178,19 @@ def test_search_hook_in_an_engine_run(ray_session, world, search_actor) -> None:
     assert [not m for m in rendered.mask[-len(res.token_ids) - 1 : -1]] == res.forced
 
 
-class _Slow:
-    def answer(self, query: str) -> str:
-        time.sleep(30)
-        return "too late"
-
-
 @pytest.mark.slow
 def test_a_slow_or_dead_search_answers_an_error_not_a_crash(ray_session) -> None:
     from actors.search import search_tool
 
+    class _Slow:  # defined here so Ray ships it by value (workers cannot import test modules)
+        def answer(self, query: str) -> str:
+            time.sleep(30)
+            return "too late"
+
     ray = ray_session
     tok = word_tokenizer([])
     slow = ray.remote(_Slow).options(num_cpus=0).remote()
+    ray.get(slow.__ray_ready__.remote(), timeout=60)  # alive: the first answer must be the timeout
     hook = search_tool(tok, slow, timeout_s=0.5)
     reply = hook.callback(None, tok.encode("anything"))  # a Future: the engine keeps stepping meanwhile
     assert not reply.done()
