@@ -8,6 +8,7 @@
     raychat report --config configs/tiny.yaml
     raychat sample --model runs/tiny/models/base --prompt "The capital of" -n 5
     raychat tokens "hello deep seek" --tokenizer runs/tiny/tokenizer
+    raychat chat --model runs/tiny/models/sft
 
 ``python -m pipelines.<stage>`` is the same as ``raychat <stage>``, which is what
 ``ray job submit --working-dir . -- python -m pipelines.clean --config ...`` runs on a cluster.
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import RunConfig, load_config
+from pipelines.config import COMMANDS, RunConfig, load_config
 from pipelines.errors import ConfigError, StageFailed
 from pipelines.runner import preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
@@ -33,7 +34,6 @@ from pipelines.stages import STAGES, Graph
 log = logging.getLogger("raychat")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
-COMMANDS = ("run", "demo", "report", "sample", "tokens")
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -103,6 +103,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from pipelines.tokens_cmd import add_tokens_args
 
         add_tokens_args(p)
+
+    p = sub.add_parser(
+        "chat", help="chat with a model in the terminal: streamed replies, search and calculator"
+    )
+    if chosen == "chat":
+        from pipelines.chat_cmd import add_chat_args
+
+        add_chat_args(p)
     return parser
 
 
@@ -149,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.tokens_cmd import main_tokens
 
             return main_tokens(args)
+        if args.command == "chat":
+            from pipelines.chat_cmd import main_chat
+
+            return main_chat(args)
         if args.command == "demo":
             from pipelines.demo import run_demo
 

@@ -56,7 +56,15 @@ RunConfig = create_model(
     __doc__="A run: where it lives, its seed, Ray's settings, and one section per stage.",
     **{stage.name: (stage.config, Field(default_factory=stage.config)) for stage in STAGES},
 )
-_RESERVED = {*RunConfig.model_fields, "run", "demo", "sample", "tokens", "report"}  # fields and commands
+_RESERVED = {
+    *RunConfig.model_fields,
+    "run",
+    "demo",
+    "sample",
+    "tokens",
+    "report",
+    "chat",
+}  # fields and commands
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
