@@ -56,15 +56,9 @@ RunConfig = create_model(
     __doc__="A run: where it lives, its seed, Ray's settings, and one section per stage.",
     **{stage.name: (stage.config, Field(default_factory=stage.config)) for stage in STAGES},
 )
-_RESERVED = {
-    *RunConfig.model_fields,
-    "run",
-    "demo",
-    "sample",
-    "tokens",
-    "report",
-    "chat",
-}  # fields and commands
+# raychat's commands besides the stages (pipelines/cli.py): a stage may not take one of their names
+COMMANDS = ("run", "demo", "report", "sample", "tokens", "chat")
+_RESERVED = {*RunConfig.model_fields, *COMMANDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
