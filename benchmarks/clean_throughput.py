@@ -217,7 +217,8 @@ def make_input(pages: int, root: Path) -> tuple[Path, list[str]]:
 
 def read_records(folder: Path) -> tuple[list[list[dict]], Counter[str]]:
     """Every record of every input file, through our readers; returns per-file lists and a census."""
-    from pipelines.clean.readers import expand_inputs, read_file
+    from pipelines.clean.readers import read_file
+    from pipelines.inputs import expand_inputs
 
     files, _ = expand_inputs([str(folder)])
     per_file, census = [], Counter()

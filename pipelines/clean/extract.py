@@ -233,7 +233,7 @@ class HtmlExtractor(Step):
             doc["text"] = content if isinstance(content, str) else ""
             return None
         if isinstance(content, bytes):
-            from pipelines.clean.readers import decode_text
+            from pipelines.decode import decode_text
 
             content = decode_text(content)[0]
         if not isinstance(content, str):

@@ -94,7 +94,7 @@ def preflight(cfg: RunConfig, name: str = "clean") -> None:
     The outputs can be written (a real write: a path under a regular file, a read-only mount, an
     object store's credentials), the inputs exist (``clean.missing_inputs``) and every step builds.
     """
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     clean = _checked_inputs(cfg, name)
     data_dir = RunDir(cfg.run_dir).at("data")
@@ -129,7 +129,7 @@ def _checked_inputs(cfg: RunConfig, name: str) -> CleanConfig:
 def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
     """The stage. ``clean.missing_inputs: fail`` is enforced by ``preflight``, which the CLI runs first;
     here missing inputs are logged and listed in stats.json."""
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     clean = _checked_inputs(cfg, name)
     check_steps(clean)

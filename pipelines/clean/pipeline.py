@@ -176,7 +176,7 @@ def _record_index(doc: dict[str, Any]) -> int | None:
 
 def _writable(row: dict[str, Any]) -> dict[str, Any]:
     """An error row whose strings all have a UTF-8 form (they quote the bad values)."""
-    from pipelines.clean.readers import valid_utf8_fields
+    from pipelines.decode import valid_utf8_fields
 
     return valid_utf8_fields(row)[0]
 
