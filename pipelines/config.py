@@ -3,6 +3,10 @@
 Why one file: a run is reproducible from a single document, and `--set clean.language.threshold=0.5`
 reaches any field without a zoo of CLI flags. Unknown keys are errors (``extra="forbid"``) so a typo
 fails at start with the key's name instead of being silently ignored.
+
+The sections are the stages of pipelines/stages.py's registry, named as the stages are, plus one for
+each instance a config declares under ``stages:`` (another stage of a kind, with its own settings).
+Every section's model is plain pydantic, so importing this module imports no stage's code.
 """
 
 from __future__ import annotations

@@ -83,5 +83,5 @@ def run_demo(cfg: RunConfig, force: bool = False) -> int:
         for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
         write_report_safely(graph)  # with the samples
-    print(f"\nraychat demo finished: report at {run.path('report.md')}")
+    print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0

@@ -56,9 +56,9 @@ def save_plot(fig: Any, run: RunDir, stage: str, name: str, dpi: int = 110) -> s
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     pyplot().close(fig)
-    file = f"{stage}_{name}.png"
-    storage.write_bytes_atomic(run.path("plots", file), buffer.getvalue())
-    return f"![{stage}_{name}](plots/{file})"
+    location, link = run.plot(stage, name)
+    storage.write_bytes_atomic(location, buffer.getvalue())
+    return f"![{stage}_{name}]({link})"
 
 
 def write_report(graph: Graph) -> str:
@@ -77,7 +77,7 @@ def write_report(graph: Graph) -> str:
     extra = {k: v for k, v in summary.items() if k not in graph}
     if extra:
         parts += ["## other", "", "```json", json.dumps(extra, indent=2, default=str), "```", ""]
-    location = run.path("report.md")
+    location = run.at("report")
     storage.write_bytes_atomic(location, "\n".join(parts).encode("utf-8"))
     log.info("report: %s", location)
     return location

@@ -49,6 +49,7 @@ LAYOUT = {
     "metrics": "metrics",
     "plots": "plots",
     "scratch": "scratch",
+    "search": "search",  # a saved search index of the run's search corpus (world/search_index.jsonl)
     "report": "report.md",
 }
 
@@ -142,9 +143,15 @@ class RunDir:
         """``metrics/<stage>.<part>.md``: markdown a stage's report section includes (e.g. samples)."""
         return self.metrics / f"{stage}.{part}.md"
 
-    def plot(self, stage: str, name: str) -> Path:
-        """``plots/<stage>_<name>.png``."""
-        return self.plots / f"{stage}_{name}.png"
+    @property
+    def search_index(self) -> Path:
+        """``search/``: the search index built from the tiny world's ``world/search_index.jsonl``."""
+        return self.local("search")
+
+    def plot(self, stage: str, name: str) -> tuple[str, str]:
+        """``plots/<stage>_<name>.png``: (its location, local or URI; the link report.md gives it)."""
+        relative = f"{LAYOUT['plots']}/{stage}_{name}.png"
+        return self.path(*relative.split("/")), relative
 
 
 # -- done markers ------------------------------------------------------------------------------------

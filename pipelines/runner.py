@@ -31,7 +31,7 @@ def preflight(graph: Graph, name: str) -> None:
     """
     cfg = graph.cfg
     try:
-        storage.check_writable(RunDir(cfg.run_dir).path("metrics"))
+        storage.check_writable(RunDir(cfg.run_dir).at("metrics"))
     except OSError as e:
         raise ConfigError(f"stage {name}: cannot write the run directory {cfg.run_dir}: {e}") from None
     module = graph[name].module()
