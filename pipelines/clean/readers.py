@@ -7,7 +7,7 @@ testable without a cluster. The pieces, each with one job:
 - pipelines/inputs.py: files, globs, folders and URIs to the files to read (shared with the SFT data);
 - pipelines/decode.py: compression and format from the first bytes, streams that survive a break,
   text from bytes in any charset, binary payloads told apart (shared too);
-- pipelines/clean/formats/: one module per format (warc, json and jsonl, parquet, html);
+- pipelines/clean/formats/: one module per format (warc, jsonl: JSON lines and arrays, parquet, html);
 - pipelines/clean/documents.py: the document and error rows they yield (the accounting rule).
 
 Formats are told by the bytes, not the name: the name only chooses which files a folder contributes.
@@ -23,7 +23,7 @@ from typing import Any
 from pipelines.clean.config import ReadConfig
 from pipelines.clean.documents import error_row
 from pipelines.clean.formats.html import read_html
-from pipelines.clean.formats.json import read_json
+from pipelines.clean.formats.jsonl import read_json
 from pipelines.clean.formats.parquet import read_parquet
 from pipelines.clean.formats.warc import read_warc
 from pipelines.decode import sniff_file
