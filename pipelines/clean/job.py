@@ -21,8 +21,8 @@ from pipelines import storage
 from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
 from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
+from pipelines.clean.workers import WorkerPool
 from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import ray_data_settings
 
 log = logging.getLogger("raychat.clean")
 
@@ -106,9 +106,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "clean: added step %s: HTML records get their text by extraction (text records pass through it)",
             ",".join(implied),
         )
-    summaries = run_pass1(clean, files, work_dir)
-    with ray_data_settings(use_datasource_v2=False):  # pass 1's many small parquet files
-        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], data_dir)
+    with WorkerPool(clean, files, work_dir) as pool:
+        summaries = run_pass1(clean, files, work_dir, pool)
+        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], data_dir, pool)
     if input_errors:
         from pipelines.clean.schema import ERRORS_SCHEMA, to_table
 
