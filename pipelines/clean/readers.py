@@ -558,7 +558,11 @@ def valid_utf8(value: str) -> tuple[str, int]:
     """
     if value.isascii():
         return value, 0
-    return _SURROGATE_RE.subn("\ufffd", value)
+    try:
+        value.encode("utf-8")  # in C, about 3x faster than the search below on long pages
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.subn("\ufffd", value)
+    return value, 0
 
 
 def valid_utf8_fields(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
