@@ -51,8 +51,12 @@ def word_prf(extracted: str | None, reference: str) -> tuple[float, float, float
     return precision, recall, f1
 
 
-def fetch_pages(cache: Path) -> list[tuple[str, str, str]]:
-    """(name, html, reference text) for every page of the sdist that has both; fetched once with pip."""
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RAYCHAT_BENCH_CACHE", Path.home() / ".cache" / "raychat" / "extract_quality"))
+
+
+def newspaper4k_sdist(cache: Path) -> Path:
+    """newspaper4k's source distribution (its tests/data holds the pages), fetched once with pip."""
     cache.mkdir(parents=True, exist_ok=True)
     sdists = sorted(cache.glob("newspaper4k-*.tar.gz"))
     if not sdists:
@@ -63,9 +67,15 @@ def fetch_pages(cache: Path) -> list[tuple[str, str, str]]:
         sdists = sorted(cache.glob("newspaper4k-*.tar.gz"))
         if proc.returncode != 0 or not sdists:
             raise RuntimeError(f"pip could not fetch {PACKAGE}: {proc.stderr.strip()[-500:]}")
+    return sdists[-1]
+
+
+def fetch_pages(cache: Path) -> list[tuple[str, str, str]]:
+    """(name, html, reference text) for every page of the sdist that has both."""
+    sdist = newspaper4k_sdist(cache)
     html: dict[str, bytes] = {}
     text: dict[str, str] = {}
-    with tarfile.open(sdists[-1]) as tar:
+    with tarfile.open(sdist) as tar:
         for member in tar.getmembers():
             m = re.search(r"/tests/data/(html|txt)/([^/]+)\.(html|txt)$", member.name)
             if not m or not member.isfile():
@@ -77,7 +87,7 @@ def fetch_pages(cache: Path) -> list[tuple[str, str, str]]:
                 text[m.group(2)] = data.decode("utf-8")
     pages = [(name, decode_text(html[name])[0], text[name]) for name in sorted(html) if name in text]
     if not pages:
-        raise RuntimeError(f"no html/txt pairs in {sdists[-1]}")
+        raise RuntimeError(f"no html/txt pairs in {sdist}")
     return pages
 
 
@@ -126,12 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=1, help="timed passes over the pages; best one counts")
     ap.add_argument("--sweep", action="store_true", help="also score other trafilatura settings")
-    ap.add_argument(
-        "--cache-dir",
-        default=os.environ.get(
-            "RAYCHAT_BENCH_CACHE", str(Path.home() / ".cache" / "raychat" / "extract_quality")
-        ),
-    )
+    ap.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = ap.parse_args()
 
     try:
