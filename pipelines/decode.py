@@ -14,7 +14,7 @@ import gzip
 import lzma
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from pipelines import storage
@@ -150,7 +150,11 @@ def valid_utf8(value: str) -> tuple[str, int]:
     """
     if value.isascii():
         return value, 0
-    return _SURROGATE_RE.subn("\ufffd", value)
+    try:
+        value.encode("utf-8")  # in C, about 3x faster than the search below on long pages
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.subn("\ufffd", value)
+    return value, 0
 
 
 def valid_utf8_fields(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -186,18 +190,12 @@ def decode_text(data: bytes, declared: Iterable[str | None] = ()) -> tuple[str, 
         pass
     lenient = data.decode("utf-8", "replace")
     bad = replacements(lenient, data)
-    non_ascii = sum(1 for ch in lenient if ord(ch) > 127) - bad - data.count(b"\xef\xbf\xbd")
+    # characters above ASCII, counted in C (a per-character loop cost ms per legacy-charset page)
+    non_ascii = len(lenient) - len(lenient.encode("ascii", "ignore")) - bad - data.count(b"\xef\xbf\xbd")
     if non_ascii > bad:
         # mostly valid UTF-8 with a few broken bytes: keep UTF-8, do not re-read it as a legacy charset
         return lenient, "utf-8", bad
-    candidates = [c for c in declared if c]
-    try:
-        from resiliparse.parse.encoding import detect_encoding
-
-        candidates.append(detect_encoding(data[: 64 * 1024]))
-    except Exception:  # noqa: BLE001 - detection is a hint; UTF-8 with replacement always works
-        pass
-    for enc in candidates:
+    for enc in _charset_candidates(data, declared):
         try:
             name = codecs.lookup(enc).name
         except LookupError:
@@ -212,6 +210,19 @@ def decode_text(data: bytes, declared: Iterable[str | None] = ()) -> tuple[str, 
             except UnicodeDecodeError:
                 continue
     return lenient, "utf-8", bad
+
+
+def _charset_candidates(data: bytes, declared: Iterable[str | None]) -> Iterator[str]:
+    """The declared charsets, then resiliparse's guess, which is only computed when none of them
+    decodes the bytes (detection costs about as much as the rest of reading a page)."""
+    yield from (c for c in declared if c)
+    try:
+        from resiliparse.parse.encoding import detect_encoding
+
+        guess = detect_encoding(data[: 64 * 1024])
+    except Exception:  # noqa: BLE001 - detection is a hint; UTF-8 with replacement always works
+        return
+    yield guess
 
 
 def replacements(text: str, data: bytes) -> int:

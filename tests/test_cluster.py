@@ -140,7 +140,7 @@ def test_a_data_stage_submitted_to_a_ray_start_cluster_runs_on_its_worker_node(s
     (head,) = [n for n in submitted.nodes if n["is_head_node"]]
     (worker,) = [n for n in submitted.nodes if not n["is_head_node"]]
     assert "CPU" not in head["resources_total"] and worker["resources_total"]["CPU"] == 2
-    pass1 = [a for a in submitted.actors if "FileProcessor" in a["class_name"]]
+    pass1 = [a for a in submitted.actors if "CleanWorker" in a["class_name"]]
     assert len(pass1) == 2 and {a["node_id"] for a in pass1} == {worker["node_id"]}
     # the artifacts are in the run directory on the shared storage, complete
     run = submitted.run_dir
@@ -191,6 +191,8 @@ def nodes() -> Iterator[Nodes]:
         # (and a lost worker noticed) that much later, and a fast machine could finish the short training
         # run below within that lag, before the node can be lost. The nodes pass this on to the controller.
         env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        # the nodes' workers import the tests' slow custom step (tests/cluster_steps.py)
+        env.setenv("PYTHONPATH", os.pathsep.join([str(REPO), str(REPO / "tests")]))
         cluster = Cluster(
             initialize_head=True,
             head_node_args={
@@ -200,7 +202,7 @@ def nodes() -> Iterator[Nodes]:
             },
         )
         try:
-            driver_env = dict(os.environ, RAY_ADDRESS=cluster.address, PYTHONPATH=str(REPO))
+            driver_env = dict(os.environ, RAY_ADDRESS=cluster.address)
             yield Nodes(cluster, driver_env)
         finally:
             cluster.shutdown()
@@ -281,8 +283,14 @@ def test_clean_loses_the_node_running_pass_one_and_accounts_for_every_record_onc
         return len(list(work.glob("*/done.json")))
 
     log = tmp_path / "clean.log"
+    # the same steps plus one that passes every document on after 0.1 s (tests/cluster_steps.py)
+    slowed = [
+        *_clean_settings(world),
+        f"{CLEAN_STEPS[:-1]},custom]",
+        "clean.custom=[{function: 'cluster_steps:slow', kind: mapper}]",
+    ]
     status, seen = _run_losing_a_node(
-        nodes, 2, "clean", [f"run_dir={tmp_path}", *_clean_settings(world)], log, files_done, lambda n: n > 0
+        nodes, 2, "clean", [f"run_dir={tmp_path}", *slowed], log, files_done, lambda n: n > 0
     )
     assert status == 0, log.read_text()[-4000:]
     # lost once pass 1 had finished a file and was working on others

@@ -100,8 +100,9 @@ class ExtractConfig(StrictModel):
     )
     timeout_mode: Literal["auto", "signal", "process", "none"] = Field(
         "auto",
-        description="auto: SIGALRM on the main thread, else a sandbox process (Ray actor UDFs run on a "
-        "worker thread); signal: main thread only; process: always the sandbox; none: no limit",
+        description="auto: SIGALRM on the main thread, else a sandbox process (Ray Data's class UDFs run "
+        "on a worker thread; the clean stage's workers always take the sandbox); signal: main thread only; "
+        "process: always the sandbox; none: no limit",
     )
 
 

@@ -25,9 +25,9 @@ from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
 from pipelines.clean.report import report_section
 from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
+from pipelines.clean.workers import WorkerPool
 from pipelines.errors import ConfigError, StageFailed
 from pipelines.run_dir import RunDir
-from pipelines.runtime import ray_data_settings
 
 if TYPE_CHECKING:
     from pipelines.config import RunConfig
@@ -154,9 +154,9 @@ def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
             "clean: added step %s: HTML records get their text by extraction (text records pass through it)",
             ",".join(implied),
         )
-    summaries = run_pass1(clean, files, work_dir)
-    with ray_data_settings(use_datasource_v2=False):  # pass 1's many small parquet files
-        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], run_dir)
+    with WorkerPool(clean, files, work_dir) as pool:
+        summaries = run_pass1(clean, files, work_dir, pool)
+        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], run_dir, pool)
     if input_errors:
         from pipelines.clean.schema import ERRORS_SCHEMA, to_table
 
