@@ -15,7 +15,10 @@ from pydantic import Field, ValidationError
 
 from lm.config_base import StrictModel
 from pipelines.clean.config import CleanConfig
+from pipelines.idk.config import IDKStageConfig
 from pipelines.pretrain.config import PretrainConfig
+from pipelines.sft.config import SFTConfig
+from pipelines.sft.world_config import SFTDataConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
 
@@ -38,6 +41,9 @@ class RunConfig(StrictModel):
     clean: CleanConfig = CleanConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    sft_data: SFTDataConfig = SFTDataConfig()
+    sft: SFTConfig = SFTConfig()
+    idk: IDKStageConfig = IDKStageConfig()
 
 
 class ConfigError(ValueError):

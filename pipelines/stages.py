@@ -16,6 +16,11 @@ STAGES: dict[str, tuple[str, str]] = {
     "clean": ("pipelines.clean.job", "extract, filter, de-identify and deduplicate crawl data (Ray Data)"),
     "tokenize": ("pipelines.tokenize.job", "train or load the tokenizer and write token shards (Ray Data)"),
     "pretrain": ("pipelines.pretrain.job", "pretrain the base model on the token shards (Ray Train)"),
+    "sft": (
+        "pipelines.sft.job",
+        "fine-tune a chat model on conversations, evaluate it, layout ablation (Ray Train)",
+    ),
+    "idk": ("pipelines.idk.job", "probe the SFT model, train it to say 'I don't know', measure before/after"),
 }
 
 
