@@ -8,7 +8,7 @@ trains. Every default is the tiny CPU demo's; ``configs/quality-cpu.yaml`` shows
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lm.config_base import StrictModel
 from pipelines.sft.sources import SourceConfig
@@ -63,12 +63,13 @@ class AblationConfig(StrictModel):
     epochs: float = Field(3.0, gt=0, description="passes over the ablation problems")
     lr: float | None = Field(None, gt=0, description="null = sft.lr")
 
-    @model_validator(mode="after")
-    def _known_layouts(self) -> AblationConfig:
-        bad = [x for x in self.layouts if x not in ARITHMETIC_LAYOUTS]
+    @field_validator("layouts")
+    @classmethod
+    def _known_layouts(cls, layouts: list[str]) -> list[str]:
+        bad = [x for x in layouts if x not in ARITHMETIC_LAYOUTS]
         if bad:
             raise ValueError(f"unknown layouts {bad}; choose from {list(ARITHMETIC_LAYOUTS)}")
-        return self
+        return layouts
 
 
 class SFTConfig(TrainingConfig):
@@ -110,11 +111,16 @@ class SFTConfig(TrainingConfig):
     eval_every: int = Field(25, ge=1, description="steps between validation passes (also at the last step)")
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (also at the last step)")
 
+    @field_validator("world_kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str]) -> list[str]:
+        unknown = [k for k in kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; kinds are {list(KINDS)}")
+        return kinds
+
     @model_validator(mode="after")
     def _check_rows(self) -> SFTConfig:
-        unknown = [k for k in self.world_kinds if k not in KINDS]
-        if unknown:
-            raise ValueError(f"world_kinds: unknown kinds {unknown}; kinds are {list(KINDS)}")
         self.grad_accum_steps  # noqa: B018 - raises a clear message when the rows do not divide
         return self
 

@@ -101,6 +101,16 @@ def _init_fingerprint(model_dir: Path) -> str:
     return fingerprint(*parts)
 
 
+def export_chat_model(model: Any, out_dir: Path, tokenizer: Any, meta: dict[str, Any]) -> Path:
+    """A chat model directory: the weights, the tokenizer with the chat template, and
+    ``generation_config.json`` ending replies at ``<|im_end|>`` (and ``<|endoftext|>``)."""
+    from lm.chat_template import IM_END
+    from lm.checkpoint import save_pretrained
+
+    eos = [tokenizer.eot_id, tokenizer.token_id(IM_END)]
+    return save_pretrained(model, out_dir, tokenizer=tokenizer, meta=meta, eos_token_ids=eos)
+
+
 def train_chat_model(
     cfg: RunConfig,
     stage: str,
@@ -116,8 +126,6 @@ def train_chat_model(
     Returns the run's numbers: steps, examples, trained tokens, losses, tokens/s, the model directory.
     """
     from lm.chat import ChatFormat
-    from lm.chat_template import IM_END
-    from lm.checkpoint import save_pretrained
     from pipelines.sft.data import ExampleStream, count_steps, render_examples
     from pipelines.sft.task import SFTTask
     from pipelines.train.curves import plot_losses, read_history
@@ -171,11 +179,11 @@ def train_chat_model(
     outcome = result.return_value or {}
     with result.checkpoint.as_directory() as d:
         model, ckpt = load_trained(Path(d), task.empty_model())
-    out_dir = save_pretrained(
+    out_dir = export_chat_model(
         model,
         run.model(output_name),
-        tokenizer=tok,
-        meta={
+        tok,
+        {
             "stage": stage,
             "step": ckpt["step"],
             "init": str(source.model_dir),
@@ -184,7 +192,6 @@ def train_chat_model(
             "val_loss": ckpt["last"].get("val_loss"),
             **(meta or {}),
         },
-        eos_token_ids=[tok.eot_id, tok.token_id(IM_END)],
     )
     history, evals = read_history(run.metrics / f"{stage}.jsonl")
     plot_losses(history, evals, run.plots / f"{stage}_loss.png", f"{stage}: loss per assistant token")
