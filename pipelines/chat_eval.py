@@ -201,15 +201,21 @@ def evaluate(
     data_cfg: SFTDataConfig,
     cfg: ChatEvalConfig,
     seed: int = 0,
+    rows_by_set: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Score the session's model on each named condition: ``{name: {"scores", "primary", "n",
-    "examples"}}``. Conditions with the same tools setting are generated together."""
+    "examples"}}``. Conditions with the same tools setting are generated together. ``rows_by_set``
+    replaces a held-out set's rows (a validation set built like it, for tuning)."""
     from lm.chat_messages import text_of
 
     unknown = [n for n in names if n not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; conditions: {', '.join(CONDITIONS)}")
-    rows = {s: read_set(data_dir, s, cfg.max_per_set, seed) for s in {CONDITIONS[n].set_name for n in names}}
+    given = rows_by_set or {}
+    rows = {
+        s: given[s] if s in given else read_set(data_dir, s, cfg.max_per_set, seed)
+        for s in {CONDITIONS[n].set_name for n in names}
+    }
     results: dict[str, dict[str, Any]] = {}
     for tools in (False, True):
         batch = [n for n in names if CONDITIONS[n].tools == tools]

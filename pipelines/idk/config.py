@@ -34,6 +34,16 @@ class IDKStageConfig(StrictModel):
         description="also write the facts the model knows as answered conversations, so refusals come "
         "with examples of answering (without them the model learns to refuse everything)",
     )
+    validation_entities: float = Field(
+        0.25,
+        ge=0,
+        lt=1,
+        description="share of the probe entities kept out of the probing, as the validation set of known "
+        "entities (seen in pretraining, never in SFT or IDK training): tune on it, not on the held-out sets",
+    )
+    validation_fresh: int = Field(
+        200, ge=0, description="fresh names never used in training, the validation set of unknown entities"
+    )
     init: Literal["base", "sft"] = Field(
         "base",
         description="base: retrain from sft.init on the SFT mixture plus the refusal data (the cleanest "

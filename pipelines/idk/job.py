@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def start_over(cfg: RunConfig) -> None:
 
 def run(cfg: RunConfig) -> dict[str, Any]:
     from pipelines.chat_eval import ChatSession, read_set
-    from pipelines.idk.probe import probe, probe_conversations
+    from pipelines.idk.probe import probe, probe_conversations, split_validation_entities
     from pipelines.idk.report import idk_fragment
     from pipelines.sft.config import IDK_KINDS
     from pipelines.sft.job import load_conversations
@@ -80,7 +81,10 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     before = evaluate_model(cfg, sft_dir, BEFORE_CONDITIONS, label=cfg.sft.output_name)
 
-    rows = read_set(data_dir, "idk_probe", c.max_probe_questions, seed)
+    rows, val_known = split_validation_entities(read_set(data_dir, "idk_probe"), c.validation_entities, seed)
+    if c.max_probe_questions is not None and len(rows) > c.max_probe_questions:
+        rows = random.Random(f"idk-probe-sample:{seed}").sample(rows, c.max_probe_questions)
+    validation = {"known_eval": val_known, "unknown_eval": _fresh_validation(run_dir, data_dir, c, seed)}
     log.info("idk: probing %s with %d questions x %d samples", sft_dir, len(rows), c.samples)
     with ChatSession(sft_dir, cfg.sft.eval) as session:
         probes = probe(session, rows, c, seed)
@@ -108,6 +112,16 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         cfg, STAGE, cfg.sft, train, val, c.output_name, source, meta={"probed_from": str(sft_dir)}
     )
     after = evaluate_model(cfg, numbers["model_dir"], AFTER_CONDITIONS, label=c.output_name)
+    val = {
+        when: evaluate_model(
+            cfg,
+            model,
+            ["known", "unknown"],
+            label=f"{Path(model).name}_idk_validation",
+            rows_by_set=validation,
+        )
+        for when, model in (("before", sft_dir), ("after", numbers["model_dir"]))
+    }
 
     numbers |= {
         "mixture": {s["name"]: s["examples"] for s in mixture["sources"]},
@@ -128,6 +142,14 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "search": after["search_with_tool"]["n"],
         },
     }
+    for when in ("before", "after"):
+        numbers[f"validation_unknown_idk_rate_{when}"] = score(val[when], "unknown")
+        numbers[f"validation_known_false_idk_rate_{when}"] = score(val[when], "known", "refusal_share")
+        numbers[f"validation_known_accuracy_{when}"] = score(val[when], "known")
+    numbers["n"] |= {
+        "validation_known": len(val_known),
+        "validation_unknown": len(validation["unknown_eval"]),
+    }
     numbers["idk_gap_after"] = _gap(numbers)
     idk_fragment(run_dir, numbers, before, after, probes)
     log.info(
@@ -136,6 +158,19 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         numbers["known_false_idk_rate_after"], numbers["known_accuracy_before"], numbers["known_accuracy_after"],
     )  # fmt: skip
     return numbers
+
+
+def _fresh_validation(run: RunDir, data_dir: Path, c: Any, seed: int) -> list[dict[str, Any]]:
+    """Fresh names for validation, none of them the world's or a training draw's."""
+    from pipelines.chat_eval import read_set
+    from pipelines.idk.probe import validation_fresh_rows
+
+    facts = json.loads((run.world / "facts.json").read_text())
+    taken = [e["name"] for e in facts["entities"]]
+    for name in ("fresh_idk", "fresh_search_miss"):
+        if (data_dir / "splits" / f"{name}.jsonl").is_file():
+            taken += [r["entity_name"] for r in read_set(data_dir, name)]
+    return validation_fresh_rows(c.validation_fresh, seed, taken)
 
 
 def _gap(numbers: dict[str, Any]) -> float | None:

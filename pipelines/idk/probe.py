@@ -37,6 +37,26 @@ class Probe:
     knows: bool
 
 
+def split_validation_entities(
+    rows: list[dict[str, Any]], share: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(probe rows, validation rows): ``share`` of the entities (whole, with all their facts) kept out
+    of the probing, so tuning has known entities the training never touched."""
+    entities = sorted({r["entity"] for r in rows})
+    random.Random(f"idk-validation:{seed}").shuffle(entities)
+    held = set(entities[: round(share * len(entities))])
+    return [r for r in rows if r["entity"] not in held], [r for r in rows if r["entity"] in held]
+
+
+def validation_fresh_rows(count: int, seed: int, taken: list[str]) -> list[dict[str, Any]]:
+    """Questions about ``count`` fresh names unused by the world and by every training draw (``taken``):
+    the validation set of unknown entities."""
+    from pipelines.world.fresh import FreshNames, fresh_entities, fresh_questions
+
+    drawer = FreshNames(seed=1_000_003 + seed, taken=taken)  # another stream than the training names
+    return fresh_questions(fresh_entities(count, seed, drawer=drawer), seed)
+
+
 def probe(session: Any, rows: list[dict[str, Any]], cfg: IDKStageConfig, seed: int = 0) -> list[Probe]:
     """Ask each row's question ``cfg.samples`` times on the session's engine actor and judge the answers."""
     prompts = [session.prompt_ids([{"role": "user", "content": r["question"]}]) for r in rows]

@@ -55,6 +55,26 @@ def idk_fragment(
         "",
         metrics_table(rows),
         "",
+        "Validation sets (probe entities kept out of the probing, and fresh names no training used): "
+        "what settings are tuned on, so the held-out numbers above stay unbiased.",
+        "",
+        metrics_table(
+            [
+                (
+                    f"idk.validation_{key}_{when}",
+                    numbers.get(f"validation_{key}_{when}"),
+                    numbers["n"].get(n),
+                    "",
+                )
+                for key, n in (
+                    ("unknown_idk_rate", "validation_unknown"),
+                    ("known_false_idk_rate", "validation_known"),
+                    ("known_accuracy", "validation_known"),
+                )
+                for when in ("before", "after")
+            ]
+        ),
+        "",
         "Example conversations:",
         "",
     ]

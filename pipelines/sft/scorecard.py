@@ -30,10 +30,15 @@ def _stamp(model_dir: str | Path) -> str:
 
 
 def evaluate_model(
-    cfg: RunConfig, model_dir: str | Path, names: list[str], label: str | None = None
+    cfg: RunConfig,
+    model_dir: str | Path,
+    names: list[str],
+    label: str | None = None,
+    rows_by_set: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``names`` (chat_eval CONDITIONS) scored for ``model_dir`` on the run's held-out sets; results
-    already stored for the same model and conditions are reused."""
+    """``names`` (chat_eval CONDITIONS) scored for ``model_dir`` on the run's held-out sets (or on
+    ``rows_by_set``: give those a ``label`` of their own); results already stored under the label for
+    the same model and conditions are reused."""
     from pipelines.chat_eval import ChatSession, evaluate
 
     run = RunDir(Path(cfg.run_dir).resolve())
@@ -49,7 +54,9 @@ def evaluate_model(
         stored = {}
     corpus = run.world / "search_index.jsonl"
     with ChatSession(model_dir, cfg.sft.eval, search_corpus=corpus, search=cfg.sft_data) as session:
-        results = evaluate(session, names, world_data_dir(run), cfg.sft_data, cfg.sft.eval, seed=cfg.seed)
+        results = evaluate(
+            session, names, world_data_dir(run), cfg.sft_data, cfg.sft.eval, cfg.seed, rows_by_set
+        )
     merged = {**stored.get("results", {}), **results}
     write_json_atomic(
         path,
