@@ -97,8 +97,9 @@ def test_the_stages_write_chat_models_numbers_and_the_report(post_trained: RunDi
     probed = (run.root / "idk_data" / "probed.jsonl").read_text().splitlines()
     assert len(probed) == idk["probe"]["conversations"] > 0
     report = run.report.read_text()
+    # (transcripts show whatever these barely trained models say; tests/test_sft.py checks their layout)
     for text in ("Post-training scorecard", "idk.unknown_idk_rate_after", "sft.answer_first_accuracy",
-                 "How tokens think", "[search:", "plots/sft_loss.png"):  # fmt: skip
+                 "How tokens think", "    user: ", "    assistant: ", "plots/sft_loss.png"):  # fmt: skip
         assert text in report, text
 
 
