@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError, RunConfig
+from pipelines.config import ConfigError, RunConfig, shorthand_overrides
 from pipelines.runtime import RunDir, update_summary
 
 log = logging.getLogger("raychat.sft")
@@ -203,9 +203,4 @@ _SHORTHANDS = {
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for attr, key in _SHORTHANDS.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-    return out
+    return shorthand_overrides(args, _SHORTHANDS)
