@@ -307,7 +307,8 @@ def extract_quality(side: str, records: list[dict], fast: bool, timeout: float) 
     if side == "ours":
         from pipelines.clean.config import CleanConfig
         from pipelines.clean.extract import HtmlExtractor
-        from pipelines.clean.filters import QUALITY_STEPS, build_step, run_steps
+        from pipelines.clean.filters.base import run_steps
+        from pipelines.clean.steps import QUALITY_STEPS, build_step
 
         cfg = CleanConfig()
         cfg.extract.fast, cfg.extract.timeout_s, cfg.extract.timeout_mode = fast, timeout, "process"
@@ -350,7 +351,8 @@ def extract_quality(side: str, records: list[dict], fast: bool, timeout: float) 
 
 def read_html(folder: Path, limit: int) -> list[dict]:
     """The first ``limit`` HTML records, round-robin over the files, through our reader."""
-    from pipelines.clean.readers import expand_inputs, read_file
+    from pipelines.clean.readers import read_file
+    from pipelines.inputs import expand_inputs
 
     files, _ = expand_inputs([str(folder)])
     streams = [
