@@ -27,7 +27,8 @@ from typing import Any
 
 from pipelines.config import COMMANDS, RunConfig, load_config
 from pipelines.errors import ConfigError, StageFailed
-from pipelines.runner import preflight, run_stage, run_stages
+from pipelines.run_dir import RunDir
+from pipelines.runner import log_to_run, preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
 from pipelines.stages import STAGES, Graph
 
@@ -47,6 +48,11 @@ def _common_args(p: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set pretrain.max_steps=50 (repeatable)",
     )
     p.add_argument("--run-dir", help="shorthand for --set run_dir=DIR")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show every log line, Ray's included, on the console (by default they go to <run>/logs/raychat.log)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -137,6 +143,7 @@ def _stage_command(args: argparse.Namespace) -> int:
             overrides += module.cli_overrides(args)
     graph = Graph(load_config(args.config, overrides))
     graph[args.stage]  # noqa: B018 - an unknown (undeclared) stage is a ConfigError naming the stages
+    log_to_run(RunDir(graph.cfg.run_dir))
     preflight(graph, args.stage)
     init_ray(graph.cfg.ray)
     numbers = run_stage(graph, args.stage, force=args.force)
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    if getattr(args, "verbose", False):
+        setup_logging(verbose=True)
     try:
         if args.command == "sample":
             from pipelines.sample import main_sample

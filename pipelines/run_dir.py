@@ -53,6 +53,7 @@ LAYOUT = {
     "idk_data": "idk_data",  # the idk stage's probes and refusal conversations
     "search": "search",  # a saved search index of the run's search corpus (world/search_index.jsonl)
     "report": "report.md",
+    "logs": "logs",  # raychat.log: every log line of the run's commands (the console shows a summary)
 }
 
 
@@ -140,6 +141,15 @@ class RunDir:
     def tensorboard(self, stage: str) -> Path:
         """``metrics/tensorboard/<stage>``: TensorBoard's event files of a training stage."""
         return self.metrics / "tensorboard" / stage
+
+    def status_file(self, stage: str) -> Path:
+        """``metrics/<stage>.status``: the newest progress line of a stage's workers (pipelines/console.py)."""
+        return self.metrics / f"{stage}.status"
+
+    @property
+    def log_file(self) -> Path:
+        """``logs/raychat.log``: every log line of the commands run on this run directory."""
+        return self.local("logs") / "raychat.log"
 
     def fragment(self, stage: str, part: str) -> Path:
         """``metrics/<stage>.<part>.md``: markdown a stage's report section includes (e.g. samples)."""

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from pipelines import storage
+from pipelines import console, storage
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir, clear_done, is_done, mark_done, update_summary
 from pipelines.runtime import init_ray
@@ -53,8 +53,10 @@ def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True)
         clear_done(run, name)
     if force and hasattr(module, "start_over"):
         module.start_over(cfg, name)
-    log.info("stage %s: starting (run dir %s)", name, run.location)
-    numbers = module.run(cfg, name) or {}  # a long-running stage returns when it is stopped
+    log_to_run(run)
+    log.info("stage %s: starting (run dir %s)", name, run.location, extra={"console": True})
+    with console.watch_status(run.status_file(name), name):
+        numbers = module.run(cfg, name) or {}  # a long-running stage returns when it is stopped
     numbers.setdefault("seconds", round(time.time() - started, 2))
     # the stages built on this one were made from its old outputs: they are no longer complete (a stage
     # that fails leaves them be, as stages swap their outputs in only when they finish)
@@ -65,7 +67,11 @@ def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True)
     update_summary(run, name, numbers)
     if not stage.long_running:
         mark_done(run, name, {"seconds": numbers["seconds"], "consumes": graph.consumes(name)})
-    log.info("stage %s: done in %.1fs", name, numbers["seconds"])
+    summary = console.headline(numbers, getattr(module, "HEADLINE", ()))
+    log.info(
+        "stage %s: done in %.1fs%s", name, numbers["seconds"], f": {summary}" if summary else "",
+        extra={"console": True},
+    )  # fmt: skip
     if report:
         write_report_safely(graph)
     return numbers
@@ -77,6 +83,7 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
     among them runs last (it returns only when stopped). report.md is written at the end, also when a
     stage failed (with what the others did)."""
     run = RunDir(graph.cfg.run_dir)
+    log_to_run(run)
     ordered = graph.order(names)
     ordered = [n for n in ordered if not graph[n].long_running] + [
         n for n in ordered if graph[n].long_running
@@ -85,7 +92,11 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
     try:
         for name in ordered:
             if not force and not graph[name].long_running and is_done(run, name):
-                log.info("stage %s: outputs complete, skipping (use --force to redo)", name)
+                log.info(
+                    "stage %s: outputs complete, skipping (use --force to redo)",
+                    name,
+                    extra={"console": True},
+                )
                 continue
             for needed in graph.consumes(name):
                 if needed not in ordered and not is_done(run, needed):
@@ -98,6 +109,16 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
     finally:
         write_report_safely(graph)
     return results
+
+
+def log_to_run(run: RunDir) -> None:
+    """Everything logged from now on also goes to ``<run>/logs/raychat.log`` (a local run directory;
+    on an object store the console and Ray's session logs are what there is)."""
+    try:
+        path = run.log_file
+    except ConfigError:
+        return
+    console.log_to(path)
 
 
 def write_report_safely(graph: Graph) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -20,14 +19,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("raychat")
 
 
-def setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("RAYCHAT_LOG_LEVEL", "INFO"),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
-            stream=sys.stderr,
-        )
+def setup_logging(verbose: bool | None = None) -> None:
+    """The quiet console (pipelines/console.py); ``verbose`` (or RAYCHAT_VERBOSE=1) shows everything."""
+    from pipelines import console
+
+    console.setup(verbose)
 
 
 def init_ray(cfg: RayConfig) -> None:
@@ -41,9 +37,17 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
+    from pipelines import console
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    verbose = console.is_verbose()
+    if not verbose:
+        # Ray Data's per-operator progress blocks: the stage's own progress line replaces them
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    console.quiet_ray_loggers()  # before ray.init: its own start-up lines go to the log file
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=verbose)
+        _quiet_ray_data()
         return
     kwargs: dict[str, Any] = {
         "include_dashboard": cfg.include_dashboard,
@@ -55,7 +59,29 @@ def init_ray(cfg: RayConfig) -> None:
         kwargs["num_cpus"] = cfg.num_cpus
     if cfg.object_store_memory_mb is not None:
         kwargs["object_store_memory"] = cfg.object_store_memory_mb * 1024 * 1024
-    ray.init(**kwargs)
+    # the workers' own output (training ranks' lines, actors' logs) stays in Ray's session logs unless
+    # --verbose: their progress reaches the console through status files (pipelines/console.py)
+    ray.init(log_to_driver=verbose, **kwargs)
+    _quiet_ray_data()
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data sets up its loggers when first imported: import it now, then route them (console.py)."""
+    import ray.data  # noqa: F401
+
+    from pipelines import console
+
+    console.quiet_ray_loggers()
+    log.info("Ray session logs (the workers' output): %s", _session_dir())
+
+
+def _session_dir() -> str:
+    try:
+        import ray
+
+        return str(ray._private.worker.global_worker.node.get_session_dir_path())
+    except Exception:  # noqa: BLE001 - only informative
+        return "/tmp/ray/session_latest"
 
 
 @contextlib.contextmanager
@@ -93,7 +119,10 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every_s or (self.total is not None and self.done >= self.total):
             self.last = now
-            log.info("%s", self.line(extra))
+            final = self.total is not None and self.done >= self.total
+            log.info(
+                "%s", self.line(extra), extra={"progress": True, "progress_key": self.name, "final": final}
+            )
 
     def line(self, extra: str = "") -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)

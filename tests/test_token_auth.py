@@ -56,7 +56,8 @@ def test_a_stage_submitted_with_the_token_succeeds(auth_head: Head) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "Job 'raychat-with-token' succeeded" in out, out[-4000:]
-    assert "Connected to Ray cluster" in out  # the stage's driver joined the token-protected cluster
+    # the stage's driver joined the token-protected cluster (Ray's own lines go to the run's log file)
+    assert "Connected to Ray cluster" in (run_dir / "logs" / "raychat.log").read_text()
     status = ray_cli(auth_head, "job", "status", "--address", auth_head.address, "raychat-with-token")
     assert "succeeded" in status.stdout + status.stderr
     pages = (run_dir / "world" / "pages.jsonl").read_text().splitlines()

@@ -45,6 +45,11 @@ from ray.data.aggregate import Unique
 from pipelines.clean.config import DedupConfig
 from pipelines.clean.minhash import MinHasher, exact_bucket_ids, hasher_for, normalize_texts, text_hashes
 
+PHASE = {
+    "progress": True,
+    "progress_key": "clean",
+    "final": True,
+}  # a line of the clean stage's progress (console.py)
 log = logging.getLogger(__name__)
 
 STEP = "dedup"
@@ -87,7 +92,13 @@ def deduplicate(
     hasher = hasher_for(cfg)
     n_bucket_rows = n_docs * ((cfg.num_bands if cfg.fuzzy else 0) + (1 if cfg.exact else 0))
     parts = _partitions(cfg, n_bucket_rows * 48)
-    log.info("dedup: %d documents, %d bucket rows, %d shuffle partitions", n_docs, n_bucket_rows, parts)
+    log.info(
+        "dedup: %d documents, %d bucket rows, %d shuffle partitions",
+        n_docs,
+        n_bucket_rows,
+        parts,
+        extra=PHASE,
+    )
 
     edges = (
         docs.select_columns(["text", key])
@@ -102,7 +113,7 @@ def deduplicate(
         .materialize()
     )
     stats["candidate_edges"] = n_edges = edges.count()
-    log.info("dedup: %d candidate edges", n_edges)
+    log.info("dedup: %d candidate edges", n_edges, extra=PHASE)
     if n_edges == 0:
         stats["seconds"] = round(time.monotonic() - start, 3)
         return docs, _empty_dropped(schema), stats
@@ -133,6 +144,7 @@ def deduplicate(
         stats["duplicate_clusters"],
         rounds,
         stats["seconds"],
+        extra=PHASE,
     )
     return kept, dropped, stats
 
@@ -157,7 +169,12 @@ def connected_components(
                 f"({counts['unfinished']} nodes left); raise dedup.max_cc_rounds"
             )
         rounds += 1
-        log.info("dedup: connected components round %d (%d nodes not settled)", rounds, counts["unfinished"])
+        log.info(
+            "dedup: connected components round %d (%d nodes not settled)",
+            rounds,
+            counts["unfinished"],
+            extra=PHASE,
+        )
         large = _adjacency(adjacency.map_batches(_large_star, batch_format="pyarrow"), num_partitions)
         adjacency = _adjacency(large.map_batches(_small_star, batch_format="pyarrow"), num_partitions)
         adjacency = adjacency.materialize()

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat.clean")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("records", "clean", "rejected", "documents_per_second")
 # the stage's interface (pipelines/stages.py)
 __all__ = ["add_cli_args", "cli_overrides", "preflight", "report_section", "run", "start_over"]
 

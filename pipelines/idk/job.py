@@ -36,6 +36,8 @@ from pipelines.run_dir import RunDir
 from pipelines.storage import write_json
 
 log = logging.getLogger("raychat.idk")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("unknown_idk_rate_before", "unknown_idk_rate_after", "known_accuracy_after")
 STAGE = "idk"
 BEFORE_CONDITIONS = ["known", "unknown"]
 AFTER_CONDITIONS = ["known", "unknown", "search_with_tool", "search_without_tool", "identity"]

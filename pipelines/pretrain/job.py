@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # torch: imported only when a stage runs, not when the CLI re
     from pipelines.pretrain.task import PretrainTask
 
 log = logging.getLogger("raychat.pretrain")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("steps", "val_loss", "val_bpb", "tokens_per_s")
 # the stage's interface (pipelines/stages.py); ``name`` (default "pretrain") is also Ray Train's run
 # name: checkpoints live in <run>/checkpoints/<name>
 __all__ = ["add_cli_args", "cli_overrides", "report_section", "run", "start_over"]

@@ -33,6 +33,8 @@ from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir, update_summary
 
 log = logging.getLogger("raychat.sft")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("val_loss", "identity_accuracy", "search_accuracy_with_tool", "reasoning_first_accuracy")
 STAGE = "sft"
 EVAL_CONDITIONS = [
     "identity",

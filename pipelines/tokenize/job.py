@@ -71,6 +71,8 @@ if TYPE_CHECKING:
     from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("vocab_size", "tokens", "bytes_per_token", "tokens_per_second")
 # the stage's interface (pipelines/stages.py)
 __all__ = ["add_cli_args", "cli_overrides", "report_section", "run"]
 
@@ -204,11 +206,13 @@ def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tok
             show_progress=False,
         )
         if tok.vocab_size < tc.vocab_size:
-            log.warning(
-                "the corpus ran out of pairs seen %d times: vocabulary is %d, not %d",
+            # expected on a small corpus (the tiny world's): said once, on the console, not as a warning
+            log.info(
+                "tokenize: the corpus has no more pairs seen %d times: vocabulary is %d, not %d",
                 tc.min_frequency,
                 tok.vocab_size,
                 tc.vocab_size,
+                extra={"console": True},
             )
     else:
         try:

@@ -29,6 +29,7 @@ from lm import atomic
 from lm.train.mfu import device_peak_flops, mfu
 from lm.train.task import TrainTask
 from lm.train.trainer import Trainer
+from pipelines.console import write_status
 from pipelines.run_dir import MetricsWriter, RunDir
 from pipelines.runtime import format_seconds, setup_logging
 from pipelines.train.config import TrainingConfig
@@ -130,6 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     total = task.total_steps
     step_times: deque[float] = deque(maxlen=20)
     rates: list[float] = []
+    status_path, status_at = run.status_file(stage), 0.0
 
     if step == 0:  # where the curve starts: the untrained model's validation metrics
         initial = task.evaluate(trainer)
@@ -165,9 +167,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         if writer is not None:
             writer.write(record)
             tracker.log({k: v for k, v in record.items() if k not in ("step", "time")}, step)
+            eta = sum(step_times) / len(step_times) * (total - step)
             if step % cfg.log_every == 0 or step == total:
-                eta = sum(step_times) / len(step_times) * (total - step)
                 log.info("%s", progress_line(stage, step, total, record, evaluated, task, eta))
+            if time.monotonic() - status_at >= 1.0 or step == total:  # the driver's live line
+                status_at = time.monotonic()
+                write_status(status_path, progress_line(stage, step, total, record, evaluated, task, eta))
         if cfg.fail_at_step == step and rank == cfg.fail_rank and not fault_marker(spec, step).exists():
             inject_fault(spec, rank, step)
         if step % cfg.checkpoint_every == 0 or step == total:

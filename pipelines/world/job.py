@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat")
+# the numbers the console shows when the stage ends (pipelines/console.py)
+HEADLINE = ("pages", "entities")
 __all__ = ["report_section", "run"]  # the stage's interface (pipelines/stages.py)
 
 
