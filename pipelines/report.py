@@ -65,7 +65,7 @@ def write_report(graph: Graph) -> str:
     """Write ``<run>/report.md`` for the stages of ``graph`` that have numbers; return its location."""
     run = RunDir(graph.cfg.run_dir)
     summary = read_summary(run)
-    parts = [f"# raychat run report: `{run.location}`", ""]
+    parts = [f"# raychat run report: `{run.location}`", "", at_a_glance(graph, summary), ""]
     for stage in graph:
         if stage.name not in summary:
             continue
@@ -81,3 +81,30 @@ def write_report(graph: Graph) -> str:
     storage.write_bytes_atomic(location, "\n".join(parts).encode("utf-8"))
     log.info("report: %s", location)
     return location
+
+
+def at_a_glance(graph: Graph, summary: dict[str, Any]) -> str:
+    """The one-screen summary at the top: each stage that ran, what it did to its number, how long it
+    took. A stage module's ``summary_line(numbers)`` says it in words; else its headline numbers."""
+    from pipelines.console import headline
+
+    rows = ["## At a glance", "", "| stage | what it did | seconds |", "| --- | --- | ---: |"]
+    for stage in graph:
+        numbers = summary.get(stage.name)
+        if not isinstance(numbers, dict):
+            continue
+        module = stage.module()
+        try:
+            if hasattr(module, "summary_line"):
+                line = module.summary_line(numbers)
+            else:
+                line = headline(numbers, getattr(module, "HEADLINE", ()))
+        except (KeyError, TypeError, ValueError) as e:  # an older run's numbers: show what there is
+            line = f"({type(e).__name__}: {e})"
+        seconds = numbers.get("seconds")
+        rows.append(
+            f"| {stage.name} | {line} | {seconds:,.0f} |"
+            if isinstance(seconds, int | float)
+            else f"| {stage.name} | {line} | |"
+        )
+    return "\n".join(rows)

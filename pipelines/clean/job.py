@@ -39,6 +39,14 @@ HEADLINE = ("records", "clean", "rejected", "documents_per_second")
 __all__ = ["add_cli_args", "cli_overrides", "preflight", "report_section", "run", "start_over"]
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    share = n["clean"] / n["records"] if n.get("records") else 0.0
+    return (
+        f"kept {n['clean']:,} of {n['records']:,} records ({share:.0%}); rejected {n['rejected']:,}, "
+        f"{n.get('record_errors', 0):,} unreadable"
+    )
+
+
 def add_cli_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input",

@@ -43,6 +43,18 @@ BEFORE_CONDITIONS = ["known", "unknown"]
 AFTER_CONDITIONS = ["known", "unknown", "search_with_tool", "search_without_tool", "identity"]
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    def f(key: str) -> str:
+        v = n.get(key)
+        return f"{v:.2f}" if isinstance(v, float) else "-"
+
+    return (
+        f"'I don't know' on unknown entities {f('unknown_idk_rate_before')} -> {f('unknown_idk_rate_after')}, "
+        f"wrongly on known ones {f('known_false_idk_rate_before')} -> {f('known_false_idk_rate_after')}; "
+        f"known accuracy {f('known_accuracy_before')} -> {f('known_accuracy_after')}"
+    )
+
+
 def _paths(cfg: RunConfig) -> tuple[RunDir, Path, Path]:
     from pipelines.sft.scorecard import world_data_dir
 

@@ -48,6 +48,15 @@ HEADLINE = ("steps", "val_loss", "val_bpb", "tokens_per_s")
 __all__ = ["add_cli_args", "cli_overrides", "report_section", "run", "start_over"]
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    unigram = n.get("unigram_entropy")
+    versus = f" (a unigram model: {unigram:.2f})" if isinstance(unigram, float) else ""
+    return (
+        f"{n['params']:,}-parameter base model, {n['steps']:,} steps: validation loss "
+        f"{n['val_loss']:.2f}{versus}, {n['val_bpb']:.3f} bits per byte"
+    )
+
+
 def prepare(cfg: RunConfig, name: str = "pretrain") -> tuple[PretrainTask, Any, dict[str, Any]]:
     """Everything the workers need, resolved and checked before any of them starts.
 

@@ -50,6 +50,18 @@ EVAL_CONDITIONS = [
 ]
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    def f(key: str) -> str:
+        v = n.get(key)
+        return f"{v:.2f}" if isinstance(v, float) else "-"
+
+    return (
+        f"chat model: validation loss {f('val_loss_start')} -> {f('val_loss')}; identity {f('identity_accuracy')}, "
+        f"search {f('search_accuracy_with_tool')} with the tool / {f('search_accuracy_without_tool')} without, "
+        f"arithmetic reasoning first {f('reasoning_first_accuracy')} / answer first {f('answer_first_accuracy')}"
+    )
+
+
 def build_world_data(cfg: RunConfig, run: RunDir, needed: bool) -> Path | None:
     """The tiny world's post-training data under ``<run>/sft_data`` (rebuilt: seconds, deterministic),
     when the run has a world and ``needed``; None otherwise."""

@@ -80,6 +80,13 @@ __all__ = ["add_cli_args", "cli_overrides", "report_section", "run"]
 # -- CLI ------------------------------------------------------------------------------------------
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    return (
+        f"{n['tokens']:,} tokens with a {n['vocab_size']:,}-token vocabulary "
+        f"({n['bytes_per_token']:.2f} bytes per token)"
+    )
+
+
 def add_cli_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", help="clean parquet folder (default: <run>/data/clean)")
     parser.add_argument("--output", help="run directory to write tokenizer/ and tokens/ into (= --run-dir)")

@@ -26,6 +26,10 @@ HEADLINE = ("pages", "entities")
 __all__ = ["report_section", "run"]  # the stage's interface (pipelines/stages.py)
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    return f"wrote a crawl of {n['pages']:,} pages about {n['entities']:,} made-up entities"
+
+
 def run(cfg: RunConfig, name: str = "world") -> dict[str, Any]:
     run_dir = RunDir(cfg.run_dir)
     numbers = generate(cfg.seed, getattr(cfg, name), run_dir.world)
