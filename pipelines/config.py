@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 from lm.config_base import StrictModel
 from pipelines.clean.config import CleanConfig
+from pipelines.grpo.config import GRPOConfig
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
@@ -38,6 +39,7 @@ class RunConfig(StrictModel):
     clean: CleanConfig = CleanConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    grpo: GRPOConfig = GRPOConfig()
 
 
 class ConfigError(ValueError):
