@@ -62,6 +62,13 @@ class GeneratorActor(EngineActor):
     async def cpu_seconds(self) -> float:
         return time.process_time()
 
+    async def weight_sums(self) -> dict[str, float]:
+        """Each weight's sum, in float64 (a check that an update arrived; TorchEngine only)."""
+        model = getattr(self.engine, "model", None)
+        if model is None:
+            raise NotImplementedError(f"{type(self.engine).__name__} does not expose its weights")
+        return {k: float(v.double().sum()) for k, v in model.state_dict().items()}
+
 
 def start_generator(
     config: EngineActorConfig,

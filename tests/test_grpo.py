@@ -205,3 +205,60 @@ def test_a_crashed_run_resumes_from_its_checkpoint(ray_session, toy, tmp_path) -
     assert json.loads((last / "driver.json").read_text())["loop"]["version"] == 6
     optimizer = torch.load(last / "state.pt", weights_only=True)["optimizer"]["state"]
     assert {int(s["step"]) for s in optimizer.values()} == {6}  # AdamW continued from step 2's state
+
+
+def weight_sync_round_trip(toy: dict[str, Path], backend_gpus: float) -> None:
+    """A learner rank and a generator form the broadcast group; after a training step the generator
+    holds exactly the learner's new weights, tagged with the new version."""
+    import ray
+
+    from actors.engine_actor import EngineActorConfig
+    from actors.generator import start_generator
+    from actors.learner import LearnerGroup, LearnerSpec
+    from lm.rl.algos import AlgoConfig
+    from lm.rl.policy_step import Completion
+    from lm.train.config import StepConfig
+    from pipelines.grpo.launcher import Topology, join_weight_group
+
+    spec = LearnerSpec(
+        init_dir=str(toy["model"]),
+        step=StepConfig(lr=1e-2, warmup_steps=0, decay="constant"),
+        algo=AlgoConfig(),
+        temperature=1.0,
+        total_steps=4,
+        micro_batch_tokens=512,
+        norm_length=12,
+        seed=0,
+        use_gpu=backend_gpus > 0,
+    )
+    device = "cuda" if backend_gpus else "cpu"
+    gen = start_generator(
+        EngineActorConfig(model_dir=str(toy["model"]), engine="torch", device=device),
+        num_cpus=0.25,
+        num_gpus=backend_gpus,
+    )
+    learner = LearnerGroup(spec, 1, [{"num_cpus": 0.25, "num_gpus": backend_gpus}])
+    topo = Topology([gen], None, learner, None, None, "collective")
+    try:
+        join_weight_group(topo, backend="nccl" if backend_gpus else "gloo")
+        before = ray.get(gen.weight_sums.remote())
+        batch = [
+            Completion([1, 2, 3], [97, 98, 97], [False] * 3, [-0.7] * 3, advantage=a) for a in (1.0, -1.0)
+        ]
+        ray.get(learner.train_async(batch))
+        ray.get([learner.ranks[0].broadcast_weights.remote(), gen.receive_weights.remote(1, "finish")])
+        after = ray.get(gen.weight_sums.remote())
+        expected = {
+            k: float(v.double().sum())
+            for k, v in ray.get(ray.get(learner.ranks[0].weights_ref.remote())[0]).items()
+        }
+        assert after == pytest.approx(expected, rel=1e-6)
+        assert after != pytest.approx(before, rel=1e-6)
+        assert ray.get(gen.stats.remote())["policy_version"] == 1
+    finally:
+        topo.close()
+
+
+@pytest.mark.slow
+def test_collective_weight_sync_reaches_the_generators(ray_session, toy) -> None:
+    weight_sync_round_trip(toy, backend_gpus=0)  # gloo on CPU: the same code as NCCL on GPUs

@@ -48,7 +48,7 @@ class GeneratorPool(StrictModel):
     """Engine actors (actors/generator.py) that sample the rollouts."""
 
     num: int = Field(1, ge=1, description="generator actors")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs per generator (torch threads follow on CPU)")
+    num_cpus: float = Field(0.75, ge=0, description="CPUs per generator (the demo's pools fit 2 cores)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator (vLLM or TorchEngine on CUDA)")
     engine: Literal["auto", "torch", "vllm"] = Field("auto", description="engine (lm/engine/factory.py)")
     max_batch_size: int = Field(64, ge=1, description="samples each generator runs at once")
@@ -81,7 +81,7 @@ class LearnerSection(StepConfig):
     decay: Literal["cosine", "linear", "constant"] = "constant"
     weight_decay: float = Field(0.0, ge=0)
     num_workers: int = Field(1, ge=1, description="data-parallel ranks (torch.distributed, DDP or FSDP2)")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs per rank")
+    num_cpus: float = Field(0.75, ge=0, description="CPUs per rank")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per rank (NCCL between ranks when > 0)")
     micro_batch_tokens: int = Field(
         8192, ge=64, description="tokens per forward/backward (completions are packed into rows)"
@@ -205,7 +205,7 @@ class GRPOConfig(StrictModel):
     weight_sync: Literal["auto", "object_store", "collective"] = Field(
         "auto",
         description="learner -> generators: the object store (CPU) or a broadcast (NCCL on GPU, gloo on "
-        "CPU); auto: collective when the generators have GPUs",
+        "CPU); auto: collective when generators and learner ranks each have whole GPUs",
     )
 
     # -- data, evaluation, checkpoints ----------------------------------------------------------------

@@ -148,8 +148,8 @@ def launch(cfg: GRPOConfig, spec: LearnerSpec, tools: dict[str, Any], total_step
         )
 
     sync = cfg.weight_sync
-    if sync == "auto":
-        sync = "collective" if g.num_gpus > 0 else "object_store"
+    if sync == "auto":  # NCCL needs each member on its own GPU; fractional GPUs share one
+        sync = "collective" if g.num_gpus >= 1 and lrn.num_gpus >= 1 else "object_store"
     topo = Topology(generators, pool, learner, reference, score, sync, pg)
     ray.get([gen.stats.remote() for gen in generators])  # every engine loaded
     if pool is not None:

@@ -215,6 +215,7 @@ def run_loop(
             record["dropped_stale_groups"] = dropped.get("stale", 0)
             record["filtered_groups"] = dropped.get("filtered", 0)
             record["generator_version"] = collector.generator_version
+            record["cpu_s"] = cpu_seconds()  # every process of the topology and the driver, so far
             step_started, gen_busy_at_start, learner_busy_at_start = now, gen_busy, learner_busy
             dropped_at_start = Counter(collector.dropped_since)
             state.elapsed_s = now - started
@@ -230,7 +231,7 @@ def run_loop(
                     "collector": collector.state(),
                     "sample_lines": collector.samples.lines,
                     "metric_lines": _line_count(metrics_path),
-                    "cpu_s": cpu_seconds(),
+                    "cpu_s": record["cpu_s"],
                 }
                 checkpoints.save(topo, state.version, driver)
             faults.after_step(state.version)
