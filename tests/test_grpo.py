@@ -23,10 +23,13 @@ QUESTION = "Write some letters, please."
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict[str, Path]:
+    return make_toy(tmp_path_factory.mktemp("toy"))
+
+
+def make_toy(root: Path) -> dict[str, Path]:
     """A model that answers with 4-9 random letters from {a, b}, and the problem files."""
     from pipelines.grpo.control import cold_start_sft
 
-    root = tmp_path_factory.mktemp("toy")
     base, _ = tiny_model_dir(root / "base", seed=0, max_seq_len=64)
     rng = random.Random(0)
     with (root / "sft.jsonl").open("w") as f:

@@ -22,7 +22,13 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-from test_grpo import check_accounting, toy, toy_config, weight_sync_round_trip  # noqa: E402,F401
+from test_grpo import check_accounting, make_toy, toy_config, weight_sync_round_trip  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy(tmp_path_factory.mktemp("toy"))
+
 
 GPU_POOLS = {
     "generators": {"num_cpus": 0.5, "num_gpus": 0.4, "max_batch_size": 32, "prompts_in_flight": 2},
