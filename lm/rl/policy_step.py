@@ -35,6 +35,7 @@ from lm.scoring import gather_logprobs
 from lm.train.losses import IGNORE_INDEX, Loss
 from lm.train.trainer import Trainer
 
+ENTROPY_CHUNK = 2048  # rows of logits turned into a distribution's entropy at a time
 METRIC_KEYS = (
     "clip_frac",
     "clip_frac_high",
@@ -148,14 +149,26 @@ class PolicyStep:
     # -- the loss ------------------------------------------------------------------------------------
 
     def _scores(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        logits = model(batch["input_ids"])
-        logprobs = gather_logprobs(logits, batch["targets"], self.temperature)
+        """Log-probs and entropies ``[B, T]`` at the trained positions (0 elsewhere). Only those
+        positions go through the output layer (``output_index``): a rollout's prompt and tool results
+        cost no ``vocab``-wide logits, and memory stays ~ tokens trained x vocab, not B x T x vocab."""
+        mask = batch["mask"]
+        index = mask.reshape(-1).nonzero().squeeze(1)
+        logits = model(batch["input_ids"], output_index=index)  # [N, vocab]
+        picked = gather_logprobs(logits, batch["targets"].reshape(-1)[index], self.temperature)
+        if not index.numel():  # an empty share: still a graph through the model (DDP's all-reduce)
+            picked = logits.float().sum(-1)
         if self.algo.entropy_coef > 0:
             entropy = entropy_from_logits(logits / self.temperature)
         else:
             with torch.no_grad():
-                entropy = entropy_from_logits(logits.detach() / self.temperature)
-        return logprobs, entropy
+                entropy = torch.cat(
+                    [entropy_from_logits(c.detach() / self.temperature) for c in logits.split(ENTROPY_CHUNK)]
+                )
+        flat = torch.zeros(mask.numel(), dtype=picked.dtype, device=picked.device)
+        logprobs = flat.index_put((index,), picked).view_as(mask)
+        entropies = flat.index_put((index,), entropy.float()).view_as(mask)
+        return logprobs, entropies
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Loss:
         logprobs, entropy = self._scores(model, batch)

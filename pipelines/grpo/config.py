@@ -84,7 +84,7 @@ class LearnerSection(StepConfig):
     num_cpus: float = Field(0.75, ge=0, description="CPUs per rank")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per rank (NCCL between ranks when > 0)")
     micro_batch_tokens: int = Field(
-        8192, ge=64, description="tokens per forward/backward (completions are packed into rows)"
+        4096, ge=64, description="padded tokens per forward/backward (rows of whole completions)"
     )
 
 
@@ -219,6 +219,11 @@ class GRPOConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> GRPOConfig:
+        if self.mode == "r1_zero" and "rewards" not in self.model_fields_set:
+            # R1-Zero learns the format from the reward: a small format term beside accuracy
+            self.rewards = RewardConfig(
+                rules=[RuleReward(name="world_arithmetic"), RuleReward(name="r1_format", weight=0.1)]
+            )
         if self.group_size * self.prompts_per_step < 2:
             raise ValueError("a step needs at least two samples")
         if self.reference.enabled == "off" and self.algo.kl_coef > 0:

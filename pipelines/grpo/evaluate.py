@@ -74,7 +74,8 @@ def evaluate(
             answers_with.update(set(x.tool_calls))
             revises += x.revises
         if len(examples) < EXAMPLES:
-            examples.append({"question": problem.question, "reply": read[0].text, "right": right[0]})
+            shown = chat.tokenizer.decode(results[0].token_ids)  # tool calls and results included
+            examples.append({"question": problem.question, "reply": shown, "right": right[0]})
     n = sum(len(r) for r in correct)
     out: dict[str, Any] = dict(summarize(correct, ks=(1, e.samples) if e.samples > 1 else (1,)))
     out |= {

@@ -15,6 +15,8 @@ again resumes from the latest one (policy version, optimizer, data position, sam
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import math
 import time
@@ -243,3 +245,30 @@ def _run_control(
     finally:
         ray.kill(actor, no_restart=True)
     return result
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("grpo shorthands (each is a --set grpo.<key>=...)")
+    g.add_argument("--steps", type=int, help="grpo.steps")
+    g.add_argument("--max-staleness", type=int, help="grpo.max_staleness (0: synchronous)")
+    g.add_argument("--init", help="grpo.init (the model to start from)")
+    g.add_argument("--mode", choices=["r1", "r1_zero"], help="grpo.mode")
+    g.add_argument("--control", action="store_true", default=None, help="grpo.control.enabled=true")
+
+
+_SHORTHANDS = {
+    "steps": "grpo.steps",
+    "max_staleness": "grpo.max_staleness",
+    "init": "grpo.init",
+    "mode": "grpo.mode",
+    "control": "grpo.control.enabled",
+}
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for attr, key in _SHORTHANDS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    return out

@@ -277,9 +277,10 @@ def progress_line(
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (cfg.steps - state.version) / rate if rate > 0 else float("inf")
     stale = " ".join(f"{k}:{v}" for k, v in sorted(record["staleness"].items()))
+    kl = f"{record['kl']:.4f}" if "kl" in record else "-"
     return (
         f"grpo step {state.version}/{cfg.steps} | reward {record['reward_mean']:.3f} acc {record['accuracy']:.3f} "
-        f"| kl {record.get('kl', 0.0):.4f} ent {record.get('entropy', 0.0):.3f} clip {record.get('clip_frac', 0.0):.3f} "
+        f"| kl {kl} ent {record.get('entropy', 0.0):.3f} clip {record.get('clip_frac', 0.0):.3f} "
         f"| len {record['response_length']:.0f} | {record['samples_per_s']:.1f} samples/s | staleness {stale} "
         f"| idle gen {record['idle_generators']:.0%} learner {record['idle_learner']:.0%} | ETA {format_seconds(eta)}"
     )
