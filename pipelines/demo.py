@@ -15,9 +15,13 @@ from pathlib import Path
 
 from pipelines.config import RunConfig
 from pipelines.runtime import RunDir
+from pipelines.stages import STAGES
 
 log = logging.getLogger("raychat")
-DEMO_STAGES = ["world", "clean", "tokenize", "pretrain"]
+# GRPO starts from the SFT model: the demo runs it once the sft stage is registered
+DEMO_STAGES = ["world", "clean", "tokenize", "pretrain"] + (
+    [s for s in ("sft", "rm", "grpo") if s in STAGES] if "sft" in STAGES else []
+)
 
 
 def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:

@@ -148,10 +148,21 @@ def test_async_grpo_raises_the_reward_within_the_staleness_bound(ray_session, to
 def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path) -> None:
     from pipelines.grpo.job import run
 
-    numbers = run(toy_config(toy, tmp_path, max_staleness=0, steps=4, reference={"enabled": "off"}))
+    control = {
+        "enabled": True,
+        "conversations": str(toy["root"] / "sft.jsonl"),
+        "cpu_seconds": 3,
+        "num_cpus": 1,
+    }
+    cfg = toy_config(toy, tmp_path, max_staleness=0, steps=4, reference={"enabled": "off"}, control=control)
+    numbers = run(cfg)
     rows = check_accounting(tmp_path, 4, 4, 8, bound=0)
     assert {r["version"] for r in rows if r["kind"] == "sample" and r["step"] == 4} == {3}
     assert numbers["staleness_histogram"] == {"0": 4 * 4 * 8}
+    # the SFT control: trained for its CPU budget, evaluated like the policy, shown beside it
+    assert numbers["control_sft_cpu_s"] >= 3 and numbers["control_sft_steps"] >= 1
+    assert 0 <= numbers["control_sft_accuracy"] <= 1
+    assert "SFT control" in (tmp_path / "metrics" / "grpo.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,7 @@ class ControlSection(StrictModel):
         description="worked solutions (messages JSONL); null = <run>/sft_data/conversations/arithmetic.jsonl",
     )
     lr: float = Field(3e-4, gt=0)
+    num_cpus: int = Field(2, ge=1, description="CPUs (torch threads) of the control's one process")
     rows_per_step: int = Field(16, ge=1, description="conversations per optimizer step")
     cpu_seconds: float | None = Field(
         None, gt=0, description="CPU budget; null = the CPU seconds the GRPO run used"

@@ -51,6 +51,7 @@ def cold_start_sft(
     max_seq_len: int = 512,
     seed: int = 0,
     stage: str = "grpo_control",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train ``init_dir``'s model on ``conversations`` (messages JSONL) until ``cpu_seconds`` of this
     process or ``max_steps``, whichever comes first; save it to ``out_dir``; return what happened."""
@@ -67,6 +68,8 @@ def cold_start_sft(
 
     if cpu_seconds is None and max_steps is None:
         raise ValueError("give a CPU budget or a number of steps")
+    if threads is not None:
+        torch.set_num_threads(threads)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(init_dir)
@@ -126,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = cold_start_sft(
         args.init,
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         max_steps=args.steps,
         seed=args.seed,
         stage="sft_cold_start",
+        threads=args.threads,
     )
     print(json.dumps(result, indent=2))
     return 0

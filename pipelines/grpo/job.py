@@ -226,7 +226,7 @@ def _run_control(
     budget = c.cpu_seconds or cpu_used
     out = str(run_dir.model(f"{cfg.grpo.output_name}_control_sft"))
     log.info("grpo: the SFT control: %s on %s for %.0f CPU seconds", model, conversations, budget)
-    task = ray.remote(num_cpus=1)(cold_start_sft)
+    task = ray.remote(num_cpus=c.num_cpus)(cold_start_sft)
     result = ray.get(
         task.remote(
             str(model),
@@ -236,6 +236,7 @@ def _run_control(
             rows_per_step=c.rows_per_step,
             cpu_seconds=budget,
             seed=seed,
+            threads=c.num_cpus,
         )
     )
     tools = _tools(cfg, chat.tokenizer, run_dir)
