@@ -91,8 +91,8 @@ class LearnerSection(StepConfig):
 class ReferenceSection(StrictModel):
     """The frozen reference model for the KL term (actors/learner.py ReferenceActor)."""
 
-    enabled: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto: when algo.kl_coef > 0 or log_kl is on"
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="true, false, or auto: when algo.kl_coef > 0 or log_kl is on"
     )
     log_kl: bool = Field(True, description="score the reference even with kl_coef 0, to log the KL")
     num_cpus: float = Field(0.25, ge=0)
@@ -227,7 +227,7 @@ class GRPOConfig(StrictModel):
             )
         if self.group_size * self.prompts_per_step < 2:
             raise ValueError("a step needs at least two samples")
-        if self.reference.enabled == "off" and self.algo.kl_coef > 0:
+        if self.reference.enabled is False and self.algo.kl_coef > 0:
             raise ValueError("algo.kl_coef > 0 needs the reference model (reference.enabled: auto or on)")
         if self.eval.samples > 1 and self.eval.temperature == 0:
             raise ValueError("eval.samples > 1 needs eval.temperature > 0 (greedy samples are all the same)")
@@ -249,7 +249,7 @@ class GRPOConfig(StrictModel):
     def use_reference(self) -> bool:
         if self.reference.enabled == "auto":
             return self.algo.kl_coef > 0 or self.reference.log_kl
-        return self.reference.enabled == "on"
+        return bool(self.reference.enabled)
 
     def system(self) -> str | None:
         if self.system_prompt is not None:
