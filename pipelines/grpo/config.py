@@ -172,7 +172,7 @@ class GRPOConfig(StrictModel):
     )
 
     # -- the algorithm ------------------------------------------------------------------------------
-    steps: int = Field(40, ge=1, description="learner steps (policy versions)")
+    steps: int = Field(30, ge=1, description="learner steps (policy versions)")
     prompts_per_step: int = Field(16, ge=1, description="groups per learner step")
     group_size: int = Field(8, ge=2, description="G: samples per prompt")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (the learner scores at it)")
