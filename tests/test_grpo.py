@@ -56,7 +56,8 @@ def make_toy(root: Path) -> dict[str, Path]:
     return {"root": root, "model": root / "sft"}
 
 
-def toy_config(toy: dict[str, Path], run_dir: Path, **grpo: Any):
+def toy_config(toy: dict[str, Path], run_dir: Path, name: str = "grpo", **grpo: Any):
+    """The run config of a GRPO run on the toy; ``name`` other than grpo declares another instance."""
     overrides = {
         "init": str(toy["model"]),
         "tools": [],
@@ -85,21 +86,23 @@ def toy_config(toy: dict[str, Path], run_dir: Path, **grpo: Any):
     }
     overrides.update(grpo)
     sets = [f"run_dir={run_dir}", "ray.num_cpus=2"] + [
-        f"grpo.{k}={json.dumps(v)}" for k, v in overrides.items()
+        f"{name}.{k}={json.dumps(v)}" for k, v in overrides.items()
     ]
+    if name != "grpo":
+        sets.append(f"stages={json.dumps({name: {'kind': 'grpo'}})}")
     return load_config(None, sets)
 
 
-def records(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics" / "grpo_samples.jsonl"
+def records(run_dir: Path, name: str = "grpo") -> list[dict[str, Any]]:
+    path = run_dir / "metrics" / f"{name}_samples.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def check_accounting(
-    run_dir: Path, steps: int, per_step: int, group: int, bound: int
+    run_dir: Path, steps: int, per_step: int, group: int, bound: int, name: str = "grpo"
 ) -> list[dict[str, Any]]:
     """No sample lost or counted twice, and the staleness bound, from the recorded samples."""
-    rows = records(run_dir)
+    rows = records(run_dir, name)
     samples = [r for r in rows if r["kind"] == "sample"]
     assert len({r["id"] for r in samples}) == len(samples), "a sample id was recorded twice"
     trained = [r for r in samples if r["status"] == "trained"]
@@ -115,12 +118,13 @@ def check_accounting(
 
 @pytest.mark.slow
 def test_async_grpo_raises_the_reward_within_the_staleness_bound(ray_session, toy, tmp_path) -> None:
-    from pipelines.grpo.job import run
+    from pipelines.runner import run_stage
+    from pipelines.stages import Graph
 
     cfg = toy_config(
         toy, tmp_path, generators={"num": 2, "num_cpus": 0.25, "max_batch_size": 32, "prompts_in_flight": 2}
     )
-    numbers = run(cfg)
+    numbers = run_stage(Graph(cfg), "grpo")  # as raychat grpo runs it: summary, done marker, report
     assert numbers["reward_last_steps"] > numbers["reward_first_steps"] + 0.2, numbers
     assert numbers["heldout_accuracy_after"] > numbers["heldout_accuracy_before"]
     check_accounting(tmp_path, 8, 4, 8, bound=1)
@@ -141,7 +145,11 @@ def test_async_grpo_raises_the_reward_within_the_staleness_bound(ray_session, to
     ):
         assert key in metrics[-1], key
     assert (tmp_path / "models" / "rl" / "model.safetensors").is_file()
-    assert (tmp_path / "plots" / "grpo_curves.png").is_file()
+    report = (tmp_path / "report.md").read_text()
+    for plot in ("heldout", "curves", "throughput"):
+        assert (tmp_path / "plots" / f"grpo_{plot}.png").is_file()
+        assert f"(plots/grpo_{plot}.png)" in report
+    assert "### Held-out accuracy" in report and "heldout_accuracy_after" in report
 
 
 @pytest.mark.slow
@@ -162,7 +170,7 @@ def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path)
     # the SFT control: trained for its CPU budget, evaluated like the policy, shown beside it
     assert numbers["control_sft_cpu_s"] >= 3 and numbers["control_sft_steps"] >= 1
     assert 0 <= numbers["control_sft_accuracy"] <= 1
-    assert "SFT control" in (tmp_path / "metrics" / "grpo.md").read_text()
+    assert "SFT control" in (tmp_path / "metrics" / "grpo.results.md").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -199,23 +207,29 @@ def test_a_killed_reward_worker_loses_no_sample(faulty_run) -> None:
 
 @pytest.mark.slow
 def test_a_crashed_run_resumes_from_its_checkpoint(ray_session, toy, tmp_path) -> None:
+    """As a second grpo instance (R1's final GRPO): its own settings, checkpoints, metrics and model."""
     from pipelines.grpo.job import run
     from pipelines.grpo.loop import InjectedCrash
 
-    cfg = toy_config(toy, tmp_path, steps=6, checkpoint_every=2, faults={"crash_at_step": 3})
+    name = "grpo_final"
+    cfg = toy_config(
+        toy, tmp_path, name, steps=6, checkpoint_every=2, faults={"crash_at_step": 3}, output_name="rl_final"
+    )
     with pytest.raises(InjectedCrash):
-        run(cfg)
-    first = records(tmp_path)
+        run(cfg, name)
+    first = records(tmp_path, name)
     assert max(r["step"] for r in first if r.get("status") == "trained") == 3
-    numbers = run(cfg)  # the same command again
+    numbers = run(cfg, name)  # the same command again
     assert numbers["steps"] == 6
-    check_accounting(tmp_path, 6, 4, 8, bound=1)
-    metrics = [json.loads(x) for x in (tmp_path / "metrics" / "grpo.jsonl").read_text().splitlines()]
+    check_accounting(tmp_path, 6, 4, 8, bound=1, name=name)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics" / f"{name}.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert (tmp_path / "models" / "rl_final" / "model.safetensors").is_file()
+    assert not (tmp_path / "metrics" / "grpo.jsonl").exists() and not (tmp_path / "models" / "rl").exists()
     # the records up to the checkpoint (step 2) are the first run's own
-    kept = [r for r in records(tmp_path) if r.get("status") == "trained" and r["step"] <= 2]
+    kept = [r for r in records(tmp_path, name) if r.get("status") == "trained" and r["step"] <= 2]
     assert kept == [r for r in first if r.get("status") == "trained" and r["step"] <= 2]
-    last = sorted((tmp_path / "checkpoints" / "grpo").glob("step_*"))[-1]
+    last = sorted((tmp_path / "checkpoints" / name).glob("step_*"))[-1]
     assert json.loads((last / "driver.json").read_text())["loop"]["version"] == 6
     optimizer = torch.load(last / "state.pt", weights_only=True)["optimizer"]["state"]
     assert {int(s["step"]) for s in optimizer.values()} == {6}  # AdamW continued from step 2's state

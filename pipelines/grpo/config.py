@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lm.config_base import StrictModel
-from lm.rewards import RewardConfig, RuleReward
-from lm.rl.algos import AlgoConfig
+from lm.reward_config import RewardConfig, RuleReward
+from lm.rl.config import AlgoConfig
 from lm.train.config import StepConfig
 
 # DeepSeek-R1-Zero's template, reworded as a system message: the base model is told the format
@@ -158,7 +158,9 @@ class GRPOConfig(StrictModel):
         "r1", description="r1: from the SFT model in its own format; r1_zero: from the base model"
     )
     init: str | None = Field(
-        None, description="starting model directory; null = <run>/models/sft (r1) or models/base (r1_zero)"
+        None,
+        description="starting model directory ({run_dir}/models/... for one of this run's); "
+        "null = <run>/models/sft (r1) or models/base (r1_zero)",
     )
     output_name: str = Field("rl", description="the trained policy goes to <run>/models/<output_name>")
     system_prompt: str | None = Field(
@@ -240,6 +242,11 @@ class GRPOConfig(StrictModel):
                 f"(group_size {self.group_size})"
             )
         return self
+
+    @property
+    def control_name(self) -> str:
+        """The SFT control's model: ``models/<output_name>_control_sft``."""
+        return f"{self.output_name}_control_sft"
 
     def accuracy_key(self) -> str:
         """The reward component that says right or wrong (>= 0.5 is right)."""

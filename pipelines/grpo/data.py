@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError
+from pipelines.errors import ConfigError
 from pipelines.grpo.config import GRPOConfig
 
 log = logging.getLogger("raychat.grpo")
@@ -83,26 +83,30 @@ def problems_from_rows(rows: list[dict[str, Any]], prefix: str, cfg: GRPOConfig)
     return out
 
 
-def world_split_dir(run_root: Path, seed: int) -> Path:
-    """``<run>/sft_data`` (the SFT stage's splits), built from ``<run>/world`` when it is missing."""
-    out = run_root / "sft_data"
-    if not (out / "counts.json").is_file():
-        world = run_root / "world"
-        if not (world / "facts.json").is_file():
-            raise ConfigError(f"grpo: {world} has no tiny world; run the world stage first (raychat world)")
-        from pipelines.sft.world_config import SFTDataConfig
-        from pipelines.sft.world_data import build_world_sft_data
+def world_splits(cfg: Any, run: Any) -> Path:
+    """``<run>/sft_data``: the tiny world's post-training data as the sft stage builds it (the run's
+    ``sft_data`` settings), built here from ``<run>/world`` when it is missing."""
+    from pipelines.sft.job import build_world_data
+    from pipelines.sft.scorecard import world_data_dir
 
-        log.info("grpo: %s is missing; building the world's splits there", out)
-        build_world_sft_data(str(world), str(out), SFTDataConfig(seed=seed))
-    return out
+    out = world_data_dir(run)
+    if (out / "counts.json").is_file():
+        return out
+    log.info("grpo: %s is missing; building the world's splits there", out)
+    built = build_world_data(cfg, run, needed=True)
+    if built is None:
+        raise ConfigError(f"grpo: {run.world} has no tiny world; run the world stage first (raychat world)")
+    return built
 
 
-def load_problems(cfg: GRPOConfig, run_root: Path, seed: int) -> tuple[list[Problem], list[Problem]]:
-    """(training problems, held-out problems) as the config says."""
+def load_problems(cfg: GRPOConfig, world_data: Path | None, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(training problems, held-out problems) as the config says; ``world_data`` is ``world_splits``'
+    directory, for ``data.source: world``."""
     d = cfg.data
     if d.source == "world":
-        splits = world_split_dir(run_root, seed) / "splits"
+        if world_data is None:
+            raise ConfigError("grpo.data.source is world but the run has no world data")
+        splits = world_data / "splits"
         train = problems_from_rows(_read_jsonl(splits / "arithmetic_rl_train.jsonl"), "train-", cfg)
         test = problems_from_rows(_read_jsonl(splits / "arithmetic_test.jsonl"), "test-", cfg)
     else:

@@ -9,75 +9,109 @@ What it does: evaluates the starting model on the held-out problems, starts the 
 ``grpo.steps`` asynchronous GRPO steps (pipelines/grpo/rollouts.py collects, pipelines/grpo/loop.py
 drives), exports the policy to ``<run>/models/rl``, evaluates it the same way, optionally trains the SFT
 control for the same CPU time (pipelines/grpo/control.py), and writes the curves and tables
-(pipelines/grpo/report.py). Checkpoints every ``checkpoint_every`` steps; running the same command
-again resumes from the latest one (policy version, optimizer, data position, sample records).
+(pipelines/grpo/report.py). Checkpoints every ``checkpoint_every`` steps under
+``<run>/checkpoints/<name>``; running the same command again resumes from the latest one (policy
+version, optimizer, data position, sample records).
+
+``name`` is the stage's name in the run (``grpo``, or a declared instance such as R1's ``grpo_final``):
+its settings are ``cfg.<name>``, and its checkpoints, metrics, plots and summary entry carry the name.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import RunDir, read_json, write_json_atomic
+from lm import atomic
+from pipelines.config import RunConfig, shorthand_overrides
+from pipelines.errors import ConfigError
+from pipelines.run_dir import RunDir
+from pipelines.storage import read_json
 
 log = logging.getLogger("raychat.grpo")
 STAGE = "grpo"
 
 
-def init_dir(cfg: RunConfig) -> Path:
-    g = cfg.grpo
+def _run(cfg: RunConfig) -> RunDir:
+    return RunDir(Path(cfg.run_dir).resolve())
+
+
+def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
+    """The model to start from: ``init`` (``{run_dir}/...`` allowed), else models/sft (R1) or models/base."""
+    g = getattr(cfg, name)
+    run = _run(cfg)
     if g.init:
-        return Path(g.init).resolve()
-    return RunDir(Path(cfg.run_dir).resolve()).model("sft" if g.mode == "r1" else "base")
+        return Path(g.init.replace("{run_dir}", str(run.root))).resolve()
+    return run.model("sft" if g.mode == "r1" else "base")
 
 
-def preflight(cfg: RunConfig) -> None:
-    g = cfg.grpo
-    model = init_dir(cfg)
+def preflight(cfg: RunConfig, name: str = STAGE) -> None:
+    """The starting model, the data files and the control's conversations, before Ray starts."""
+    g = getattr(cfg, name)
+    model = init_dir(cfg, name)
     if not (model / "config.json").is_file():
-        hint = "run the sft stage" if g.mode == "r1" and not g.init else "set grpo.init to a model directory"
+        hint = (
+            "run the sft stage" if g.mode == "r1" and not g.init else f"set {name}.init to a model directory"
+        )
         raise ConfigError(
-            f"grpo: no model at {model} to start from; {hint} (or grpo.mode: r1_zero for the base)"
+            f"{name}: no model at {model} to start from; {hint} (or {name}.mode: r1_zero for the base)"
+        )
+    from pydantic import ValidationError
+
+    from lm.rewards import RewardConfig  # the built-in rules registered: their args are checked now
+
+    try:
+        RewardConfig.model_validate(g.rewards.model_dump())
+    except ValidationError as e:
+        raise ConfigError(f"{name}.rewards: {e.errors()[0]['msg']}") from None
+    if g.rewards.rm is not None:
+        raise ConfigError(
+            f"{name}.rewards.rm: GRPO scores with rule rewards only so far; a reward model's score is not "
+            "wired into the rollouts yet (remove rewards.rm)"
         )
     if g.data.source == "jsonl":
         for path in (g.data.train_path, g.data.test_path):
             if path and not Path(path).is_file():
-                raise ConfigError(f"grpo.data: file not found: {path}")
+                raise ConfigError(f"{name}.data: file not found: {path}")
     if g.control.enabled and g.control.conversations and not Path(g.control.conversations).is_file():
-        raise ConfigError(f"grpo.control.conversations: file not found: {g.control.conversations}")
+        raise ConfigError(f"{name}.control.conversations: file not found: {g.control.conversations}")
 
 
-def start_over(cfg: RunConfig) -> None:
+def start_over(cfg: RunConfig, name: str = STAGE) -> None:
+    """``--force``: the policy trains from step 0 (the old checkpoints are set aside)."""
     from pipelines.train.driver import set_aside
 
-    set_aside(RunDir(Path(cfg.run_dir).resolve()), STAGE, "--force")
+    set_aside(_run(cfg), name, "--force")
 
 
-def _tools(cfg: RunConfig, tokenizer: Any, run: RunDir) -> dict[str, Any]:
+def report_section(run: RunDir, name: str = STAGE) -> str:
+    from pipelines.grpo.report import report_section as section
+
+    return section(run, name)
+
+
+def _tools(g: Any, tokenizer: Any, run: RunDir) -> dict[str, Any]:
     from lm.calculator import calculator_tool
 
     tools: dict[str, Any] = {}
-    if "calculator" in cfg.grpo.tools:
+    if "calculator" in g.tools:
         tools["calculator"] = calculator_tool(tokenizer)
-    if "search" in cfg.grpo.tools:
+    if "search" in g.tools:
         from actors.search import search_tool, start_search_actor
 
-        corpus = cfg.grpo.search_corpus or str(run.world / "search_index.jsonl")
+        corpus = g.search_corpus or str(run.world / "search_index.jsonl")
         tools["search"] = search_tool(
-            tokenizer, start_search_actor(corpus=corpus, index_dir=str(run.root / "search"))
+            tokenizer, start_search_actor(corpus=corpus, index_dir=str(run.search_index))
         )
     return tools
 
 
-def _identity(cfg: RunConfig, model: Path) -> dict[str, Any]:
+def _identity(cfg: RunConfig, g: Any, model: Path) -> dict[str, Any]:
     """What a checkpoint must match to be continued."""
-    g = cfg.grpo
     return {
         "init": str(model),
         "group_size": g.group_size,
@@ -88,25 +122,26 @@ def _identity(cfg: RunConfig, model: Path) -> dict[str, Any]:
     }
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
 
     from actors.learner import LearnerSpec
     from lm.chat import ChatFormat
     from lm.tokenizer import load_tokenizer
-    from pipelines.grpo.data import PromptSource, load_problems
+    from pipelines.grpo.data import PromptSource, load_problems, world_splits
     from pipelines.grpo.evaluate import evaluate
     from pipelines.grpo.launcher import launch
     from pipelines.grpo.loop import Checkpoints, LoopState, push_weights, read_driver, run_loop
-    from pipelines.grpo.report import write_report
+    from pipelines.grpo.report import write_results
     from pipelines.grpo.rollouts import RolloutCollector, SampleLog, truncate_lines
 
-    g = cfg.grpo
-    run_dir = RunDir(Path(cfg.run_dir).resolve())
+    g = getattr(cfg, name)
+    run_dir = _run(cfg)
     seed = g.seed if g.seed is not None else cfg.seed
-    model = init_dir(cfg)
+    model = init_dir(cfg, name)
     tokenizer = load_tokenizer(model)
     chat = ChatFormat(tokenizer)
-    train, test = load_problems(g, run_dir.root, seed)
+    world_data = world_splits(cfg, run_dir) if g.data.source == "world" else None
+    train, test = load_problems(g, world_data, seed)
     test = test[: g.eval.problems] if g.eval.problems else test
     prompts = PromptSource(train, chat, g.system(), seed, g.data.max_prompt_tokens)
     updates = g.algo.updates_per_batch * math.ceil(
@@ -124,29 +159,29 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         use_gpu=g.learner.num_gpus > 0,
     )
     run_dir.metrics.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir.metrics / f"{STAGE}.jsonl"
-    samples_path = run_dir.metrics / f"{STAGE}_samples.jsonl"
-    before_path = run_dir.metrics / f"{STAGE}_eval_before.json"
-    checkpoints = Checkpoints(run_dir.checkpoints / STAGE, g.keep_checkpoints)
-    identity = _identity(cfg, model)
+    metrics_path = run_dir.metrics_log(name)
+    samples_path = run_dir.metrics_log(f"{name}_samples")
+    before_path, after_path = (run_dir.metrics / f"{name}_eval_{when}.json" for when in ("before", "after"))
+    checkpoints = Checkpoints(run_dir.checkpoints_of(name), g.keep_checkpoints)
+    identity = _identity(cfg, g, model)
     latest = checkpoints.latest()
     driver = read_driver(latest) if latest else None
     if driver is not None and driver.get("identity") != identity:
         changed = sorted(k for k in identity if driver.get("identity", {}).get(k) != identity[k])
         raise ConfigError(
-            f"grpo: the checkpoint in {latest} was made with other settings ({', '.join(changed)}); use "
+            f"{name}: the checkpoint in {latest} was made with other settings ({', '.join(changed)}); use "
             f"another run_dir, or rerun with --force to set the checkpoints aside and start again"
         )
 
     started = time.perf_counter()
-    topo = launch(g, spec, _tools(cfg, tokenizer, run_dir), spec.total_steps)
+    topo = launch(g, spec, _tools(g, tokenizer, run_dir), spec.total_steps)
     try:
         cpu_start = _cpu_seconds(topo)
         if driver is None:
             metrics_path.write_text("")
             log.info("grpo: evaluating the starting model on %d held-out problems", len(test))
             before = evaluate(topo.generators, test, chat, g, seed)
-            write_json_atomic(before_path, before)
+            atomic.write_json(before_path, before)
             state, samples, collector_state = LoopState(), SampleLog(samples_path), None
             cpu_before = 0.0
         else:
@@ -178,7 +213,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         out_dir = topo.learner.export(
             str(run_dir.model(g.output_name)),
             str(model),
-            {"stage": STAGE, "init": str(model), "steps": state.version, "source_run": str(run_dir.root)},
+            {"stage": name, "init": str(model), "steps": state.version, "source_run": str(run_dir.root)},
         )
         log.info("grpo: evaluating the trained policy on %d held-out problems", len(test))
         after = evaluate(topo.generators, test, chat, g, seed)
@@ -193,9 +228,9 @@ def run(cfg: RunConfig) -> dict[str, Any]:
 
     control = None
     if g.control.enabled:
-        control = _run_control(cfg, model, run_dir, test, chat, cpu_used, seed)
-    write_json_atomic(run_dir.metrics / f"{STAGE}_eval_after.json", after)
-    return write_report(run_dir, g, before, after, control, counts, state, cpu_used, wall, out_dir)
+        control = _run_control(g, model, run_dir, test, chat, cpu_used, seed)
+    atomic.write_json(after_path, after)
+    return write_results(run_dir, name, g, before, after, control, counts, state, cpu_used, wall, out_dir)
 
 
 def _cpu_seconds(topo: Any) -> float:
@@ -211,7 +246,7 @@ def _cpu_seconds(topo: Any) -> float:
 
 
 def _run_control(
-    cfg: RunConfig, model: Path, run_dir: RunDir, test: list, chat: Any, cpu_used: float, seed: int
+    g: Any, model: Path, run_dir: RunDir, test: list, chat: Any, cpu_used: float, seed: int
 ) -> dict[str, Any]:
     """The SFT control (pipelines/grpo/control.py) for GRPO's CPU time, evaluated like the policy."""
     import ray
@@ -220,11 +255,12 @@ def _run_control(
     from actors.generator import start_generator
     from pipelines.grpo.control import cold_start_sft
     from pipelines.grpo.evaluate import evaluate
+    from pipelines.sft.scorecard import world_data_dir
 
-    c = cfg.grpo.control
-    conversations = c.conversations or str(run_dir.root / "sft_data" / "conversations" / "arithmetic.jsonl")
+    c = g.control
+    conversations = c.conversations or str(world_data_dir(run_dir) / "conversations" / "arithmetic.jsonl")
     budget = c.cpu_seconds or cpu_used
-    out = str(run_dir.model(f"{cfg.grpo.output_name}_control_sft"))
+    out = str(run_dir.model(g.control_name))
     log.info("grpo: the SFT control: %s on %s for %.0f CPU seconds", model, conversations, budget)
     task = ray.remote(num_cpus=c.num_cpus)(cold_start_sft)
     result = ray.get(
@@ -239,10 +275,10 @@ def _run_control(
             threads=c.num_cpus,
         )
     )
-    tools = _tools(cfg, chat.tokenizer, run_dir)
+    tools = _tools(g, chat.tokenizer, run_dir)
     actor = start_generator(EngineActorConfig(model_dir=out, device="cpu"), tools, num_cpus=1, max_restarts=0)
     try:
-        result["eval"] = evaluate([actor], test, chat, cfg.grpo, seed)
+        result["eval"] = evaluate([actor], test, chat, g, seed)
     finally:
         ray.kill(actor, no_restart=True)
     return result
@@ -267,9 +303,4 @@ _SHORTHANDS = {
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for attr, key in _SHORTHANDS.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"{key}={json.dumps(value)}")
-    return out
+    return shorthand_overrides(args, _SHORTHANDS)

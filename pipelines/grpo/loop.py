@@ -29,10 +29,12 @@ from typing import Any
 
 import ray
 
+from lm import atomic
 from pipelines.grpo.config import GRPOConfig
 from pipelines.grpo.launcher import Topology
 from pipelines.grpo.rollouts import Group, RolloutCollector
-from pipelines.runtime import format_seconds, read_json, write_json_atomic
+from pipelines.runtime import format_seconds
+from pipelines.storage import read_json
 
 log = logging.getLogger("raychat.grpo")
 DRIVER_FILE = "driver.json"
@@ -68,7 +70,7 @@ class Checkpoints:
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         topo.learner.save(str(directory))
-        write_json_atomic(directory / DRIVER_FILE, driver)  # last: a directory with it is complete
+        atomic.write_json(directory / DRIVER_FILE, driver)  # last: a directory with it is complete
         for old in sorted(p for p in self.root.glob("step_*") if (p / DRIVER_FILE).is_file())[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return directory

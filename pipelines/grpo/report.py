@@ -1,7 +1,9 @@
 """The GRPO stage's report: the curves over training, the before/after table with the control, the tool
 table, the sample accounting, and the headline numbers for metrics/summary.json.
 
-Plots (``<run>/plots/grpo_*.png``): reward (mean and per component) and accuracy; the "aha" curve
+``run`` calls ``write_results`` at the stage's end (numbers and ``metrics/<name>.results.md``);
+``report_section`` draws the plots from what the run left (``metrics/<name>.jsonl`` and the summary),
+so ``raychat report`` redraws them. Plots (``<run>/plots/<name>_*.png``): reward (mean and per component) and accuracy; the "aha" curve
 (response length and the share of answers that revise themselves); KL, entropy and clip fraction;
 throughput (samples/s), idle shares and the staleness histogram; held-out accuracy before, after and
 of the SFT control, with standard errors.
@@ -13,8 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lm import atomic
 from pipelines.grpo.config import GRPOConfig
-from pipelines.runtime import RunDir
+from pipelines.report import pyplot, save_plot, scalars, table
+from pipelines.run_dir import RunDir, read_summary
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -36,15 +40,11 @@ def _smooth(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_curves(rows: list[dict[str, Any]], plots: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_curves(rows: list[dict[str, Any]], run: RunDir, name: str) -> list[str]:
+    """The training curves and the throughput figure; their markdown images."""
+    plt = pyplot()
     if not rows:
         return []
-    plots.mkdir(parents=True, exist_ok=True)
     steps = [r["step"] for r in rows]
     window = max(1, len(rows) // 10)
 
@@ -87,9 +87,7 @@ def plot_curves(rows: list[dict[str, Any]], plots: Path) -> list[Path]:
         a.set_xlabel("learner step")
     fig.suptitle("GRPO over training (light: per step; dark: moving average)")
     fig.tight_layout()
-    out.append(plots / "grpo_curves.png")
-    fig.savefig(out[-1], dpi=100)
-    plt.close(fig)
+    out.append(save_plot(fig, run, name, "curves", dpi=100))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     series(axes[0], "samples_per_s", color="C0")
@@ -107,18 +105,12 @@ def plot_curves(rows: list[dict[str, Any]], plots: Path) -> list[Path]:
     for a in axes[:2]:
         a.set_xlabel("learner step")
     fig.tight_layout()
-    out.append(plots / "grpo_throughput.png")
-    fig.savefig(out[-1], dpi=100)
-    plt.close(fig)
+    out.append(save_plot(fig, run, name, "throughput", dpi=100))
     return out
 
 
-def plot_accuracy(bars: list[tuple[str, float, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_accuracy(bars: list[tuple[str, float, float]], run: RunDir, name: str) -> str:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     names = [b[0] for b in bars]
     ax.bar(
@@ -132,13 +124,36 @@ def plot_accuracy(bars: list[tuple[str, float, float]], path: Path) -> Path:
     ax.set_ylim(0, max(0.05, max(b[1] + 2 * b[2] for b in bars) * 1.2))
     ax.set_title("before and after GRPO, and the SFT control")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_plot(fig, run, name, "heldout", dpi=100)
 
 
-def write_report(
+def report_section(run: RunDir, name: str) -> str:
+    """The headline numbers, the held-out bars, the curves, then the tables ``write_results`` left."""
+    numbers = read_summary(run).get(name)
+    if not numbers:
+        return ""
+    out = [table(scalars(numbers)), ""]
+    bars = [
+        (label, numbers[key], numbers.get(f"{key}_stderr") or 0.0)
+        for label, key in (
+            ("before", "heldout_accuracy_before"),
+            ("after GRPO", "heldout_accuracy_after"),
+            ("SFT control", "control_sft_accuracy"),
+        )
+        if numbers.get(key) is not None
+    ]
+    if bars:
+        out += [plot_accuracy(bars, run, name), ""]
+    out += [*plot_curves(read_metrics(run.metrics_log(name)), run, name), ""]
+    results = run.fragment(name, "results")
+    if results.is_file():
+        out.append(results.read_text())
+    return "\n".join(out)
+
+
+def write_results(
     run: RunDir,
+    name: str,
     cfg: GRPOConfig,
     before: dict[str, Any],
     after: dict[str, Any],
@@ -149,14 +164,9 @@ def write_report(
     wall_s: float,
     model_dir: str,
 ) -> dict[str, Any]:
-    """Plots, metrics/grpo.md and the stage's headline numbers (returned, for summary.json)."""
-    rows = read_metrics(run.metrics / "grpo.jsonl")
-    plot_curves(rows, run.plots)
-    bars = [("before", before.get("accuracy", 0.0), before.get("accuracy_stderr", 0.0))]
-    bars.append(("after GRPO", after["accuracy"], after["accuracy_stderr"]))
-    if control:
-        bars.append(("SFT control", control["eval"]["accuracy"], control["eval"]["accuracy_stderr"]))
-    plot_accuracy(bars, run.plots / "grpo_heldout.png")
+    """``metrics/<name>.results.md`` (the tables) and the stage's headline numbers (returned, for
+    summary.json)."""
+    rows = read_metrics(run.metrics_log(name))
 
     head = rows[: max(1, min(5, len(rows) // 4))]
     tail = rows[-max(1, min(5, len(rows) // 4)) :]
@@ -233,6 +243,5 @@ def write_report(
             lines.append(
                 f"- {name}, {'right' if ex['right'] else 'wrong'}: *{ex['question'][:120]}* -> `{reply}`"
             )
-    run.metrics.mkdir(parents=True, exist_ok=True)
-    (run.metrics / "grpo.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(run.fragment(name, "results"), "\n".join(lines) + "\n")
     return numbers
