@@ -9,10 +9,10 @@ its processes), and evaluated the same way. It is plain next-token loss on the a
 (lm/chat.py's mask: tool results and prompts untrained), packed rows, on lm/train's Trainer in one
 process; the CPU budget is that process's own ``time.process_time``.
 
-Note: the SFT stage (``models/sft``) is being built apart from this one; until it lands, this is a
-small cold-start SFT written directly against lm/train, and the same function makes the starting
-model for experiments (``--steps``). When the SFT stage's task is available, the control should call
-it instead.
+Why not the sft stage's own training (pipelines/sft/train.py): the control is budgeted in CPU
+seconds of one process, which a Ray Train run (step-based, several processes) cannot stop at; so it
+is a short loop over the same pieces (lm/chat.py's rendering and mask, lm/train's packing, Trainer
+and ``next_token_loss``). The same function makes a cold-start model for experiments (``--steps``).
 """
 
 from __future__ import annotations
