@@ -213,11 +213,11 @@ def write_results(
         table.append(
             (f"SFT control ({control['steps']} steps, {control['cpu_s']:.0f} CPU s)", control["eval"])
         )
-    for name, ev in table:
+    for label, ev in table:
         if not ev:
             continue
         lines.append(
-            f"| {name} | {ev['accuracy']:.3f} | {ev['accuracy_stderr']:.3f} | {ev['calc_calls_per_answer']:.2f} "
+            f"| {label} | {ev['accuracy']:.3f} | {ev['accuracy_stderr']:.3f} | {ev['calc_calls_per_answer']:.2f} "
             f"| {ev['answers_calling_calc']:.2f} | {ev['response_length']:.0f} | {ev['revise_share']:.3f} |"
         )
     lines += [
@@ -237,11 +237,11 @@ def write_results(
         f"- sample accounting: {json.dumps(counts, sort_keys=True)}",
         "",
     ]
-    for name, ev in table:
+    for label, ev in table:
         for ex in (ev or {}).get("examples", [])[:1]:
             reply = ex["reply"].replace("\n", " ").replace("|", "\\|")[:300]
             lines.append(
-                f"- {name}, {'right' if ex['right'] else 'wrong'}: *{ex['question'][:120]}* -> `{reply}`"
+                f"- {label}, {'right' if ex['right'] else 'wrong'}: *{ex['question'][:120]}* -> `{reply}`"
             )
     atomic.write_text(run.fragment(name, "results"), "\n".join(lines) + "\n")
     return numbers
