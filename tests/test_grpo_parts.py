@@ -158,3 +158,24 @@ def test_take_batch_drops_groups_staler_than_the_bound_and_asks_their_prompts_ag
     assert sorted({r["position"] for r in trained}) == [1, 2] and {r["step"] for r in trained} == {3}
     assert max(r["staleness"] for r in trained) == 1
     assert c.outstanding() == [(0, 1), (3, 0)]  # what a resumed run asks again
+
+
+def test_preflight_refuses_a_missing_model_a_reward_model_and_wrong_rule_args(tmp_path: Path) -> None:
+    """One-line errors before Ray starts; a reward model is refused, not silently dropped."""
+    from pipelines.grpo.job import preflight
+
+    def check(*sets: str) -> None:
+        preflight(load_config(None, [f"run_dir={tmp_path}", *sets]), "grpo")
+
+    with pytest.raises(ConfigError, match="no model at .*models/sft to start from; run the sft stage"):
+        check()
+    with pytest.raises(ConfigError, match="models/base"):
+        check("grpo.mode=r1_zero")
+    model = tmp_path / "models" / "sft"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    check()
+    with pytest.raises(ConfigError, match="rewards.rm: GRPO scores with rule rewards only"):
+        check("grpo.rewards.rm={weight: 1}")
+    with pytest.raises(ConfigError, match="does not take args"):
+        check("grpo.rewards.rules=[{name: r1_format, args: {patern: x}}]")
