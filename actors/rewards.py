@@ -102,6 +102,7 @@ class ScorerWorker:
             "pid": os.getpid(),
             "node": context.get_node_id(),
             "restarted": context.was_current_actor_reconstructed,
+            "cpu_s": time.process_time(),  # this process only, not its scoring child
             "stats": dict(getattr(self.scorer, "stats", {})),
         }
 
@@ -160,7 +161,10 @@ class RewardPool:
         item_time_limit_s: float = 5.0,
         runtime_env: dict[str, Any] | None = None,
         name: str = "rewards",
+        worker_options: Sequence[dict[str, Any]] | None = None,
     ) -> None:
+        """``worker_options``: more Ray options for each worker (a placement group's
+        ``scheduling_strategy``, one dict per worker)."""
         self.config = config or RewardPoolConfig()
         self.item_time_limit_s = item_time_limit_s
         self.counts: Counter[str] = Counter()  # over the pool's life
@@ -173,9 +177,10 @@ class RewardPool:
         }
         if runtime_env:
             options["runtime_env"] = runtime_env
-        self.workers = [
-            RewardWorker.options(**options).remote(make_scorer) for _ in range(self.config.num_workers)
-        ]
+        extra = list(worker_options or [{}] * self.config.num_workers)
+        if len(extra) != self.config.num_workers:
+            raise ValueError(f"{len(extra)} worker_options for {self.config.num_workers} workers")
+        self.workers = [RewardWorker.options(**options, **more).remote(make_scorer) for more in extra]
         self.name = name
         self.health = [_Health() for _ in self.workers]
 
@@ -185,12 +190,13 @@ class RewardPool:
         rewards: RewardConfig,
         config: RewardPoolConfig | None = None,
         runtime_env: dict[str, Any] | None = None,
+        worker_options: Sequence[dict[str, Any]] | None = None,
     ) -> RewardPool:
         """A pool scoring ``rewards.rules`` (each item within ``rewards.time_limit_s``)."""
         config = config or RewardPoolConfig()
         scorer_cls = IsolatedScorer if config.isolate else RuleScorer
         make = functools.partial(scorer_cls, rewards.model_dump())
-        return cls(make, config, rewards.time_limit_s, runtime_env)
+        return cls(make, config, rewards.time_limit_s, runtime_env, worker_options=worker_options)
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """Every worker's info once all have started (or come back from a restart). Raises

@@ -16,12 +16,13 @@ anywhere; the status lets the learner count or drop it.
 ``Scorer`` is what every reward source implements: ``RuleScorer`` here (in this process, with a soft
 time limit per item), ``lm.reward_process.IsolatedScorer`` (the same rules in a child process that is
 killed at an item's deadline) and, later, a reward-model scorer. ``RewardConfig.rm`` holds the reward
-model's weight; ``merge_scores`` adds one scorer's results to another's.
+model's weight; ``merge_scores`` adds one scorer's results to another's. The settings
+(``RewardConfig``, ``RuleReward``, ``ModelReward``) live in lm/reward_config.py, which a run config
+imports without this module.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import time
@@ -29,17 +30,13 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from pydantic import Field, field_validator, model_validator
-
 from lm.answers import answers_match, extract_answer, gsm8k_final, reference_answer, warm_up
-from lm.config_base import StrictModel
-from lm.plugins import import_function, registrar
+from lm.plugins import registrar
+from lm.reward_config import REWARDS, RewardConfig, find_reward
 from lm.timelimit import TimeLimitExceeded, call_with_time_limit
 
 RewardFn = Callable[..., float]
 Status = Literal["ok", "error", "timeout"]
-
-REWARDS: dict[str, RewardFn] = {}
 
 
 register_reward = registrar(REWARDS, "reward")  # @register_reward("name") adds a rule reward
@@ -47,13 +44,9 @@ register_reward = registrar(REWARDS, "reward")  # @register_reward("name") adds 
 
 def get_reward(name: str) -> RewardFn:
     """A registered reward, or a user's function named ``package.module:function``."""
-    if name in REWARDS:
-        return REWARDS[name]
-    if ":" in name:
-        return import_function(name, "reward")
-    raise ValueError(
-        f"unknown reward {name!r}: use one of {', '.join(sorted(REWARDS))} or 'package.module:function'"
-    )
+    fn = find_reward(name)
+    assert fn is not None  # the built-ins are registered below, as this module loads
+    return fn
 
 
 @register_reward("numeric_accuracy")
@@ -96,62 +89,6 @@ def world_arithmetic(completion: str, reference: str) -> float:
     answer (as ``numeric_accuracy`` finds it: ``<answer>``, ``####``, ``\\boxed{}`` or the last number)
     is that number."""
     return numeric_accuracy(completion, reference)
-
-
-class RuleReward(StrictModel):
-    name: str = Field(description="a registered reward (lm/rewards.py REWARDS) or 'package.module:function'")
-    weight: float = Field(1.0, description="its weight in the item's reward (negative penalises)")
-    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the function")
-    label: str | None = Field(None, description="its key in an item's components; default: name")
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-    @model_validator(mode="after")
-    def _resolves(self) -> RuleReward:
-        fn = get_reward(self.name)  # an unknown name or a path that does not import fails here
-        try:
-            inspect.signature(fn).bind("completion", "reference", **self.args)
-        except TypeError as e:
-            raise ValueError(f"reward {self.name!r} does not take args {sorted(self.args)}: {e}") from None
-        except ValueError:
-            pass  # a builtin without a signature: it will tell at call time
-        return self
-
-
-class ModelReward(StrictModel):
-    """The reward model's share of the reward; it is scored by the reward-model pool (models/rm)."""
-
-    weight: float = Field(1.0, description="its weight in the item's reward")
-    model: str | None = Field(None, description="reward model directory; default: <run>/models/rm")
-
-
-class RewardConfig(StrictModel):
-    rules: list[RuleReward] = Field(
-        default_factory=lambda: [RuleReward(name="numeric_accuracy")],
-        description="rule rewards, summed with their weights",
-    )
-    rm: ModelReward | None = Field(None, description="a reward model's score, added with its weight")
-    time_limit_s: float = Field(
-        5.0, gt=0, description="per item, all rules together; past it the item scores 0"
-    )
-
-    @field_validator("rules")
-    @classmethod
-    def _distinct_keys(cls, rules: list[RuleReward]) -> list[RuleReward]:
-        keys = [r.key for r in rules]
-        repeated = sorted({k for k in keys if keys.count(k) > 1} | ({"rm"} & set(keys)))
-        if repeated:
-            raise ValueError(f"rule keys must be distinct and not 'rm' (give a label): {repeated}")
-        return rules
-
-    def combine(self, components: dict[str, float]) -> float:
-        """The weighted sum of whichever components are present (rules by key, the reward model as 'rm')."""
-        total = sum(r.weight * components[r.key] for r in self.rules if r.key in components)
-        if self.rm is not None and "rm" in components:
-            total += self.rm.weight * components["rm"]
-        return float(total)
 
 
 @dataclass

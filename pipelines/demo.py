@@ -95,7 +95,7 @@ def post_training_lines(run: RunDir) -> list[str]:
     from pipelines.run_dir import read_summary
 
     summary = read_summary(run)
-    sft, idk, search = (summary.get(k, {}) for k in ("sft", "idk", "search"))
+    sft, idk, search, grpo = (summary.get(k, {}) for k in ("sft", "idk", "search", "grpo"))
 
     def f(v: object) -> str:
         return f"{v:.2f}" if isinstance(v, float) else "-"
@@ -112,5 +112,12 @@ def post_training_lines(run: RunDir) -> list[str]:
             f"  idk: 'I don't know' on unknown entities {f(idk.get('unknown_idk_rate_before'))} -> "
             f"{f(idk.get('unknown_idk_rate_after'))}, on known ones {f(idk.get('known_false_idk_rate_after'))}; "
             f"known accuracy {f(idk.get('known_accuracy_before'))} -> {f(idk.get('known_accuracy_after'))}"
+        )
+    if grpo:
+        lines.append(
+            f"  grpo: held-out accuracy {f(grpo.get('heldout_accuracy_before'))} -> "
+            f"{f(grpo.get('heldout_accuracy_after'))} ({grpo.get('heldout_problems')} problems), training "
+            f"reward {f(grpo.get('reward_first_steps'))} -> {f(grpo.get('reward_last_steps'))} over "
+            f"{grpo.get('steps')} steps"
         )
     return lines

@@ -39,7 +39,7 @@ The lifecycle as it grows (stages marked * are still to come, with their issues)
     world -> clean -> tokenize -> pretrain (models/base)
       -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
       -> rm* (models/rm; base or sft + preference pairs)
-      -> grpo* (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
+      -> grpo (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
       -> distill* (models/student; rl)      serve* (long-running; every chat model that exists)
 """
 
@@ -57,6 +57,7 @@ from pydantic import BaseModel
 
 from pipelines.clean.config import CleanConfig
 from pipelines.errors import ConfigError
+from pipelines.grpo.config import GRPOConfig
 from pipelines.idk.config import IDKStageConfig
 from pipelines.pretrain.config import PretrainConfig
 from pipelines.sft.config import SFTConfig
@@ -134,6 +135,16 @@ def _sft_consumes(s: Any, cfg: Any) -> list[str]:
     return [*_model_consumed(s.init, cfg, "pretrain"), *(["world?"] if s.world_kinds else [])]
 
 
+def _grpo_consumes(s: GRPOConfig, cfg: Any) -> list[str]:
+    # its model (R1: the SFT model, R1-Zero: the base), the world's problems, the reward model if it has one
+    out = _model_consumed(s.init, cfg, "models/sft" if s.mode == "r1" else "models/base")
+    if s.data.source == "world":
+        out.append("world")
+    if s.rewards.rm is not None:
+        out += [f"{m}?" for m in _model_consumed(s.rewards.rm.model, cfg, "models/rm")]
+    return out
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "world",
@@ -175,6 +186,16 @@ STAGES: tuple[Stage, ...] = (
         "probe the SFT model, train it to say 'I don't know', measure before/after",
         consumes=lambda s, cfg: ["sft"],
         produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "grpo",
+        GRPOConfig,
+        "GRPO on Ray actor pools: generators, reward workers, learner ranks, reference",
+        consumes=_grpo_consumes,
+        produces=lambda s: [
+            f"models/{s.output_name}",
+            *([f"models/{s.control_name}"] if s.control.enabled else []),
+        ],
     ),
 )
 

@@ -363,3 +363,12 @@ def test_a_reward_past_its_time_limit_scores_zero(user_module: str) -> None:
     config = RewardConfig(rules=[{"name": f"{user_module}:spin"}], time_limit_s=0.3)
     scores = RuleScorer(config).score([RewardItem(1, "a"), RewardItem(2, "b")])
     assert [(s.id, s.status, s.reward) for s in scores] == [(1, "timeout", 0.0), (2, "timeout", 0.0)]
+
+
+def test_the_config_knows_the_built_in_rewards_before_they_load() -> None:
+    """lm/reward_config.py names the built-ins so a run config checks them without importing this module."""
+    from lm.reward_config import BUILT_IN_REWARDS
+    from lm.rewards import REWARDS
+
+    assert set(BUILT_IN_REWARDS) <= set(REWARDS)
+    assert set(BUILT_IN_REWARDS) == {n for n, fn in REWARDS.items() if fn.__module__ == "lm.rewards"}

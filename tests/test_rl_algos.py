@@ -304,3 +304,12 @@ def test_bfloat16_inputs_are_computed_in_float32() -> None:
     loss.backward()
     assert loss.dtype == torch.float32 and logprobs.grad.dtype == torch.bfloat16
     assert math.isfinite(float(loss.detach()))
+
+
+def test_the_config_knows_the_built_in_algorithms_before_they_load() -> None:
+    """lm/rl/config.py names the built-ins so a run config checks them without importing torch."""
+    from lm.rl.algos import ADVANTAGES, POLICY_LOSSES
+    from lm.rl.config import BUILT_IN
+
+    for field, registry in (("advantage", ADVANTAGES), ("policy_loss", POLICY_LOSSES)):
+        assert set(BUILT_IN[field]) == {n for n, fn in registry.items() if fn.__module__ == "lm.rl.algos"}

@@ -201,7 +201,7 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
     assert g.names.index("pretrain_long") == g.names.index("pretrain") + 1
     assert g.consumes("pretrain_long") == ["tokenize"]
     assert g.producer("models/base_long") == "pretrain_long"
-    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk"]
+    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "grpo"]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
     for text, error in (
         ("stages:\n  x: {kind: nope}\n", "stages.x.kind: unknown stage 'nope'"),
@@ -225,8 +225,9 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         ["tokenize"],
         ["pretrain", "world"],
         ["sft"],
+        ["sft", "world"],
     ]
-    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk"]
+    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "grpo"]
 
     # sft consumes the model its init names, the base model when it names none
     def sft_consumes(*sets: str) -> list[str]:
@@ -240,8 +241,34 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         load_config(None, [f"run_dir={tmp_path}", "clean.inputs=[/data/crawl]", "tokenize.input=/x"])
     )
     assert real.consumes("clean") == [] and real.consumes("tokenize") == []
-    assert real.built_on("world") == ["sft", "idk"]  # the world's conversations, still
+    assert real.built_on("world") == ["sft", "idk", "grpo"]  # the world's conversations and problems, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
-    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk"]
+    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk", "grpo"]
     assert registered("pretrain").module().__name__ == "pipelines.pretrain.job"
+
+
+def test_grpo_consumes_the_sft_model_or_the_base_and_a_reward_model_when_one_is_made(tmp_path) -> None:
+    """R1 mode: models/sft; R1-Zero: models/base; rewards.rm: models/rm when a stage of the run makes it;
+    a second grpo (R1's final one) consumes the model its init names."""
+
+    def graph(*sets: str) -> Graph:
+        return Graph(load_config(None, [f"run_dir={tmp_path}", *sets]))
+
+    assert graph().consumes("grpo") == ["sft", "world"]
+    assert graph("grpo.mode=r1_zero").consumes("grpo") == ["pretrain", "world"]
+    jsonl = ["grpo.data.source=jsonl", "grpo.data.train_path=/data/gsm8k.jsonl", "grpo.init=/models/x"]
+    assert graph(*jsonl).consumes("grpo") == []
+    assert graph("grpo.rewards.rm={weight: 0.5}").consumes("grpo") == ["sft", "world"]  # no rm stage: none
+    with_rm = graph(
+        "grpo.rewards.rm={weight: 0.5}", "stages={rm_like: {kind: pretrain}}", "rm_like.output_name=rm"
+    )
+    assert with_rm.consumes("grpo") == ["sft", "world", "rm_like"]
+    assert with_rm.names.index("grpo") > with_rm.names.index("rm_like")
+    r1 = graph(
+        "stages={grpo_final: {kind: grpo}}",
+        "grpo_final.init={run_dir}/models/rl",
+        "grpo_final.output_name=rl_final",
+    )
+    assert r1.consumes("grpo_final") == ["grpo", "world"] and r1.producer("models/rl_final") == "grpo_final"
+    assert r1.built_on("sft") == ["idk", "grpo", "grpo_final"]

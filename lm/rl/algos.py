@@ -30,61 +30,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor
 
-from lm.config_base import StrictModel
 from lm.plugins import registrar
+from lm.rl.config import ADVANTAGES, POLICY_LOSSES, Aggregation, AlgoConfig
 
-Aggregation = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 5e8: keeps ratios finite; such tokens are clipped or capped anyway
-
-
-class AlgoConfig(StrictModel):
-    """The learner's algorithm settings (defaults: GRPO as DeepSeekMath, token-mean as DAPO, no KL)."""
-
-    advantage: str = Field("grpo", description="advantage estimator: grpo, dr_grpo, rloo (ADVANTAGES)")
-    advantage_eps: float = Field(1e-6, gt=0, description="added to the group's std before dividing (grpo)")
-    policy_loss: str = Field("ppo_clip", description="ppo_clip or decoupled_ppo (POLICY_LOSSES)")
-    eps_low: float = Field(0.2, ge=0, lt=1, description="the ratio is clipped below at 1 - eps_low")
-    eps_high: float = Field(0.2, ge=0, description="... and above at 1 + eps_high (DAPO's clip-higher: 0.28)")
-    dual_clip: float | None = Field(
-        None,
-        gt=1,
-        description="for negative advantages, the loss is capped at dual_clip x |A| (dual-clip PPO)",
-    )
-    is_cap: float | None = Field(
-        2.0, gt=0, description="decoupled_ppo: cap on the behaviour importance weight proximal/generator"
-    )
-    is_mode: Literal["truncate", "mask"] = Field(
-        "truncate", description="a weight above is_cap: truncated to it (TIS) or its token dropped (AReaL)"
-    )
-    kl_coef: float = Field(0.0, ge=0, description="weight of the KL penalty to the reference (0: none)")
-    kl_estimator: Literal["k1", "k2", "k3"] = Field("k3", description="KL estimator per token")
-    entropy_coef: float = Field(0.0, ge=0, description="weight of the entropy bonus (0: entropy only logged)")
-    aggregation: Aggregation = Field("token-mean", description="how per-token losses become one number")
-    norm_length: int | None = Field(
-        None, ge=1, description="seq-mean-token-sum-norm's constant divisor (Dr. GRPO); default: T"
-    )
-    updates_per_batch: int = Field(1, ge=1, description="passes over each batch (PPO epochs)")
-    minibatch_size: int | None = Field(None, ge=1, description="completions per optimizer step; default: all")
-
-    @field_validator("advantage", "policy_loss")
-    @classmethod
-    def _registered(cls, name: str, info: ValidationInfo) -> str:
-        table = ADVANTAGES if info.field_name == "advantage" else POLICY_LOSSES
-        if name not in table:
-            raise ValueError(f"unknown {info.field_name} {name!r}: one of {', '.join(sorted(table))}")
-        return name
 
 
 # --- advantages ----------------------------------------------------------------------------------
 
 AdvantageFn = Callable[[Tensor, Tensor, AlgoConfig], Tensor]
-ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
 register_advantage = registrar(ADVANTAGES, "advantage estimator")  # @register_advantage("name")
@@ -238,7 +196,6 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
 # --- policy losses -------------------------------------------------------------------------------
 
 PolicyLossFn = Callable[[Tensor, PolicyBatch, AlgoConfig], tuple[Tensor, dict[str, float]]]
-POLICY_LOSSES: dict[str, PolicyLossFn] = {}
 
 
 register_policy_loss = registrar(POLICY_LOSSES, "policy loss")  # @register_policy_loss("name")

@@ -1,0 +1,292 @@
+"""The GRPO stage end to end on a toy task whose signal is easy: a tiny model, fine-tuned for seconds to
+answer with a random string of a's and b's, is rewarded for starting with 'a' (and for ending with
+one). Asynchronous GRPO must raise the reward; the sample records prove the staleness bound and that
+no sample is lost or counted twice when a generator or a reward worker is killed, and a crashed run
+resumes from its checkpoint when the command runs again."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from engine_helpers import one_thread, tiny_model_dir  # noqa: F401
+
+from pipelines.config import load_config
+
+QUESTION = "Write some letters, please."
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> dict[str, Path]:
+    return make_toy(tmp_path_factory.mktemp("toy"))
+
+
+def make_toy(root: Path) -> dict[str, Path]:
+    """A model that answers with 4-9 random letters from {a, b}, and the problem files."""
+    from pipelines.grpo.control import cold_start_sft
+
+    base, _ = tiny_model_dir(root / "base", seed=0, max_seq_len=64)
+    rng = random.Random(0)
+    with (root / "sft.jsonl").open("w") as f:
+        for _ in range(200):
+            reply = "".join(rng.choice("ab") for _ in range(rng.randint(4, 9)))
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": QUESTION},
+                            {"role": "assistant", "content": reply},
+                        ]
+                    }
+                )
+                + "\n"
+            )
+    cold_start_sft(
+        str(base), str(root / "sft.jsonl"), str(root / "sft"), lr=3e-3, max_steps=60, max_seq_len=64
+    )
+    for name, n in (("train", 400), ("test", 16)):
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"question": QUESTION, "answer": "a"}) + "\n" for _ in range(n))
+        )
+    return {"root": root, "model": root / "sft"}
+
+
+def toy_config(toy: dict[str, Path], run_dir: Path, name: str = "grpo", **grpo: Any):
+    """The run config of a GRPO run on the toy; ``name`` other than grpo declares another instance."""
+    overrides = {
+        "init": str(toy["model"]),
+        "tools": [],
+        "data": {
+            "source": "jsonl",
+            "train_path": str(toy["root"] / "train.jsonl"),
+            "test_path": str(toy["root"] / "test.jsonl"),
+        },
+        "rewards": {
+            "rules": [
+                {"name": "r1_format", "args": {"pattern": "a.*"}, "label": "starts_a"},
+                {"name": "r1_format", "args": {"pattern": ".*a"}, "label": "ends_a", "weight": 0.5},
+            ]
+        },
+        "steps": 8,
+        "prompts_per_step": 4,
+        "group_size": 8,
+        "max_new_tokens": 12,
+        "learner": {"lr": 3e-3, "num_cpus": 0.5},
+        "generators": {"num_cpus": 0.5, "max_batch_size": 32, "prompts_in_flight": 2},
+        "reward_pool": {"num_workers": 1, "num_cpus": 0.25},
+        "reference": {"num_cpus": 0.25},
+        "eval": {"problems": 16, "samples": 4, "temperature": 1.0},
+        "checkpoint_every": 4,
+        "max_staleness": 1,
+    }
+    overrides.update(grpo)
+    sets = [f"run_dir={run_dir}", "ray.num_cpus=2"] + [
+        f"{name}.{k}={json.dumps(v)}" for k, v in overrides.items()
+    ]
+    if name != "grpo":
+        sets.append(f"stages={json.dumps({name: {'kind': 'grpo'}})}")
+    return load_config(None, sets)
+
+
+def records(run_dir: Path, name: str = "grpo") -> list[dict[str, Any]]:
+    path = run_dir / "metrics" / f"{name}_samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_accounting(
+    run_dir: Path, steps: int, per_step: int, group: int, bound: int, name: str = "grpo"
+) -> list[dict[str, Any]]:
+    """No sample lost or counted twice, and the staleness bound, from the recorded samples."""
+    rows = records(run_dir, name)
+    samples = [r for r in rows if r["kind"] == "sample"]
+    assert len({r["id"] for r in samples}) == len(samples), "a sample id was recorded twice"
+    trained = [r for r in samples if r["status"] == "trained"]
+    assert len(trained) == steps * per_step * group
+    per_position = Counter(r["position"] for r in trained)
+    assert all(n == group for n in per_position.values()), "a prompt trained twice or in part"
+    assert Counter(r["step"] for r in trained) == {s: per_step * group for s in range(1, steps + 1)}
+    for r in trained:
+        assert r["staleness"] == r["step"] - 1 - r["version"]
+        assert 0 <= r["staleness"] <= bound, r
+    return rows
+
+
+@pytest.mark.slow
+def test_async_grpo_raises_the_reward_within_the_staleness_bound(ray_session, toy, tmp_path) -> None:
+    from pipelines.runner import run_stage
+    from pipelines.stages import Graph
+
+    cfg = toy_config(
+        toy, tmp_path, generators={"num": 2, "num_cpus": 0.25, "max_batch_size": 32, "prompts_in_flight": 2}
+    )
+    numbers = run_stage(Graph(cfg), "grpo")  # as raychat grpo runs it: summary, done marker, report
+    assert numbers["reward_last_steps"] > numbers["reward_first_steps"] + 0.2, numbers
+    assert numbers["heldout_accuracy_after"] > numbers["heldout_accuracy_before"]
+    check_accounting(tmp_path, 8, 4, 8, bound=1)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics" / "grpo.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 9))
+    for key in (
+        "reward_mean",
+        "reward_starts_a",
+        "accuracy",
+        "kl",
+        "entropy",
+        "response_length",
+        "clip_frac",
+        "samples_per_s",
+        "idle_generators",
+        "idle_learner",
+        "staleness",
+    ):
+        assert key in metrics[-1], key
+    assert (tmp_path / "models" / "rl" / "model.safetensors").is_file()
+    report = (tmp_path / "report.md").read_text()
+    for plot in ("heldout", "curves", "throughput"):
+        assert (tmp_path / "plots" / f"grpo_{plot}.png").is_file()
+        assert f"(plots/grpo_{plot}.png)" in report
+    assert "### Held-out accuracy" in report and "heldout_accuracy_after" in report
+
+
+@pytest.mark.slow
+def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path) -> None:
+    from pipelines.grpo.job import run
+
+    control = {
+        "enabled": True,
+        "conversations": str(toy["root"] / "sft.jsonl"),
+        "cpu_seconds": 3,
+        "num_cpus": 1,
+    }
+    cfg = toy_config(toy, tmp_path, max_staleness=0, steps=4, reference={"enabled": "off"}, control=control)
+    numbers = run(cfg)
+    rows = check_accounting(tmp_path, 4, 4, 8, bound=0)
+    assert {r["version"] for r in rows if r["kind"] == "sample" and r["step"] == 4} == {3}
+    assert numbers["staleness_histogram"] == {"0": 4 * 4 * 8}
+    # the SFT control: trained for its CPU budget, evaluated like the policy, shown beside it
+    assert numbers["control_sft_cpu_s"] >= 3 and numbers["control_sft_steps"] >= 1
+    assert 0 <= numbers["control_sft_accuracy"] <= 1
+    assert "SFT control" in (tmp_path / "metrics" / "grpo.results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def faulty_run(ray_session, toy, tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    from pipelines.grpo.job import run
+
+    run_dir = tmp_path_factory.mktemp("faulty")
+    cfg = toy_config(
+        toy, run_dir, steps=6, faults={"kill_generator_at_step": 2, "kill_reward_worker_at_step": 3}
+    )
+    return run_dir, run(cfg)
+
+
+@pytest.mark.slow
+def test_a_killed_generator_is_restarted_and_its_prompts_requeued(faulty_run) -> None:
+    run_dir, numbers = faulty_run
+    assert numbers["counts"]["generator_lost"] == 1 and numbers["counts"]["generator_restarts"] == 1
+    rows = check_accounting(run_dir, 6, 4, 8, bound=1)
+    requeued = [r for r in rows if r["kind"] == "requeued"]
+    assert requeued and all(r["reason"] == "generator_lost" for r in requeued)
+    trained = {
+        r["position"]: r["attempt"] for r in rows if r["kind"] == "sample" and r["status"] == "trained"
+    }
+    assert any(trained.get(r["position"]) == r["attempt"] + 1 for r in requeued)  # asked again, then trained
+
+
+@pytest.mark.slow
+def test_a_killed_reward_worker_loses_no_sample(faulty_run) -> None:
+    run_dir, numbers = faulty_run
+    assert numbers["counts"]["reward_worker_restarts"] == 1  # killed while scoring, and restarted
+    rows = check_accounting(run_dir, 6, 4, 8, bound=1)
+    assert all(r["reward_status"] == "ok" for r in rows if r["kind"] == "sample")
+
+
+@pytest.mark.slow
+def test_a_crashed_run_resumes_from_its_checkpoint(ray_session, toy, tmp_path) -> None:
+    """As a second grpo instance (R1's final GRPO): its own settings, checkpoints, metrics and model."""
+    from pipelines.grpo.job import run
+    from pipelines.grpo.loop import InjectedCrash
+
+    name = "grpo_final"
+    cfg = toy_config(
+        toy, tmp_path, name, steps=6, checkpoint_every=2, faults={"crash_at_step": 3}, output_name="rl_final"
+    )
+    with pytest.raises(InjectedCrash):
+        run(cfg, name)
+    first = records(tmp_path, name)
+    assert max(r["step"] for r in first if r.get("status") == "trained") == 3
+    numbers = run(cfg, name)  # the same command again
+    assert numbers["steps"] == 6
+    check_accounting(tmp_path, 6, 4, 8, bound=1, name=name)
+    metrics = [json.loads(x) for x in (tmp_path / "metrics" / f"{name}.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 7))
+    assert (tmp_path / "models" / "rl_final" / "model.safetensors").is_file()
+    assert not (tmp_path / "metrics" / "grpo.jsonl").exists() and not (tmp_path / "models" / "rl").exists()
+    # the records up to the checkpoint (step 2) are the first run's own
+    kept = [r for r in records(tmp_path, name) if r.get("status") == "trained" and r["step"] <= 2]
+    assert kept == [r for r in first if r.get("status") == "trained" and r["step"] <= 2]
+    last = sorted((tmp_path / "checkpoints" / name).glob("step_*"))[-1]
+    assert json.loads((last / "driver.json").read_text())["loop"]["version"] == 6
+    optimizer = torch.load(last / "state.pt", weights_only=True)["optimizer"]["state"]
+    assert {int(s["step"]) for s in optimizer.values()} == {6}  # AdamW continued from step 2's state
+
+
+def weight_sync_round_trip(toy: dict[str, Path], backend_gpus: float) -> None:
+    """A learner rank and a generator form the broadcast group; after a training step the generator
+    holds exactly the learner's new weights, tagged with the new version."""
+    import ray
+
+    from actors.engine_actor import EngineActorConfig
+    from actors.generator import start_generator
+    from actors.learner import LearnerGroup, LearnerSpec
+    from lm.rl.algos import AlgoConfig
+    from lm.rl.policy_step import Completion
+    from lm.train.config import StepConfig
+    from pipelines.grpo.launcher import Topology, join_weight_group
+
+    spec = LearnerSpec(
+        init_dir=str(toy["model"]),
+        step=StepConfig(lr=1e-2, warmup_steps=0, decay="constant"),
+        algo=AlgoConfig(),
+        temperature=1.0,
+        total_steps=4,
+        micro_batch_tokens=512,
+        norm_length=12,
+        seed=0,
+        use_gpu=backend_gpus > 0,
+    )
+    device = "cuda" if backend_gpus else "cpu"
+    gen = start_generator(
+        EngineActorConfig(model_dir=str(toy["model"]), engine="torch", device=device),
+        num_cpus=0.25,
+        num_gpus=backend_gpus,
+    )
+    learner = LearnerGroup(spec, 1, [{"num_cpus": 0.25, "num_gpus": backend_gpus}])
+    topo = Topology([gen], None, learner, None, None, "collective")
+    try:
+        join_weight_group(topo, backend="nccl" if backend_gpus else "gloo")
+        before = ray.get(gen.weight_sums.remote())
+        batch = [
+            Completion([1, 2, 3], [97, 98, 97], [False] * 3, [-0.7] * 3, advantage=a) for a in (1.0, -1.0)
+        ]
+        ray.get(learner.train_async(batch))
+        ray.get([learner.ranks[0].broadcast_weights.remote(), gen.receive_weights.remote(1, "finish")])
+        after = ray.get(gen.weight_sums.remote())
+        expected = {
+            k: float(v.double().sum())
+            for k, v in ray.get(ray.get(learner.ranks[0].weights_ref.remote())[0]).items()
+        }
+        assert after == pytest.approx(expected, rel=1e-6)
+        assert after != pytest.approx(before, rel=1e-6)
+        assert ray.get(gen.stats.remote())["policy_version"] == 1
+    finally:
+        topo.close()
+
+
+@pytest.mark.slow
+def test_collective_weight_sync_reaches_the_generators(ray_session, toy) -> None:
+    weight_sync_round_trip(toy, backend_gpus=0)  # gloo on CPU: the same code as NCCL on GPUs
