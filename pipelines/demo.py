@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lm import atomic
-from pipelines.run_dir import RunDir
+from pipelines.report import glance
+from pipelines.run_dir import RunDir, read_summary
 from pipelines.runner import run_stages, write_report_safely
 from pipelines.stages import Graph
 
@@ -83,41 +84,9 @@ def run_demo(cfg: RunConfig, force: bool = False) -> int:
     if prompts and (model_dir / "config.json").is_file():
         for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
-    for line in post_training_lines(run):
-        print(line)
-    write_report_safely(graph)  # with the samples and the post-training numbers
+    write_report_safely(graph)  # with the samples
+    print("\nAt a glance:")
+    for name, line, seconds in glance(graph, read_summary(run)):
+        print(f"  {name:9} {line}" + ("" if seconds is None else f" ({seconds:,.0f} s)"))
     print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0
-
-
-def post_training_lines(run: RunDir) -> list[str]:
-    """The post-training headline numbers, one line each, for the terminal."""
-    from pipelines.run_dir import read_summary
-
-    summary = read_summary(run)
-    sft, idk, search, grpo = (summary.get(k, {}) for k in ("sft", "idk", "search", "grpo"))
-
-    def f(v: object) -> str:
-        return f"{v:.2f}" if isinstance(v, float) else "-"
-
-    lines = []
-    if sft:
-        lines.append(
-            f"  sft: identity {f(sft.get('identity_accuracy'))}, search {f(search.get('accuracy_with_tool'))} "
-            f"with the tool / {f(search.get('accuracy_without_tool'))} without, arithmetic reasoning first "
-            f"{f(sft.get('reasoning_first_accuracy'))} / answer first {f(sft.get('answer_first_accuracy'))}"
-        )
-    if idk:
-        lines.append(
-            f"  idk: 'I don't know' on unknown entities {f(idk.get('unknown_idk_rate_before'))} -> "
-            f"{f(idk.get('unknown_idk_rate_after'))}, on known ones {f(idk.get('known_false_idk_rate_after'))}; "
-            f"known accuracy {f(idk.get('known_accuracy_before'))} -> {f(idk.get('known_accuracy_after'))}"
-        )
-    if grpo:
-        lines.append(
-            f"  grpo: held-out accuracy {f(grpo.get('heldout_accuracy_before'))} -> "
-            f"{f(grpo.get('heldout_accuracy_after'))} ({grpo.get('heldout_problems')} problems), training "
-            f"reward {f(grpo.get('reward_first_steps'))} -> {f(grpo.get('reward_last_steps'))} over "
-            f"{grpo.get('steps')} steps"
-        )
-    return lines

@@ -83,12 +83,12 @@ def write_report(graph: Graph) -> str:
     return location
 
 
-def at_a_glance(graph: Graph, summary: dict[str, Any]) -> str:
-    """The one-screen summary at the top: each stage that ran, what it did to its number, how long it
-    took. A stage module's ``summary_line(numbers)`` says it in words; else its headline numbers."""
+def glance(graph: Graph, summary: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(stage, what it did to its number, seconds) for each stage of ``graph`` that ran. A stage
+    module's ``summary_line(numbers)`` says it in words; else its headline numbers."""
     from pipelines.console import headline
 
-    rows = ["## At a glance", "", "| stage | what it did | seconds |", "| --- | --- | ---: |"]
+    rows = []
     for stage in graph:
         numbers = summary.get(stage.name)
         if not isinstance(numbers, dict):
@@ -102,9 +102,13 @@ def at_a_glance(graph: Graph, summary: dict[str, Any]) -> str:
         except (KeyError, TypeError, ValueError) as e:  # an older run's numbers: show what there is
             line = f"({type(e).__name__}: {e})"
         seconds = numbers.get("seconds")
-        rows.append(
-            f"| {stage.name} | {line} | {seconds:,.0f} |"
-            if isinstance(seconds, int | float)
-            else f"| {stage.name} | {line} | |"
-        )
+        rows.append((stage.name, line, seconds if isinstance(seconds, int | float) else None))
+    return rows
+
+
+def at_a_glance(graph: Graph, summary: dict[str, Any]) -> str:
+    """The one-screen summary at the top of report.md (``glance``, as a table)."""
+    rows = ["## At a glance", "", "| stage | what it did | seconds |", "| --- | --- | ---: |"]
+    for name, line, seconds in glance(graph, summary):
+        rows.append(f"| {name} | {line} | {'' if seconds is None else f'{seconds:,.0f}'} |")
     return "\n".join(rows)

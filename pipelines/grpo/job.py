@@ -36,6 +36,18 @@ log = logging.getLogger("raychat.grpo")
 STAGE = "grpo"
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    def f(key: str) -> str:
+        v = n.get(key)
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    return (
+        f"held-out accuracy {f('heldout_accuracy_before')} -> {f('heldout_accuracy_after')} "
+        f"({n.get('heldout_problems', '-')} problems); training reward {f('reward_first_steps')} -> "
+        f"{f('reward_last_steps')} over {n.get('steps', '-')} steps"
+    )
+
+
 def _run(cfg: RunConfig) -> RunDir:
     return RunDir(Path(cfg.run_dir).resolve())
 
