@@ -6,6 +6,7 @@
     raychat demo --run-dir runs/demo
     raychat sample --model runs/tiny/models/base --prompt "The capital of" -n 5
     raychat tokens "hello deep seek" --tokenizer runs/tiny/tokenizer
+    raychat serve --run-dir runs/tiny --port 8000
 
 ``python -m pipelines.<stage>`` is the same as ``raychat <stage>``, which is what
 ``ray job submit --working-dir . -- python -m pipelines.clean --config ...`` runs on a cluster.
@@ -162,6 +163,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from pipelines.tokens_cmd import add_tokens_args
 
         add_tokens_args(p)
+
+    p = sub.add_parser("serve", help="serve a run's models: OpenAI API and web chat on Ray Serve")
+    if chosen == "serve":
+        from serving.cli import add_serve_args
+
+        add_serve_args(p)
     return parser
 
 
@@ -174,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.sample import main_sample
 
             return main_sample(args)
+        if args.command == "serve":
+            from serving.cli import main_serve
+
+            return main_serve(args)
         if args.command == "tokens":
             from pipelines.tokens_cmd import main_tokens
 

@@ -1,0 +1,234 @@
+"""The serving layer's pure parts, without Ray: the reply decoder (text, tools, stop strings,
+logprobs), request validation and error shapes, the serving config and the chat-model rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from serving_helpers import base_model_dir, byte_tokenizer
+
+from lm.chat import ChatFormat
+from pipelines.config import ConfigError
+from serving.config import api_keys, is_chat_model, load_serve_config, resolve_models, search_corpus
+from serving.decode import ReplyDecoder
+from serving.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
+from serving.served import with_note
+
+TOK = byte_tokenizer()
+CHAT = ChatFormat(TOK)
+
+
+def sp(name: str) -> int:
+    return TOK.token_id(name)
+
+
+def run(decoder: ReplyDecoder, ids: list[int], stop_last: bool = False):
+    """Feed ids one at a time; the concatenated text handed out, and the tool events."""
+    text, started, done = "", [], []
+    for i, t in enumerate(ids):
+        piece = decoder.feed(t, -0.5, is_stop=stop_last and i == len(ids) - 1)
+        text += piece.text
+        started += [u.start_delta() for u in piece.tools_started]
+        done += [(u.index, u.result) for u in piece.tools_done]
+        if decoder.stopped:
+            break
+    text += decoder.finish().text
+    return text, started, done
+
+
+def reply_ids(conversation_reply) -> list[int]:
+    """The ids the engine would produce for an assistant reply (as render_conversation writes it)."""
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": conversation_reply}]
+    full = CHAT.render_conversation(msgs).ids
+    prompt = CHAT.render_prompt(msgs[:1]).ids
+    return full[len(prompt) : -1]  # up to <|im_end|>, without the newline after it
+
+
+def test_chat_decoder_reads_text_and_tools_like_parse_assistant():
+    parts = [
+        {"type": "text", "text": "Let me look. "},
+        {"type": "search", "query": "Noril Clock", "result": "[1] It was <|im_end|> Velimir."},
+        {"type": "text", "text": "So: "},
+        {"type": "calc", "expression": "2+3", "result": "5"},
+        {"type": "text", "text": "five, héllo ✓"},
+    ]
+    ids = reply_ids(parts)
+    dec = ReplyDecoder(TOK, chat=True)
+    text, started, done = run(dec, ids, stop_last=True)
+    assert text == dec.content == "Let me look. So: five, héllo ✓"
+    assert started == [
+        {"index": 0, "type": "search", "query": "Noril Clock", "offset": 13},
+        {"index": 1, "type": "calculator", "expression": "2+3", "offset": 17},
+    ]
+    assert done == [(0, "[1] It was <|im_end|> Velimir."), (1, "5")]
+    assert dec.parts() == CHAT.parse_assistant(ids).message["content"]  # the one format, read alike
+
+
+def test_text_arrives_whole_characters_only():
+    ids = TOK.encode("né✓")  # multi-byte characters split over byte tokens
+    dec = ReplyDecoder(TOK, chat=False)
+    pieces = [dec.feed(t).text for t in ids]
+    assert "".join(pieces) == "né✓" and "\ufffd" not in "".join(pieces)
+    assert pieces[1] == ""  # the first byte of é alone gives nothing yet
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "expected"),
+    [
+        ("Hello world, stop here please", ["stop"], "Hello world, "),
+        ("abcabd", ["abd"], "abc"),
+        ("no match at all", ["zzz", "qq"], "no match at all"),
+        ("two stops: B then A", ["A", "B"], "two stops: "),
+        ("stop at the very end", ["end"], "stop at the very "),
+    ],
+)
+def test_stop_strings_never_send_text_that_is_taken_back(text, stops, expected):
+    dec = ReplyDecoder(TOK, chat=False, stops=stops, logprobs=True)
+    sent, _, _ = run(dec, TOK.encode(text))
+    assert sent == dec.content == expected
+    assert dec.stopped == (expected != text)
+    # logprobs: one per token whose text starts in the kept content
+    assert b"".join(bytes(e["bytes"]) for e in dec.logprobs).decode().startswith(expected)
+    assert all(off < max(len(expected), 1) for off in dec.token_offsets)
+
+
+def test_stop_string_does_not_span_a_tool_call():
+    ids = reply_ids(
+        [
+            {"type": "text", "text": "ab"},
+            {"type": "calc", "expression": "1", "result": "1"},
+            {"type": "text", "text": "cd"},
+        ]
+    )
+    dec = ReplyDecoder(TOK, chat=True, stops=["bc"])
+    text, _, _ = run(dec, ids)
+    assert text == "abcd" and not dec.stopped
+
+
+def test_raw_mode_shows_control_tokens_but_not_the_final_stop():
+    ids = TOK.encode("a") + [sp("<|im_start|>")] + TOK.encode("b") + [TOK.eot_id]
+    dec = ReplyDecoder(TOK, chat=False)
+    text, _, _ = run(dec, ids, stop_last=True)
+    assert text == "a<|im_start|>b"
+
+
+def test_chat_mode_drops_stray_control_tokens_and_a_call_without_result():
+    ids = TOK.encode("x") + [sp("<|result_end|>")] + [sp("<|calc_start|>")] + TOK.encode("1+1")
+    ids += [sp("<|calc_end|>")] + TOK.encode("y")  # tools off: no result follows the call
+    dec = ReplyDecoder(TOK, chat=True)
+    text, started, done = run(dec, ids)
+    assert text == "xy" and started[0]["expression"] == "1+1" and done == []
+    assert dec.tool_uses[0].result is None
+
+
+# -- requests and errors -----------------------------------------------------------------------------
+
+
+def parse(body: dict, kind=ChatCompletionRequest):
+    return parse_request(json.dumps(body).encode(), kind)
+
+
+def test_request_validation_names_the_field():
+    ok = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "x", "user": "u"})
+    assert ok.stops == ["x"] and ok.n == 1
+    cases = [
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": -3}, "seed"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 17}, "stop"),
+        ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "m", "messages": "hi"}, "messages"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream_options": {"include_usage": True},
+            },
+            None,
+        ),
+    ]
+    for body, param in cases:
+        with pytest.raises(OpenAIError) as e:
+            parse(body)
+        assert e.value.status == 400 and e.value.param == param, (body, e.value.message)
+        assert set(e.value.body()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_completion_prompt_shapes():
+    assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
+    assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
+    assert parse({"model": "m", "prompt": [[1], [2, 3]]}, CompletionRequest).prompts() == [[1], [2, 3]]
+    assert parse({"model": "m", "prompt": ["a", "b"]}, CompletionRequest).max_tokens == 16  # OpenAI's default
+    for bad in (
+        {"model": "m", "prompt": 5},
+        {"model": "m", "prompt": [1.5]},
+        {"model": "m", "prompt": "a", "best_of": 3},
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(bad, CompletionRequest)
+        assert e.value.status == 400
+
+
+def test_tools_note_goes_into_the_system_message():
+    note = "You can use tools."
+    assert with_note([{"role": "user", "content": "q"}], note)[0] == {"role": "system", "content": note}
+    merged = with_note([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], note)
+    assert merged[0]["content"] == "Be brief.\nYou can use tools." and len(merged) == 2
+    already = [{"role": "system", "content": note}, {"role": "user", "content": "q"}]
+    assert with_note(already, note) == already
+
+
+# -- config ----------------------------------------------------------------------------------------------
+
+
+def test_config_from_run_dir_and_chat_rule(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    base_model_dir(run / "models" / "base")
+    base_model_dir(run / "models" / "mine")
+    meta = json.loads((run / "models" / "mine" / "raychat.json").read_text())
+    (run / "models" / "mine" / "raychat.json").write_text(json.dumps(meta | {"stage": "sft"}))
+    (run / "models" / ".sft.tmp-1").mkdir()  # a save in progress: not served
+    (run / "models" / "notes").mkdir()
+    cfg = load_serve_config({"run_dir": str(run)})
+    models = {m.name: m.chat for m in resolve_models(cfg)}
+    assert models == {"base": False, "mine": True}
+    assert is_chat_model(run / "models" / "base") is False
+    only_chat = load_serve_config({"run_dir": str(run), "include_base_models": False})
+    assert [m.name for m in resolve_models(only_chat)] == ["mine"]
+    forced = load_serve_config(
+        {"models": [{"path": str(run / "models" / "base"), "name": "b", "chat": True}]}
+    )
+    assert resolve_models(forced)[0].chat is True
+    assert search_corpus(cfg) is None  # no world/search_index.jsonl in this run
+    monkeypatch.setenv("RAYCHAT_API_KEYS", " k1, ,k2")
+    assert api_keys(load_serve_config({"run_dir": str(run), "api_keys": ["k0", "k1"]})) == ["k0", "k1", "k2"]
+    assert "k0" not in repr(load_serve_config({"api_keys": ["k0"]}))  # keys never show in logs
+
+
+def test_config_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError, match="no models/ folder"):
+        resolve_models(load_serve_config({"run_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_models(load_serve_config({"models": [{"path": str(tmp_path / "nope")}]}))
+    with pytest.raises(ConfigError, match="autoscaling.max_replicas"):
+        load_serve_config({"autoscaling": {"max_replicas": 0}})
+    with pytest.raises(ConfigError, match="tools.serch: unknown key"):
+        load_serve_config({"tools": {"serch": True}})
+    with pytest.raises(ConfigError, match="not found"):
+        load_serve_config({"config": str(tmp_path / "missing.yaml")})
+    base_model_dir(tmp_path / "a")
+    with pytest.raises(ConfigError, match="two models are named 'a'"):
+        resolve_models(load_serve_config({"models": [{"path": str(tmp_path / "a")}] * 2}))
+
+
+def test_serve_config_file_is_read_as_the_app_args(tmp_path):
+    """serving/config.yaml (a Serve config file) gives the same settings to raychat serve --config."""
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_serve_config({"config": str(repo / "serving" / "config.yaml")})
+    assert cfg.run_dir == "runs/tiny" and cfg.autoscaling.max_replicas == 2
+    ours = tmp_path / "serve.yaml"
+    ours.write_text("run_dir: /somewhere\nreplica: {num_cpus: 2}\n")
+    cfg = load_serve_config({"config": str(ours), "run_dir": "/elsewhere"})
+    assert cfg.run_dir == "/elsewhere" and cfg.replica.num_cpus == 2
