@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -92,7 +93,7 @@ def _chat_choice(
             message["content"] = _text_without_calls(parsed) or None
             message["tool_calls"] = [
                 {
-                    "id": new_id("call"),
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
                     "type": "function",
                     "function": {
                         "name": c["function"]["name"],

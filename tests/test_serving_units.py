@@ -232,3 +232,33 @@ def test_serve_config_file_is_read_as_the_app_args(tmp_path):
     ours.write_text("run_dir: /somewhere\nreplica: {num_cpus: 2}\n")
     cfg = load_serve_config({"config": str(ours), "run_dir": "/elsewhere"})
     assert cfg.run_dir == "/elsewhere" and cfg.replica.num_cpus == 2
+
+
+def test_function_calls_become_openai_tool_calls():
+    """A reply in the model's Hermes-style function-call text comes back as OpenAI ``tool_calls``."""
+    from types import SimpleNamespace
+
+    from serving.handlers import _chat_choice
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rivmouth"}}}
+    msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call]},
+    ]
+    ids = CHAT.render_conversation(msgs).ids[len(CHAT.render_prompt(msgs[:1]).ids) : -1]
+    dec = ReplyDecoder(TOK, chat=True)
+    run(dec, ids, stop_last=True)
+    req = parse(
+        {
+            "model": "m",
+            "messages": msgs[:1],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        }
+    )
+    choice = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=True)
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Checking."
+    (tc,) = choice["message"]["tool_calls"]
+    assert tc["type"] == "function" and tc["id"].startswith("call_")
+    assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Rivmouth"}'}
+    plain = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=False)
+    assert "tool_calls" not in plain["message"] and plain["finish_reason"] == "stop"
