@@ -68,6 +68,39 @@ def prompts_from_alpaca(limit: int) -> list[str]:
     return out[:limit]
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ray_pids(title: str) -> list[int]:
+    """Processes of this run's Ray (descendants of this process, which started it) whose title
+    starts with ``title`` (Ray names worker processes ``ray::<actor class>``)."""
+    parent, titles = {}, {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                titles[int(d.name)] = (d / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [p for p, t in titles.items() if t.startswith(title) and ours(p)]
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process, and of this one (the client)."""
+    return {"client": time.process_time()} | {name: process_cpu_s(p) for name, p in pids.items()}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -106,8 +139,9 @@ async def direct_request(actor, prompt: list[int], params) -> tuple[float, float
     return first or 0.0, time.perf_counter() - start, len(ids), ids
 
 
-async def run_level(send, jobs: list[Any], concurrency: int) -> dict[str, Any]:
-    """``jobs`` sent with ``concurrency`` in flight; wall time, per-request results in job order."""
+async def run_level(send, jobs: list[Any], concurrency: int, pids: dict[str, int]) -> dict[str, Any]:
+    """``jobs`` sent with ``concurrency`` in flight; wall time, CPU seconds of ``pids`` and this
+    process, per-request results in job order."""
     queue = list(enumerate(jobs))
     results: list[Any] = [None] * len(jobs)
 
@@ -116,9 +150,11 @@ async def run_level(send, jobs: list[Any], concurrency: int) -> dict[str, Any]:
             i, job = queue.pop(0)
             results[i] = await send(job)
 
-    start = time.perf_counter()
+    cpu, start = cpu_of(pids), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"wall": time.perf_counter() - start, "results": results}
+    wall, after = time.perf_counter() - start, cpu_of(pids)
+    parts = {name: after[name] - cpu[name] for name in cpu}
+    return {"wall": wall, "cpu": sum(parts.values()), "cpu_parts": parts, "results": results}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,6 +162,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rps = [len(run["results"]) / run["wall"] for run in runs]
     ttft = [r[0] for run in runs for r in run["results"]]
     latency = [r[1] for run in runs for r in run["results"]]
+    cpu_ms = [1000 * run["cpu"] / len(run["results"]) for run in runs]
+    tokens_cpu = [sum(r[2] for r in run["results"]) / run["cpu"] for run in runs]
+    parts = {
+        name: round(statistics.median(1000 * run["cpu_parts"][name] / len(run["results"]) for run in runs), 1)
+        for name in runs[0]["cpu_parts"]
+    }
     return {
         "tokens_per_s": round(statistics.median(tps), 1),
         "tokens_per_s_range": [round(min(tps), 1), round(max(tps), 1)],
@@ -134,6 +176,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ttft_p50_s": round(percentile(ttft, 50), 4),
         "ttft_p99_s": round(percentile(ttft, 99), 4),
         "latency_p50_s": round(percentile(latency, 50), 4),
+        "cpu_ms_per_request": round(statistics.median(cpu_ms), 1),
+        "cpu_ms_per_request_range": [round(min(cpu_ms), 1), round(max(cpu_ms), 1)],
+        "tokens_per_cpu_s": round(statistics.median(tokens_cpu), 1),
+        "cpu_ms_per_request_by_process": parts,
     }
 
 
@@ -162,6 +208,17 @@ async def main_async(args: argparse.Namespace, model_dir: Path) -> dict[str, Any
     same = {k: engine[k] for k in ("max_batch_size", "max_queued", "engine")}
     direct = start_engine_actor(EngineActorConfig(model_dir=str(model_dir), **same), num_cpus=0.5)
     await direct.stats.remote()
+    # the processes each path keeps busy: Serve's proxy, the replica and its engine actor; the direct
+    # engine actor (this process, the client, is counted on both sides)
+    direct_pid = await direct.__ray_call__.remote(lambda self: os.getpid())
+    found = {
+        "proxy": ray_pids("ray::ProxyActor"),
+        "replica": ray_pids("ray::ServeReplica"),
+        "engine": [p for p in ray_pids("ray::EngineActor") if p != direct_pid],
+    }
+    if any(len(v) != 1 for v in found.values()):
+        raise RuntimeError(f"CPU accounting: expected one process each, found {found}")
+    serve_pids = {name: pids[0] for name, pids in found.items()}
 
     tok = load_tokenizer(model_dir)
     chat = ChatFormat(tok)
@@ -199,10 +256,8 @@ async def main_async(args: argparse.Namespace, model_dir: Path) -> dict[str, Any
             for rep in range(args.repeats + 1):  # repeat 0 is the warm-up, not timed
                 jobs = [texts[(offset + i) % len(texts)] for i in range(n)]
                 offset += n
-                done = {
-                    side: await run_level(send, jobs, c)
-                    for side, send in (("serve", serve_send), ("direct", direct_send))
-                }
+                sides = (("serve", serve_send, serve_pids), ("direct", direct_send, {"engine": direct_pid}))
+                done = {side: await run_level(send, jobs, c, pids) for side, send, pids in sides}
                 pairs = zip(done["serve"]["results"], done["direct"]["results"], strict=True)
                 mismatches += sum(a[3] != b[3] for a, b in pairs)
                 if rep:
@@ -214,7 +269,9 @@ async def main_async(args: argparse.Namespace, model_dir: Path) -> dict[str, Any
             print(
                 f"concurrency {c:>2}: serve {s['tokens_per_s']:>8} tok/s {s['requests_per_s']:>6} req/s ttft p50 "
                 f"{s['ttft_p50_s']:.3f}s p99 {s['ttft_p99_s']:.3f}s | direct {d['tokens_per_s']:>8} tok/s ttft p50 "
-                f"{d['ttft_p50_s']:.3f}s | serve/direct {s['tokens_per_s'] / d['tokens_per_s']:.2f}",
+                f"{d['ttft_p50_s']:.3f}s | serve/direct {s['tokens_per_s'] / d['tokens_per_s']:.2f} | CPU ms/request "
+                f"serve {s['cpu_ms_per_request']} {s['cpu_ms_per_request_by_process']} direct "
+                f"{d['cpu_ms_per_request']} {d['cpu_ms_per_request_by_process']}",
                 flush=True,
             )
     serve.shutdown()
@@ -267,6 +324,11 @@ def main() -> int:
         str(c): round(report["serve"][c]["latency_p50_s"] / report["direct"][c]["latency_p50_s"], 3)
         for c in levels
     }
+    cpu = {
+        str(c): round(report["serve"][c]["cpu_ms_per_request"] / report["direct"][c]["cpu_ms_per_request"], 3)
+        for c in levels
+    }
+    cpu_scaling = report["serve"][hi]["tokens_per_cpu_s"] / report["serve"][lo]["tokens_per_cpu_s"]
     ok = report["mismatches"] == 0
     print(
         f"load average before / after: {load_before} / {os.getloadavg()}; output mismatches: {report['mismatches']}"
@@ -285,6 +347,8 @@ def main() -> int:
                 "ttft_p50_s_at_max": report["serve"][hi]["ttft_p50_s"],
                 "serve_overhead_tokens_per_s_ratio": overhead,
                 "serve_overhead_latency_ratio": latency,
+                "serve_overhead_cpu_ratio": cpu,
+                "ratio_tokens_per_cpu_s": round(cpu_scaling, 2),
                 "per_level": {
                     str(c): {"serve": report["serve"][c], "direct": report["direct"][c]} for c in levels
                 },
