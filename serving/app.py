@@ -80,13 +80,38 @@ async def _validation_error(_: Request, e: RequestValidationError) -> JSONRespon
     return JSONResponse(OpenAIError(f"invalid request: {e.errors()[0].get('msg')}").body(), status_code=400)
 
 
+# Defined before the class on purpose: ``serve.ingress`` pickles the FastAPI app (and with it the
+# class's methods and the globals they use) when the class is decorated; a function defined below
+# the class would be missing in the replica (NameError).
+def _wait_for_engines(models: dict[str, ServedModel]) -> None:
+    """Block until every engine actor has loaded its model (before traffic), saying every 30 s which
+    ones still wait and what the cluster has free: an engine that asks for more CPUs or GPUs than any
+    node offers would otherwise leave the replica starting for ever without a word."""
+    import ray
+
+    pending = {m.actor.stats.remote(): m for m in models.values()}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=30)
+        for ref in ready:
+            ray.get(ref)  # an engine that failed to load raises here, with its reason
+            pending.pop(ref)
+        if pending:
+            log.warning(
+                "still waiting for the engine actors of %s (each asks for CPU %s, GPU %s); the cluster "
+                "has free: %s. Lower the models' num_cpus/num_gpus or add nodes.",
+                ", ".join(m.name for m in pending.values()),
+                [m.resources["CPU"] for m in pending.values()],
+                [m.resources["GPU"] for m in pending.values()],
+                ray.available_resources(),
+            )
+
+
 @serve.deployment(name="ChatServer")
 @serve.ingress(api)
 class ChatServer:
     """One replica: the API over one engine actor per model (module docstring)."""
 
     def __init__(self, cfg: ServeConfig, models: list[ResolvedModel]) -> None:
-        import ray
 
         from lm.calculator import calculator_tool
 
@@ -110,7 +135,7 @@ class ChatServer:
             )
             factories["search"] = lambda tok: search_tool(tok, self.search, timeout_s=s.timeout_s)
         self.models = {m.name: ServedModel(m, factories, cfg.tools.note) for m in models}
-        ray.get([m.actor.stats.remote() for m in self.models.values()])  # engines loaded before traffic
+        _wait_for_engines(self.models)
         self.created = int(time.time())
         log.info(
             "replica ready: %s",

@@ -12,6 +12,8 @@ one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import signal
 import socket
 import sys
@@ -38,11 +40,12 @@ def main_serve(args: argparse.Namespace) -> int:
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port {args.port} is not a TCP port")
         from serving.app import build_app
-        from serving.config import load_serve_config, resolve_models
+        from serving.config import load_serve_config, replica_resources, resolve_models
 
         serve_args: dict[str, Any] = {"config": args.config, "run_dir": args.run_dir}
         cfg = load_serve_config(serve_args)
-        names = [f"{m.name} ({'chat' if m.chat else 'base'})" for m in resolve_models(cfg)]
+        models = resolve_models(cfg)
+        names = [f"{m.name} ({'chat' if m.chat else 'base'})" for m in models]
         app = build_app(serve_args)
         _check_port(args.host, args.port)
     except ConfigError as e:
@@ -50,7 +53,12 @@ def main_serve(args: argparse.Namespace) -> int:
         return 2
     from ray import serve
 
-    init_ray(RayConfig())
+    # A local Ray (no RAY_ADDRESS) gets at least the logical CPUs the first replicas ask for, so a run
+    # with several models starts on a small machine (their engines then share its cores); a cluster
+    # is used as it is.
+    replicas = max(cfg.autoscaling.min_replicas, cfg.autoscaling.initial_replicas or 1)
+    wanted = math.ceil(replica_resources(cfg, models)["CPU"] * replicas)
+    init_ray(RayConfig(num_cpus=max(os.cpu_count() or 1, wanted)))
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(app, name=cfg.app_name, route_prefix=cfg.route_prefix)
     shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host

@@ -249,6 +249,15 @@ def resolve_models(cfg: ServeConfig) -> list[ResolvedModel]:
     return out
 
 
+def replica_resources(cfg: ServeConfig, models: list[ResolvedModel]) -> dict[str, float]:
+    """CPUs and GPUs one replica holds with its engine actors (and its search actor)."""
+    cpus = cfg.replica.num_cpus + sum(m.spec.num_cpus for m in models)
+    gpus = cfg.replica.num_gpus + sum(m.spec.num_gpus for m in models)
+    if search_corpus(cfg) is not None or (cfg.tools.search and cfg.tools.search_settings.index_dir):
+        cpus += cfg.tools.search_settings.num_cpus
+    return {"CPU": cpus, "GPU": gpus}
+
+
 def search_corpus(cfg: ServeConfig) -> str | list[str] | None:
     """The search tool's corpus: configured, else the run's world index when it exists, else None."""
     s = cfg.tools.search_settings

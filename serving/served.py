@@ -92,6 +92,7 @@ class ServedModel:
             max_queued=spec.max_queued,
             engine_kwargs=spec.engine_kwargs,
         )
+        self.resources = {"CPU": spec.num_cpus, "GPU": spec.num_gpus}
         self.actor = start_engine_actor(
             config,
             tools={name: make(self.tokenizer) for name, make in tools.items() if name in self.tools},

@@ -262,3 +262,21 @@ def test_function_calls_become_openai_tool_calls():
     assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Rivmouth"}'}
     plain = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=False)
     assert "tool_calls" not in plain["message"] and plain["finish_reason"] == "stop"
+
+
+def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
+    import socket
+
+    from pipelines.cli import main
+
+    assert main(["serve"]) == 2
+    assert main(["serve", "--run-dir", str(tmp_path)]) == 2
+    base_model_dir(tmp_path / "run" / "models" / "base")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--run-dir", str(tmp_path / "run"), "--port", str(port)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("raychat serve: ") for line in lines)
+    assert "--run-dir" in lines[0] and "no models/ folder" in lines[1] and "cannot listen" in lines[2]
