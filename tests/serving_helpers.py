@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import torch
+from engine_helpers import byte_tokenizer, tiny_model
 
 from lm.chat import ChatFormat
-from lm.model import ModelConfig, Transformer
-from lm.tokenizer import Tokenizer
 
 TOOLS_NOTE = "You can use the search tool and the calculator."
 NORIL_RESULT = "[1] The Noril Clock was made by Velimir."
@@ -73,13 +72,6 @@ SEARCH_DOCS = [
 ]
 
 
-def byte_tokenizer() -> Tokenizer:
-    """Bytes plus a few merges; every raychat special token after them."""
-    ranks = {bytes([b]): b for b in range(256)}
-    ranks.update({b"th": 256, b"he": 257, b"the": 258})
-    return Tokenizer.from_ranks("tiny-chat", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
-
-
 def train_chat_model(out_dir: Path, steps: int = 150, seed: int = 0, max_seq_len: int = 512) -> Path:
     """Train the tiny model on ``CONVERSATIONS`` (loss on assistant tokens) and save it as a chat model."""
     from lm.checkpoint import save_pretrained
@@ -93,18 +85,8 @@ def train_chat_model(out_dir: Path, steps: int = 150, seed: int = 0, max_seq_len
     for i, r in enumerate(rendered):
         ids[i, : len(r.ids)] = torch.tensor(r.ids)
         mask[i, : len(r.mask)] = torch.tensor(r.mask, dtype=torch.float)
-    config = ModelConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=160,
-        max_seq_len=max_seq_len,
-    )
     torch.manual_seed(seed)
-    model = Transformer(config)
-    model.init_weights(seed)
+    model = tiny_model(seed, vocab=tok.vocab_size, max_seq_len=max_seq_len, init_std=0.02).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, betas=(0.9, 0.98))
     targets, weights = ids[:, 1:], mask[:, 1:]
     for _ in range(steps):
@@ -130,19 +112,10 @@ def base_model_dir(out_dir: Path, seed: int = 1, max_seq_len: int = 256) -> Path
     from lm.checkpoint import save_pretrained
 
     tok = byte_tokenizer()
-    model = Transformer(
-        ModelConfig(
-            vocab_size=tok.vocab_size,
-            hidden_size=32,
-            num_layers=1,
-            num_heads=2,
-            num_kv_heads=1,
-            intermediate_size=64,
-            max_seq_len=max_seq_len,
-        )
+    model = tiny_model(
+        seed, tok.vocab_size, max_seq_len, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1
     )
-    model.init_weights(seed)
-    return save_pretrained(model.eval(), out_dir, tokenizer=tok, meta={"stage": "pretrain"})
+    return save_pretrained(model, out_dir, tokenizer=tok, meta={"stage": "pretrain"})
 
 
 def write_search_corpus(path: Path, docs: list[dict] = SEARCH_DOCS) -> Path:
