@@ -24,6 +24,7 @@ openai = pytest.importorskip("openai")
 KEYS = ["test-key-one", "test-key-two"]
 GREEDY = {"temperature": 0.0}
 REPO = Path(__file__).resolve().parents[1]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +262,20 @@ def test_search_result_cannot_forge_control_tokens(client):
     assert r.choices[0].finish_reason in ("stop", "length")
 
 
+def test_function_tools_are_rendered_into_the_prompt(client):
+    """Client-side function tools go into the system turn (the model may answer with tool_calls)."""
+    plain = client.chat.completions.create(model="sft", messages=ask("Hello"), max_tokens=8, **GREEDY)
+    r = client.chat.completions.create(
+        model="sft", messages=ask("Hello"), tools=[WEATHER], max_tokens=8, **GREEDY
+    )
+    assert r.usage.prompt_tokens > plain.usage.prompt_tokens + 20  # the tools block is in the prompt
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    off = client.chat.completions.create(
+        model="sft", messages=ask("Hello"), tools=[WEATHER], tool_choice="none", max_tokens=8, **GREEDY
+    )
+    assert off.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
 # -- completions ---------------------------------------------------------------------------------------
 
 
@@ -352,6 +367,12 @@ def test_completions_prompts_n_echo_logprobs(client):
             "not supported",
         ),
         (json.dumps({"model": "base", "messages": ask("hi")}).encode(), 400, "model", "base model"),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "stream": True, "tools": [WEATHER]}).encode(),
+            400,
+            "stream",
+            "without streaming",
+        ),
     ],
 )
 def test_bad_chat_requests_get_openai_errors(http, body, status, param, fragment):
