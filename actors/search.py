@@ -161,8 +161,8 @@ def search_tool(tokenizer: Any, actor: Any, timeout_s: float = 10.0) -> ToolHook
 
         def expire() -> None:
             if not reply.done():
+                settle(f"error: search timed out after {timeout_s:g} s")  # before the cancel's error
                 ray.cancel(ref)  # a queued search is dropped; one already running finishes unread
-                settle(f"error: search timed out after {timeout_s:g} s")
 
         timer = threading.Timer(timeout_s, expire)
         timer.daemon = True

@@ -12,12 +12,17 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.config import RunConfig
-from pipelines.runtime import RunDir
+from lm import atomic
+from pipelines.run_dir import RunDir
+from pipelines.runner import run_stages, write_report_safely
+from pipelines.stages import Graph
+
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat")
-DEMO_STAGES = ["world", "clean", "tokenize", "pretrain"]
 
 
 def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
@@ -39,8 +44,10 @@ def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
     return prompts
 
 
-def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: int = 2) -> list[dict]:
-    """Sample continuations from the base model and leave them for the report."""
+def write_samples(
+    run: RunDir, stage: str, model_dir: Path, prompts: list[str], per_prompt: int = 2
+) -> list[dict]:
+    """Sample continuations from the base model and leave them for ``stage``'s report section."""
     from lm.engine import SamplingParams, TorchEngine
     from lm.tokenizer import load_tokenizer
 
@@ -61,21 +68,20 @@ def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: 
     for row in rows:
         cont = row["continuation"].replace("\n", " ").replace("|", "\\|").strip()
         lines.append(f"| {row['prompt']} | {cont} |")
-    (run.metrics / "pretrain_samples.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(run.fragment(stage, "samples"), "\n".join(lines) + "\n")
     return rows
 
 
 def run_demo(cfg: RunConfig, force: bool = False) -> int:
-    from pipelines.cli import run_stages
-    from pipelines.report import write_report
-
+    """Every stage of the run but the long-running ones, then samples of the base model."""
+    graph = Graph(cfg)
     run = RunDir(cfg.run_dir)
-    run_stages(cfg, DEMO_STAGES, force=force)
-    model_dir = run.model("base")
+    run_stages(graph, [s.name for s in graph if not s.long_running], force=force)
+    model_dir = run.model(cfg.pretrain.output_name)
     prompts = sample_prompts(run)
     if prompts and (model_dir / "config.json").is_file():
-        for row in write_samples(run, model_dir, prompts):
+        for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
-    report = write_report(run)
-    print(f"\nraychat demo finished: report at {report}")
+        write_report_safely(graph)  # with the samples
+    print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0

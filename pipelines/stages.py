@@ -1,25 +1,279 @@
-"""The lifecycle's stages in order, and where each one's job lives.
+"""The stage graph: every stage of a run, what it consumes, and where its settings and code live.
 
-A stage job module defines ``run(cfg: RunConfig) -> dict`` (its headline numbers) and may define
-``add_cli_args(parser)`` plus ``cli_overrides(args) -> list[str]`` for flags that are shorthands for
-config keys (``raychat clean --input X`` is ``--set clean.inputs=[X]``).
+A new stage is three things:
+
+1. a config section: a pydantic model in ``pipelines/<kind>/config.py`` that imports no implementation
+   (reading a run config never imports torch, Ray or another stage's code; tests/test_imports.py);
+2. a job module ``pipelines/<kind>/job.py`` with ``run(cfg, name) -> dict`` (the work; returns its
+   headline numbers, which go to ``metrics/summary.json``) and, where it needs them,
+   ``preflight(cfg, name)`` (checks before Ray starts; raise ``ConfigError``),
+   ``report_section(run, name) -> str`` (its part of report.md; default: a table of its numbers),
+   ``start_over(cfg, name)`` (what ``--force`` drops besides the outputs, e.g. checkpoints) and
+   ``add_cli_args(parser)`` / ``cli_overrides(args)`` (flags that are shorthands for config keys);
+3. one ``Stage`` entry in ``STAGES`` below, with what it consumes.
+
+``name`` is the stage's name in the run: its config section (``cfg.<name>``), its done marker,
+metrics, summary entry and ``checkpoints/<name>``. The same kind of stage may run more than once
+under different names - the R1 recipe runs SFT, GRPO, rejection sampling, SFT and GRPO again - by
+declaring instances in the run config, each with its own section::
+
+    stages:
+      grpo_final: {kind: grpo}      # another grpo: its settings in grpo_final:, its own checkpoints
+    grpo_final:
+      init: models/sft_rs           # what it consumes follows from its settings
+      output_name: rl_final
+
+``consumes(settings, cfg)`` is computed from the stage's own settings, so a choice in the config
+moves an edge (GRPO in R1 mode consumes the SFT model, in R1-Zero mode the base model). Each entry
+is a stage name or an artifact path under the run (``models/sft``), resolved to the stage that
+``produces`` it; an entry ending in ``?`` is optional (an edge only when some stage of the run makes
+it: what a server serves). Redoing a stage invalidates only the stages built on it, directly or
+through others (``Graph.built_on``); a stage whose outputs are complete is skipped by
+``raychat run`` and resumes from its own checkpoints when it was cut short.
+
+``long_running`` stages (serving) block in ``run`` until stopped: they have no done marker, are
+never skipped or invalidated, and ``raychat run`` starts them only when named.
+
+The lifecycle as it grows (stages marked * are still to come, with their issues)::
+
+    world -> clean -> tokenize -> pretrain (models/base)
+      -> sft* (models/sft; base + SFT data; the "I don't know" stage idk* reads sft or base and writes SFT data)
+      -> rm* (models/rm; base or sft + preference pairs)
+      -> grpo* (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
+      -> distill* (models/student; rl)      serve (long-running; every model the run makes)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import importlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
-# name -> (job module, one line for --help)
-STAGES: dict[str, tuple[str, str]] = {
-    "world": ("pipelines.world.job", "write the tiny world: a seeded mini web crawl (WARC) and its facts"),
-    "clean": ("pipelines.clean.job", "extract, filter, de-identify and deduplicate crawl data (Ray Data)"),
-    "tokenize": ("pipelines.tokenize.job", "train or load the tokenizer and write token shards (Ray Data)"),
-    "pretrain": ("pipelines.pretrain.job", "pretrain the base model on the token shards (Ray Train)"),
-}
+from pydantic import BaseModel
+
+from pipelines.clean.config import CleanConfig
+from pipelines.errors import ConfigError
+from pipelines.pretrain.config import PretrainConfig
+from pipelines.tokenize.config import TokenizeConfig
+from pipelines.world.config import WorldConfig
+from serving.config import ServeConfig
 
 
-def stage_module(name: str) -> ModuleType:
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
-    return importlib.import_module(STAGES[name][0])
+def _nothing(*_: Any) -> Sequence[str]:
+    return ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run (see the module docstring)."""
+
+    name: str
+    config: type[BaseModel]
+    help: str
+    consumes: Callable[[Any, Any], Sequence[str]] = _nothing  # (settings, run config) -> names/artifacts
+    produces: Callable[[Any], Sequence[str]] = _nothing  # settings -> artifact paths under the run
+    kind: str = ""  # what it is another instance of; "" = itself
+    long_running: bool = False
+    job: str = ""  # its job module; "" = pipelines.<kind>.job
+
+    def module(self) -> ModuleType:
+        """The job module, imported now (it may import Ray and torch: only for a stage that runs)."""
+        return importlib.import_module(self.job or f"pipelines.{self.kind or self.name}.job")
+
+    def settings(self, cfg: Any) -> Any:
+        return getattr(cfg, self.name)
+
+
+def points_into(settings: BaseModel, run_dir: str, location: str) -> bool:
+    """Whether a path among ``settings``' values is ``<run_dir>/<location>`` or under it (written
+    with the ``{run_dir}`` placeholder or spelled out): a stage consumes what its settings point at."""
+    prefixes = [f"{{run_dir}}/{location}", f"{run_dir.rstrip('/')}/{location}"]
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                yield from strings(v)
+
+    return any(
+        s == p or s.startswith(p + "/") for s in strings(settings.model_dump(mode="json")) for p in prefixes
+    )
+
+
+def _clean_consumes(s: CleanConfig, cfg: Any) -> list[str]:
+    return ["world"] if points_into(s, cfg.run_dir, "world") else []  # its crawl, its blocklists
+
+
+def _tokenize_consumes(s: TokenizeConfig, cfg: Any) -> list[str]:
+    return ["clean"] if s.input is None or points_into(s, cfg.run_dir, "data/clean") else []
+
+
+def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
+    """Every model another stage of the run writes (those it lists when ``run_models`` is off), each
+    optional: a server starts with the models that exist, so it is ordered after the stages that
+    make them without needing any of them."""
+    others = [*STAGES, *(instance(e.kind, n) for n, e in (getattr(cfg, "stages", None) or {}).items())]
+    made = [
+        artifact
+        for stage in others
+        if (stage.kind or stage.name) != "serve"
+        for artifact in stage.produces(stage.settings(cfg))
+        if artifact.startswith("models/")
+    ]
+    return [f"{m}?" for m in made if s.run_models or points_into(s, cfg.run_dir, m)]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "world",
+        WorldConfig,
+        "write the tiny world: a seeded mini web crawl (WARC) and its facts",
+        produces=lambda s: ["world"],
+    ),
+    Stage(
+        "clean",
+        CleanConfig,
+        "extract, filter, de-identify and deduplicate crawl data (Ray Data)",
+        consumes=_clean_consumes,
+        produces=lambda s: ["data/clean", "data/rejected", "data/errors", "data/stats.json"],
+    ),
+    Stage(
+        "tokenize",
+        TokenizeConfig,
+        "train or load the tokenizer and write token shards (Ray Data)",
+        consumes=_tokenize_consumes,
+        produces=lambda s: ["tokenizer", "tokens"],
+    ),
+    Stage(
+        "pretrain",
+        PretrainConfig,
+        "pretrain the base model on the token shards (Ray Train)",
+        consumes=lambda s, cfg: ["tokenize"],
+        produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "serve",
+        ServeConfig,
+        "serve the run's models: an OpenAI-compatible API and a web chat (Ray Serve; runs until stopped)",
+        consumes=_serve_consumes,
+        long_running=True,
+        job="serving.job",
+    ),
+)
+
+
+def registered(name: str, registry: Sequence[Stage] = STAGES) -> Stage:
+    for stage in registry:
+        if stage.name == name:
+            return stage
+    raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(s.name for s in registry)}")
+
+
+def instance(kind: str, name: str, registry: Sequence[Stage] = STAGES) -> Stage:
+    """Another stage of kind ``kind`` (a registered stage's name), called ``name``."""
+    base = registered(kind, registry)
+    return dataclasses.replace(base, name=name, kind=base.kind or base.name)
+
+
+class Graph:
+    """The stages of one run config: the registered ones and the run's own instances (``stages:``),
+    with their consumes resolved to stage names and a fixed order (inputs first, then registry order)."""
+
+    def __init__(self, cfg: Any, registry: Sequence[Stage] = STAGES) -> None:
+        self.cfg = cfg
+        stages = list(registry)
+        for name, entry in (getattr(cfg, "stages", None) or {}).items():
+            stages.append(instance(entry.kind, name, registry))
+        self.stages = {s.name: s for s in stages}
+        self._inputs = {s.name: self._resolve(s) for s in stages}
+        # ties broken by the registry's order, an instance right after the stage it is another of
+        position = {s.name: float(i) for i, s in enumerate(registry)}
+        for i, s in enumerate(stages[len(registry) :]):
+            position[s.name] = position[s.kind] + (i + 1) / (len(stages) + 1)
+        self.names = self._topological(sorted(self.stages, key=position.__getitem__))
+
+    def __getitem__(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise ConfigError(f"unknown stage {name!r}; stages of this run: {', '.join(self.names)}")
+        return self.stages[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.stages
+
+    def __iter__(self) -> Iterator[Stage]:
+        return (self.stages[n] for n in self.names)
+
+    def consumes(self, name: str) -> list[str]:
+        """The stages ``name`` is built on directly."""
+        return list(self._inputs[self[name].name])
+
+    def producer(self, artifact: str) -> str | None:
+        """The stage that writes ``artifact`` (a path under the run, or a file inside one)."""
+        artifact = artifact.strip("/")
+        for stage in self.stages.values():
+            for made in stage.produces(stage.settings(self.cfg)):
+                if artifact == made or artifact.startswith(made.rstrip("/") + "/"):
+                    return stage.name
+        return None
+
+    def order(self, names: Sequence[str]) -> list[str]:
+        """``names`` in the order they run (each after what it consumes)."""
+        wanted = {self[n].name for n in names}
+        return [n for n in self.names if n in wanted]
+
+    def built_on(self, name: str) -> list[str]:
+        """Every stage that consumes ``name``, directly or through others: what redoing it invalidates.
+        Long-running stages are not among them (they hold no done marker)."""
+        found: set[str] = set()
+        frontier = [self[name].name]
+        while frontier:
+            current = frontier.pop()
+            for other, inputs in self._inputs.items():
+                if current in inputs and other not in found:
+                    found.add(other)
+                    frontier.append(other)
+        return [n for n in self.names if n in found and not self.stages[n].long_running]
+
+    def _resolve(self, stage: Stage) -> list[str]:
+        out: list[str] = []
+        for entry in stage.consumes(stage.settings(self.cfg), self.cfg):
+            optional = entry.endswith("?")
+            entry = entry.rstrip("?")
+            found = entry if entry in self.stages else self.producer(entry)
+            if found is None and not optional:
+                raise ConfigError(
+                    f"stage {stage.name} consumes {entry!r}, which no stage of this run is or writes "
+                    f"(stages: {', '.join(self.stages)})"
+                )
+            if found is not None and found != stage.name and found not in out:
+                out.append(found)
+        return out
+
+    def _topological(self, registry_order: list[str]) -> list[str]:
+        rank = {n: i for i, n in enumerate(registry_order)}
+        waiting = {n: set(self._inputs[n]) for n in registry_order}
+        ready = [(rank[n], n) for n, inputs in waiting.items() if not inputs]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:
+            _, name = heapq.heappop(ready)
+            order.append(name)
+            for other, inputs in waiting.items():
+                if name in inputs:
+                    inputs.discard(name)
+                    if not inputs:
+                        heapq.heappush(ready, (rank[other], other))
+        if len(order) < len(registry_order):
+            stuck = [n for n in registry_order if n not in order]
+            raise ConfigError(
+                f"the stages {', '.join(stuck)} consume each other in a cycle; check their inputs"
+            )
+        return order

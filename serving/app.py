@@ -1,12 +1,18 @@
 """The Ray Serve application: an OpenAI-compatible API and a web chat over the run's models.
 
     serve run serving/config.yaml                      # Serve's own CLI (import path below)
-    raychat serve --run-dir runs/tiny [--port 8000]    # the same, started by raychat
-    app = build_app({"run_dir": "runs/tiny"})          # serving.app:build_app, a Serve app builder
+    raychat serve --run-dir runs/tiny [--port 8000]    # the serve stage: the same app (serving/job.py)
+    app = build_app({"run_dir": "runs/tiny", "config": "configs/tiny.yaml"})   # a Serve app builder
 
-Topology (one deployment, ``ChatServer``, a FastAPI ingress):
+``build_app``'s args (serving/resolve.py's ``app_settings``): ``config`` (a run config; its ``serve:``
+section holds serving/config.py's settings), ``run_dir``, ``stage`` (another serve stage of the run
+config) and any field of the serve section, which replaces the config's. cluster/kuberay-rayservice.yaml
+deploys it with ``{run_dir, config}``.
+
+Topology (one deployment, ``ChatModel``, a FastAPI ingress):
 - every replica owns one engine actor per served model (serving/served.py) and, when search is on,
-  one search actor. The replica holds the HTTP work (parsing, rendering, decoding, SSE); the engine
+  one search actor. A replica given GPUs by Serve (``ray_actor_options: {num_gpus: 1}``, as the
+  RayService manifest does) lends them to its engines. The replica holds the HTTP work (parsing, rendering, decoding, SSE); the engine
   actor holds the model (and on a GPU node the GPU: ``num_gpus`` of the model's settings) and batches
   every request the replica sends it, continuously. Why one engine per replica, not engines shared
   by replicas: Serve's autoscaling then adds engine capacity with replicas, a replica's requests
@@ -39,14 +45,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from serving.config import (
-    ResolvedModel,
-    ServeConfig,
-    api_keys,
-    load_serve_config,
-    resolve_models,
-    search_corpus,
-)
+from serving.config import ServeConfig
 from serving.handlers import chat_completions, completions
 from serving.openai_api import (
     ChatCompletionRequest,
@@ -55,6 +54,7 @@ from serving.openai_api import (
     model_card,
     parse_request,
 )
+from serving.resolve import ResolvedModel, api_keys, app_settings, resolve_models, search_source
 from serving.served import ServedModel
 
 log = logging.getLogger("raychat.serving")
@@ -106,12 +106,12 @@ def _wait_for_engines(models: dict[str, ServedModel]) -> None:
             )
 
 
-@serve.deployment(name="ChatServer")
+@serve.deployment(name="ChatModel")
 @serve.ingress(api)
-class ChatServer:
+class ChatModel:
     """One replica: the API over one engine actor per model (module docstring)."""
 
-    def __init__(self, cfg: ServeConfig, models: list[ResolvedModel]) -> None:
+    def __init__(self, cfg: ServeConfig, models: list[ResolvedModel], search: dict[str, Any] | None) -> None:
 
         from lm.calculator import calculator_tool
 
@@ -120,14 +120,12 @@ class ChatServer:
         factories: dict[str, Any] = {}
         if cfg.tools.calculator:
             factories["calculator"] = calculator_tool
-        corpus = search_corpus(cfg)
         s = cfg.tools.search_settings
-        if cfg.tools.search and (corpus is not None or s.index_dir is not None):
+        if search is not None:
             from actors.search import search_tool, start_search_actor
 
             self.search = start_search_actor(
-                corpus=corpus,
-                index_dir=s.index_dir,
+                **search,
                 name=None,
                 num_cpus=s.num_cpus,
                 k=s.k,
@@ -242,22 +240,21 @@ class ChatServer:
 def build_app(args: dict[str, Any] | None = None) -> Any:
     """The Serve application (Ray Serve's app builder: ``serve run serving.app:build_app run_dir=...``).
 
-    ``args``: ``run_dir``, ``config`` (a YAML file of serving/config.py's fields) and any of those
-    fields; a bad config raises pipelines.config.ConfigError with one line per problem."""
-    cfg = load_serve_config(args)
-    models = resolve_models(cfg)
-    a, r = cfg.autoscaling, cfg.replica
-    autoscaling = a.model_dump(exclude_none=True)
-    if a.min_replicas > a.max_replicas:
-        from pipelines.config import ConfigError
+    ``args``: the module docstring's; a bad config or a missing model raises pipelines.errors'
+    ConfigError with one line per problem."""
+    app = app_settings(args)
+    return bind_app(app.serve, resolve_models(app.run, app.serve), search_source(app.run, app.serve))
 
-        raise ConfigError(f"autoscaling.min_replicas ({a.min_replicas}) > max_replicas ({a.max_replicas})")
-    deployment = ChatServer.options(
-        autoscaling_config=autoscaling,
+
+def bind_app(cfg: ServeConfig, models: list[ResolvedModel], search: dict[str, Any] | None) -> Any:
+    """The ``ChatModel`` deployment with the settings' autoscaling and resources, bound to its models."""
+    a, r = cfg.autoscaling, cfg.replica
+    deployment = ChatModel.options(
+        autoscaling_config=a.model_dump(exclude_none=True),
         max_ongoing_requests=r.max_ongoing_requests,
         max_queued_requests=r.max_queued_requests,
         ray_actor_options={"num_cpus": r.num_cpus, "num_gpus": r.num_gpus},
         health_check_period_s=10,
         health_check_timeout_s=30,
     )
-    return deployment.bind(cfg, models)
+    return deployment.bind(cfg, models, search)

@@ -25,13 +25,14 @@ import ray
 
 from actors.engine_actor import EngineActorConfig, EngineOverloaded, start_engine_actor
 from lm.chat import ChatFormat, ChatFormatError
-from lm.checkpoint import config_from_hf
+from lm.checkpoint import META_FILE, config_from_hf
 from lm.engine import SamplingParams, ToolHook
 from lm.files import read_json_object
 from lm.tokenizer import load_tokenizer
-from serving.config import ResolvedModel
+from serving.config import EngineSettings
 from serving.decode import Piece, ReplyDecoder
 from serving.openai_api import OpenAIError, overloaded
+from serving.resolve import ResolvedModel
 
 log = logging.getLogger("raychat.serving")
 
@@ -60,6 +61,30 @@ class ChoiceUpdate:
     finish: str | None = None
 
 
+def engine_options(spec: EngineSettings) -> dict[str, Any]:
+    """Ray options of a model's engine actor, started from inside a replica.
+
+    A replica that Serve gave GPUs (``ray_actor_options: {num_gpus: 1}``, as
+    cluster/kuberay-rayservice.yaml gives ``ChatModel``) does no GPU work itself: it lends its GPUs to
+    its engines, which start on its node, ask Ray for no GPU of their own (there is none left there)
+    and see the replica's through ``CUDA_VISIBLE_DEVICES``. Otherwise each engine asks for its own
+    ``num_gpus`` and Ray places it."""
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    if not gpu_ids:
+        return {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(gpu_ids), "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}
+    return {
+        "num_cpus": spec.num_cpus,
+        "num_gpus": 0,
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        ),
+        "runtime_env": {"env_vars": env},
+    }
+
+
 class ServedModel:
     """A model as one replica serves it (module docstring)."""
 
@@ -76,7 +101,7 @@ class ServedModel:
         self.chat_format = ChatFormat(self.tokenizer) if model.chat else None
         hf = read_json_object(f"{model.path}/config.json", ValueError)
         self.max_seq_len = min(spec.max_seq_len or 1 << 62, config_from_hf(hf).max_seq_len)
-        meta_path = f"{model.path}/raychat.json"
+        meta_path = f"{model.path}/{META_FILE}"
         try:
             meta = read_json_object(meta_path, ValueError)
         except FileNotFoundError:
@@ -92,12 +117,12 @@ class ServedModel:
             max_queued=spec.max_queued,
             engine_kwargs=spec.engine_kwargs,
         )
-        self.resources = {"CPU": spec.num_cpus, "GPU": spec.num_gpus}
+        options = engine_options(spec)
+        self.resources = {"CPU": options["num_cpus"], "GPU": options["num_gpus"]}
         self.actor = start_engine_actor(
             config,
             tools={name: make(self.tokenizer) for name, make in tools.items() if name in self.tools},
-            num_cpus=spec.num_cpus,
-            num_gpus=spec.num_gpus,
+            **options,
         )
 
     # -- prompts -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ tests that need it are skipped with a message saying where it was looked for.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (set RAYCHAT_SHARED_DATA to its path)")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Writes Python source as an importable module (for user code named by dotted path); returns
+    its name, unique per test, and forgets the module afterwards."""
+    names: list[str] = []
+
+    def write(source: str, prefix: str = "user_module") -> str:
+        name = f"{prefix}_{tmp_path.name.replace('-', '_')}"
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        names.append(name)
+        return name
+
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lm.model import ModelConfig, Transformer
+from lm.tokenizer import R50K_PATTERN, Tokenizer
 
 VOCAB = 256
 
@@ -72,3 +73,40 @@ def greedy_reference(model: Transformer, prompt: list[int], n: int) -> list[int]
 def prompts_of(lengths: list[int], seed: int = 0) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def word_tokenizer(words: list[str]) -> Tokenizer:
+    """Bytes plus each word (with and without a leading space) as a single token."""
+    ranks = {bytes([b]): b for b in range(256)}
+    for word in words:
+        for w in (word, " " + word):
+            data = w.encode()
+            for end in range(2, len(data) + 1):
+                ranks.setdefault(data[:end], len(ranks))
+    return Tokenizer.from_ranks("words", R50K_PATTERN, ranks)
+
+
+def scripted_model(vocab_size: int, script: dict[int, int], max_seq_len: int = 1536) -> Transformer:
+    """A real Transformer whose blocks add nothing and whose head maps the last token ``a`` to
+    ``script[a]``: the greedy continuation follows the script (a bigram model in Llama clothing)."""
+    cfg = ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        num_layers=1,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        max_seq_len=max_seq_len,
+    )
+    model = Transformer(cfg)
+    model.init_weights(0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        normed = model.model.norm(model.model.embed_tokens.weight)
+        head = torch.zeros_like(model.lm_head.weight)
+        for a, b in script.items():
+            head[b] += 10.0 * normed[a] / cfg.hidden_size
+        model.lm_head.weight.copy_(head)
+    return model.eval()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from pipelines.clean.filters import run_steps
+from pipelines.clean.filters.base import run_steps
 from pipelines.clean.filters.custom import CustomStep, CustomStepConfig
 
 MODULE = """
@@ -37,12 +34,8 @@ NOT_CALLABLE = 3
 
 
 @pytest.fixture()
-def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = f"user_steps_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{name}.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield name
-    sys.modules.pop(name, None)
+def user_module(write_module) -> str:
+    return write_module(MODULE, "user_steps")
 
 
 def docs(*texts: str) -> list[dict]:

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from engine_helpers import scripted_model, word_tokenizer
 
 from lm.chat import ChatFormat
 from lm.engine import SamplingParams, TorchEngine
-from lm.model import ModelConfig, Transformer
 from lm.search_index import SearchIndex, SearchIndexError, shorten, split_passages
-from lm.tokenizer import R50K_PATTERN, Tokenizer
+from lm.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -84,43 +83,6 @@ def test_passages_and_shortening() -> None:
 
 
 # -- a tiny model scripted to emit tool calls, and the hooks inside a real TorchEngine run -------------------------
-
-
-def word_tokenizer(words: list[str]) -> Tokenizer:
-    """Bytes plus each word (with and without a leading space) as a single token."""
-    ranks = {bytes([b]): b for b in range(256)}
-    for word in words:
-        for w in (word, " " + word):
-            data = w.encode()
-            for end in range(2, len(data) + 1):
-                ranks.setdefault(data[:end], len(ranks))
-    return Tokenizer.from_ranks("words", R50K_PATTERN, ranks)
-
-
-def scripted_model(vocab_size: int, script: dict[int, int]) -> Transformer:
-    """A real Transformer whose blocks add nothing and whose head maps the last token ``a`` to
-    ``script[a]``: the greedy continuation follows the script (a bigram model in Llama clothing)."""
-    cfg = ModelConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_layers=1,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=128,
-        max_seq_len=1536,
-    )
-    model = Transformer(cfg)
-    model.init_weights(0)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        normed = model.model.norm(model.model.embed_tokens.weight)
-        head = torch.zeros_like(model.lm_head.weight)
-        for a, b in script.items():
-            head[b] += 10.0 * normed[a] / cfg.hidden_size
-        model.lm_head.weight.copy_(head)
-    return model.eval()
 
 
 def run_with_tool(tok: Tokenizer, call: list[int], open_token: str, close_token: str, hook, question: str):
@@ -216,19 +178,19 @@ def test_search_hook_in_an_engine_run(ray_session, world, search_actor) -> None:
     assert [not m for m in rendered.mask[-len(res.token_ids) - 1 : -1]] == res.forced
 
 
-class _Slow:
-    def answer(self, query: str) -> str:
-        time.sleep(30)
-        return "too late"
-
-
 @pytest.mark.slow
 def test_a_slow_or_dead_search_answers_an_error_not_a_crash(ray_session) -> None:
     from actors.search import search_tool
 
+    class _Slow:  # defined here so Ray ships it by value (workers cannot import test modules)
+        def answer(self, query: str) -> str:
+            time.sleep(30)
+            return "too late"
+
     ray = ray_session
     tok = word_tokenizer([])
     slow = ray.remote(_Slow).options(num_cpus=0).remote()
+    ray.get(slow.__ray_ready__.remote(), timeout=60)  # alive: the first answer must be the timeout
     hook = search_tool(tok, slow, timeout_s=0.5)
     reply = hook.callback(None, tok.encode("anything"))  # a Future: the engine keeps stepping meanwhile
     assert not reply.done()

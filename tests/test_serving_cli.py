@@ -1,10 +1,11 @@
-"""``raychat serve --run-dir DIR --config C --port P`` for real: a subprocess that starts its own local
+"""``raychat serve --run-dir DIR --config C --port P`` (the serve stage) for real: a subprocess that starts its own local
 Ray and Serve, lists the run's chat models over HTTP, answers a chat request, and stops cleanly on
 Ctrl-C. The config keeps it small (chat models only, no search actor): starting processes is most of
 this test's time on a loaded machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,10 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_raychat_serve_run_dir(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("cli"))
     port = free_port()
-    config = tmp_path_factory.mktemp("cfg") / "serve.yaml"
+    config = tmp_path_factory.mktemp("cfg") / "run.yaml"
     config.write_text(
-        "include_base_models: false\ntools: {search: false}\nmodel_defaults: {num_cpus: 0.5}\n"
-        "replica: {num_cpus: 0.25}\n"
+        "serve:\n  include_base_models: false\n  tools: {search: false}\n"
+        "  model_defaults: {num_cpus: 0.5}\n  replica: {num_cpus: 0.25}\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS="", RAYCHAT_API_KEYS="")
     env.pop("RAY_ADDRESS")
@@ -83,3 +84,9 @@ def test_raychat_serve_run_dir(tmp_path_factory):
             proc.kill()
             raise
     assert code == 0
+    # a long-running stage: its numbers in the summary, no done marker
+    summary = json.loads((run / "metrics" / "summary.json").read_text())
+    assert (
+        summary["serve"]["models"] == "sft (chat)" and summary["serve"]["url"] == f"http://127.0.0.1:{port}"
+    )
+    assert not (run / "metrics" / "serve.done.json").exists()

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from serving_helpers import base_model_dir, byte_tokenizer
 
 from lm.chat import ChatFormat
-from pipelines.config import ConfigError
-from serving.config import api_keys, is_chat_model, load_serve_config, resolve_models, search_corpus
+from pipelines.errors import ConfigError
 from serving.decode import ReplyDecoder
 from serving.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
+from serving.resolve import api_keys, app_settings, is_chat_model, resolve_models, search_source
 from serving.served import with_note
 
 TOK = byte_tokenizer()
@@ -183,6 +184,16 @@ def test_tools_note_goes_into_the_system_message():
 # -- config ----------------------------------------------------------------------------------------------
 
 
+def settings(run_dir, **fields):
+    """The serve stage's settings as build_app gets them (``run_dir`` and fields of the serve section)."""
+    return app_settings({"run_dir": str(run_dir), **fields})
+
+
+def models_of(run_dir, **fields):
+    app = settings(run_dir, **fields)
+    return resolve_models(app.run, app.serve)
+
+
 def test_config_from_run_dir_and_chat_rule(tmp_path, monkeypatch):
     run = tmp_path / "run"
     base_model_dir(run / "models" / "base")
@@ -191,47 +202,84 @@ def test_config_from_run_dir_and_chat_rule(tmp_path, monkeypatch):
     (run / "models" / "mine" / "raychat.json").write_text(json.dumps(meta | {"stage": "sft"}))
     (run / "models" / ".sft.tmp-1").mkdir()  # a save in progress: not served
     (run / "models" / "notes").mkdir()
-    cfg = load_serve_config({"run_dir": str(run)})
-    models = {m.name: m.chat for m in resolve_models(cfg)}
-    assert models == {"base": False, "mine": True}
+    assert {m.name: m.chat for m in models_of(run)} == {"base": False, "mine": True}
     assert is_chat_model(run / "models" / "base") is False
-    only_chat = load_serve_config({"run_dir": str(run), "include_base_models": False})
-    assert [m.name for m in resolve_models(only_chat)] == ["mine"]
-    forced = load_serve_config(
-        {"models": [{"path": str(run / "models" / "base"), "name": "b", "chat": True}]}
+    assert [m.name for m in models_of(run, include_base_models=False)] == ["mine"]
+    forced = models_of(
+        tmp_path / "elsewhere",
+        run_models=False,
+        models=[{"path": str(run / "models" / "base"), "name": "b", "chat": True}],
     )
-    assert resolve_models(forced)[0].chat is True
-    assert search_corpus(cfg) is None  # no world/search_index.jsonl in this run
+    assert [(m.name, m.chat) for m in forced] == [("b", True)]
+    app = settings(run)
+    assert search_source(app.run, app.serve) is None  # no search/ index and no world/search_index.jsonl
+    (run / "world").mkdir()
+    (run / "world" / "search_index.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    assert search_source(app.run, app.serve) == {
+        "corpus": str(run / "world" / "search_index.jsonl"),
+        "index_dir": None,
+    }
+    assert search_source(app.run, settings(run, tools={"search": False}).serve) is None
     monkeypatch.setenv("RAYCHAT_API_KEYS", " k1, ,k2")
-    assert api_keys(load_serve_config({"run_dir": str(run), "api_keys": ["k0", "k1"]})) == ["k0", "k1", "k2"]
-    assert "k0" not in repr(load_serve_config({"api_keys": ["k0"]}))  # keys never show in logs
+    assert api_keys(settings(run, api_keys=["k0", "k1"]).serve) == ["k0", "k1", "k2"]
+    assert "k0" not in repr(settings(run, api_keys=["k0"]))  # keys never show in logs
 
 
 def test_config_errors_are_one_clear_line(tmp_path):
-    with pytest.raises(ConfigError, match="no models/ folder"):
-        resolve_models(load_serve_config({"run_dir": str(tmp_path)}))
+    with pytest.raises(ConfigError, match="no model to serve: .* has no model"):
+        models_of(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
-        resolve_models(load_serve_config({"models": [{"path": str(tmp_path / "nope")}]}))
-    with pytest.raises(ConfigError, match="autoscaling.max_replicas"):
-        load_serve_config({"autoscaling": {"max_replicas": 0}})
-    with pytest.raises(ConfigError, match="tools.serch: unknown key"):
-        load_serve_config({"tools": {"serch": True}})
+        models_of(tmp_path, models=[{"path": str(tmp_path / "nope")}])
+    with pytest.raises(ConfigError, match="serve.autoscaling.max_replicas"):
+        settings(tmp_path, autoscaling={"max_replicas": 0})
+    with pytest.raises(ConfigError, match="min_replicas \\(3\\) > max_replicas \\(2\\)"):
+        settings(tmp_path, autoscaling={"min_replicas": 3, "max_replicas": 2})
+    with pytest.raises(ConfigError, match="serve.tools.serch: unknown key"):
+        settings(tmp_path, tools={"serch": True})
     with pytest.raises(ConfigError, match="not found"):
-        load_serve_config({"config": str(tmp_path / "missing.yaml")})
+        app_settings({"config": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ConfigError, match="stage pretrain is a pretrain stage, not a serve stage"):
+        app_settings({"stage": "pretrain"})
     base_model_dir(tmp_path / "a")
     with pytest.raises(ConfigError, match="two models are named 'a'"):
-        resolve_models(load_serve_config({"models": [{"path": str(tmp_path / "a")}] * 2}))
+        models_of(tmp_path, models=[{"path": str(tmp_path / "a")}] * 2)
 
 
-def test_serve_config_file_is_read_as_the_app_args(tmp_path):
-    """serving/config.yaml (a Serve config file) gives the same settings to raychat serve --config."""
+def test_app_args_are_a_run_config_and_its_serve_section(tmp_path):
+    """build_app's args as cluster/kuberay-rayservice.yaml and serving/config.yaml give them: a run
+    config and a run directory; fields beside them replace the serve section's; another serve stage
+    of the run config is chosen with ``stage``."""
     repo = Path(__file__).resolve().parents[1]
-    cfg = load_serve_config({"config": str(repo / "serving" / "config.yaml")})
-    assert cfg.run_dir == "runs/tiny" and cfg.autoscaling.max_replicas == 2
-    ours = tmp_path / "serve.yaml"
-    ours.write_text("run_dir: /somewhere\nreplica: {num_cpus: 2}\n")
-    cfg = load_serve_config({"config": str(ours), "run_dir": "/elsewhere"})
-    assert cfg.run_dir == "/elsewhere" and cfg.replica.num_cpus == 2
+    serve_file = yaml.safe_load((repo / "serving" / "config.yaml").read_text())
+    (application,) = serve_file["applications"]
+    args = dict(application["args"])
+    args["config"] = str(repo / args["config"])
+    app = app_settings(args)
+    assert app.run.location == "runs/tiny" and app.serve.autoscaling.max_replicas == 2
+    ours = tmp_path / "run.yaml"
+    ours.write_text(
+        "run_dir: /somewhere\nserve: {replica: {num_cpus: 2}, max_n: 4}\n"
+        "stages: {serve_big: {kind: serve}}\nserve_big: {max_n: 3}\n"
+    )
+    app = app_settings({"config": str(ours), "run_dir": "/elsewhere", "max_n": 5})
+    assert app.run.location == "/elsewhere" and app.serve.replica.num_cpus == 2 and app.serve.max_n == 5
+    assert app_settings({"config": str(ours), "stage": "serve_big"}).serve.max_n == 3
+
+
+def test_serve_is_a_long_running_stage_after_the_models_it_serves():
+    from pipelines.config import load_config
+    from pipelines.stages import Graph
+
+    graph = Graph(load_config(None, ["stages={base2: {kind: pretrain}}", "base2.output_name=base2"]))
+    assert graph["serve"].long_running and graph.names[-1] == "serve"
+    assert graph.consumes("serve") == ["pretrain", "base2"]
+    assert "serve" not in graph.built_on("pretrain")  # a server holds no done marker to clear
+    only_listed = Graph(load_config(None, ["serve.run_models=false"]))
+    assert only_listed.consumes("serve") == []
+    listed = Graph(
+        load_config(None, ["serve.run_models=false", 'serve.models=[{path: "{run_dir}/models/base"}]'])
+    )
+    assert listed.consumes("serve") == ["pretrain"]
 
 
 def test_function_calls_become_openai_tool_calls():
@@ -269,14 +317,14 @@ def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
 
     from pipelines.cli import main
 
-    assert main(["serve"]) == 2
-    assert main(["serve", "--run-dir", str(tmp_path)]) == 2
+    assert main(["serve", "--run-dir", str(tmp_path / "empty")]) == 2
     base_model_dir(tmp_path / "run" / "models" / "base")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         assert main(["serve", "--run-dir", str(tmp_path / "run"), "--port", str(port)]) == 2
+    assert main(["serve", "--run-dir", str(tmp_path / "run"), "--set", "ray.num_cpus=1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("raychat serve: ") for line in lines)
-    assert "--run-dir" in lines[0] and "no models/ folder" in lines[1] and "cannot listen" in lines[2]
+    assert len(lines) == 3 and all(line.startswith("raychat: ") for line in lines), lines
+    assert "no model to serve" in lines[0] and "cannot listen" in lines[1] and "ray.num_cpus is 1" in lines[2]

@@ -23,44 +23,13 @@ and in the run config: ``{function: "myfilters:no_shouting", kind: filter, args:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
+from lm.plugins import import_function
 from pipelines.clean.filters.base import Doc, Step, config_key
-
-
-class CustomStepConfig(StrictModel):
-    function: str = Field(description='the function as "package.module:function"')
-    kind: Literal["filter", "mapper"] = Field("filter", description="filter: keep/drop; mapper: rewrite")
-    name: str | None = Field(
-        None, description="step name in stats and rejected rows; default: the function's"
-    )
-    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments passed to the function")
-
-
-def import_function(path: str) -> Callable[..., Any]:
-    """``package.module:function`` -> the function, with an error that names the path when it fails."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f'custom step: {path!r} is not of the form "package.module:function"')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"custom step {path!r}: cannot import module {module_name!r}: {e}") from e
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as e:
-            raise ValueError(f"custom step {path!r}: module {module_name!r} has no {attr!r}") from e
-    if not callable(target):
-        raise ValueError(f"custom step {path!r}: {attr!r} is not callable")
-    return target
+from pipelines.clean.filters.config import CustomStepConfig
 
 
 def check_args(function: Callable[..., Any], path: str, args: dict[str, Any]) -> None:
@@ -89,7 +58,7 @@ class CustomStep(Step):
         super().__init__()
         self.config = config
         try:
-            self.function = import_function(config.function)
+            self.function = import_function(config.function, "custom step")
         except ValueError as e:
             raise config_key(e, "function") from None
         self.name = config.name or config.function.rpartition(":")[2]

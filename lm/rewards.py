@@ -1,0 +1,238 @@
+"""Rule rewards: plain functions ``fn(completion: str, reference: str, **args) -> float``, a registry, and
+the weighted combination a run config names.
+
+    from lm.rewards import RewardConfig, RuleScorer, RewardItem, get_reward
+    get_reward("numeric_accuracy")("... so the answer is 1,000.", "#### 1000")       # 1.0
+    config = RewardConfig(rules=[{"name": "numeric_accuracy"}, {"name": "r1_format", "weight": 0.1}])
+    RuleScorer(config).score([RewardItem(id=0, completion=text, reference=answer)])   # [ItemScore(...)]
+
+A rule is named by its registered name (``REWARDS``) or by ``package.module:function`` for a user's
+own; ``args`` from the config are passed as keyword arguments. A scorer returns one ``ItemScore`` per
+item with the weighted sum of its rules (``reward``), each rule's raw value (``components``) and a
+status: ``ok``, ``error`` (a rule raised or returned something that is not a finite number) or
+``timeout``. An item whose status is not ``ok`` scores 0, so a broken reward never pushes the policy
+anywhere; the status lets the learner count or drop it.
+
+``Scorer`` is what every reward source implements: ``RuleScorer`` here (in this process, with a soft
+time limit per item), ``lm.reward_process.IsolatedScorer`` (the same rules in a child process that is
+killed at an item's deadline) and, later, a reward-model scorer. ``RewardConfig.rm`` holds the reward
+model's weight; ``merge_scores`` adds one scorer's results to another's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import Field, field_validator, model_validator
+
+from lm.answers import answers_match, extract_answer, gsm8k_final, reference_answer, warm_up
+from lm.config_base import StrictModel
+from lm.plugins import import_function, registrar
+from lm.timelimit import TimeLimitExceeded, call_with_time_limit
+
+RewardFn = Callable[..., float]
+Status = Literal["ok", "error", "timeout"]
+
+REWARDS: dict[str, RewardFn] = {}
+
+
+register_reward = registrar(REWARDS, "reward")  # @register_reward("name") adds a rule reward
+
+
+def get_reward(name: str) -> RewardFn:
+    """A registered reward, or a user's function named ``package.module:function``."""
+    if name in REWARDS:
+        return REWARDS[name]
+    if ":" in name:
+        return import_function(name, "reward")
+    raise ValueError(
+        f"unknown reward {name!r}: use one of {', '.join(sorted(REWARDS))} or 'package.module:function'"
+    )
+
+
+@register_reward("numeric_accuracy")
+def numeric_accuracy(completion: str, reference: str) -> float:
+    """1.0 when the completion's final answer equals the reference's, else 0.0.
+
+    The final answer is ``<answer>...</answer>``'s contents when present, else the number after
+    ``####``, else the last ``\\boxed{}``, else the last number. Numbers are compared exactly after
+    normalising (``1,000``, ``$5``, ``5.0``, ``-3``, ``50%``, ``3/4``); LaTeX and expressions by
+    math-verify (``\\frac{1}{2}`` equals ``0.5``). The reference may be a bare answer or a worked
+    solution ending in ``#### N``."""
+    return float(answers_match(extract_answer(completion), reference_answer(reference)))
+
+
+@register_reward("gsm8k_accuracy")
+def gsm8k_accuracy(completion: str, reference: str) -> float:
+    """1.0 when the number after the completion's last ``####`` equals the reference's (GSM8K's own
+    format, strict: a completion without ``#### N`` scores 0)."""
+    return float(answers_match(gsm8k_final(completion), reference_answer(reference)))
+
+
+# Outside the tags: whitespace only. Inside: anything but another think/answer tag, so a second
+# <think> block, nested tags or an answer before the thinking do not pass.
+_NO_TAG = r"(?:(?!</?think>|</?answer>).)*"
+R1_PATTERN = rf"\s*<think>{_NO_TAG}</think>\s*<answer>{_NO_TAG}</answer>\s*"
+
+
+@register_reward("r1_format")
+def r1_format(completion: str, reference: str = "", pattern: str = R1_PATTERN) -> float:
+    """1.0 when the whole completion is ``<think>...</think>`` then ``<answer>...</answer>`` (DeepSeek-R1's
+    format; whitespace around the blocks allowed), else 0.0. ``pattern`` replaces the default: a
+    regular expression that must match the whole completion (dot matches newlines)."""
+    return 1.0 if re.fullmatch(pattern, completion, re.DOTALL) else 0.0
+
+
+@register_reward("world_arithmetic")
+def world_arithmetic(completion: str, reference: str) -> float:
+    """The tiny world's arithmetic word problems (pipelines/world/arithmetic.py): their references are
+    GSM8K-style worked answers with a whole-number ``#### N``, and a completion is right when its final
+    answer (as ``numeric_accuracy`` finds it: ``<answer>``, ``####``, ``\\boxed{}`` or the last number)
+    is that number."""
+    return numeric_accuracy(completion, reference)
+
+
+class RuleReward(StrictModel):
+    name: str = Field(description="a registered reward (lm/rewards.py REWARDS) or 'package.module:function'")
+    weight: float = Field(1.0, description="its weight in the item's reward (negative penalises)")
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the function")
+    label: str | None = Field(None, description="its key in an item's components; default: name")
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @model_validator(mode="after")
+    def _resolves(self) -> RuleReward:
+        fn = get_reward(self.name)  # an unknown name or a path that does not import fails here
+        try:
+            inspect.signature(fn).bind("completion", "reference", **self.args)
+        except TypeError as e:
+            raise ValueError(f"reward {self.name!r} does not take args {sorted(self.args)}: {e}") from None
+        except ValueError:
+            pass  # a builtin without a signature: it will tell at call time
+        return self
+
+
+class ModelReward(StrictModel):
+    """The reward model's share of the reward; it is scored by the reward-model pool (models/rm)."""
+
+    weight: float = Field(1.0, description="its weight in the item's reward")
+    model: str | None = Field(None, description="reward model directory; default: <run>/models/rm")
+
+
+class RewardConfig(StrictModel):
+    rules: list[RuleReward] = Field(
+        default_factory=lambda: [RuleReward(name="numeric_accuracy")],
+        description="rule rewards, summed with their weights",
+    )
+    rm: ModelReward | None = Field(None, description="a reward model's score, added with its weight")
+    time_limit_s: float = Field(
+        5.0, gt=0, description="per item, all rules together; past it the item scores 0"
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _distinct_keys(cls, rules: list[RuleReward]) -> list[RuleReward]:
+        keys = [r.key for r in rules]
+        repeated = sorted({k for k in keys if keys.count(k) > 1} | ({"rm"} & set(keys)))
+        if repeated:
+            raise ValueError(f"rule keys must be distinct and not 'rm' (give a label): {repeated}")
+        return rules
+
+    def combine(self, components: dict[str, float]) -> float:
+        """The weighted sum of whichever components are present (rules by key, the reward model as 'rm')."""
+        total = sum(r.weight * components[r.key] for r in self.rules if r.key in components)
+        if self.rm is not None and "rm" in components:
+            total += self.rm.weight * components["rm"]
+        return float(total)
+
+
+@dataclass
+class RewardItem:
+    """One completion to score. ``id`` comes back on its score; ``prompt`` is for reward models."""
+
+    id: Hashable
+    completion: str
+    reference: str = ""
+    prompt: str = ""
+
+
+@dataclass
+class ItemScore:
+    id: Hashable
+    reward: float
+    status: Status = "ok"
+    components: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def failed_score(item_id: Hashable, status: Status, error: str, seconds: float = 0.0) -> ItemScore:
+    return ItemScore(id=item_id, reward=0.0, status=status, error=error[:500], seconds=seconds)
+
+
+class Scorer(Protocol):
+    """A source of rewards: one ``ItemScore`` per item, in order, for any input (never raises)."""
+
+    def score(self, items: Sequence[RewardItem]) -> list[ItemScore]: ...
+
+
+def merge_scores(a: ItemScore, b: ItemScore) -> ItemScore:
+    """One item's scores from two scorers (rules and a reward model) as one: rewards add, components
+    join, and a failure in either makes the item score 0 with that status."""
+    if a.id != b.id:
+        raise ValueError(f"cannot merge scores of different items ({a.id!r}, {b.id!r})")
+    worst = next((s for s in (a, b) if s.status == "timeout"), None) or next(
+        (s for s in (a, b) if s.status == "error"), None
+    )
+    components = a.components | b.components
+    seconds = a.seconds + b.seconds
+    if worst is not None:
+        return ItemScore(a.id, 0.0, worst.status, components, worst.error, seconds)
+    return ItemScore(a.id, a.reward + b.reward, "ok", components, None, seconds)
+
+
+class RuleScorer:
+    """The config's rule rewards, in this process. ``time_limit_s`` is enforced by
+    ``lm.timelimit`` (any thread; it stops Python code, not one long C call: for a hard limit run
+    the rules through ``lm.reward_process.IsolatedScorer``)."""
+
+    def __init__(self, config: RewardConfig | dict[str, Any], time_limit_s: float | None = None) -> None:
+        self.config = config if isinstance(config, RewardConfig) else RewardConfig.model_validate(config)
+        self.rules = [(r.key, get_reward(r.name), r.args) for r in self.config.rules]
+        self.time_limit_s = self.config.time_limit_s if time_limit_s is None else time_limit_s
+        warm_up()
+
+    def score_one(self, item: RewardItem) -> ItemScore:
+        started = time.perf_counter()
+        try:
+            return call_with_time_limit(lambda: self._score(item, started), self.time_limit_s)
+        except TimeLimitExceeded:
+            elapsed = time.perf_counter() - started
+            return failed_score(item.id, "timeout", f"no reward after {self.time_limit_s:g} s", elapsed)
+
+    def _score(self, item: RewardItem, started: float) -> ItemScore:
+        components: dict[str, float] = {}
+        for key, fn, args in self.rules:
+            try:
+                value = float(fn(item.completion, item.reference, **args))
+                if not math.isfinite(value):
+                    raise ValueError(f"returned {value}")
+            except Exception as e:  # noqa: BLE001 - a user's reward may fail any way; it scores 0
+                return failed_score(
+                    item.id, "error", f"{key}: {type(e).__name__}: {e}", time.perf_counter() - started
+                )
+            components[key] = value
+        return ItemScore(
+            item.id, self.config.combine(components), "ok", components, None, time.perf_counter() - started
+        )
+
+    def score(self, items: Sequence[RewardItem]) -> list[ItemScore]:
+        return [self.score_one(item) for item in items]
