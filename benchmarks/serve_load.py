@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.harness import SHARED, finish, load_average, spread  # noqa: E402
+from benchmarks.harness import SHARED, fail, finish, load_average, spread  # noqa: E402
 
 
 def make_model(out: Path, depth: int, seq_len: int) -> Path:
@@ -314,13 +314,19 @@ def main() -> NoReturn:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     load_before = load_average()
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(args.model) if args.model else make_model(Path(tmp) / "model", args.depth, 512)
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-        try:
-            report = asyncio.run(main_async(args, model_dir))
-        finally:
-            ray.shutdown()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = Path(args.model) if args.model else make_model(Path(tmp) / "model", args.depth, 512)
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                report = asyncio.run(main_async(args, model_dir))
+            finally:
+                ray.shutdown()
+    except Exception as e:  # noqa: BLE001 - a run that crashed is a failed measurement, said in the JSON
+        lowest = min(int(c) for c in args.levels.split(","))
+        fail(
+            "serve_load", "tokens/s", f"the same app at concurrency {lowest}", 5.0, f"{type(e).__name__}: {e}"
+        )
     levels = sorted(report["serve"])
     lo, hi = levels[0], levels[-1]
     ours, base = report["serve"][hi]["tokens_per_s"], report["serve"][lo]["tokens_per_s"]
