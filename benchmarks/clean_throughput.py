@@ -3,7 +3,7 @@ FineWeb's steps, on real crawl pages.
 
     .venv/bin/python benchmarks/clean_throughput.py                    # 3,000 pages, 3 runs a side
     .venv/bin/python benchmarks/clean_throughput.py --pages 1000 10000 --runs 3 1
-    .venv/bin/python benchmarks/clean_throughput.py --settings both    # also FineWeb's extraction setting
+    .venv/bin/python benchmarks/clean_throughput.py --settings both    # also trafilatura's fast=True
 
 Input (benchmarks/_crawl_copies.py): the 46 real HTML pages of shared/data/crawl (a Common Crawl
 and a ClueWeb09 excerpt, Common Crawl's tutorial page) and the 30 real article pages of newspaper4k's
@@ -18,13 +18,13 @@ The whole command, as each side's users run it, in a subprocess, start to exit:
              ``--tasks`` tasks on 2 workers: WarcReader -> Trafilatura -> Gopher repetition -> Gopher
              quality -> C4 -> FineWeb quality, each with its exclusion writer as in FineWeb ->
              PIIFormatter -> JsonlWriter).
-Same settings on both sides (``--settings``): trafilatura ``favor_precision=True``, ``fast=True``
-(raychat's default; ``fineweb``: ``fast=False``, datatrove's and FineWeb's), ``deduplicate=False``
+Same settings on both sides (``--settings``): trafilatura ``favor_precision=True``, ``fast=False``
+(``default``: raychat's, datatrove's and FineWeb's; ``fast``: ``fast=True``, which skips trafilatura's
+fallback extractors), ``deduplicate=False``
 (datatrove's default is True, which on copied pages would strip the copies' text), tables kept,
 comments dropped, a 30 s time limit per page (``--timeout``; the defaults, ours 2 s and datatrove's
 1 s, are wall-clock limits that an overloaded shared machine trips on its largest pages, which
-changed a run's output here). ``both`` runs the two settings, so the ratio of each
-side at its own default (raychat fast=True, FineWeb fast=False) is printed too.
+changed a run's output here). ``both`` runs the two settings.
 
 ``--steps all`` times the full stage instead: ours with every step (URL filter with the UT1 lists of
 shared/data, language ID with lid.176.ftz, exact + MinHash dedup on Ray Data); datatrove adds its
@@ -80,7 +80,7 @@ TARGET_RATIO = 1.5
 CORES = 2
 SAMPLE_INTERVAL_S = 0.2
 PR_SET_CHILD_SUBREAPER = 36
-SETTINGS = {"ours": True, "fineweb": False}  # name -> trafilatura fast
+SETTINGS = {"default": False, "fast": True}  # name -> trafilatura fast
 UT1 = Path(os.environ.get("RAYCHAT_SHARED_DATA", REPO.parent / "shared" / "data")) / "blocklists" / "ut1"
 
 
@@ -307,7 +307,8 @@ def extract_quality(side: str, records: list[dict], fast: bool, timeout: float) 
     if side == "ours":
         from pipelines.clean.config import CleanConfig
         from pipelines.clean.extract import HtmlExtractor
-        from pipelines.clean.filters import QUALITY_STEPS, build_step, run_steps
+        from pipelines.clean.filters.base import run_steps
+        from pipelines.clean.steps import QUALITY_STEPS, build_step
 
         cfg = CleanConfig()
         cfg.extract.fast, cfg.extract.timeout_s, cfg.extract.timeout_mode = fast, timeout, "process"
@@ -350,7 +351,8 @@ def extract_quality(side: str, records: list[dict], fast: bool, timeout: float) 
 
 def read_html(folder: Path, limit: int) -> list[dict]:
     """The first ``limit`` HTML records, round-robin over the files, through our reader."""
-    from pipelines.clean.readers import expand_inputs, read_file
+    from pipelines.clean.readers import read_file
+    from pipelines.inputs import expand_inputs
 
     files, _ = expand_inputs([str(folder)])
     streams = [
@@ -463,13 +465,6 @@ def summarize(pages: int, results: dict[str, Any]) -> dict[str, Any]:
         print(
             f"    ratio ours/datatrove: {out[setting]['ratio']:.2f} per CPU-s, {out[setting]['ratio_wall']:.2f} wall"
         )
-    if {"ours", "fineweb"} <= set(results):
-        ours_default = statistics.median([pages / r["cpu_s"] for r in results["ours"]["ours"]])
-        dt_default = statistics.median([pages / r["cpu_s"] for r in results["fineweb"]["datatrove"]])
-        out["each_at_its_default_ratio"] = ours_default / dt_default
-        print(
-            f"  each at its default (ours fast=True, datatrove/FineWeb fast=False): {ours_default / dt_default:.2f}"
-        )
     return out
 
 
@@ -509,7 +504,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pages", type=int, nargs="+", default=[3000], help="input sizes (default 3000)")
     p.add_argument("--runs", type=int, nargs="+", default=[3], help="runs per side, per size (default 3)")
-    p.add_argument("--settings", choices=["ours", "fineweb", "both"], default="ours")
+    p.add_argument("--settings", choices=["default", "fast", "both"], default="default")
     p.add_argument("--steps", choices=["extract,quality,pii", "all"], default="extract,quality,pii")
     p.add_argument("--pages-per-file", type=int, default=600)
     p.add_argument("--no-articles", action="store_true", help="the 46 crawl pages only")
@@ -519,7 +514,7 @@ def main() -> None:
     p.add_argument("--extract-runs", type=int, default=3)
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temp dir, removed)")
     args = p.parse_args()
-    args.settings = ["ours", "fineweb"] if args.settings == "both" else [args.settings]
+    args.settings = ["default", "fast"] if args.settings == "both" else [args.settings]
     runs = args.runs + [args.runs[-1]] * (len(args.pages) - len(args.runs))
 
     libc = ctypes.CDLL(None, use_errno=True)

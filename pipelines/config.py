@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, create_model
 
 from lm.config_base import StrictModel
 from pipelines.errors import ConfigError
+from pipelines.sft.world_config import SFTDataConfig
 from pipelines.stages import STAGES, registered
 
 __all__ = ["ConfigError", "RayConfig", "RunConfig", "StageInstance", "load_config", "validate_config"]
@@ -49,6 +50,11 @@ class _RunSettings(StrictModel):
     stages: dict[str, StageInstance] = Field(
         default_factory=dict,
         description="more stages of a kind under their own names, each with its own section (pipelines/stages.py)",
+    )
+    sft_data: SFTDataConfig = Field(
+        default_factory=SFTDataConfig,
+        description="the tiny world's post-training data (conversations, identity, refusals): what the "
+        "sft, idk and rm stages build from the world",
     )
 
 
@@ -97,6 +103,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+def shorthand_overrides(args: Any, shorthands: dict[str, str]) -> list[str]:
+    """``--set`` overrides for a stage's shorthand flags: ``{"max_steps": "pretrain.max_steps"}`` turns
+    ``--max-steps 50`` into ``pretrain.max_steps=50`` (flags left unset give nothing)."""
+    out = []
+    for attr, key in shorthands.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return out
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:

@@ -3,7 +3,8 @@
     make demo                      # or: raychat demo --run-dir runs/demo
 
 It writes the tiny world (a seeded mini web crawl), cleans it, trains a tokenizer and token shards,
-pretrains a small base model, samples a few continuations from it, and writes <run>/report.md.
+pretrains a small base model, samples a few continuations from it, fine-tunes it into a chat model
+(with the arithmetic layout ablation), trains it to say "I don't know", and writes <run>/report.md.
 Stages whose outputs are complete are skipped, so a second run only redoes what is missing.
 """
 
@@ -82,6 +83,34 @@ def run_demo(cfg: RunConfig, force: bool = False) -> int:
     if prompts and (model_dir / "config.json").is_file():
         for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
-        write_report_safely(graph)  # with the samples
+    for line in post_training_lines(run):
+        print(line)
+    write_report_safely(graph)  # with the samples and the post-training numbers
     print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0
+
+
+def post_training_lines(run: RunDir) -> list[str]:
+    """The post-training headline numbers, one line each, for the terminal."""
+    from pipelines.run_dir import read_summary
+
+    summary = read_summary(run)
+    sft, idk, search = (summary.get(k, {}) for k in ("sft", "idk", "search"))
+
+    def f(v: object) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else "-"
+
+    lines = []
+    if sft:
+        lines.append(
+            f"  sft: identity {f(sft.get('identity_accuracy'))}, search {f(search.get('accuracy_with_tool'))} "
+            f"with the tool / {f(search.get('accuracy_without_tool'))} without, arithmetic reasoning first "
+            f"{f(sft.get('reasoning_first_accuracy'))} / answer first {f(sft.get('answer_first_accuracy'))}"
+        )
+    if idk:
+        lines.append(
+            f"  idk: 'I don't know' on unknown entities {f(idk.get('unknown_idk_rate_before'))} -> "
+            f"{f(idk.get('unknown_idk_rate_after'))}, on known ones {f(idk.get('known_false_idk_rate_after'))}; "
+            f"known accuracy {f(idk.get('known_accuracy_before'))} -> {f(idk.get('known_accuracy_after'))}"
+        )
+    return lines

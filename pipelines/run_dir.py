@@ -49,6 +49,8 @@ LAYOUT = {
     "metrics": "metrics",
     "plots": "plots",
     "scratch": "scratch",
+    "sft_data": "sft_data",  # the tiny world's post-training data (pipelines/sft/world_data.py)
+    "idk_data": "idk_data",  # the idk stage's probes and refusal conversations
     "search": "search",  # a saved search index of the run's search corpus (world/search_index.jsonl)
     "report": "report.md",
 }

@@ -37,7 +37,7 @@ never skipped or invalidated, and ``raychat run`` starts them only when named.
 The lifecycle as it grows (stages marked * are still to come, with their issues)::
 
     world -> clean -> tokenize -> pretrain (models/base)
-      -> sft* (models/sft; base + SFT data; the "I don't know" stage idk* reads sft or base and writes SFT data)
+      -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
       -> rm* (models/rm; base or sft + preference pairs)
       -> grpo* (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
       -> distill* (models/student; rl)      serve (long-running; every model the run makes)
@@ -57,7 +57,9 @@ from pydantic import BaseModel
 
 from pipelines.clean.config import CleanConfig
 from pipelines.errors import ConfigError
+from pipelines.idk.config import IDKStageConfig
 from pipelines.pretrain.config import PretrainConfig
+from pipelines.sft.config import SFTConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
 from serving.config import ServeConfig
@@ -116,6 +118,23 @@ def _tokenize_consumes(s: TokenizeConfig, cfg: Any) -> list[str]:
     return ["clean"] if s.input is None or points_into(s, cfg.run_dir, "data/clean") else []
 
 
+def _model_consumed(init: str | None, cfg: Any, default: str) -> list[str]:
+    """The stage behind a model setting: ``models/<name>`` under the run (``{run_dir}/...`` or spelled
+    out), or ``default`` when it is null; a model from elsewhere (an imported checkpoint) is no edge."""
+    if init is None:
+        return [default]
+    prefixes = ("{run_dir}/", f"{str(cfg.run_dir).rstrip('/')}/")
+    for prefix in prefixes:
+        if init.startswith(prefix):
+            return [init[len(prefix) :]]
+    return [init] if init.startswith("models/") else []
+
+
+def _sft_consumes(s: Any, cfg: Any) -> list[str]:
+    # its model, and the tiny world's conversations when it trains on them and the run has a world stage
+    return [*_model_consumed(s.init, cfg, "pretrain"), *(["world?"] if s.world_kinds else [])]
+
+
 def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
     """Every model another stage of the run writes (those it lists when ``run_models`` is off), each
     optional: a server starts with the models that exist, so it is ordered after the stages that
@@ -157,6 +176,20 @@ STAGES: tuple[Stage, ...] = (
         PretrainConfig,
         "pretrain the base model on the token shards (Ray Train)",
         consumes=lambda s, cfg: ["tokenize"],
+        produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "sft",
+        SFTConfig,
+        "fine-tune a chat model on conversations, evaluate it, layout ablation (Ray Train)",
+        consumes=_sft_consumes,
+        produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "idk",
+        IDKStageConfig,
+        "probe the SFT model, train it to say 'I don't know', measure before/after",
+        consumes=lambda s, cfg: ["sft"],
         produces=lambda s: [f"models/{s.output_name}"],
     ),
     Stage(

@@ -10,7 +10,7 @@ Which models are served, and for what (the rule):
   optional name); a listed model wins over a folder of the same name.
 - A model is a **chat model** (``/v1/chat/completions`` and ``/v1/completions``) when its entry says
   ``chat: true``; otherwise when its ``raychat.json`` says ``"chat": true``; otherwise when the stage
-  that wrote it trains on the chat format (sft, rl, grpo, student, distill); otherwise when its EOS
+  that wrote it trains on the chat format (sft, idk, rl, grpo, student, distill); otherwise when its EOS
   tokens include ``<|im_end|>`` (the end of an assistant turn: what save_pretrained gets for chat
   models). Anything else is a **base model**: ``/v1/completions`` only, and a chat request for it is a
   400 that says so. ``include_base_models: false`` leaves base models out.

@@ -21,7 +21,7 @@ from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 from serving.config import API_KEYS_ENV, ModelSpec, ServeConfig
 
-CHAT_STAGES = frozenset({"sft", "rl", "grpo", "student", "distill"})
+CHAT_STAGES = frozenset({"sft", "idk", "rl", "grpo", "student", "distill"})
 
 
 class ResolvedModel(StrictModel):

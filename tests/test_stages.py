@@ -198,12 +198,11 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
     cfg = load_config(path)
     assert cfg.pretrain_long.max_steps == 5 and cfg.pretrain.max_steps == 150
     g = Graph(cfg)
-    assert g.names[-3:] == ["pretrain", "pretrain_long", "serve"] and g.consumes("pretrain_long") == [
-        "tokenize"
-    ]
-    assert g.consumes("serve") == ["pretrain", "pretrain_long"]  # it serves every model the run makes
+    assert g.names.index("pretrain_long") == g.names.index("pretrain") + 1
+    assert g.consumes("pretrain_long") == ["tokenize"]
+    assert g.names[-1] == "serve" and g.consumes("serve") == ["pretrain", "sft", "idk", "pretrain_long"]
     assert g.producer("models/base_long") == "pretrain_long"
-    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long"]
+    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk"]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
     for text, error in (
         ("stages:\n  x: {kind: nope}\n", "stages.x.kind: unknown stage 'nope'"),
@@ -220,13 +219,31 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
 def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
     """clean consumes world only when it reads the run's own crawl; tokenize clean unless given another input."""
     g = Graph(load_config(None, [f"run_dir={tmp_path}"]))
-    assert [g.consumes(n) for n in g.names] == [[], ["world"], ["clean"], ["tokenize"], ["pretrain"]]
-    assert g.built_on("world") == ["clean", "tokenize", "pretrain"]
+    assert [g.consumes(n) for n in g.names] == [
+        [],
+        ["world"],
+        ["clean"],
+        ["tokenize"],
+        ["pretrain", "world"],
+        ["sft"],
+        ["pretrain", "sft", "idk"],  # serve: every model the run makes
+    ]
+    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk"]
+
+    # sft consumes the model its init names, the base model when it names none
+    def sft_consumes(*sets: str) -> list[str]:
+        return Graph(load_config(None, [f"run_dir={tmp_path}", *sets])).consumes("sft")
+
+    assert sft_consumes("sft.init={run_dir}/models/base", "sft.world_kinds=[]") == ["pretrain"]
+    assert sft_consumes("sft.init=/models/imported-llama", "sft.world_kinds=[]") == []
+    with pytest.raises(ConfigError, match="cycle"):  # idk consumes sft
+        sft_consumes("sft.init={run_dir}/models/sft_idk")
     real = Graph(
         load_config(None, [f"run_dir={tmp_path}", "clean.inputs=[/data/crawl]", "tokenize.input=/x"])
     )
-    assert real.consumes("clean") == [] and real.consumes("tokenize") == [] and real.built_on("world") == []
+    assert real.consumes("clean") == [] and real.consumes("tokenize") == []
+    assert real.built_on("world") == ["sft", "idk"]  # the world's conversations, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
-    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "serve"]
+    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk", "serve"]
     assert registered("pretrain").module().__name__ == "pipelines.pretrain.job"

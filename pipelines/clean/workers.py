@@ -17,6 +17,7 @@ call retried ``RETRIES`` times; a file that still kills its worker is recorded a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from pipelines.clean.pipeline import FileProcessor
 log = logging.getLogger("raychat.clean")
 
 RETRIES = 2  # calls retried on a restarted worker before the item counts as failed
+UNAVAILABLE_RETRIES = 20  # sends of one item to workers that could not be reached (a node being replaced)
 
 
 class CleanWorker:
@@ -105,6 +107,7 @@ class WorkerPool:
         todo.reverse()
         idle = list(self.actors)
         running: dict[Any, tuple[Any, Any]] = {}
+        unavailable: dict[int, int] = {}  # item -> times its worker could not be reached
         while todo or running:
             while todo and idle:
                 actor, item = idle.pop(), todo.pop()
@@ -114,6 +117,20 @@ class WorkerPool:
             idle.append(actor)  # restarted by Ray if it died
             try:
                 result = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError as e:
+                # the actor is being restarted (its node was lost, its process is coming back): not the
+                # item's fault, so it is sent again, after a pause that grows, a bounded number of times
+                unavailable[id(item)] = tries = unavailable.get(id(item), 0) + 1
+                if tries > UNAVAILABLE_RETRIES:
+                    log.error("clean: no worker could take %s %d times; recording it as failed", item, tries)
+                    yield item, on_failure(item, e)
+                    continue
+                log.warning(
+                    "clean: a worker was unavailable (%s); sending %s again", e.__class__.__name__, item
+                )
+                time.sleep(min(5.0, 0.5 * tries))
+                todo.append(item)
+                continue
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
                 log.error("clean: a worker died %d times on %s; recording it as failed", RETRIES + 1, item)
                 result = on_failure(item, e)

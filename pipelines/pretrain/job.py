@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.config import shorthand_overrides
 from pipelines.errors import ConfigError
 from pipelines.pretrain.data import (
     TokenSplit,
@@ -203,9 +204,4 @@ _SHORTHANDS = {
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for attr, key in _SHORTHANDS.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-    return out
+    return shorthand_overrides(args, _SHORTHANDS)
