@@ -9,6 +9,7 @@
     raychat sample --model runs/tiny/models/base --prompt "The capital of" -n 5
     raychat tokens "hello deep seek" --tokenizer runs/tiny/tokenizer
     raychat chat --model runs/tiny/models/sft
+    raychat serve --run-dir runs/tiny --port 8000      # the long-running serve stage, until Ctrl-C
 
 ``python -m pipelines.<stage>`` is the same as ``raychat <stage>``, which is what
 ``ray job submit --working-dir . -- python -m pipelines.clean --config ...`` runs on a cluster.

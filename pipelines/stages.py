@@ -40,7 +40,7 @@ The lifecycle as it grows (stages marked * are still to come, with their issues)
       -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
       -> rm* (models/rm; base or sft + preference pairs)
       -> grpo (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
-      -> distill* (models/student; rl)      serve* (long-running; every chat model that exists)
+      -> distill* (models/student; rl)      serve (long-running; every model the run makes)
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from pipelines.pretrain.config import PretrainConfig
 from pipelines.sft.config import SFTConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
+from serving.config import ServeConfig
 
 
 def _nothing(*_: Any) -> Sequence[str]:
@@ -145,6 +146,21 @@ def _grpo_consumes(s: GRPOConfig, cfg: Any) -> list[str]:
     return out
 
 
+def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
+    """Every model another stage of the run writes (those it lists when ``run_models`` is off), each
+    optional: a server starts with the models that exist, so it is ordered after the stages that
+    make them without needing any of them."""
+    others = [*STAGES, *(instance(e.kind, n) for n, e in (getattr(cfg, "stages", None) or {}).items())]
+    made = [
+        artifact
+        for stage in others
+        if (stage.kind or stage.name) != "serve"
+        for artifact in stage.produces(stage.settings(cfg))
+        if artifact.startswith("models/")
+    ]
+    return [f"{m}?" for m in made if s.run_models or points_into(s, cfg.run_dir, m)]
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "world",
@@ -196,6 +212,14 @@ STAGES: tuple[Stage, ...] = (
             f"models/{s.output_name}",
             *([f"models/{s.control_name}"] if s.control.enabled else []),
         ],
+    ),
+    Stage(
+        "serve",
+        ServeConfig,
+        "serve the run's models: an OpenAI-compatible API and a web chat (Ray Serve; runs until stopped)",
+        consumes=_serve_consumes,
+        long_running=True,
+        job="serving.job",
     ),
 )
 

@@ -43,14 +43,20 @@ def tiny_model(seed: int = 3, vocab: int = VOCAB, max_seq_len: int = 96, **overr
     return m.eval()
 
 
-def tiny_model_dir(directory: Path, seed: int = 0, max_seq_len: int = 128):
-    """An exported model directory with a byte-level tokenizer (plus three merges); (path, tokenizer)."""
-    from lm.checkpoint import save_pretrained
+def byte_tokenizer(name: str = "tiny"):
+    """A byte-level tokenizer (plus three merges) with every raychat special token after them."""
     from lm.tokenizer import Tokenizer
 
     ranks = {bytes([b]): b for b in range(256)}
     ranks.update({b"th": 256, b"he": 257, b"the": 258})
-    tok = Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
+    return Tokenizer.from_ranks(name, r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
+
+
+def tiny_model_dir(directory: Path, seed: int = 0, max_seq_len: int = 128):
+    """An exported model directory with a byte-level tokenizer (plus three merges); (path, tokenizer)."""
+    from lm.checkpoint import save_pretrained
+
+    tok = byte_tokenizer()
     model = tiny_model(seed, vocab=tok.vocab_size, max_seq_len=max_seq_len)
     return save_pretrained(model, directory, tokenizer=tok), tok
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import interleave, run_process, spread  # noqa: E402
 
-SCRIPTS = ["dedup_throughput", "quality_filters", "extract_quality", "tokenize_throughput"]
+SCRIPTS = ["dedup_throughput", "quality_filters", "extract_quality", "tokenize_throughput", "serve_load"]
 REQUIRED = {
     "benchmark",
     "unit",

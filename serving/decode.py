@@ -1,0 +1,255 @@
+"""Generated token ids to what a client sees, incrementally: text, server tool uses, stop strings.
+
+One ``ReplyDecoder`` per choice is fed the engine's token events as they come and returns what to
+send; a non-streaming response is the same decoder fed everything, so streamed and whole replies
+always agree.
+
+- Text is decoded as bytes arrive (a character split over two tokens comes out once complete).
+- Chat mode reads the chat format's control tokens as lm/chat.py's ``parse_assistant`` does:
+  ``<|search_start|>q<|search_end|><|result_start|>r<|result_end|>`` (and the calculator's) become a
+  ``ToolUse`` (reported when the call closes, and again when its result is in); ``<|im_end|>`` and
+  ``<|endoftext|>`` end the reply; any other control token is dropped. Raw mode (``/v1/completions``)
+  shows every token's text, control tokens as their literal text, except the stop token that ended
+  the sample.
+- Stop strings are matched on the decoded content. Text that could be the start of one is held back
+  until it cannot, so a client never receives text that is then taken back; on a match the content
+  is cut before it and ``stopped`` is set (the caller aborts the request to free its slot). A stop
+  string does not match across a tool call.
+- Logprobs: one entry per content token (``{"token", "logprob", "bytes", "top_logprobs": []}``),
+  sent with the text it produced; tokens of tool calls, results and the final stop token have none.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lm.chat_template import (
+    BOS,
+    CALC_END,
+    CALC_START,
+    IM_END,
+    RESULT_END,
+    RESULT_START,
+    SEARCH_END,
+    SEARCH_START,
+)
+
+# the tool kinds as the API names them, with the request field the model wrote
+TOOL_KINDS = {
+    "search": (SEARCH_START, SEARCH_END, "query"),
+    "calculator": (CALC_START, CALC_END, "expression"),
+}
+
+
+class _Tokenizer(Protocol):
+    vocab_size: int
+
+    def token_id(self, special: str) -> int: ...
+    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+    def token_bytes(self, token_id: int) -> bytes: ...
+
+
+@dataclass
+class ToolUse:
+    """A server-side tool call in a reply: what the model asked and what it got back."""
+
+    index: int
+    type: str
+    input: str
+    offset: int  # characters of content before the call
+    result: str | None = None
+
+    def start_delta(self) -> dict[str, Any]:
+        field_name = TOOL_KINDS[self.type][2]
+        return {"index": self.index, "type": self.type, field_name: self.input, "offset": self.offset}
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.start_delta() | {"result": self.result}
+
+    def as_part(self) -> dict[str, Any]:
+        """The lm/chat_messages.py content part, to send the reply back in a later request."""
+        kind = "calc" if self.type == "calculator" else self.type
+        return {"type": kind, TOOL_KINDS[self.type][2]: self.input, "result": self.result}
+
+
+@dataclass
+class Piece:
+    """What one feed produced: new content text (with its tokens' logprobs), tool calls made and
+    tool results received."""
+
+    text: str = ""
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    tools_started: list[ToolUse] = field(default_factory=list)
+    tools_done: list[ToolUse] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.text or self.logprobs or self.tools_started or self.tools_done)
+
+
+class ReplyDecoder:
+    """Decode one choice's tokens (module docstring); ``chat`` selects chat or raw mode."""
+
+    def __init__(self, tokenizer: _Tokenizer, chat: bool, stops: Sequence[str] = (), logprobs: bool = False):
+        self.tok = tokenizer
+        self.chat = chat
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.want_logprobs = logprobs
+        self.content = ""  # decoded content so far (held text included)
+        self.sent = 0  # characters of content already handed out
+        self.token_ids: list[int] = []
+        self.tool_uses: list[ToolUse] = []
+        self.stopped = False  # a stop string matched: no more content
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lp: list[tuple[int, dict[str, Any]]] = []  # (content offset of the token, entry)
+        self._lp_sent = 0
+        self._mode = "text"  # text | call | await (a result) | result
+        self._call: list[int] = []
+        self._call_kind = ""
+        self._result: list[int] = []
+        self._special: dict[int, str] = {}
+        if chat:
+            names = [BOS, IM_END, RESULT_START, RESULT_END] + [
+                t for s, e, _ in TOOL_KINDS.values() for t in (s, e)
+            ]
+            self._special = {tokenizer.token_id(n): n for n in names}
+            self._opens = {tokenizer.token_id(s): kind for kind, (s, _, _) in TOOL_KINDS.items()}
+
+    # -- feeding -------------------------------------------------------------------------------------
+
+    def feed(self, token: int, logprob: float | None = None, is_stop: bool = False) -> Piece:
+        """One generated token (``is_stop``: the stop/EOS token that ended the sample)."""
+        piece = Piece()
+        self.token_ids.append(token)
+        if self.stopped or is_stop:
+            return piece
+        if self.chat:
+            self._feed_chat(token, logprob, piece)
+        else:
+            self._add_text(token, logprob, piece)
+        return piece
+
+    def finish(self) -> Piece:
+        """The end of the sample: hand out the held text (no stop string can complete any more)."""
+        piece = Piece()
+        if not self.stopped:
+            self._flush_utf8()
+            self._emit(len(self.content), piece)
+        return piece
+
+    def _feed_chat(self, token: int, logprob: float | None, piece: Piece) -> None:
+        name = self._special.get(token)
+        if self._mode == "call":
+            _, close, _ = TOOL_KINDS[self._call_kind]
+            if name == close:
+                use = ToolUse(
+                    len(self.tool_uses), self._call_kind, self._decode(self._call), len(self.content)
+                )
+                self.tool_uses.append(use)
+                piece.tools_started.append(use)
+                self._mode = "await"
+            elif name is None:
+                self._call.append(token)
+            return  # another control token inside a call: dropped, as parse_assistant does
+        if self._mode == "await":
+            if name == RESULT_START:
+                self._mode, self._result = "result", []
+                return
+            self._mode = "text"  # no result follows (the tool is not enabled): the reply goes on
+        if self._mode == "result":
+            if name == RESULT_END:
+                use = self.tool_uses[-1]
+                use.result = self._decode(self._result)
+                piece.tools_done.append(use)
+                self._mode = "text"
+            elif name is None:
+                self._result.append(token)
+            return
+        if token in self._opens:
+            self._flush_utf8()
+            self._emit(len(self.content), piece)  # a stop string does not span a tool call
+            self._mode, self._call_kind, self._call = "call", self._opens[token], []
+            return
+        if name is not None or token >= self.tok.vocab_size:
+            return  # <|im_end|> / <|endoftext|> end the reply (the engine stops there); strays dropped
+        self._add_text(token, logprob, piece)
+
+    def _add_text(self, token: int, logprob: float | None, piece: Piece) -> None:
+        if token >= self.tok.vocab_size:
+            return
+        data = self.tok.token_bytes(token)
+        if self.want_logprobs:
+            entry = {
+                "token": data.decode("utf-8", errors="replace"),
+                "logprob": logprob if logprob is not None else 0.0,
+                "bytes": list(data),
+                "top_logprobs": [],
+            }
+            self._lp.append((len(self.content), entry))
+        self.content += self._utf8.decode(data)
+        self._check_stops(piece)
+
+    def _check_stops(self, piece: Piece) -> None:
+        if not self.stops:
+            self._emit(len(self.content), piece)
+            return
+        # a match can only start at or after ``sent``: text before it was handed out because no stop
+        # string could start there (and one never spans a tool call, where everything is handed out)
+        hits = [i for i in (self.content.find(s, self.sent) for s in self.stops) if i >= 0]
+        if hits:
+            cut = min(hits)
+            self.content = self.content[:cut]
+            self.stopped = True
+            self._emit(cut, piece, drop_after=True)
+            return
+        self._emit(len(self.content) - self._held(), piece)
+
+    def _held(self) -> int:
+        """Characters at the end of the content that could begin a stop string (held back)."""
+        for k in range(min(self.hold, len(self.content) - self.sent), 0, -1):
+            tail = self.content[-k:]
+            if any(s.startswith(tail) for s in self.stops):
+                return k
+        return 0
+
+    def _emit(self, end: int, piece: Piece, drop_after: bool = False) -> None:
+        if end > self.sent:
+            piece.text += self.content[self.sent : end]
+            self.sent = end
+        while self._lp_sent < len(self._lp) and self._lp[self._lp_sent][0] < self.sent:
+            piece.logprobs.append(self._lp[self._lp_sent][1])
+            self._lp_sent += 1
+        if drop_after:
+            self._lp = self._lp[: self._lp_sent]
+
+    def _flush_utf8(self) -> None:
+        self.content += self._utf8.decode(b"", final=True)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode_bytes([t for t in ids if t < self.tok.vocab_size]).decode("utf-8", "replace")
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    @property
+    def logprobs(self) -> list[dict[str, Any]]:
+        return [entry for _, entry in self._lp]
+
+    @property
+    def token_offsets(self) -> list[int]:
+        return [offset for offset, _ in self._lp]
+
+    def parts(self) -> list[dict[str, Any]]:
+        """The reply as lm/chat_messages.py content parts (text and tool calls in order)."""
+        out: list[dict[str, Any]] = []
+        pos = 0
+        for use in self.tool_uses:
+            if use.offset > pos:
+                out.append({"type": "text", "text": self.content[pos : use.offset]})
+            out.append(use.as_part())
+            pos = use.offset
+        if len(self.content) > pos:
+            out.append({"type": "text", "text": self.content[pos:]})
+        return out

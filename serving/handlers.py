@@ -1,0 +1,269 @@
+"""The two generation endpoints: a validated request in, an OpenAI response (or its SSE stream) out.
+
+Each handler checks the request against the model, builds the engine jobs, and waits for the first
+update before answering, so a refusal (overload, a prompt the engine rejects) is still an HTTP
+error status rather than a stream that breaks; after that, output goes to the client as it comes.
+An error after the stream started is sent as an ``{"error": ...}`` event followed by ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from serving.decode import ReplyDecoder
+from serving.openai_api import (
+    SSE_DONE,
+    ChatCompletionRequest,
+    CompletionRequest,
+    OpenAIError,
+    chat_chunk,
+    chat_completion,
+    new_id,
+    sse,
+    text_completion,
+    usage,
+)
+from serving.served import ChoiceUpdate, Job, ServedModel
+
+Answer = dict[str, Any] | AsyncIterator[str]
+
+
+async def _started(updates: AsyncIterator[ChoiceUpdate]) -> tuple[ChoiceUpdate, AsyncIterator[ChoiceUpdate]]:
+    """The first update (errors before any output surface here), and the rest."""
+    try:
+        first = await anext(updates)
+    except BaseException:
+        await updates.aclose()
+        raise
+    return first, updates
+
+
+async def _all(first: ChoiceUpdate, rest: AsyncIterator[ChoiceUpdate]) -> AsyncIterator[ChoiceUpdate]:
+    yield first
+    async for u in rest:
+        yield u
+
+
+def _tokens(jobs: list[Job]) -> dict[str, int]:
+    prompt = sum(len(j.prompt) for j in jobs)
+    return usage(prompt, sum(len(d.token_ids) for j in jobs for d in j.decoders))
+
+
+# -- /v1/chat/completions ----------------------------------------------------------------------------
+
+
+async def chat_completions(
+    model: ServedModel, req: ChatCompletionRequest, max_n: int, default_max: int | None
+) -> Answer:
+    _check_n(req.n, max_n)
+    fn_tools = None if req.tool_choice == "none" else req.tools
+    if fn_tools and req.stream:
+        raise OpenAIError("function tools (`tools`) are supported without streaming only", param="stream")
+    server_tools = model.server_tools(req.raychat_tools)
+    prompt = model.chat_prompt(req.messages, fn_tools, server_tools)
+    params = model.sampling(req, len(prompt), default_max, req.logprobs)
+    decoders = [model.decoder(True, req.stops, req.logprobs) for _ in range(req.n)]
+    job = Job(prompt, params, server_tools, decoders, 0)
+    first, rest = await _started(model.updates([job]))
+    rid = new_id("chatcmpl")
+    if req.stream:
+        return _chat_stream(rid, model.name, req, job, _all(first, rest))
+    async for _ in _all(first, rest):
+        pass
+    choices = [
+        _chat_choice(model, i, dec, job.finish[i], req, bool(fn_tools)) for i, dec in enumerate(decoders)
+    ]
+    extra = {"prompt_token_ids": prompt} if req.return_token_ids else None
+    return chat_completion(rid, model.name, choices, _tokens([job]), extra)
+
+
+def _chat_choice(
+    model: ServedModel, i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, fn: bool
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": dec.content}
+    if dec.tool_uses:
+        message["raychat_tool_uses"] = [u.as_dict() for u in dec.tool_uses]
+    if fn and model.chat_format is not None and not dec.stopped:
+        parsed = model.chat_format.parse_assistant(dec.token_ids).message
+        if parsed.get("tool_calls"):
+            message["content"] = _text_without_calls(parsed) or None
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {
+                        "name": c["function"]["name"],
+                        "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for c in parsed["tool_calls"]
+            ]
+            finish = "tool_calls"
+    choice: dict[str, Any] = {
+        "index": i,
+        "message": message,
+        "logprobs": {"content": dec.logprobs} if req.logprobs else None,
+        "finish_reason": finish,
+    }
+    if req.return_token_ids:
+        choice["token_ids"] = dec.token_ids
+    return choice
+
+
+def _text_without_calls(parsed: dict[str, Any]) -> str:
+    content = parsed.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(p["text"] for p in content or () if p.get("type") == "text")
+
+
+async def _chat_stream(
+    rid: str, name: str, req: ChatCompletionRequest, job: Job, updates: AsyncIterator[ChoiceUpdate]
+) -> AsyncIterator[str]:
+    created = int(time.time())
+    for i in range(req.n):
+        choice = {
+            "index": i,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        chunk = chat_chunk(rid, created, name, [choice])
+        if req.return_token_ids and i == 0:
+            chunk["prompt_token_ids"] = job.prompt
+        yield sse(chunk)
+    try:
+        async for u in updates:
+            delta: dict[str, Any] = {}
+            if u.piece.text:
+                delta["content"] = u.piece.text
+            tool_deltas = [t.start_delta() for t in u.piece.tools_started]
+            tool_deltas += [{"index": t.index, "result": t.result} for t in u.piece.tools_done]
+            if tool_deltas:
+                delta["raychat_tool_uses"] = tool_deltas
+            if not delta and u.finish is None:
+                continue
+            choice = {
+                "index": u.index,
+                "delta": delta,
+                "logprobs": {"content": u.piece.logprobs} if req.logprobs and u.piece.logprobs else None,
+                "finish_reason": u.finish,
+            }
+            if u.finish is not None and req.return_token_ids:
+                choice["token_ids"] = job.decoders[u.index].token_ids
+            yield sse(chat_chunk(rid, created, name, [choice]))
+        if req.include_usage:
+            yield sse(chat_chunk(rid, created, name, [], _tokens([job])))
+    except OpenAIError as e:
+        yield sse(e.body())
+    yield SSE_DONE
+
+
+# -- /v1/completions ---------------------------------------------------------------------------------------
+
+
+async def completions(model: ServedModel, req: CompletionRequest, max_n: int) -> Answer:
+    prompts = req.prompts()
+    _check_n(req.n * len(prompts), max_n, "n x prompts")
+    if req.echo and req.logprobs is not None:
+        raise OpenAIError(
+            "echo with logprobs is not supported (prompt logprobs are not computed)", param="echo"
+        )
+    want_lp = req.logprobs is not None
+    jobs = []
+    for k, p in enumerate(prompts):
+        ids = model.text_prompt(p, k)
+        params = model.sampling(req, len(ids), None, want_lp)
+        decoders = [model.decoder(False, req.stops, want_lp) for _ in range(req.n)]
+        jobs.append(Job(ids, params, [], decoders, k * req.n))
+    echoes = [_echo(model, p) if req.echo else "" for p in prompts]
+    first, rest = await _started(model.updates(jobs))
+    rid, created = new_id("cmpl"), int(time.time())
+    if req.stream:
+        return _completion_stream(rid, created, model.name, req, jobs, echoes, _all(first, rest))
+    async for _ in _all(first, rest):
+        pass
+    choices = []
+    for k, job in enumerate(jobs):
+        for j, dec in enumerate(job.decoders):
+            choice = {
+                "index": job.first_choice + j,
+                "text": echoes[k] + dec.content,
+                "logprobs": _legacy_logprobs(dec, len(echoes[k])) if want_lp else None,
+                "finish_reason": job.finish[j],
+            }
+            if req.return_token_ids:
+                choice["token_ids"] = dec.token_ids
+            choices.append(choice)
+    extra = {"prompt_token_ids": [j.prompt for j in jobs]} if req.return_token_ids else None
+    return text_completion(rid, created, model.name, choices, _tokens(jobs), extra)
+
+
+def _echo(model: ServedModel, prompt: str | list[int]) -> str:
+    return prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)
+
+
+def _legacy_logprobs(
+    dec: ReplyDecoder, start: int, entries: list[dict] | None = None, offsets=None
+) -> dict[str, Any]:
+    entries = dec.logprobs if entries is None else entries
+    offsets = dec.token_offsets if offsets is None else offsets
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": None,
+        "text_offset": [start + o for o in offsets],
+    }
+
+
+async def _completion_stream(
+    rid: str,
+    created: int,
+    name: str,
+    req: CompletionRequest,
+    jobs: list[Job],
+    echoes: list[str],
+    updates: AsyncIterator[ChoiceUpdate],
+) -> AsyncIterator[str]:
+    want_lp = req.logprobs is not None
+    sent_lp = {}  # logprob entries already sent, per choice (for their text offsets)
+    try:
+        if req.echo:
+            for k, job in enumerate(jobs):
+                for j in range(req.n):
+                    choice = {
+                        "index": job.first_choice + j,
+                        "text": echoes[k],
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    yield sse(text_completion(rid, created, name, [choice], None))
+        async for u in updates:
+            k, j = divmod(u.index, req.n)
+            if not u.piece.text and u.finish is None and not u.piece.logprobs:
+                continue
+            lp = None
+            if want_lp:
+                dec = jobs[k].decoders[j]
+                done = sent_lp.get(u.index, 0)
+                offsets = dec.token_offsets[done : done + len(u.piece.logprobs)]
+                lp = _legacy_logprobs(dec, len(echoes[k]), u.piece.logprobs, offsets)
+                sent_lp[u.index] = done + len(u.piece.logprobs)
+            choice = {"index": u.index, "text": u.piece.text, "logprobs": lp, "finish_reason": u.finish}
+            if u.finish is not None and req.return_token_ids:
+                choice["token_ids"] = jobs[k].decoders[j].token_ids
+            yield sse(text_completion(rid, created, name, [choice], None))
+        if req.include_usage:
+            yield sse(text_completion(rid, created, name, [], _tokens(jobs)))
+    except OpenAIError as e:
+        yield sse(e.body())
+    yield SSE_DONE
+
+
+def _check_n(n: int, max_n: int, what: str = "n") -> None:
+    if n > max_n:
+        raise OpenAIError(f"{what} is {n}; this server allows at most {max_n} choices per request", param="n")

@@ -1,0 +1,116 @@
+"""The serve stage: the serving application (serving/app.py) on this machine's Ray, or the cluster's,
+until it is stopped. A long-running stage (pipelines/stages.py): no done marker, never skipped, and
+``raychat run`` starts it only when named, after the stages whose models it serves.
+
+    raychat serve --run-dir runs/tiny [--port 8000] [--host 0.0.0.0]
+    raychat serve --config configs/tiny.yaml --set serve.autoscaling.max_replicas=2
+    raychat run --config configs/tiny.yaml --stages pretrain,serve
+
+It builds the same application as ``serve run serving/config.yaml`` (serving.app:build_app), starts
+Serve's HTTP proxy on ``serve.host``/``serve.port``, prints where the web chat and the API are, and runs
+until Ctrl-C (or SIGTERM), then deletes the application. A bad config, a missing model or a port in
+use is found by ``preflight``, before Ray starts: one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from pipelines.errors import ConfigError
+from serving.resolve import AppSettings, replica_resources, resolve_models, search_source, stage_settings
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="shorthand for --set serve.host=HOST (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, help="shorthand for --set serve.port=PORT (default 8000)")
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    if args.host is not None:
+        out.append(f"{args.stage}.host={json.dumps(args.host)}")
+    if args.port is not None:
+        out.append(f"{args.stage}.port={args.port}")
+    return out
+
+
+def preflight(cfg: Any, name: str) -> None:
+    """The models exist, the port is free, and a local Ray will have the CPUs the app asks for."""
+    app = stage_settings(cfg, name)
+    s = app.serve
+    models = resolve_models(app.run, s)
+    _check_port(s.host, s.port)
+    if os.environ.get("RAY_ADDRESS"):
+        return  # a cluster is used as it is; a replica that cannot be placed says so every 30 s
+    # the first replicas' logical CPUs (replica + one engine per model), so that a run with several
+    # models starts on a small machine (their engines then share its cores)
+    replicas = max(s.autoscaling.min_replicas, s.autoscaling.initial_replicas or 1)
+    wanted = math.ceil(replica_resources(s, models, search_source(app.run, s) is not None)["CPU"] * replicas)
+    if cfg.ray.num_cpus is None:
+        cfg.ray.num_cpus = max(os.cpu_count() or 1, wanted)
+    elif cfg.ray.num_cpus < wanted:
+        raise ConfigError(
+            f"ray.num_cpus is {cfg.ray.num_cpus} but {name} asks for {wanted} CPUs ({replicas} replica(s) "
+            f"of {name}.replica.num_cpus plus an engine per model: {len(models)}); raise ray.num_cpus or "
+            "lower the models' num_cpus"
+        )
+
+
+def run(cfg: Any, name: str) -> dict[str, Any]:
+    """Serve until Ctrl-C or SIGTERM; the numbers are what was served, where, and for how long."""
+    from ray import serve
+
+    from serving.app import bind_app
+
+    app: AppSettings = stage_settings(cfg, name)
+    s = app.serve
+    models = resolve_models(app.run, s)
+    started = time.time()
+    serve.start(http_options={"host": s.host, "port": s.port})
+    serve.run(bind_app(s, models, search_source(app.run, s)), name=s.app_name, route_prefix=s.route_prefix)
+    shown = "localhost" if s.host in ("0.0.0.0", "::") else s.host
+    url = f"http://{shown}:{s.port}{s.route_prefix.rstrip('/')}"
+    names = [f"{m.name} ({'chat' if m.chat else 'base'})" for m in models]
+    print(f"raychat: serving {', '.join(names)}", flush=True)
+    print(f"raychat: web chat at {url}/ ; OpenAI API at {url}/v1 ; Ctrl-C stops", flush=True)
+    stop = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("raychat: stopping", flush=True)
+    serve.delete(s.app_name)
+    serve.shutdown()
+    return {
+        "models": ", ".join(names),
+        "url": url,
+        "served_s": round(time.time() - started, 1),
+    }
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before Ray starts when the port is taken (Serve's proxy would retry for ever)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port)"
+            ) from None

@@ -1,0 +1,303 @@
+"""The OpenAI API's shapes: requests (validated with pydantic), errors, response bodies and SSE chunks.
+
+No Ray and no engine here: serving/app.py parses with ``parse_request`` and answers with the builders.
+
+What follows OpenAI, and where raychat differs (the README's serving section says the same):
+- Errors are ``{"error": {"message", "type", "param", "code"}}`` with the HTTP status OpenAI uses:
+  400 for a bad body or value (``invalid_request_error``, ``param`` naming the field), 401 for a
+  missing or wrong key, 404 for an unknown model (``model_not_found``), 413 for a huge body, 503 when
+  the engine is full (``server_overloaded``, with ``Retry-After``).
+- Unknown request fields are refused (as OpenAI does: "Unrecognized request argument"), except a few
+  that change nothing here (``user``, ``store``, ``metadata``, ``service_tier``,
+  ``parallel_tool_calls``). Settings this server cannot honour (penalties, ``logit_bias``,
+  ``top_logprobs`` > 0, ``suffix``, ``best_of`` != n) are refused rather than ignored.
+- Extensions (vLLM's names where vLLM has one): ``top_k``, ``ignore_eos``, ``return_token_ids``
+  (prompt and output token ids in the response), and ``raychat_tools`` (which server-side tools a
+  chat model may call: ``["search", "calculator"]``; default all that the server has).
+- Server-side tool calls are reported as ``raychat_tool_uses`` on the message (and on stream deltas,
+  merged by ``index`` as OpenAI's own ``tool_calls`` deltas are), not as ``tool_calls``: OpenAI's
+  ``tool_calls`` ask the client to run a function and answer with a ``tool`` message, while these
+  already ran on the server and their results are part of the reply. A client that put them in
+  ``tool_calls`` would run them again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls"})
+MAX_STOP = 16
+MAX_STOP_CHARS = 256
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape; ``status`` is the HTTP status."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message, self.status, self.type, self.param, self.code = message, status, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def overloaded(message: str) -> OpenAIError:
+    return OpenAIError(message, 503, "server_error", code="server_overloaded", headers={"Retry-After": "1"})
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    """Fields both endpoints share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, description="vLLM's extension; 0 or -1 = off")
+    n: int = Field(1, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    ignore_eos: bool = False
+    return_token_ids: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> list[str] | None:
+        stops = [v] if isinstance(v, str) else v
+        if stops is None:
+            return None
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"each stop sequence must have 1 to {MAX_STOP_CHARS} characters")
+        return stops
+
+    @model_validator(mode="after")
+    def _supported(self) -> _Sampling:
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name):
+                raise ValueError(f"{name} is not supported by this server (leave it 0)")
+        if self.logit_bias:
+            raise ValueError("logit_bias is not supported by this server")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    @property
+    def stops(self) -> list[str]:
+        return list(self.stop or [])  # type: ignore[arg-type]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto"] | None = None
+    response_format: dict[str, Any] | None = None
+    raychat_tools: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _chat_supported(self) -> ChatCompletionRequest:
+        if self.top_logprobs:
+            raise ValueError(
+                "top_logprobs > 0 is not supported: the engine reports the chosen token's logprob"
+            )
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.response_format is not None and self.response_format.get("type") != "text":
+            raise ValueError("response_format other than {'type': 'text'} is not supported")
+        return self
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _completion_supported(self) -> CompletionRequest:
+        if self.logprobs:
+            raise ValueError(
+                "logprobs > 0 is not supported: the engine reports the chosen token's logprob (use 0)"
+            )
+        if self.suffix:
+            raise ValueError("suffix is not supported by this server")
+        if self.best_of is not None and self.best_of != self.n:
+            raise ValueError("best_of other than n is not supported")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("prompt must not be an empty list")
+        return self
+
+    @property
+    def limit(self) -> int | None:
+        return self.max_tokens
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+
+def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
+    """The request body as ``kind``, or an OpenAIError (400) naming the field that is wrong."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise OpenAIError(f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise OpenAIError("the request body must be a JSON object")
+    data = {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
+    try:
+        return kind.model_validate(data)
+    except ValidationError as e:
+        raise _validation_error(e) from None
+
+
+def _validation_error(e: ValidationError) -> OpenAIError:
+    first = e.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    # union members add their type names to the location (prompt.str, prompt.list[int]...): drop them
+    path = [p for p in loc if not any(c in p for c in "[]") and p not in ("str", "int", "float", "bool")]
+    param = ".".join(path) or None
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    elif kind == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        message = f"Invalid value for '{param}': {msg}." if param else f"{msg}."
+    more = len(e.errors()) - 1
+    if more and kind != "extra_forbidden":
+        message += f" ({more} more problem{'s' if more > 1 else ''} in the request)"
+    return OpenAIError(message, param=param, code="invalid_value" if kind != "missing" else None)
+
+
+# -- responses -------------------------------------------------------------------------------------------
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chat_completion(
+    rid: str, model: str, choices: list[dict[str, Any]], use: dict[str, int], extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": use,
+        **(extra or {}),
+    }
+
+
+def chat_chunk(
+    rid: str, created: int, model: str, choices: list[dict[str, Any]], use: dict[str, int] | None = None
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": use,
+    }
+
+
+def text_completion(
+    rid: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    use: dict[str, int] | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+        "usage": use,
+        **(extra or {}),
+    }
+
+
+def model_card(name: str, created: int, chat: bool, max_seq_len: int, tools: list[str]) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "raychat",
+        "max_model_len": max_seq_len,  # vLLM's field name
+        "raychat": {"chat": chat, "endpoints": _endpoints(chat), "server_tools": tools},
+    }
+
+
+def _endpoints(chat: bool) -> list[str]:
+    return ["/v1/chat/completions", "/v1/completions"] if chat else ["/v1/completions"]
+
+
+def sse(data: dict[str, Any] | str) -> str:
+    """One server-sent event (``data: ...`` and a blank line)."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {text}\n\n"
+
+
+SSE_DONE = sse("[DONE]")

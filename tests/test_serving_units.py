@@ -1,0 +1,330 @@
+"""The serving layer's pure parts, without Ray: the reply decoder (text, tools, stop strings,
+logprobs), request validation and error shapes, the serving config and the chat-model rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from serving_helpers import base_model_dir, byte_tokenizer
+
+from lm.chat import ChatFormat
+from pipelines.errors import ConfigError
+from serving.decode import ReplyDecoder
+from serving.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
+from serving.resolve import api_keys, app_settings, is_chat_model, resolve_models, search_source
+from serving.served import with_note
+
+TOK = byte_tokenizer()
+CHAT = ChatFormat(TOK)
+
+
+def sp(name: str) -> int:
+    return TOK.token_id(name)
+
+
+def run(decoder: ReplyDecoder, ids: list[int], stop_last: bool = False):
+    """Feed ids one at a time; the concatenated text handed out, and the tool events."""
+    text, started, done = "", [], []
+    for i, t in enumerate(ids):
+        piece = decoder.feed(t, -0.5, is_stop=stop_last and i == len(ids) - 1)
+        text += piece.text
+        started += [u.start_delta() for u in piece.tools_started]
+        done += [(u.index, u.result) for u in piece.tools_done]
+        if decoder.stopped:
+            break
+    text += decoder.finish().text
+    return text, started, done
+
+
+def reply_ids(conversation_reply) -> list[int]:
+    """The ids the engine would produce for an assistant reply (as render_conversation writes it)."""
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": conversation_reply}]
+    full = CHAT.render_conversation(msgs).ids
+    prompt = CHAT.render_prompt(msgs[:1]).ids
+    return full[len(prompt) : -1]  # up to <|im_end|>, without the newline after it
+
+
+def test_chat_decoder_reads_text_and_tools_like_parse_assistant():
+    parts = [
+        {"type": "text", "text": "Let me look. "},
+        {"type": "search", "query": "Noril Clock", "result": "[1] It was <|im_end|> Velimir."},
+        {"type": "text", "text": "So: "},
+        {"type": "calc", "expression": "2+3", "result": "5"},
+        {"type": "text", "text": "five, héllo ✓"},
+    ]
+    ids = reply_ids(parts)
+    dec = ReplyDecoder(TOK, chat=True)
+    text, started, done = run(dec, ids, stop_last=True)
+    assert text == dec.content == "Let me look. So: five, héllo ✓"
+    assert started == [
+        {"index": 0, "type": "search", "query": "Noril Clock", "offset": 13},
+        {"index": 1, "type": "calculator", "expression": "2+3", "offset": 17},
+    ]
+    assert done == [(0, "[1] It was <|im_end|> Velimir."), (1, "5")]
+    assert dec.parts() == CHAT.parse_assistant(ids).message["content"]  # the one format, read alike
+
+
+def test_text_arrives_whole_characters_only():
+    ids = TOK.encode("né✓")  # multi-byte characters split over byte tokens
+    dec = ReplyDecoder(TOK, chat=False)
+    pieces = [dec.feed(t).text for t in ids]
+    assert "".join(pieces) == "né✓" and "\ufffd" not in "".join(pieces)
+    assert pieces[1] == ""  # the first byte of é alone gives nothing yet
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "expected"),
+    [
+        ("Hello world, stop here please", ["stop"], "Hello world, "),
+        ("abcabd", ["abd"], "abc"),
+        ("no match at all", ["zzz", "qq"], "no match at all"),
+        ("two stops: B then A", ["A", "B"], "two stops: "),
+        ("stop at the very end", ["end"], "stop at the very "),
+    ],
+)
+def test_stop_strings_never_send_text_that_is_taken_back(text, stops, expected):
+    dec = ReplyDecoder(TOK, chat=False, stops=stops, logprobs=True)
+    sent, _, _ = run(dec, TOK.encode(text))
+    assert sent == dec.content == expected
+    assert dec.stopped == (expected != text)
+    # logprobs: one per token whose text starts in the kept content
+    assert b"".join(bytes(e["bytes"]) for e in dec.logprobs).decode().startswith(expected)
+    assert all(off < max(len(expected), 1) for off in dec.token_offsets)
+
+
+def test_stop_string_does_not_span_a_tool_call():
+    ids = reply_ids(
+        [
+            {"type": "text", "text": "ab"},
+            {"type": "calc", "expression": "1", "result": "1"},
+            {"type": "text", "text": "cd"},
+        ]
+    )
+    dec = ReplyDecoder(TOK, chat=True, stops=["bc"])
+    text, _, _ = run(dec, ids)
+    assert text == "abcd" and not dec.stopped
+
+
+def test_raw_mode_shows_control_tokens_but_not_the_final_stop():
+    ids = TOK.encode("a") + [sp("<|im_start|>")] + TOK.encode("b") + [TOK.eot_id]
+    dec = ReplyDecoder(TOK, chat=False)
+    text, _, _ = run(dec, ids, stop_last=True)
+    assert text == "a<|im_start|>b"
+
+
+def test_chat_mode_drops_stray_control_tokens_and_a_call_without_result():
+    ids = TOK.encode("x") + [sp("<|result_end|>")] + [sp("<|calc_start|>")] + TOK.encode("1+1")
+    ids += [sp("<|calc_end|>")] + TOK.encode("y")  # tools off: no result follows the call
+    dec = ReplyDecoder(TOK, chat=True)
+    text, started, done = run(dec, ids)
+    assert text == "xy" and started[0]["expression"] == "1+1" and done == []
+    assert dec.tool_uses[0].result is None
+
+
+# -- requests and errors -----------------------------------------------------------------------------
+
+
+def parse(body: dict, kind=ChatCompletionRequest):
+    return parse_request(json.dumps(body).encode(), kind)
+
+
+def test_request_validation_names_the_field():
+    ok = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": "x", "user": "u"})
+    assert ok.stops == ["x"] and ok.n == 1
+    cases = [
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": -3}, "seed"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 17}, "stop"),
+        ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
+        ({"model": "m", "messages": "hi"}, "messages"),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream_options": {"include_usage": True},
+            },
+            None,
+        ),
+    ]
+    for body, param in cases:
+        with pytest.raises(OpenAIError) as e:
+            parse(body)
+        assert e.value.status == 400 and e.value.param == param, (body, e.value.message)
+        assert set(e.value.body()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_completion_prompt_shapes():
+    assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
+    assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
+    assert parse({"model": "m", "prompt": [[1], [2, 3]]}, CompletionRequest).prompts() == [[1], [2, 3]]
+    assert parse({"model": "m", "prompt": ["a", "b"]}, CompletionRequest).max_tokens == 16  # OpenAI's default
+    for bad in (
+        {"model": "m", "prompt": 5},
+        {"model": "m", "prompt": [1.5]},
+        {"model": "m", "prompt": "a", "best_of": 3},
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(bad, CompletionRequest)
+        assert e.value.status == 400
+
+
+def test_tools_note_goes_into_the_system_message():
+    note = "You can use tools."
+    assert with_note([{"role": "user", "content": "q"}], note)[0] == {"role": "system", "content": note}
+    merged = with_note([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], note)
+    assert merged[0]["content"] == "Be brief.\nYou can use tools." and len(merged) == 2
+    already = [{"role": "system", "content": note}, {"role": "user", "content": "q"}]
+    assert with_note(already, note) == already
+
+
+# -- config ----------------------------------------------------------------------------------------------
+
+
+def settings(run_dir, **fields):
+    """The serve stage's settings as build_app gets them (``run_dir`` and fields of the serve section)."""
+    return app_settings({"run_dir": str(run_dir), **fields})
+
+
+def models_of(run_dir, **fields):
+    app = settings(run_dir, **fields)
+    return resolve_models(app.run, app.serve)
+
+
+def test_config_from_run_dir_and_chat_rule(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    base_model_dir(run / "models" / "base")
+    base_model_dir(run / "models" / "mine")
+    meta = json.loads((run / "models" / "mine" / "raychat.json").read_text())
+    (run / "models" / "mine" / "raychat.json").write_text(json.dumps(meta | {"stage": "sft"}))
+    (run / "models" / ".sft.tmp-1").mkdir()  # a save in progress: not served
+    (run / "models" / "notes").mkdir()
+    assert {m.name: m.chat for m in models_of(run)} == {"base": False, "mine": True}
+    assert is_chat_model(run / "models" / "base") is False
+    assert [m.name for m in models_of(run, include_base_models=False)] == ["mine"]
+    forced = models_of(
+        tmp_path / "elsewhere",
+        run_models=False,
+        models=[{"path": str(run / "models" / "base"), "name": "b", "chat": True}],
+    )
+    assert [(m.name, m.chat) for m in forced] == [("b", True)]
+    app = settings(run)
+    assert search_source(app.run, app.serve) is None  # no search/ index and no world/search_index.jsonl
+    (run / "world").mkdir()
+    (run / "world" / "search_index.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    assert search_source(app.run, app.serve) == {
+        "corpus": str(run / "world" / "search_index.jsonl"),
+        "index_dir": None,
+    }
+    assert search_source(app.run, settings(run, tools={"search": False}).serve) is None
+    monkeypatch.setenv("RAYCHAT_API_KEYS", " k1, ,k2")
+    assert api_keys(settings(run, api_keys=["k0", "k1"]).serve) == ["k0", "k1", "k2"]
+    assert "k0" not in repr(settings(run, api_keys=["k0"]))  # keys never show in logs
+
+
+def test_config_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(ConfigError, match="no model to serve: .* has no model"):
+        models_of(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        models_of(tmp_path, models=[{"path": str(tmp_path / "nope")}])
+    with pytest.raises(ConfigError, match="serve.autoscaling.max_replicas"):
+        settings(tmp_path, autoscaling={"max_replicas": 0})
+    with pytest.raises(ConfigError, match="min_replicas \\(3\\) > max_replicas \\(2\\)"):
+        settings(tmp_path, autoscaling={"min_replicas": 3, "max_replicas": 2})
+    with pytest.raises(ConfigError, match="serve.tools.serch: unknown key"):
+        settings(tmp_path, tools={"serch": True})
+    with pytest.raises(ConfigError, match="not found"):
+        app_settings({"config": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ConfigError, match="stage pretrain is a pretrain stage, not a serve stage"):
+        app_settings({"stage": "pretrain"})
+    base_model_dir(tmp_path / "a")
+    with pytest.raises(ConfigError, match="two models are named 'a'"):
+        models_of(tmp_path, models=[{"path": str(tmp_path / "a")}] * 2)
+
+
+def test_app_args_are_a_run_config_and_its_serve_section(tmp_path):
+    """build_app's args as cluster/kuberay-rayservice.yaml and serving/config.yaml give them: a run
+    config and a run directory; fields beside them replace the serve section's; another serve stage
+    of the run config is chosen with ``stage``."""
+    repo = Path(__file__).resolve().parents[1]
+    serve_file = yaml.safe_load((repo / "serving" / "config.yaml").read_text())
+    (application,) = serve_file["applications"]
+    args = dict(application["args"])
+    args["config"] = str(repo / args["config"])
+    app = app_settings(args)
+    assert app.run.location == "runs/tiny" and app.serve.autoscaling.max_replicas == 2
+    ours = tmp_path / "run.yaml"
+    ours.write_text(
+        "run_dir: /somewhere\nserve: {replica: {num_cpus: 2}, max_n: 4}\n"
+        "stages: {serve_big: {kind: serve}}\nserve_big: {max_n: 3}\n"
+    )
+    app = app_settings({"config": str(ours), "run_dir": "/elsewhere", "max_n": 5})
+    assert app.run.location == "/elsewhere" and app.serve.replica.num_cpus == 2 and app.serve.max_n == 5
+    assert app_settings({"config": str(ours), "stage": "serve_big"}).serve.max_n == 3
+
+
+def test_serve_is_a_long_running_stage_after_the_models_it_serves():
+    from pipelines.config import load_config
+    from pipelines.stages import Graph
+
+    graph = Graph(load_config(None, ["stages={base2: {kind: pretrain}}", "base2.output_name=base2"]))
+    assert graph["serve"].long_running and graph.names[-1] == "serve"
+    assert graph.consumes("serve") == ["pretrain", "sft", "idk", "grpo", "base2"]
+    assert "serve" not in graph.built_on("pretrain")  # a server holds no done marker to clear
+    only_listed = Graph(load_config(None, ["serve.run_models=false"]))
+    assert only_listed.consumes("serve") == []
+    listed = Graph(
+        load_config(None, ["serve.run_models=false", 'serve.models=[{path: "{run_dir}/models/base"}]'])
+    )
+    assert listed.consumes("serve") == ["pretrain"]
+
+
+def test_function_calls_become_openai_tool_calls():
+    """A reply in the model's Hermes-style function-call text comes back as OpenAI ``tool_calls``."""
+    from types import SimpleNamespace
+
+    from serving.handlers import _chat_choice
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rivmouth"}}}
+    msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call]},
+    ]
+    ids = CHAT.render_conversation(msgs).ids[len(CHAT.render_prompt(msgs[:1]).ids) : -1]
+    dec = ReplyDecoder(TOK, chat=True)
+    run(dec, ids, stop_last=True)
+    req = parse(
+        {
+            "model": "m",
+            "messages": msgs[:1],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        }
+    )
+    choice = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=True)
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Checking."
+    (tc,) = choice["message"]["tool_calls"]
+    assert tc["type"] == "function" and tc["id"].startswith("call_")
+    assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Rivmouth"}'}
+    plain = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=False)
+    assert "tool_calls" not in plain["message"] and plain["finish_reason"] == "stop"
+
+
+def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
+    import socket
+
+    from pipelines.cli import main
+
+    assert main(["serve", "--run-dir", str(tmp_path / "empty")]) == 2
+    base_model_dir(tmp_path / "run" / "models" / "base")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--run-dir", str(tmp_path / "run"), "--port", str(port)]) == 2
+    assert main(["serve", "--run-dir", str(tmp_path / "run"), "--set", "ray.num_cpus=1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("raychat: ") for line in lines), lines
+    assert "no model to serve" in lines[0] and "cannot listen" in lines[1] and "ray.num_cpus is 1" in lines[2]
