@@ -200,7 +200,13 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
     g = Graph(cfg)
     assert g.names.index("pretrain_long") == g.names.index("pretrain") + 1
     assert g.consumes("pretrain_long") == ["tokenize"]
-    assert g.names[-1] == "serve" and g.consumes("serve") == ["pretrain", "sft", "idk", "grpo", "pretrain_long"]
+    assert g.names[-1] == "serve" and g.consumes("serve") == [
+        "pretrain",
+        "sft",
+        "idk",
+        "grpo",
+        "pretrain_long",
+    ]
     assert g.producer("models/base_long") == "pretrain_long"
     assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "grpo"]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
@@ -246,7 +252,16 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
     assert real.built_on("world") == ["sft", "idk", "grpo"]  # the world's conversations and problems, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
-    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk", "grpo", "serve"]
+    assert [s.name for s in STAGES] == [
+        "world",
+        "clean",
+        "tokenize",
+        "pretrain",
+        "sft",
+        "idk",
+        "grpo",
+        "serve",
+    ]
     assert registered("pretrain").module().__name__ == "pipelines.pretrain.job"
 
 
