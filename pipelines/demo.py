@@ -84,9 +84,62 @@ def run_demo(cfg: RunConfig, force: bool = False) -> int:
     if prompts and (model_dir / "config.json").is_file():
         for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
-    write_report_safely(graph)  # with the samples
+    if "serve" in graph:
+        serve_and_ask(graph, run)
+    write_report_safely(graph)  # with the samples and the smoke requests
     print("\nAt a glance:")
     for name, line, seconds in glance(graph, read_summary(run)):
         print(f"  {name:9} {line}" + ("" if seconds is None else f" ({seconds:,.0f} s)"))
     print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0
+
+
+def serve_and_ask(graph: Graph, run: RunDir) -> None:
+    """The lifecycle's last step: every model of the run served by the serve stage's application on
+    this Ray, one request to each through the OpenAI API, then the server stopped. Its numbers go to
+    summary.json under ``serve`` (the stage itself is long-running and has no done marker)."""
+    import socket
+    import time
+
+    import ray
+
+    from pipelines.run_dir import update_summary
+    from pipelines.runner import preflight
+    from serving.job import serving, smoke_requests
+    from serving.resolve import api_keys, replica_resources, resolve_models, search_source
+
+    cfg = graph.cfg
+    with socket.socket() as sock:  # a free port: the demo must not fail because 8000 is taken
+        sock.bind((cfg.serve.host, 0))
+        cfg.serve.port = sock.getsockname()[1]
+    num_cpus = cfg.ray.num_cpus
+    preflight(graph, "serve")
+    cfg.ray.num_cpus = num_cpus  # Ray is already up: what the app needs is checked against it below
+    models = resolve_models(run, cfg.serve)
+    wanted = replica_resources(cfg.serve, models, search_source(run, cfg.serve) is not None)["CPU"]
+    have = ray.cluster_resources().get("CPU", 0)
+    if wanted > have:
+        log.warning(
+            "demo: not serving: the app wants %.2f CPUs and this Ray has %g (lower serve.model_defaults.num_cpus)",
+            wanted, have,
+        )  # fmt: skip
+        return
+    started = time.time()
+    log.info("stage serve: starting %d models", len(models), extra={"console": True})
+    keys = api_keys(cfg.serve)
+    with serving(cfg, "serve", shutdown=False) as (url, served):
+        answers = smoke_requests(url, served, keys[0] if keys else None)
+    for a in answers:
+        reply = " ".join(str(a["reply"]).split())[:70]
+        print(f"  {a['model']:12} {'ok ' if a['ok'] else 'FAILED'} {reply!r}")
+    numbers = {
+        "models": ", ".join(m.name for m in served),
+        "url": url,
+        "smoke": answers,
+        "smoke_ok": sum(1 for a in answers if a["ok"]),
+        "seconds": round(time.time() - started, 1),
+    }
+    update_summary(run, "serve", numbers)
+    log.info(
+        "stage serve: %s", f"{numbers['smoke_ok']} of {len(answers)} models answered", extra={"console": True}
+    )

@@ -15,12 +15,14 @@ use is found by ``preflight``, before Ray starts: one line on stderr and exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pipelines.errors import ConfigError
@@ -63,44 +65,105 @@ def preflight(cfg: Any, name: str) -> None:
         )
 
 
-def run(cfg: Any, name: str) -> dict[str, Any]:
-    """Serve until Ctrl-C or SIGTERM; the numbers are what was served, where, and for how long."""
+@contextlib.contextmanager
+def serving(cfg: Any, name: str, shutdown: bool = True) -> Iterator[tuple[str, list[Any]]]:
+    """The application up on this Ray (its proxy on ``<name>.host``/``port``) for the block: yields the
+    base URL and the models served; deleted when the block ends, and Serve shut down with ``shutdown``
+    (on a cluster its controller and proxies would stay; the demo's own Ray ends with the process, and
+    Serve's shutdown there only adds a worker-killed notice to the console)."""
     from ray import serve
 
+    from pipelines import console
     from serving.app import bind_app
 
+    console.quiet_ray_loggers()  # Serve's logger exists now: its INFO lines go to the run's log file
     app: AppSettings = stage_settings(cfg, name)
     s = app.serve
     models = resolve_models(app.run, s)
-    started = time.time()
     serve.start(http_options={"host": s.host, "port": s.port})
-    serve.run(bind_app(s, models, search_source(app.run, s)), name=s.app_name, route_prefix=s.route_prefix)
-    shown = "localhost" if s.host in ("0.0.0.0", "::") else s.host
-    url = f"http://{shown}:{s.port}{s.route_prefix.rstrip('/')}"
-    names = [f"{m.name} ({'chat' if m.chat else 'base'})" for m in models]
-    print(f"raychat: serving {', '.join(names)}", flush=True)
-    print(f"raychat: web chat at {url}/ ; OpenAI API at {url}/v1 ; Ctrl-C stops", flush=True)
-    stop = {"now": False}
-
-    def _stop(*_: Any) -> None:
-        stop["now"] = True
-
-    previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        while not stop["now"]:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        serve.run(
+            bind_app(s, models, search_source(app.run, s)), name=s.app_name, route_prefix=s.route_prefix
+        )
+        shown = "localhost" if s.host in ("0.0.0.0", "::") else s.host
+        yield f"http://{shown}:{s.port}{s.route_prefix.rstrip('/')}", models
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    print("raychat: stopping", flush=True)
-    serve.delete(s.app_name)
-    serve.shutdown()
+        with contextlib.suppress(Exception):  # already gone when the cluster went first
+            serve.delete(s.app_name)
+            if shutdown:
+                serve.shutdown()
+
+
+def run(cfg: Any, name: str) -> dict[str, Any]:
+    """Serve until Ctrl-C or SIGTERM; the numbers are what was served, where, and for how long."""
+    started = time.time()
+    with serving(cfg, name) as (url, models):
+        names = [f"{m.name} ({'chat' if m.chat else 'base'})" for m in models]
+        print(f"raychat: serving {', '.join(names)}", flush=True)
+        print(f"raychat: web chat at {url}/ ; OpenAI API at {url}/v1 ; Ctrl-C stops", flush=True)
+        stop = {"now": False}
+
+        def _stop(*_: Any) -> None:
+            stop["now"] = True
+
+        previous = signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stop["now"]:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        print("raychat: stopping", flush=True)
     return {
         "models": ", ".join(names),
         "url": url,
         "served_s": round(time.time() - started, 1),
     }
+
+
+def smoke_requests(
+    url: str, models: list[Any], api_key: str | None = None, timeout_s: float = 300
+) -> list[dict]:
+    """One request per served model through the OpenAI API, as any client sends it (plain HTTP): a chat
+    model gets a chat completion, a base model a text completion. Returns what each answered."""
+    import urllib.error
+    import urllib.request
+
+    results = []
+    for m in models:
+        if m.chat:
+            path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": "Who are you?"}]}
+        else:
+            path, body = "/v1/completions", {"prompt": "The"}
+        body |= {"model": m.name, "max_tokens": 24, "temperature": 0.0}
+        request = urllib.request.Request(
+            url + path,
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+            },
+        )
+        started = time.time()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                reply = json.load(response)
+            choice = reply["choices"][0]
+            text = choice["message"]["content"] if m.chat else choice["text"]
+            results.append(
+                {"model": m.name, "ok": True, "reply": text, "seconds": round(time.time() - started, 2)}
+            )
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
+            results.append({"model": m.name, "ok": False, "reply": f"{type(e).__name__}: {e}"})
+    return results
+
+
+def summary_line(n: dict[str, Any]) -> str:
+    smoke = n.get("smoke") or []
+    answered = sum(1 for r in smoke if r.get("ok"))
+    line = f"served {n.get('models', '-')}"
+    return line + (f"; {answered} of {len(smoke)} smoke requests answered" if smoke else "")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -90,3 +90,35 @@ def test_raychat_serve_run_dir(tmp_path_factory):
         summary["serve"]["models"] == "sft (chat)" and summary["serve"]["url"] == f"http://127.0.0.1:{port}"
     )
     assert not (run / "metrics" / "serve.done.json").exists()
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_ends_by_serving_every_model_and_asking_each_one(tmp_path_factory, ray_session):
+    """pipelines/demo.py's last step on the session's Ray: the serve stage's app over every model of the
+    run, one OpenAI-API request to each (a chat completion for sft, a completion for base), the answers
+    in summary.json, and the app gone afterwards."""
+    import shutil
+
+    from ray import serve
+
+    from pipelines.config import load_config
+    from pipelines.demo import serve_and_ask
+    from pipelines.run_dir import RunDir, read_summary
+    from pipelines.stages import Graph
+
+    run = tmp_path_factory.mktemp("demo") / "run"
+    shutil.copytree(make_run(tmp_path_factory.mktemp("cli")), run)
+    cfg = load_config(
+        None,
+        [
+            f"run_dir={run}",
+            "serve.tools.search=false",
+            "serve.model_defaults.num_cpus=0.25",
+            "serve.replica.num_cpus=0.25",
+        ],
+    )
+    serve_and_ask(Graph(cfg), RunDir(run))
+    numbers = read_summary(RunDir(run))["serve"]
+    assert sorted(a["model"] for a in numbers["smoke"]) == ["base", "sft"]
+    assert numbers["smoke_ok"] == 2 and all(a["reply"] for a in numbers["smoke"]), numbers
+    assert "raychat" not in serve.status().applications  # deleted after the requests
