@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from lm.config_base import StrictModel
 from pipelines.clean.config import CleanConfig
 from pipelines.pretrain.config import PretrainConfig
+from pipelines.rm.config import RMConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
 
@@ -38,6 +39,7 @@ class RunConfig(StrictModel):
     clean: CleanConfig = CleanConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    rm: RMConfig = RMConfig()
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ from pipelines.config import RunConfig
 from pipelines.runtime import RunDir
 
 log = logging.getLogger("raychat")
-DEMO_STAGES = ["world", "clean", "tokenize", "pretrain"]
+DEMO_STAGES = ["world", "clean", "tokenize", "pretrain", "rm"]
 
 
 def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:

@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "clean": ("pipelines.clean.job", "extract, filter, de-identify and deduplicate crawl data (Ray Data)"),
     "tokenize": ("pipelines.tokenize.job", "train or load the tokenizer and write token shards (Ray Data)"),
     "pretrain": ("pipelines.pretrain.job", "pretrain the base model on the token shards (Ray Train)"),
+    "rm": ("pipelines.rm.job", "train the reward model on preference pairs, Bradley-Terry (Ray Train)"),
 }
 
 
