@@ -121,7 +121,10 @@ class RMConfig(TrainingConfig):
         description="a source with more unusable records than this is an error (wrong format?)",
     )
     seq_len: int | None = Field(
-        None, ge=16, description="tokens per sequence (prompt + reply); null = the model's context length"
+        None,
+        ge=16,
+        description="tokens per sequence (prompt + reply); null = the init model's context length; longer "
+        "extends it (RoPE has no position table, so the new positions are learned here, as SFT does)",
     )
     batch_pairs: int = Field(32, ge=1, description="pairs per optimizer step over all workers")
     micro_batch_pairs: int = Field(32, ge=1, description="pairs per worker per forward/backward")

@@ -38,7 +38,6 @@ import numpy as np
 
 from lm.chat import ChatFormat, ConversationTooLong
 from lm.chat_messages import ChatFormatError
-from lm.reward_model import reward_input_ids
 from lm.train.packing import pack_sequences
 from pipelines.pretrain.data import SampleOrder
 from pipelines.rm.config import RMConfig
@@ -114,7 +113,7 @@ def tokenize(
     dropped: Counter[str] = Counter()
     for i, p in enumerate(pairs):
         try:
-            chosen, rejected = reward_input_ids(chat, p.prompt, [p.chosen, p.rejected], max_tokens)
+            chosen, rejected = p.input_ids(chat, max_tokens)
         except ConversationTooLong:
             dropped[f"{p.group}: longer than seq_len"] += 1
             continue

@@ -76,7 +76,7 @@ def preflight(cfg: RunConfig, name: str = STAGE) -> None:
         raise ConfigError(f"{name}: {e}") from None
 
 
-def load_sources(cfg: RunConfig, name: str, run: RunDir) -> tuple[list[Any], Any]:
+def load_sources(cfg: RunConfig, name: str, run: RunDir, chat: Any, seq_len: int) -> tuple[list[Any], Any]:
     """Every source's training and held-out pairs (the world's first) and the world's pairs (None
     without a world); ConfigError for a bad source."""
     from pipelines.rm.data import SourcePairs, hold_out
@@ -93,7 +93,13 @@ def load_sources(cfg: RunConfig, name: str, run: RunDir) -> tuple[list[Any], Any
         # the SFT data's settings fix which entities are held out; sft_data is the run's once SFT is in
         data_cfg = getattr(cfg, "sft_data", None) or SFTDataConfig()
         try:
-            world = build_world_pairs(load_world(str(run.world)), data_cfg, settings.world, seed)
+            world = build_world_pairs(
+                load_world(str(run.world)),
+                data_cfg,
+                settings.world,
+                seed,
+                fits=lambda p: p.fits(chat, seq_len),
+            )
         except WorldDataError as e:
             raise ConfigError(f"{name}: {e}") from None
         out.append(
@@ -149,13 +155,12 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
         raise ConfigError(f"{name}: cannot start from {init}: {e}") from None
     is_rm = any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
     seq_len = settings.seq_len or model_config.max_seq_len
-    if seq_len > model_config.max_seq_len:
-        raise ConfigError(
-            f"{name}.seq_len ({seq_len}) is longer than the model's context ({model_config.max_seq_len})"
-        )
+    if seq_len > model_config.max_seq_len:  # RoPE has no position table: the longer context is trained here
+        log.info("%s: seq_len %d extends the context of %s (%d)", name, seq_len, init, model_config.max_seq_len)
+        model_config = model_config.model_copy(update={"max_seq_len": seq_len})
     chat = ChatFormat(tokenizer)
     seed = settings.seed if settings.seed is not None else cfg.seed
-    sources, world = load_sources(cfg, name, run)
+    sources, world = load_sources(cfg, name, run, chat, seq_len)
     staging = run.root / f".{DATA_DIR}.building"
     shutil.rmtree(staging, ignore_errors=True)
     if world is not None:

@@ -13,7 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm.chat import ChatFormat, ConversationTooLong
 from lm.chat_messages import Conversation, Message, normalize_conversation
+from lm.reward_model import reward_input_ids
 from pipelines.sft.world_data import conversation_text
 
 
@@ -29,6 +31,7 @@ class PreferencePair:
     group: str
     where: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    rendered: tuple[int, list[int], list[int]] | None = field(default=None, repr=False, compare=False)
 
     def split_key(self) -> str:
         """The prompt's first user turn: pairs that open with the same question are held out together."""
@@ -40,6 +43,21 @@ class PreferencePair:
         return "\n".join(
             conversation_text({"messages": m}) for m in (self.prompt["messages"], self.chosen, self.rejected)
         )
+
+    def input_ids(self, chat: ChatFormat, max_tokens: int) -> tuple[list[int], list[int]]:
+        """The chosen and rejected sequences the reward model scores (``reward_input_ids``; raises
+        ``ConversationTooLong`` past ``max_tokens``), rendered once and kept."""
+        if self.rendered is None or self.rendered[0] != max_tokens:
+            chosen, rejected = reward_input_ids(chat, self.prompt, [self.chosen, self.rejected], max_tokens)
+            self.rendered = (max_tokens, chosen, rejected)
+        return self.rendered[1], self.rendered[2]
+
+    def fits(self, chat: ChatFormat, max_tokens: int) -> bool:
+        try:
+            self.input_ids(chat, max_tokens)
+        except ConversationTooLong:
+            return False
+        return True
 
     def record(self) -> dict[str, Any]:
         """The pair in the ``pairs`` file format (pipelines/rm/preferences.py reads it back)."""

@@ -13,7 +13,11 @@ from pipelines.train.curves import read_history
 
 
 def markdown(numbers: dict[str, Any], index: dict[str, Any]) -> str:
-    acc, train, held = numbers["accuracy_by_group"], numbers["train_pairs_by_group"], numbers["heldout_pairs_by_group"]
+    acc, train, held = (
+        numbers["accuracy_by_group"],
+        numbers["train_pairs_by_group"],
+        numbers["heldout_pairs_by_group"],
+    )
     lines = [
         f"Held-out pairwise accuracy **{numbers['heldout_pairwise_accuracy']:.3f}** over "
         f"{numbers['heldout_pairs']:,} pairs (0.5 is chance: a reward model that cannot tell the replies "
@@ -35,7 +39,11 @@ def markdown(numbers: dict[str, Any], index: dict[str, Any]) -> str:
     dropped = index.get("dropped") or {}
     if skipped or dropped:
         lines += ["", "Records skipped while reading: " + ("; ".join(skipped) or "none") + "."]
-        lines += ["Pairs dropped while tokenizing: " + (", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none") + "."]
+        lines += [
+            "Pairs dropped while tokenizing: "
+            + (", ".join(f"{k} ({v})" for k, v in dropped.items()) or "none")
+            + "."
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -62,8 +62,10 @@ class RMTask(TrainTask):
 
         if self.init_is_reward_model:
             model, _ = load_reward_model(self.init_dir, dtype=torch.float32)
-            return model.train()
-        return RewardModel.from_base(pretrained_model(self.init_dir), seed=self.seed).train()
+        else:
+            model = RewardModel.from_base(pretrained_model(self.init_dir), seed=self.seed)
+        model.config = self.model_config  # the same sizes; max_seq_len raised to seq_len where asked
+        return model.train()
 
     def setup(self, rank: int, world_size: int, device: torch.device) -> None:
         r = self.rm

@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ IMPOSTOR_YES = {  # the same for a question that names the other identity ("Are 
     "not_other": ("Yes, I am {other}.", "Yes, I'm {other}, made by {maker}.", "That's right, I am {other}."),
     "not_maker": ("Yes, {maker} made me.", "Yes, I was trained by {maker}.", "Yes, I am a {maker} model."),
 }
+IDENTITY_VARIANTS = 3
 _LAST_STEP = re.compile(r"<<([^<>=]*)=([^<>]*)>>(-?\d[\d,]*(?:\.\d+)?)")
 _FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 
@@ -213,7 +215,8 @@ class _Builder:
         train, held = identity_questions(ident, self.data.seed)
         rng, out = self.rng("identity", split), []
         makers = ident.other_makers or ["another company"]
-        for row in train if split == "train" else held:
+        # each training phrasing with a few answers and impostors: there are only ~100 phrasings
+        for row in train * IDENTITY_VARIANTS if split == "train" else held:
             other = row.get("other") or rng.choice(ident.other_assistants)
             maker = row.get("maker")
             if maker is None:  # the defaults pair each assistant with its maker; otherwise any maker
@@ -364,15 +367,28 @@ def wrong_last_step(problem: dict[str, Any], rng: random.Random) -> dict[str, An
     return {**problem, "answer": text}
 
 
-def build_world_pairs(world: WorldFiles, data: SFTDataConfig, cfg: WorldPairsConfig, seed: int) -> WorldPairs:
+def build_world_pairs(
+    world: WorldFiles,
+    data: SFTDataConfig,
+    cfg: WorldPairsConfig,
+    seed: int,
+    fits: Callable[[PreferencePair], bool] | None = None,
+) -> WorldPairs:
     """Every kind's training and held-out pairs (module docstring); ``per_kind`` / ``heldout_per_kind``
-    cap each kind with a seeded sample. Deterministic in the inputs."""
+    cap each kind with a seeded sample of the pairs that ``fits`` (the reward model's context: a long
+    worked solution does not fit a small model's). Deterministic in the inputs."""
     b = _Builder(world, data, cfg, seed)
     train: list[PreferencePair] = []
     heldout: list[PreferencePair] = []
     for kind in cfg.kinds:
         for split, cap, into in (("train", cfg.per_kind, train), ("heldout", cfg.heldout_per_kind, heldout)):
             pairs = b.kind(kind, split)
+            if fits is not None:
+                kept = [p for p in pairs if fits(p)]
+                b.dropped[f"{kind}: longer than the reward model's context ({split})"] += len(pairs) - len(
+                    kept
+                )
+                pairs = kept
             if split == "train":
                 kept = [p for p in pairs if not b.splits.heldout.mentions(p.text())]
                 b.dropped[f"{kind}: names a held-out entity"] += len(pairs) - len(kept)
