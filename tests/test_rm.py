@@ -642,3 +642,50 @@ def test_a_reward_pool_scores_with_the_reward_model_and_a_rule_by_their_weights(
         assert score.reward == pytest.approx(2.0 * rule + 0.5 * score.components["rm"], rel=1e-5)
     with pytest.raises(ValueError, match="rewards.rm"):
         RewardPool.for_model(RewardConfig(), str(tmp_path / "rm"))
+
+
+def _pair_indices(batch: dict, seqs: list[list[int]]) -> list[int]:
+    """Which pairs a packed batch holds: each chosen sequence read back from its row, found in ``seqs``."""
+    out = []
+    for (row, last), (row2, last2) in zip(batch["chosen_last"], batch["rejected_last"], strict=True):
+        docs = batch["document_ids"]
+        chosen = batch["input_ids"][row][docs[row] == docs[row, last]].tolist()
+        rejected = batch["input_ids"][row2][docs[row2] == docs[row2, last2]].tolist()
+        i = seqs.index(chosen) // 2
+        assert seqs[2 * i + 1] == rejected
+        out.append(i)
+    return out
+
+
+def test_ranks_take_disjoint_shares_and_run_the_same_number_of_batches():
+    from pipelines.rm.data import PairBatches, PairSet, eval_batches
+
+    rng = np.random.default_rng(1)
+    seqs = [
+        [k, *rng.integers(1, 200, size=int(n)).tolist()] for k, n in enumerate(rng.integers(3, 20, size=50))
+    ]
+    offsets = np.concatenate([[0], np.cumsum([len(q) for q in seqs])])
+    pairs = PairSet(np.concatenate([np.array(q, dtype=np.uint16) for q in seqs]), offsets, np.arange(25) % 3)
+    for position in (0, 16, 24):  # the second epoch starts inside the step at 24
+        steps = [
+            PairBatches(pairs, np.arange(25), 8, 2, rank, 2, seed=0, row_len=32, pad_id=0).step_batches(
+                position
+            )
+            for rank in (0, 1)
+        ]
+        assert [len(step) for step in steps] == [2, 2]  # 4 pairs a rank, micro-batches of 2
+        taken = [i for step in steps for b in step for i in _pair_indices(b, seqs)]
+        order = PairBatches(pairs, np.arange(25), 8, 8, 0, 1, seed=0, row_len=32, pad_id=0).step_batches(
+            position
+        )
+        assert taken == _pair_indices(order[0], seqs)  # two ranks take what one would, in the same order
+    shares = [eval_batches(pairs, 4, rank, 2, 32, 0) for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 4  # 13 and 12 pairs in batches of 4, the short rank padded
+    held = [
+        i
+        for share in shares
+        for b in share
+        for i, v in zip(_pair_indices(b, seqs), b["valid"], strict=True)
+        if v
+    ]
+    assert sorted(held) == list(range(25))

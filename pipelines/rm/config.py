@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lm.config_base import StrictModel
+from pipelines.sft.sources import check_sized_one_way
 from pipelines.sft.world_config import ARITHMETIC_LAYOUTS
 from pipelines.train.config import TrainingConfig
 
@@ -149,13 +150,7 @@ class RMConfig(TrainingConfig):
                 f"{self.micro_batch_pairs} x {self.num_workers} = {per_micro}"
             )
         sized = [("world", self.world), *((f"sources.{i}", s) for i, s in enumerate(self.sources))]
-        for where, s in sized:
-            if self.mixture_size is None and "weight" in s.model_fields_set:
-                raise ValueError(f"{where}.weight needs rm.mixture_size (weights split mixture_size pairs)")
-            if self.mixture_size is not None and "epochs" in s.model_fields_set:
-                raise ValueError(
-                    f"{where}.epochs conflicts with rm.mixture_size: give epochs or size + weights"
-                )
+        check_sized_one_way(self.mixture_size, sized, size_key="rm.mixture_size")
         return self
 
     @property

@@ -156,7 +156,9 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
     is_rm = any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
     seq_len = settings.seq_len or model_config.max_seq_len
     if seq_len > model_config.max_seq_len:  # RoPE has no position table: the longer context is trained here
-        log.info("%s: seq_len %d extends the context of %s (%d)", name, seq_len, init, model_config.max_seq_len)
+        log.info(
+            "%s: seq_len %d extends the context of %s (%d)", name, seq_len, init, model_config.max_seq_len
+        )
         model_config = model_config.model_copy(update={"max_seq_len": seq_len})
     chat = ChatFormat(tokenizer)
     seed = settings.seed if settings.seed is not None else cfg.seed
