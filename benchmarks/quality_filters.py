@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.harness import SHARED, finish, fmt, interleave, load_average, spread  # noqa: E402
-from pipelines.clean.filters import QUALITY_STEPS, build_step, run_steps  # noqa: E402
+from pipelines.clean.filters.base import run_steps  # noqa: E402
+from pipelines.clean.steps import QUALITY_STEPS, build_step  # noqa: E402
 
 TARGET_RATIO = 1.5
 FLOOR_DOCS_PER_S = 500

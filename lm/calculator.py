@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from lm.engine import ToolHook, text_tool
+if TYPE_CHECKING:  # lm.engine imports torch; the calculator itself (and config parsing) does not need it
+    from lm.engine import ToolHook
 
 Number = Fraction | float
 
@@ -139,6 +141,8 @@ def format_number(value: Number) -> str:
 def calculator_tool(tokenizer, limits: Limits = Limits()) -> ToolHook:
     """A ``ToolHook`` for ``<|calc_start|> ... <|calc_end|>`` whose reply is ``calculate``'s, wrapped in
     ``<|result_start|> ... <|result_end|>``."""
+    from lm.engine import text_tool
+
     return text_tool(tokenizer, "<|calc_start|>", "<|calc_end|>", lambda expr: calculate(expr, limits))
 
 

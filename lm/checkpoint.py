@@ -22,9 +22,7 @@ Local paths only; a stage that writes to object storage saves locally and upload
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from lm import atomic
 from lm.files import read_json_object
 from lm.model import ModelConfig, RotaryEmbedding, Transformer
 from lm.reward_model import RewardModel
@@ -215,14 +214,11 @@ def save_pretrained(
     bos = eot  # GPT-2 convention: <|endoftext|> separates (and so starts) documents
     head = _head_fields(net, tokenizer)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        tmp.mkdir()
+    with atomic.staged_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        _write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos) | head)
+        atomic.write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos) | head)
         generation = {"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos}
-        _write_json(tmp / GENERATION_FILE, {k: v for k, v in generation.items() if v not in (None, [])})
+        atomic.write_json(tmp / GENERATION_FILE, {k: v for k, v in generation.items() if v not in (None, [])})
         if tokenizer is not None:
             tokenizer.save(tmp)
         record = {
@@ -236,27 +232,8 @@ def save_pretrained(
             "model_config": net.config.model_dump(),
             "num_params": net.num_params(),
         }
-        _write_json(tmp / META_FILE, record)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic.write_json(tmp / META_FILE, record)
     return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``: rename the old one aside first, so ``target`` is always whole."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- loading ------------------------------------------------------------------------------------------

@@ -341,6 +341,7 @@ class Transformer(nn.Module):
         positions: Tensor | None = None,
         cache: KVCache | None = None,
         document_ids: Tensor | None = None,
+        output_index: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, T, vocab]`` for ``input_ids`` ``[B, T]``.
 
@@ -348,8 +349,14 @@ class Transformer(nn.Module):
         is causal over the T tokens; with one, the cache returns the keys/values and the mask to use.
         ``document_ids`` (``[B, T]``) pack several sequences in a row: each token attends only to
         earlier tokens of its own sequence, and positions restart per sequence (unless given).
+        ``output_index`` (flat indices into ``B x T``) projects only those positions and returns logits
+        ``[N, vocab]``: a fine-tune that trains one token in ten skips nine tenths of the output layer
+        (through ``forward``, so DDP and FSDP2 see the call).
         """
-        return self.lm_head(self.hidden_states(input_ids, positions, cache, document_ids))
+        hidden = self.hidden_states(input_ids, positions, cache, document_ids)
+        if output_index is not None:
+            hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, output_index)
+        return self.lm_head(hidden)
 
     def loss(self, input_ids: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean next-token cross-entropy in float32 over targets != ignore_index."""

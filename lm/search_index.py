@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lm import atomic
+
 FORMAT = "raychat-search-index-v1"
 META_FILE = "raychat_search.json"
 PASSAGES_FILE = "passages.jsonl"
@@ -124,14 +126,12 @@ class SearchIndex:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.retriever.save(str(d), show_progress=False)
-        tmp = d / f".{PASSAGES_FILE}.tmp"
-        with open(tmp, "w") as f:
+        with atomic.atomic_path(d / PASSAGES_FILE) as tmp, open(tmp, "w") as f:
             for p in self.passages:
                 f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-        os.replace(tmp, d / PASSAGES_FILE)
         # the metadata last: a directory with it is complete
         meta = {"format": FORMAT, "settings": self.settings, "passages": len(self.passages)}
-        (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        atomic.write_json(d / META_FILE, meta, default=None)
         return d
 
     def __len__(self) -> int:

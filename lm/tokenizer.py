@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import re
@@ -37,8 +36,16 @@ import numpy as np
 import tiktoken
 import tiktoken.load
 
+from lm import atomic
 from lm.chat_template import CHAT_TEMPLATE
 from lm.files import read_bytes, read_json_object, read_text
+from lm.split_patterns import (  # the patterns are part of this module's API too
+    CL100K_PATTERN,  # noqa: F401
+    DEFAULT_PATTERN,
+    O200K_PATTERN,  # noqa: F401
+    PATTERNS,
+    R50K_PATTERN,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +71,6 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|calc_end|>",
     PAD,
 )
-
-# Split patterns, copied from tiktoken_ext/openai_public.py (tiktoken 0.14), because importing the
-# functions there would download the ranks.
-R50K_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|"""
-    r"""\s*[\r\n]|\s+(?!\S)|\s"""
-)
-O200K_PATTERN = "|".join(
-    [
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]
-)
-PATTERNS: dict[str, str] = {
-    "gpt2": R50K_PATTERN,
-    "r50k": R50K_PATTERN,
-    "p50k": R50K_PATTERN,
-    "cl100k": CL100K_PATTERN,
-    "gpt4": CL100K_PATTERN,
-    "o200k": O200K_PATTERN,
-}
-DEFAULT_PATTERN = "cl100k"
 
 
 class TokenizerError(ValueError):
@@ -234,7 +213,7 @@ class Tokenizer:
         out.mkdir(parents=True, exist_ok=True)
         ranks = sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])
         lines = b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for tok, rank in ranks)
-        _write_atomic(out / RANKS_FILE, lines)
+        atomic.write_bytes(out / RANKS_FILE, lines)
         meta = {
             "format": FORMAT,
             "name": self.name,
@@ -244,7 +223,7 @@ class Tokenizer:
             "eot_id": self.eot_id,
             "source": self.source,
         }
-        _write_atomic(out / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+        atomic.write_json(out / META_FILE, meta, ensure_ascii=False, default=None)
         if hf:
             self._save_hf(out)
         return out
@@ -255,7 +234,7 @@ class Tokenizer:
         except Exception as e:  # the ecosystem copy is a convenience; our own files are complete
             log.warning("could not build a Hugging Face tokenizer.json for %s: %s", self.name, e)
             return
-        _write_atomic(out / HF_TOKENIZER_FILE, hf.to_str().encode())
+        atomic.write_text(out / HF_TOKENIZER_FILE, hf.to_str())
         hf_config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": None,
@@ -269,13 +248,7 @@ class Tokenizer:
             "extra_special_tokens": {},
             "chat_template": CHAT_TEMPLATE,  # lm/chat.py's format, for transformers/vLLM users
         }
-        _write_atomic(out / HF_CONFIG_FILE, (json.dumps(hf_config, indent=2) + "\n").encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        atomic.write_json(out / HF_CONFIG_FILE, hf_config, default=None)
 
 
 # -- loading --------------------------------------------------------------------------------------

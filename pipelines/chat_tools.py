@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipelines.run_dir import RunDir
+
 
 class ChatError(Exception):
     """A reason the chat cannot start, shown as one line (exit status 2)."""
@@ -91,8 +93,8 @@ def load_search(
     runs = [model_dir.parent.parent] if model_dir.parent.name == "models" else []
     if meta.get("source_run"):
         runs.append(Path(str(meta["source_run"])))
-    for run in runs:
-        saved, corpus = run / "search", run / "world" / "search_index.jsonl"
+    for run in map(RunDir, runs):
+        saved, corpus = run.search_index, run.world / "search_index.jsonl"
         try:
             if (saved / META_FILE).is_file():
                 return _open_index(index_dir=str(saved)), f"the run's index {saved}"

@@ -3,22 +3,28 @@
 Why one file: a run is reproducible from a single document, and `--set clean.language.threshold=0.5`
 reaches any field without a zoo of CLI flags. Unknown keys are errors (``extra="forbid"``) so a typo
 fails at start with the key's name instead of being silently ignored.
+
+The sections are the stages of pipelines/stages.py's registry, named as the stages are, plus one for
+each instance a config declares under ``stages:`` (another stage of a kind, with its own settings).
+Every section's model is plain pydantic, so importing this module imports no stage's code.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from lm.config_base import StrictModel
-from pipelines.clean.config import CleanConfig
-from pipelines.pretrain.config import PretrainConfig
-from pipelines.rm.config import RMConfig
-from pipelines.tokenize.config import TokenizeConfig
-from pipelines.world.config import WorldConfig
+from pipelines.errors import ConfigError
+from pipelines.sft.world_config import SFTDataConfig
+from pipelines.stages import STAGES, registered
+
+__all__ = ["ConfigError", "RayConfig", "RunConfig", "StageInstance", "load_config", "validate_config"]
 
 
 class RayConfig(StrictModel):
@@ -31,19 +37,57 @@ class RayConfig(StrictModel):
     include_dashboard: bool = False
 
 
-class RunConfig(StrictModel):
+class StageInstance(StrictModel):
+    """A stage that runs again under another name (``stages: {grpo_final: {kind: grpo}}``)."""
+
+    kind: str = Field(description="the registered stage it is another instance of (pipelines/stages.py)")
+
+
+class _RunSettings(StrictModel):
     run_dir: str = Field("runs/tiny", description="local path or pyarrow filesystem URI of the run")
     seed: int = 0
     ray: RayConfig = RayConfig()
-    world: WorldConfig = WorldConfig()
-    clean: CleanConfig = CleanConfig()
-    tokenize: TokenizeConfig = TokenizeConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    rm: RMConfig = RMConfig()
+    stages: dict[str, StageInstance] = Field(
+        default_factory=dict,
+        description="more stages of a kind under their own names, each with its own section (pipelines/stages.py)",
+    )
+    sft_data: SFTDataConfig = Field(
+        default_factory=SFTDataConfig,
+        description="the tiny world's post-training data (conversations, identity, refusals): what the "
+        "sft, idk and rm stages build from the world",
+    )
 
 
-class ConfigError(ValueError):
-    """A config problem described for a person: which key, what was expected."""
+# the run config: the fields above and one section per registered stage, named as the stage is
+RunConfig = create_model(
+    "RunConfig",
+    __base__=_RunSettings,
+    __module__=__name__,
+    __doc__="A run: where it lives, its seed, Ray's settings, and one section per stage.",
+    **{stage.name: (stage.config, Field(default_factory=stage.config)) for stage in STAGES},
+)
+# raychat's commands besides the stages (pipelines/cli.py): a stage may not take one of their names
+COMMANDS = ("run", "demo", "report", "sample", "tokens", "chat")
+_RESERVED = {*RunConfig.model_fields, *COMMANDS}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@functools.cache
+def _with_instances(instances: tuple[tuple[str, str], ...]) -> type[StrictModel]:
+    """RunConfig with a section for each declared instance, of its kind's settings model."""
+    fields: dict[str, Any] = {}
+    for name, kind in instances:
+        if not _NAME.match(name) or name in _RESERVED:
+            raise ConfigError(
+                f"stages.{name}: a stage's name must be lower_case_with_underscores and not one of "
+                f"{', '.join(sorted(_RESERVED))}"
+            )
+        try:
+            config = registered(kind).config
+        except ConfigError as e:
+            raise ConfigError(f"stages.{name}.kind: {e}") from None
+        fields[name] = (config, Field(default_factory=config))
+    return create_model("RunConfig", __base__=RunConfig, __module__=__name__, **fields)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -59,6 +103,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
+
+
+def shorthand_overrides(args: Any, shorthands: dict[str, str]) -> list[str]:
+    """``--set`` overrides for a stage's shorthand flags: ``{"max_steps": "pretrain.max_steps"}`` turns
+    ``--max-steps 50`` into ``pretrain.max_steps=50`` (flags left unset give nothing)."""
+    out = []
+    for attr, key in shorthands.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return out
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -109,7 +164,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def validate_config(data: dict[str, Any]) -> RunConfig:
+    model = RunConfig
+    declared = data.get("stages")
+    if isinstance(declared, dict) and declared:
+        kinds = []
+        for name, entry in declared.items():
+            kind = entry.get("kind") if isinstance(entry, dict) else None
+            if not isinstance(kind, str):
+                raise ConfigError(f"stages.{name}: give the stage's kind, e.g. {{kind: pretrain}}")
+            kinds.append((str(name), kind))
+        model = _with_instances(tuple(sorted(kinds)))
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None

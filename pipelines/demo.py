@@ -3,7 +3,8 @@
     make demo                      # or: raychat demo --run-dir runs/demo
 
 It writes the tiny world (a seeded mini web crawl), cleans it, trains a tokenizer and token shards,
-pretrains a small base model, samples a few continuations from it, and writes <run>/report.md.
+pretrains a small base model, samples a few continuations from it, fine-tunes it into a chat model
+(with the arithmetic layout ablation), trains it to say "I don't know", and writes <run>/report.md.
 Stages whose outputs are complete are skipped, so a second run only redoes what is missing.
 """
 
@@ -12,12 +13,17 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.config import RunConfig
-from pipelines.runtime import RunDir
+from lm import atomic
+from pipelines.run_dir import RunDir
+from pipelines.runner import run_stages, write_report_safely
+from pipelines.stages import Graph
+
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat")
-DEMO_STAGES = ["world", "clean", "tokenize", "pretrain", "rm"]
 
 
 def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
@@ -39,8 +45,10 @@ def sample_prompts(run: RunDir, n: int = 4, words: int = 6) -> list[str]:
     return prompts
 
 
-def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: int = 2) -> list[dict]:
-    """Sample continuations from the base model and leave them for the report."""
+def write_samples(
+    run: RunDir, stage: str, model_dir: Path, prompts: list[str], per_prompt: int = 2
+) -> list[dict]:
+    """Sample continuations from the base model and leave them for ``stage``'s report section."""
     from lm.engine import SamplingParams, TorchEngine
     from lm.tokenizer import load_tokenizer
 
@@ -61,21 +69,48 @@ def write_samples(run: RunDir, model_dir: Path, prompts: list[str], per_prompt: 
     for row in rows:
         cont = row["continuation"].replace("\n", " ").replace("|", "\\|").strip()
         lines.append(f"| {row['prompt']} | {cont} |")
-    (run.metrics / "pretrain_samples.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(run.fragment(stage, "samples"), "\n".join(lines) + "\n")
     return rows
 
 
 def run_demo(cfg: RunConfig, force: bool = False) -> int:
-    from pipelines.cli import run_stages
-    from pipelines.report import write_report
-
+    """Every stage of the run but the long-running ones, then samples of the base model."""
+    graph = Graph(cfg)
     run = RunDir(cfg.run_dir)
-    run_stages(cfg, DEMO_STAGES, force=force)
-    model_dir = run.model("base")
+    run_stages(graph, [s.name for s in graph if not s.long_running], force=force)
+    model_dir = run.model(cfg.pretrain.output_name)
     prompts = sample_prompts(run)
     if prompts and (model_dir / "config.json").is_file():
-        for row in write_samples(run, model_dir, prompts):
+        for row in write_samples(run, "pretrain", model_dir, prompts):
             print(f"  {row['prompt']!r} -> {row['continuation']!r}")
-    report = write_report(run)
-    print(f"\nraychat demo finished: report at {report}")
+    for line in post_training_lines(run):
+        print(line)
+    write_report_safely(graph)  # with the samples and the post-training numbers
+    print(f"\nraychat demo finished: report at {run.at('report')}")
     return 0
+
+
+def post_training_lines(run: RunDir) -> list[str]:
+    """The post-training headline numbers, one line each, for the terminal."""
+    from pipelines.run_dir import read_summary
+
+    summary = read_summary(run)
+    sft, idk, search = (summary.get(k, {}) for k in ("sft", "idk", "search"))
+
+    def f(v: object) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else "-"
+
+    lines = []
+    if sft:
+        lines.append(
+            f"  sft: identity {f(sft.get('identity_accuracy'))}, search {f(search.get('accuracy_with_tool'))} "
+            f"with the tool / {f(search.get('accuracy_without_tool'))} without, arithmetic reasoning first "
+            f"{f(sft.get('reasoning_first_accuracy'))} / answer first {f(sft.get('answer_first_accuracy'))}"
+        )
+    if idk:
+        lines.append(
+            f"  idk: 'I don't know' on unknown entities {f(idk.get('unknown_idk_rate_before'))} -> "
+            f"{f(idk.get('unknown_idk_rate_after'))}, on known ones {f(idk.get('known_false_idk_rate_after'))}; "
+            f"known accuracy {f(idk.get('known_accuracy_before'))} -> {f(idk.get('known_accuracy_after'))}"
+        )
+    return lines

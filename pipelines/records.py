@@ -1,9 +1,10 @@
 """Records of JSON-lines, JSON-array and parquet files, each with its place; problems with theirs.
 
 Used by the chat-data loaders (pipelines/sft) and the search corpus (actors/search.py). A file is
-JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed (gzip, bz2, xz;
-zstd with the ``zstandard`` package); the bytes decide, not the name. Files, globs and
-folders are expanded by the clean stage's ``expand_inputs`` (local paths and filesystem URIs).
+JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed (gzip, bz2, xz,
+zstd), local or behind a filesystem URI; the bytes decide, not the name (pipelines/decode.py, which
+the clean stage's readers use too). Files, globs and folders are expanded by
+pipelines/inputs.py's ``expand_inputs``.
 
 Every record comes out as ``Record(where, value)`` and every problem as ``Problem(where, reason,
 detail)``; nothing raises for bad data. ``where`` is what a person needs to find the record:
@@ -15,8 +16,6 @@ picks up again at the next element.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import lzma
 import re
@@ -24,7 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.clean.readers import expand_inputs, sniff
+from pipelines import storage
+from pipelines.decode import open_decompressed, sniff
+from pipelines.inputs import expand_inputs
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,8 @@ def read_records(path: str) -> Iterator[Record | Problem]:
 
 
 def _read_bytes(path: str, compression: str | None) -> bytes:
-    if compression == "zstd":
-        import pyarrow as pa
-
-        with pa.input_stream(path, compression="zstd") as stream:
-            return stream.read()
-    opener = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
-    if opener is None:
-        raise ValueError(f"{compression} compression is not supported here")
-    with opener(path, "rb") as f:
-        return f.read()
+    with storage.open_input(path) as raw, open_decompressed(raw, compression) as stream:
+        return stream.read()
 
 
 def _json_lines(path: str, text: str) -> Iterator[Record | Problem]:
@@ -166,16 +159,17 @@ def _next_element(text: str, pos: int) -> int | None:
 def _parquet(path: str) -> Iterator[Record | Problem]:
     import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - a damaged footer is this file's problem only
-        yield Problem(path, "unreadable", f"not a readable parquet file: {type(e).__name__}: {e}")
-        return
-    row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=4096):
-            for value in batch.to_pylist():
-                yield Record(f"{path}: row {row}", value)
-                row += 1
-    except Exception as e:  # noqa: BLE001 - a damaged row group: keep the rows before it
-        yield Problem(f"{path}: row {row}", "unreadable", f"the file cannot be read further: {e}")
+    with storage.open_input_file(path) as handle:
+        try:
+            pf = pq.ParquetFile(handle)
+        except Exception as e:  # noqa: BLE001 - a damaged footer is this file's problem only
+            yield Problem(path, "unreadable", f"not a readable parquet file: {type(e).__name__}: {e}")
+            return
+        row = 0
+        try:
+            for batch in pf.iter_batches(batch_size=4096):
+                for value in batch.to_pylist():
+                    yield Record(f"{path}: row {row}", value)
+                    row += 1
+        except Exception as e:  # noqa: BLE001 - a damaged row group: keep the rows before it
+            yield Problem(f"{path}: row {row}", "unreadable", f"the file cannot be read further: {e}")

@@ -1,23 +1,21 @@
-"""What every stage job shares: starting Ray, the run directory's paths, metrics and the summary.
+"""What every stage job shares at run time: logging, starting Ray, Ray Data settings, progress lines.
 
-Stages talk only through the run directory (DESIGN.md, "the artifact contract"), so the paths live
-here, in one place, instead of being spelled out in every stage.
+The run directory's paths, done markers, metrics and summary are pipelines/run_dir.py's; the errors
+a stage reports are pipelines/errors.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines import storage
-from pipelines.config import ConfigError, RayConfig
+if TYPE_CHECKING:
+    from pipelines.config import RayConfig
 
 log = logging.getLogger("raychat")
 
@@ -80,135 +78,6 @@ def ray_data_settings(**settings: Any) -> Iterator[None]:
     finally:
         for name, value in saved.items():
             setattr(ctx, name, value)
-
-
-class StageFailed(RuntimeError):
-    """A stage ran to its end but its outputs are not valid (e.g. its counts do not add up).
-
-    The CLI prints the message as one line and exits non-zero, and the stage is not marked done.
-    """
-
-
-class RunDir:
-    """Paths of one run (see DESIGN.md).
-
-    The run directory is a local path or a pyarrow filesystem URI (``s3://bucket/run?...``).
-    ``location``, ``path(...)``, the done markers and ``summary`` work for both: they are what the
-    clean stage, which can write to object stores, and the runner use. The ``Path`` properties are
-    for the stages that need a mounted directory (tokenize, pretrain, ...): on a URI they raise a
-    ``ConfigError`` saying so, rather than writing to a local folder named ``s3:``.
-    """
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.location = str(root)
-        self.is_remote = storage.is_uri(self.location)
-
-    def path(self, *parts: str) -> str:
-        """A path under the run directory as a string: a local path, or a URI on the same store."""
-        return storage.join(self.location, *parts)
-
-    @property
-    def root(self) -> Path:
-        if self.is_remote:
-            raise ConfigError(
-                f"run_dir {self.location} is a URI: this stage needs a mounted (local or network-mounted) "
-                "run directory; only the clean stage writes to object stores"
-            )
-        return Path(self.location)
-
-    @property
-    def world(self) -> Path:
-        return self.root / "world"
-
-    @property
-    def clean(self) -> Path:
-        return self.root / "data" / "clean"
-
-    @property
-    def rejected(self) -> Path:
-        return self.root / "data" / "rejected"
-
-    @property
-    def errors(self) -> Path:
-        return self.root / "data" / "errors"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "data" / "stats.json"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer"
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "tokens"
-
-    def model(self, name: str) -> Path:
-        return self.root / "models" / name
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def summary(self) -> str:
-        return self.path("metrics", "summary.json")
-
-    def done_marker(self, stage: str) -> str:
-        return self.path("metrics", f"{stage}.done.json")
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write so that a killed job never leaves half a JSON file (storage.write_json: temp name + rename)."""
-    storage.write_json(str(path), data)
-
-
-def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
-    return storage.read_json(str(path), default)
-
-
-def update_summary(run: RunDir, stage: str, numbers: dict[str, Any]) -> None:
-    """Put a stage's headline numbers under its own name in metrics/summary.json."""
-    summary = read_json(run.summary, {}) or {}
-    summary[stage] = numbers
-    write_json_atomic(run.summary, summary)
-
-
-def mark_done(run: RunDir, stage: str, info: dict[str, Any] | None = None) -> None:
-    write_json_atomic(run.done_marker(stage), {"stage": stage, "finished_at": time.time(), **(info or {})})
-
-
-def is_done(run: RunDir, stage: str) -> bool:
-    return storage.exists(run.done_marker(stage))
-
-
-def clear_done(run: RunDir, stage: str) -> None:
-    storage.remove(run.done_marker(stage))
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to metrics/<stage>.jsonl."""
-
-    def __init__(self, run: RunDir, stage: str) -> None:
-        run.metrics.mkdir(parents=True, exist_ok=True)
-        self.path = run.metrics / f"{stage}.jsonl"
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
 
 
 class Progress:

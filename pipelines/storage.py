@@ -7,10 +7,13 @@ and ``list_files`` keep it on every path they make, so workers open the same sto
 
 What "atomic" means here:
 
-* a file: on local disk it is written under a temporary name and renamed; on an object store
+* a file: on local disk it is written under a temporary name and renamed (``lm/atomic.py``, the one
+  local helper, which ``lm/`` uses itself since it cannot import ``pipelines/``); on an object store
   (S3, GCS, Azure) one PUT is already all-or-nothing (a multipart upload appears only when it is
-  completed), so it is written in place, which also saves a server-side copy;
-* a folder (``replace_dir``): on local disk, a rename. Object stores have no folder rename, so the
+  completed), so it is written in place, which also saves a server-side copy; any other pyarrow
+  filesystem gets a temporary name and a move;
+* a folder (``replace_dir``): on local disk, ``lm.atomic.replace_dir`` (renames, with recovery of a
+  swap cut short). Object stores have no folder rename, so the
   new folder's objects are moved in one by one (server-side copies) after the old ones are deleted.
   That swap is not atomic for a reader who looks in the middle of it; what makes it safe is that a
   stage's done marker is cleared before the stage starts and written only after its swap, so an
@@ -20,16 +23,20 @@ What "atomic" means here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from lm import atomic
 
 # filesystems where one write is all-or-nothing and a rename is a copy: write in place
 OBJECT_STORES = {"s3", "gcs", "abfs"}
@@ -39,13 +46,43 @@ def is_uri(path: str) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def fs_and_path(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+def local_path(path: str | os.PathLike[str]) -> str:
+    """An absolute local path (``~`` expanded; a ``file://`` URI decoded)."""
     text = str(path)
-    if is_uri(text):
-        return pafs.FileSystem.from_uri(text)
     if text.startswith("file://"):
-        text = text[len("file://") :]
-    return pafs.LocalFileSystem(), os.path.abspath(text)
+        return urllib.parse.unquote(urllib.parse.urlparse(text).path)
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def fs_and_path(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it. URIs go to pyarrow's own filesystems (local, S3,
+    GCS, HDFS, Azure), or to fsspec's (wrapped for pyarrow) for the schemes pyarrow does not know."""
+    text = str(path)
+    if not is_uri(text):
+        return pafs.LocalFileSystem(), local_path(text)
+    try:
+        return pafs.FileSystem.from_uri(text)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(text)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+
+
+def open_input(path: str) -> BinaryIO:
+    """A file to read as a stream (local: Python's own file; a URI: its filesystem's stream)."""
+    if not is_uri(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    fs, inner = fs_and_path(path)
+    return fs.open_input_stream(inner)
+
+
+def open_input_file(path: str) -> Any:
+    """A file to read with seeks (parquet footers)."""
+    if not is_uri(path):
+        return open(local_path(path), "rb")  # noqa: SIM115 - the caller closes it
+    fs, inner = fs_and_path(path)
+    return fs.open_input_file(inner)
 
 
 def is_object_store(fs: pafs.FileSystem) -> bool:
@@ -81,32 +118,69 @@ def remove(path: str) -> None:
         fs.delete_file(p)
 
 
-def _atomic_target(fs: pafs.FileSystem, p: str) -> str:
-    """Where to write ``p`` so that it appears whole: itself on an object store, a temp name elsewhere."""
-    if not is_object_store(fs):
-        fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-        return f"{p}.{uuid.uuid4().hex[:8]}.tmp"
-    return p
+class PendingOutput:
+    """Where to write ``path`` so that it appears whole: ``fs`` and ``target`` to write to, then
+    ``commit()`` (or ``discard()`` on an error). For writers that stream, e.g. a ``pq.ParquetWriter``
+    fed chunk by chunk (``atomic_output`` is the same as a ``with`` block).
+
+    On local disk, ``lm.atomic``'s temporary name and rename. On an object store a one-shot write goes
+    to ``path`` itself (an upload appears only when it is complete); a streamed one (``stream=True``)
+    goes to a temporary key and is copied to ``path`` on commit, since closing a stream after an error
+    would complete its upload with half the data under the real name. Other filesystems: a
+    temporary name and a move.
+    """
+
+    def __init__(self, path: str, stream: bool = False) -> None:
+        self.fs, self.path = fs_and_path(path)
+        self._local = atomic.PendingFile(self.path) if isinstance(self.fs, pafs.LocalFileSystem) else None
+        if self._local is not None:
+            self.target = str(self._local.tmp)
+        elif is_object_store(self.fs) and not stream:
+            self.target = self.path
+        else:
+            if not is_object_store(self.fs):
+                self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+            self.target = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
+
+    def commit(self) -> None:
+        if self._local is not None:
+            self._local.commit()
+        elif self.target != self.path:
+            self.fs.move(self.target, self.path)
+
+    def discard(self) -> None:
+        if self._local is not None:
+            self._local.discard()
+        elif self.target != self.path:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(self.target)
 
 
-def _commit(fs: pafs.FileSystem, written: str, p: str) -> None:
-    if written != p:
-        fs.move(written, p)
+@contextlib.contextmanager
+def atomic_output(path: str, stream: bool = False) -> Iterator[tuple[pafs.FileSystem, str]]:
+    """``(filesystem, path to write)``; what was written appears at ``path`` whole when the block ends
+    without an error, and is dropped on one (see ``PendingOutput``)."""
+    pending = PendingOutput(path, stream)
+    try:
+        yield pending.fs, pending.target
+        pending.commit()
+    except BaseException:
+        pending.discard()
+        raise
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    fs, p = fs_and_path(path)
-    target = _atomic_target(fs, p)
-    with fs.open_output_stream(target) as f:
+    with atomic_output(path) as (fs, target), fs.open_output_stream(target) as f:
         f.write(data)
-    _commit(fs, target, p)
 
 
 def write_json(path: str, data: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    """The run directory's JSON (stats, markers, summaries): sorted keys, so diffs between runs read well."""
+    write_bytes_atomic(path, atomic.json_bytes(data, sort_keys=True))
 
 
-def read_json(path: str, default: Any = None) -> Any:
+def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
+    """The JSON value in ``path`` (local or URI), or ``default`` when there is no such file."""
     fs, p = fs_and_path(path)
     try:
         with fs.open_input_stream(p) as f:
@@ -117,14 +191,13 @@ def read_json(path: str, default: Any = None) -> Any:
 
 def write_parquet(table: pa.Table, path: str) -> None:
     """Write one parquet file atomically (see the module docstring)."""
-    fs, p = fs_and_path(path)
-    target = _atomic_target(fs, p)
-    pq.write_table(table, target, filesystem=fs, compression="zstd")
-    _commit(fs, target, p)
+    with atomic_output(path) as (fs, target):
+        pq.write_table(table, target, filesystem=fs, compression="zstd")
 
 
-def list_files(path: str, suffix: str = "") -> list[str]:
-    """All files under a directory (recursive), as paths/URIs of the same kind as ``path``."""
+def list_files(path: str, suffix: str = "", hidden: bool = False) -> list[str]:
+    """All files under a directory (recursive), as paths/URIs of the same kind as ``path``; names
+    starting with "." (temporary files being written) only with ``hidden``."""
     fs, p = fs_and_path(path)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         return []
@@ -133,7 +206,9 @@ def list_files(path: str, suffix: str = "") -> list[str]:
     return sorted(
         join(path, i.path[len(root) :]) if is_uri(path) else i.path
         for i in infos
-        if i.type == pafs.FileType.File and i.path.endswith(suffix) and not i.base_name.startswith(".")
+        if i.type == pafs.FileType.File
+        and i.path.endswith(suffix)
+        and (hidden or not i.base_name.startswith("."))
     )
 
 
@@ -144,6 +219,9 @@ def replace_dir(src: str, dst: str) -> None:
     """
     fs, s = fs_and_path(src)
     _, d = fs_and_path(dst)
+    if isinstance(fs, pafs.LocalFileSystem):
+        atomic.replace_dir(s, d)
+        return
     if fs.get_file_info(d).type != pafs.FileType.NotFound:
         fs.delete_dir(d)
     if not is_object_store(fs):

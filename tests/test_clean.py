@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import load_config
-from pipelines.runtime import RunDir
+from pipelines.run_dir import RunDir
 
 
 def _clean(run_dir: Path, *overrides: str) -> dict:
@@ -66,7 +66,7 @@ def _pass1(tmp_path: Path, inputs: list[str], *overrides: str) -> tuple[dict, di
     """Pass 1 of one input file in this process (no Ray): its summary and its kept/rejected/errors rows."""
     from pipelines.clean.job import resolve_paths
     from pipelines.clean.pipeline import FileProcessor
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     cfg = load_config(None, [f"run_dir={tmp_path}", f"clean.inputs={json.dumps(inputs)}", *overrides])
     clean = resolve_paths(cfg)
@@ -231,13 +231,13 @@ def test_counts_add_up_is_checked_against_the_written_files(tmp_path):
     pq.write_table(pa.table({"text": ["e"]}), data / "rejected" / "part-1.parquet")
     errors = pa.table({"record_index": pa.array([None, 6], pa.int64())})
     pq.write_table(errors, data / "errors" / "part-1.parquet", write_statistics=False)  # read instead
-    written = count_written(str(data))
+    written = count_written(RunDir(tmp_path))
     assert written == {"clean": 3, "rejected": 2, "errors": 5, "record_errors": 3}
     summary = {"records": 8, "kept": 3, "rejected": 2, "record_errors": 3, "drops": {}, "counts": {}}
     assert build_stats([summary], [], {}, 1.0, written)["counts_add_up"]
     assert build_stats([summary | {"records": 9}], [], {}, 1.0, written)["counts_add_up"] is False
     (data / "rejected" / "part-1.parquet").unlink()  # a lost output file
-    assert build_stats([summary], [], {}, 1.0, count_written(str(data)))["counts_add_up"] is False
+    assert build_stats([summary], [], {}, 1.0, count_written(RunDir(tmp_path)))["counts_add_up"] is False
 
 
 @pytest.mark.parametrize("output", ["2024", "yes", "null", "~", "runs/a: b", "[x]", "0x10", "runs/mine"])
@@ -462,7 +462,7 @@ def test_real_crawl_and_fineweb_files(tmp_path, ray_session, shared_data):
     assert full["drops"]["language"]  # the crawl holds pages in other languages
     # every input file was read: each one's records reached clean or rejected, except the WAT file,
     # which holds only metadata records and is one file-level error that says so
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
     found, _ = expand_inputs(inputs)
     assert len(found) == full["files"] == 11

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from pipelines.clean.readers import InputFile, ReadConfig, read_file
+from pipelines.clean.config import ReadConfig
+from pipelines.clean.readers import read_file
+from pipelines.inputs import InputFile
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024

@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import cli
 from pipelines.clean.schema import CLEAN_SCHEMA
-from pipelines.runtime import RunDir, is_done
+from pipelines.run_dir import RunDir, is_done
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,8 @@ def test_counts_that_do_not_add_up_fail_the_stage(tmp_path, ray_session, monkeyp
 
     real = job.count_written
 
-    def one_row_lost(data_dir: str) -> dict[str, int]:
-        written = real(data_dir)
+    def one_row_lost(run: RunDir) -> dict[str, int]:
+        written = real(run)
         return written | {"clean": written["clean"] - 1}
 
     monkeypatch.setattr(job, "count_written", one_row_lost)

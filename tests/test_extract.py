@@ -12,7 +12,8 @@ import pytest
 from pipelines.clean import extract as extract_module
 from pipelines.clean.extract import ExtractConfig, HtmlExtractor
 from pipelines.clean.filters.base import run_steps
-from pipelines.clean.readers import InputFile, read_file
+from pipelines.clean.readers import read_file
+from pipelines.inputs import InputFile
 
 ARTICLE_PARAGRAPHS = [
     "The Mariana Trench is the deepest oceanic trench on Earth, reaching nearly eleven kilometres below "

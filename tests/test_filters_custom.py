@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.clean.filters import run_steps
+from pipelines.clean.filters.base import run_steps
 from pipelines.clean.filters.custom import CustomStep, CustomStepConfig
 
 MODULE = """

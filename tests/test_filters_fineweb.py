@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.clean.filters import QUALITY_STEPS, build_step, run_steps
+from pipelines.clean.filters.base import run_steps
 from pipelines.clean.filters.fineweb import FineWebQualityConfig, FineWebQualityFilter
+from pipelines.clean.steps import QUALITY_STEPS, build_step
 
 PARAGRAPHS = [
     "The observatory on Cairn Hill was founded in 1887 by the county's natural history society.",

@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from pipelines.cli import main
-from pipelines.runtime import RunDir, is_done
+from pipelines.run_dir import RunDir, is_done
 from pipelines.tokenize.shards import read_index
 
 pytestmark = pytest.mark.slow

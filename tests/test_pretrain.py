@@ -33,6 +33,7 @@ from pipelines.pretrain.data import (
     unigram_entropy,
 )
 from pipelines.pretrain.task import PretrainTask, padded_eval_batches
+from pipelines.run_dir import RunDir, update_summary
 from pipelines.tokenize.shards import ShardWriter, TokenIndex, write_index
 from pipelines.train.curves import read_history
 
@@ -177,7 +178,7 @@ def test_peak_flops_come_from_a_table_of_devices():
 def test_tracking_is_lazy_and_says_what_to_install(tmp_path, monkeypatch):
     from pipelines.train import tracking
 
-    tracking.make_tracker("none", tmp_path, "pretrain", {}, "p").log({"loss": 1.0}, 1)
+    tracking.make_tracker("none", RunDir(tmp_path), "pretrain", {}, "p").log({"loss": 1.0}, 1)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         tracking.importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name)
@@ -190,7 +191,7 @@ def test_tracking_is_lazy_and_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="wandb package is not installed"):  # before any worker starts
         prepare(load_config(None, [f"run_dir={tmp_path}", "pretrain.tracking=wandb"]))
     if real_find_spec("tensorboard") is not None:
-        tracker = tracking.make_tracker("tensorboard", tmp_path, "pretrain", {}, "p")
+        tracker = tracking.make_tracker("tensorboard", RunDir(tmp_path), "pretrain", {}, "p")
         tracker.log({"loss": 2.5, "lr": 1e-3}, 3)
         tracker.close()
         assert list((tmp_path / "metrics" / "tensorboard" / "pretrain").glob("events.out.tfevents.*"))
@@ -442,8 +443,11 @@ def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
     model, model_meta = load_pretrained(numbers["model_dir"], "cpu")
     assert model_meta["step"] == 24 and model.config.vocab_size == tok.vocab_size
     assert (Path(numbers["model_dir"]) / "raychat_tokenizer.json").is_file()
+    # its report section, from what it left in the run directory and the summary the runner writes
+    update_summary(RunDir(tmp_path), "pretrain", numbers)
+    section = job.report_section(RunDir(tmp_path), "pretrain")
+    assert "unigram" in section and "![pretrain_loss](plots/pretrain_loss.png)" in section
     assert (tmp_path / "plots" / "pretrain_loss.png").stat().st_size > 0
-    assert "unigram" in (tmp_path / "metrics" / "pretrain.md").read_text()
     train_history, evals = read_history(metrics)
     assert [r["step"] for r in train_history] == list(range(1, 25))
     assert [r["step"] for r in evals] == [0, 8, 16, 24]  # step 0: the untrained model

@@ -12,17 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.clean.readers import (
-    ERROR_FIELDS,
-    RECORD_FIELDS,
-    ROW_FIELDS,
-    InputFile,
-    ReadConfig,
-    as_row,
-    decode_text,
-    expand_inputs,
-    read_file,
-)
+from pipelines.clean.config import ReadConfig
+from pipelines.clean.documents import ERROR_FIELDS, RECORD_FIELDS, ROW_FIELDS, as_row
+from pipelines.clean.readers import read_file
+from pipelines.decode import decode_text
+from pipelines.inputs import InputFile, expand_inputs
 
 ARTICLE = "<html><head><title>T</title></head><body><p>Deep sea vents host {}.</p></body></html>"
 
@@ -535,7 +529,7 @@ def test_binary_payloads_are_non_html_for_every_html_source(tmp_path):
 
 
 def test_text_that_only_looks_odd_is_not_binary():
-    from pipelines.clean.readers import binary_kind
+    from pipelines.decode import binary_kind
 
     page = ("<p>" + "Plenty of ordinary words in a paragraph. " * 50 + "</p>").encode()
     assert binary_kind(page) is None

@@ -510,6 +510,7 @@ def run_dir(world_dir) -> Path:
 
 
 SHORT_RUN = [
+    "rm.init={run_dir}/models/base",  # this run has no SFT model (the default init)
     "rm.world.kinds=[identity, refusal_over_made_up]",
     "rm.world.per_kind=240",
     "rm.world.heldout_per_kind=60",
@@ -556,29 +557,38 @@ def test_a_short_run_beats_chance_on_held_out_pairs(run_dir: Path):
 @pytest.mark.slow
 def test_the_stage_trains_exports_reports_and_resumes(run_dir: Path, ray_session, capsys):
     from lm.reward_scorer import ModelScorer
-    from pipelines.cli import main, run_stage
-    from pipelines.config import ConfigError, load_config
+    from pipelines.cli import main
+    from pipelines.config import load_config
+    from pipelines.errors import ConfigError
     from pipelines.rm.config import PreferenceSourceConfig
     from pipelines.rm.job import preflight
     from pipelines.rm.preferences import load_preferences
+    from pipelines.runner import run_stage
+    from pipelines.stages import Graph
 
     cfg = load_config(None, [f"run_dir={run_dir}", *SHORT_RUN])
+    graph = Graph(cfg)
+    assert graph.consumes("rm") == ["pretrain", "world"]  # what its init names, and the world's pairs
     preflight(cfg)
-    numbers = run_stage("rm", cfg)
+    numbers = run_stage(graph, "rm")
     summary = json.loads((run_dir / "metrics" / "summary.json").read_text())["rm"]
     assert summary["heldout_pairwise_accuracy"] == numbers["heldout_pairwise_accuracy"] > 0.75
     assert set(summary["accuracy_by_group"]) == {"world/identity", "world/refusal_over_made_up"}
     assert summary["heldout_pairs"] == sum(summary["heldout_pairs_by_group"].values())
     assert summary["steps"] == 40 and summary["init"] == str(run_dir / "models" / "base")
-    assert "held-out accuracy" in (run_dir / "metrics" / "rm.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    section = report[report.index("## rm\n") :]
+    assert "| heldout_pairwise_accuracy |" in section and "| world/identity |" in section
+    assert "held-out accuracy" in (run_dir / "metrics" / "rm.pairs.md").read_text()
+    assert "![rm_curves](plots/rm_curves.png)" in section
     assert (run_dir / "plots" / "rm_curves.png").stat().st_size > 1000
     model_dir = run_dir / "models" / "rm"
     meta = json.loads((model_dir / "raychat.json").read_text())
     assert meta["stage"] == "rm" and meta["step"] == 40
 
-    # the export scores the held-out pairs (as written to rm_data/world, read back) as training measured
+    # the export scores the held-out pairs (as written to rm_data/rm/world, read back) as training measured
     held, _ = load_preferences(
-        PreferenceSourceConfig(path=str(run_dir / "rm_data" / "world" / "heldout.jsonl"))
+        PreferenceSourceConfig(path=str(run_dir / "rm_data" / "rm" / "world" / "heldout.jsonl"))
     )
     assert len(held) == summary["heldout_pairs"]
     scorer = ModelScorer(model_dir, device="cpu")
@@ -596,12 +606,14 @@ def test_the_stage_trains_exports_reports_and_resumes(run_dir: Path, ray_session
     assert theirs == pytest.approx(rewards[0], rel=1e-4, abs=1e-4)
 
     # the same command again: the final checkpoint is complete, nothing is retrained
-    again = run_stage("rm", cfg)
+    again = run_stage(graph, "rm")
     assert again["steps"] == 40 and again["heldout_pairwise_accuracy"] == numbers["heldout_pairwise_accuracy"]
 
     # what stops it at once, with one line
     with pytest.raises(ConfigError, match="no model to start from"):
         preflight(load_config(None, [f"run_dir={run_dir}", "rm.init=/nonexistent/model"]))
+    with pytest.raises(ConfigError, match="models/sft .*run the sft stage first"):  # the default: SFT's
+        preflight(load_config(None, [f"run_dir={run_dir}"]))
     with pytest.raises(ConfigError, match=r"rm.sources\[0\]"):
         preflight(load_config(None, [f"run_dir={run_dir}", "rm.sources=[{path: /nonexistent/pairs.jsonl}]"]))
     capsys.readouterr()

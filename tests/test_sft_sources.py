@@ -411,3 +411,11 @@ def test_checking_a_source_from_the_command_line(shared_data, capsys) -> None:
     assert main(["/no/such/file.jsonl"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: source '/no/such/file.jsonl': no data files found")
+
+
+def test_the_source_settings_offer_exactly_the_formats_there_are() -> None:
+    """pipelines/sft/source_config.py spells the choices out so that it imports no loader."""
+    from pipelines.sft import formats, source_config
+
+    assert source_config.FORMATS == formats.FORMATS
+    assert source_config.CALCULATOR_MODES == formats.CALCULATOR_MODES

@@ -464,10 +464,11 @@ def test_held_out_sets_score_one_for_right_replies_and_zero_for_wrong_ones(built
     assert good["search_eval"]["accuracy"] == 1.0 and bad["search_eval"]["accuracy"] < 0.1
     assert good["identity_eval"] == {
         "n": len(rows["identity_eval"]),
+        "accuracy": 1.0,
         "gives_name_share": 1.0,
         "claims_other_share": 0.0,
     }
-    assert bad["identity_eval"]["claims_other_share"] == 1.0
+    assert bad["identity_eval"]["claims_other_share"] == 1.0 and bad["identity_eval"]["accuracy"] == 0.0
     assert good["arithmetic_test"]["accuracy"] == 1.0 and bad["arithmetic_test"]["accuracy"] == 0.0
     assert good["probes_test"]["counting_accuracy"] == good["probes_test"]["decimal_compare_accuracy"] == 1.0
     assert bad["probes_test"]["counting_accuracy"] == bad["probes_test"]["decimal_trap_accuracy"] == 0.0

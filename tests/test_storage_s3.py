@@ -20,7 +20,7 @@ import pytest
 
 from pipelines import cli, storage
 from pipelines.config import ConfigError
-from pipelines.runtime import RunDir, clear_done, is_done, mark_done
+from pipelines.run_dir import RunDir, clear_done, is_done, mark_done
 
 BUCKET = "raychat"
 

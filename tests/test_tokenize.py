@@ -15,7 +15,7 @@ import pytest
 
 from lm.tokenizer import load_tokenizer
 from pipelines.config import ConfigError, load_config
-from pipelines.runtime import RunDir
+from pipelines.run_dir import RunDir, update_summary
 from pipelines.tokenize import job
 from pipelines.tokenize.shards import (
     ShardWriter,
@@ -161,7 +161,9 @@ def test_tokenize_stage(ray_session, run_dir: Path):
     for row in after.to_pylist():
         assert row["token_count"] == len(tok.encode(row["text"] or ""))
     assert sorted(p.name for p in run.clean.iterdir()) == ["language=en", "language=fr"]
-    assert (run.metrics / "tokenize.md").is_file()
+    update_summary(run, "tokenize", numbers)
+    section = job.report_section(run, "tokenize")
+    assert "UTF-8 bytes per token" in section and (run.plots / "tokenize_document_tokens.png").is_file()
 
     # a rerun gives the same shards and does not duplicate rows
     shard_bytes = {

@@ -453,8 +453,8 @@ def test_bad_settings_fail_with_the_key_name():
 
 def test_job_writes_into_the_run_directory(tmp_path):
     from pipelines.config import RunConfig
-    from pipelines.runtime import RunDir
-    from pipelines.world.job import run
+    from pipelines.run_dir import RunDir, update_summary
+    from pipelines.world.job import report_section, run
 
     cfg = RunConfig(
         run_dir=str(tmp_path),
@@ -475,6 +475,7 @@ def test_job_writes_into_the_run_directory(tmp_path):
         "questions/known.jsonl",
     ):
         assert (world_dir / name).is_file(), name
-    assert "| article |" in (tmp_path / "metrics" / "world.md").read_text()
+    update_summary(RunDir(tmp_path), "world", numbers)
+    assert "| article |" in report_section(RunDir(tmp_path), "world")
     with gzip.open(numbers["files"][0]) as f:
         assert f.read(9) == b"WARC/1.0\r"

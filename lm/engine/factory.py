@@ -6,38 +6,14 @@ engine = make_engine("runs/tiny/models/base", prefer="torch")
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from lm.engine.base import Engine
 from lm.engine.torch_engine import TorchEngine
+from lm.engine.vllm_engine import VLLMUnavailable, vllm_available
 
-
-class VLLMUnavailable(RuntimeError):
-    """vLLM (or a GPU for it) is missing; the message says how to get it or what to use instead."""
-
-
-def vllm_available() -> bool:
-    """True when vLLM is importable and torch sees a CUDA GPU."""
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def check_vllm() -> None:
-    """Raise VLLMUnavailable, saying what to do, unless vLLM and a GPU are there."""
-    if importlib.util.find_spec("vllm") is None:
-        raise VLLMUnavailable(
-            "vLLM is not installed: `pip install -e '.[gpu]'` on a CUDA machine, or use TorchEngine "
-            "(make_engine(..., prefer='torch'))"
-        )
-    import torch
-
-    if not torch.cuda.is_available():
-        raise VLLMUnavailable("vLLM needs a CUDA GPU and none is visible; use TorchEngine on CPU")
+__all__ = ["VLLMUnavailable", "make_engine", "vllm_available"]
 
 
 def make_engine(model_dir: str | Path, prefer: str = "auto", device: Any = None, **kwargs: Any) -> Engine:

@@ -33,6 +33,7 @@ TorchEngine's distributionally, not token for token (different random streams).
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import logging
@@ -45,7 +46,6 @@ from typing import Any, Literal
 from torch import Tensor
 
 from lm.engine.base import Engine
-from lm.engine.factory import check_vllm
 from lm.engine.sampling import SamplingParams
 from lm.engine.types import (
     EngineLoad,
@@ -59,6 +59,32 @@ from lm.engine.types import (
 log = logging.getLogger(__name__)
 LogprobsKind = Literal["sampled", "raw"]
 ROUND_SEED_STRIDE = 1_000_003  # a resubmitted sample's seed moves by this much per round
+
+
+class VLLMUnavailable(RuntimeError):
+    """vLLM (or a GPU for it) is missing; the message says how to get it or what to use instead."""
+
+
+def vllm_available() -> bool:
+    """True when vLLM is importable and torch sees a CUDA GPU."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_vllm() -> None:
+    """Raise VLLMUnavailable, saying what to do, unless vLLM and a GPU are there."""
+    if importlib.util.find_spec("vllm") is None:
+        raise VLLMUnavailable(
+            "vLLM is not installed: `pip install -e '.[gpu]'` on a CUDA machine, or use TorchEngine "
+            "(make_engine(..., prefer='torch'))"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        raise VLLMUnavailable("vLLM needs a CUDA GPU and none is visible; use TorchEngine on CPU")
 
 
 def vllm_sampling_kwargs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,9 +37,18 @@ class Loss:
 def next_token_loss(model: nn.Module, batch: dict[str, Tensor]) -> Loss:
     """Cross-entropy (float32) summed over ``targets`` != IGNORE_INDEX.
 
-    ``batch``: ``input_ids`` and ``targets`` ``[B, T]``, and ``document_ids`` for packed rows.
+    ``batch``: ``input_ids`` and ``targets`` ``[B, T]``, ``document_ids`` for packed rows, and
+    optionally ``target_index``: the flat positions (into ``B x T``) of every target that is not
+    IGNORE_INDEX, computed with the batch (``target_index(targets)``). With it only those positions go
+    through the output layer and the softmax, which is most of a small model's compute when few
+    tokens are trained (SFT's assistant tokens); the loss is the same.
     """
     inputs, targets = batch["input_ids"], batch["targets"]
+    index = batch.get("target_index")
+    if index is not None:
+        logits = model(inputs, document_ids=batch.get("document_ids"), output_index=index)
+        total = F.cross_entropy(logits.float(), targets.reshape(-1)[index], reduction="sum")
+        return Loss(total, index.numel(), tokens=inputs.numel())
     logits = model(inputs, document_ids=batch.get("document_ids"))
     total = F.cross_entropy(
         logits.float().view(-1, logits.size(-1)),
@@ -48,3 +58,8 @@ def next_token_loss(model: nn.Module, batch: dict[str, Tensor]) -> Loss:
     )
     count = (targets != IGNORE_INDEX).sum()
     return Loss(total, count, tokens=inputs.numel())
+
+
+def target_index(targets: np.ndarray) -> np.ndarray:
+    """The flat positions of ``targets`` that count (not IGNORE_INDEX), for ``next_token_loss``."""
+    return np.flatnonzero(targets.reshape(-1) != IGNORE_INDEX)

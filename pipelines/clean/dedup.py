@@ -42,8 +42,8 @@ import pyarrow.compute as pc
 import ray
 from ray.data.aggregate import Unique
 
-from pipelines.clean.dedup_config import DedupConfig
-from pipelines.clean.minhash import MinHasher, exact_bucket_ids, normalize_texts, text_hashes
+from pipelines.clean.config import DedupConfig
+from pipelines.clean.minhash import MinHasher, exact_bucket_ids, hasher_for, normalize_texts, text_hashes
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def deduplicate(
         stats["seconds"] = round(time.monotonic() - start, 3)
         return docs, _empty_dropped(schema), stats
 
-    hasher = cfg.hasher()
+    hasher = hasher_for(cfg)
     n_bucket_rows = n_docs * ((cfg.num_bands if cfg.fuzzy else 0) + (1 if cfg.exact else 0))
     parts = _partitions(cfg, n_bucket_rows * 48)
     log.info("dedup: %d documents, %d bucket rows, %d shuffle partitions", n_docs, n_bucket_rows, parts)

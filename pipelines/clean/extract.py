@@ -6,7 +6,9 @@ minutes. ``SIGALRM`` interrupts it cheaply, but only on the main thread, and Ray
 (checked with Ray 2.60; function UDFs in tasks do run on the main thread). So ``timeout_mode="auto"``
 uses the alarm where it can and otherwise a sandbox process (as datatrove does): the document goes to
 a forked child through a pipe, and a child that overruns is killed and replaced. The sandbox also
-turns a hard crash of the parser (a segfault, the OOM killer) into one rejected document.
+turns a hard crash of the parser (a segfault, the OOM killer) into one rejected document, which is
+why the clean stage's own workers (plain actors, whose methods do run on the main thread) use it
+under ``auto`` too (pipelines/clean/workers.py); the pipe costs about 1% of a page's extraction.
 
 Settings come from ``benchmarks/extract_quality.py`` on real article pages with reference text:
 ``favor_precision=True, fast=True`` (no comments) has a higher word F1 than trafilatura's defaults and
@@ -21,53 +23,15 @@ import os
 import signal
 import threading
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
+from pipelines.clean.config import ExtractConfig
 from pipelines.clean.filters.base import Doc, Step
 
 log = logging.getLogger(__name__)
 # trafilatura logs a warning or an error for every page it finds nothing in or cannot parse; the step
 # counts those as "empty_extraction" already, so its own messages would only flood the job's log
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
-
-
-class ExtractConfig(StrictModel):
-    """How HTML becomes text."""
-
-    engine: Literal["trafilatura", "resiliparse"] = Field(
-        "trafilatura",
-        description="trafilatura (FineWeb's extractor, best quality) or resiliparse (several times faster, "
-        "lower F1 on article pages; see benchmarks/extract_quality.py)",
-    )
-    favor_precision: bool = Field(
-        True, description="trafilatura: prefer dropping doubtful boilerplate (FineWeb)"
-    )
-    fast: bool = Field(
-        True,
-        description="trafilatura: skip the readability/jusText fallbacks; same or better F1 on the benchmark "
-        "pages at about 2x the speed",
-    )
-    include_tables: bool = Field(True, description="trafilatura: keep text inside <table> (its default)")
-    include_comments: bool = Field(False, description="keep user comment sections (FineWeb: no)")
-    deduplicate: bool = Field(
-        False,
-        description="trafilatura's cross-document paragraph cache; off because it makes the output depend "
-        "on the order documents reach a worker (dedup is step 7's job)",
-    )
-    timeout_s: float = Field(
-        2.0,
-        gt=0,
-        description="per-document time limit; a typical page takes 5-50 ms, so 2 s only stops "
-        "pathological pages while staying deterministic on a busy machine",
-    )
-    timeout_mode: Literal["auto", "signal", "process", "none"] = Field(
-        "auto",
-        description="auto: SIGALRM on the main thread, else a sandbox process (Ray actor UDFs run on a "
-        "worker thread); signal: main thread only; process: always the sandbox; none: no limit",
-    )
 
 
 class ExtractionTimeout(BaseException):
@@ -271,7 +235,7 @@ class HtmlExtractor(Step):
             doc["text"] = content if isinstance(content, str) else ""
             return None
         if isinstance(content, bytes):
-            from pipelines.clean.readers import decode_text
+            from pipelines.decode import decode_text
 
             content = decode_text(content)[0]
         if not isinstance(content, str):

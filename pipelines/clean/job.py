@@ -18,16 +18,23 @@ import argparse
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
 from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
+from pipelines.clean.report import report_section
 from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
-from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import RunDir, StageFailed, ray_data_settings
+from pipelines.clean.workers import WorkerPool
+from pipelines.errors import ConfigError, StageFailed
+from pipelines.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
 
 log = logging.getLogger("raychat.clean")
+# the stage's interface (pipelines/stages.py)
+__all__ = ["add_cli_args", "cli_overrides", "preflight", "report_section", "run", "start_over"]
 
 
 def add_cli_args(p: argparse.ArgumentParser) -> None:
@@ -57,9 +64,9 @@ def _yaml_list(items: list[str]) -> str:
     return json.dumps(items)  # JSON is YAML, and quotes globs safely
 
 
-def resolve_paths(cfg: RunConfig) -> CleanConfig:
+def resolve_paths(cfg: RunConfig, name: str = "clean") -> CleanConfig:
     """Fill ``{run_dir}`` in path settings, so configs can point at the run's own tiny world."""
-    data = cfg.clean.model_dump(mode="json")
+    data = getattr(cfg, name).model_dump(mode="json")
 
     def fill(value: Any) -> Any:
         if isinstance(value, str):
@@ -73,24 +80,24 @@ def resolve_paths(cfg: RunConfig) -> CleanConfig:
     return CleanConfig.model_validate(fill(data))
 
 
-def start_over(cfg: RunConfig) -> None:
+def start_over(cfg: RunConfig, name: str = "clean") -> None:
     """``--force``: pass 1 redoes every file instead of reusing the per-file results of a past run."""
-    work_dir = RunDir(cfg.run_dir).path("data", "_work")
+    work_dir = RunDir(cfg.run_dir).at("clean_work")
     if storage.exists(work_dir):
         log.info("clean: --force: dropping pass 1's per-file results in %s", work_dir)
         storage.remove(work_dir)
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig, name: str = "clean") -> None:
     """Everything that can be checked before Ray starts and any work is done (pipelines/cli.py calls it).
 
     The outputs can be written (a real write: a path under a regular file, a read-only mount, an
     object store's credentials), the inputs exist (``clean.missing_inputs``) and every step builds.
     """
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
-    clean = _checked_inputs(cfg)
-    data_dir = RunDir(cfg.run_dir).path("data")
+    clean = _checked_inputs(cfg, name)
+    data_dir = RunDir(cfg.run_dir).at("data")
     try:
         storage.check_writable(data_dir)
     except OSError as e:
@@ -112,23 +119,23 @@ def missing_inputs(input_errors: list[dict[str, Any]]) -> list[str]:
     return [str(e.get("file_path")) for e in input_errors if e.get("reason") == "no_match"]
 
 
-def _checked_inputs(cfg: RunConfig) -> CleanConfig:
-    clean = resolve_paths(cfg)
+def _checked_inputs(cfg: RunConfig, name: str) -> CleanConfig:
+    clean = resolve_paths(cfg, name)
     if not clean.inputs:
         raise ConfigError("clean.inputs is empty: give input files, globs or folders (--input PATH ...)")
     return clean
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
     """The stage. ``clean.missing_inputs: fail`` is enforced by ``preflight``, which the CLI runs first;
     here missing inputs are logged and listed in stats.json."""
-    from pipelines.clean.readers import expand_inputs
+    from pipelines.inputs import expand_inputs
 
-    clean = _checked_inputs(cfg)
+    clean = _checked_inputs(cfg, name)
     check_steps(clean)
     started = time.time()
-    data_dir = RunDir(cfg.run_dir).path("data")
-    work_dir = storage.join(data_dir, "_work")
+    run_dir = RunDir(cfg.run_dir)
+    work_dir = run_dir.at("clean_work")
     fingerprint = config_fingerprint(clean)
     previous = storage.read_json(storage.join(work_dir, "config.json"), {})
     if previous.get("fingerprint") not in (None, fingerprint):
@@ -147,26 +154,26 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             "clean: added step %s: HTML records get their text by extraction (text records pass through it)",
             ",".join(implied),
         )
-    summaries = run_pass1(clean, files, work_dir)
-    with ray_data_settings(use_datasource_v2=False):  # pass 1's many small parquet files
-        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], data_dir)
+    with WorkerPool(clean, files, work_dir) as pool:
+        summaries = run_pass1(clean, files, work_dir, pool)
+        dedup_stats = run_pass2(clean, work_dir, [s["file_key"] for s in summaries], run_dir, pool)
     if input_errors:
         from pipelines.clean.schema import ERRORS_SCHEMA, to_table
 
         storage.write_parquet(
-            to_table(input_errors, ERRORS_SCHEMA), storage.join(data_dir, "errors", "inputs.parquet")
+            to_table(input_errors, ERRORS_SCHEMA), storage.join(run_dir.at("errors"), "inputs.parquet")
         )
-    written = count_written(data_dir)
+    written = count_written(run_dir)
     stats = build_stats(summaries, input_errors, dedup_stats, time.time() - started, written)
-    stats["languages"] = count_languages(storage.join(data_dir, "clean"))
+    stats["languages"] = count_languages(run_dir.at("clean"))
     stats["missing_inputs"] = missing_inputs(input_errors)
-    storage.write_json(storage.join(data_dir, "stats.json"), stats)
+    storage.write_json(run_dir.at("stats"), stats)
     if not stats["counts_add_up"]:
         raise StageFailed(
             f"clean failed: the outputs do not add up: {stats['records']} records in, but written "
             f"{written['clean']} clean + {written['rejected']} rejected + {written['record_errors']} "
             f"record errors (counted {stats['clean']} clean, {stats['rejected']} rejected, "
-            f"{stats['record_errors']} record errors); see {storage.join(data_dir, 'stats.json')}"
+            f"{stats['record_errors']} record errors); see {run_dir.at('stats')}"
         )
     log.info(
         "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
@@ -225,7 +232,7 @@ def count_languages(clean_dir: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def count_written(data_dir: str) -> dict[str, int]:
+def count_written(run: RunDir) -> dict[str, int]:
     """Rows really in data/clean, data/rejected and data/errors, from parquet footers (no data read).
 
     ``record_errors`` are the error rows that stand for an input record (``record_index`` set);
@@ -236,7 +243,7 @@ def count_written(data_dir: str) -> dict[str, int]:
 
     out = {"clean": 0, "rejected": 0, "errors": 0, "record_errors": 0}
     for name in ("clean", "rejected", "errors"):
-        for path in storage.list_files(storage.join(data_dir, name), ".parquet"):
+        for path in storage.list_files(run.at(name), ".parquet"):
             fs, p = storage.fs_and_path(path)
             meta = pq.read_metadata(p, filesystem=fs)
             out[name] += meta.num_rows

@@ -29,9 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
-from pydantic import Field
 
-from lm.config_base import StrictModel
+from pipelines.clean.config import DedupConfig, TextNormConfig
 
 # Removed before shingling: punctuation, symbols, and control characters other than whitespace
 # (datatrove's PUNCTUATION list is the same idea, spelled out by hand).
@@ -45,20 +44,6 @@ _MASK64 = (1 << 64) - 1
 _BAND_SALT = 0x6A09E667F3BCC908
 _EXACT_SALT = 0xBB67AE8584CAA73B
 _NGRAM_SALT = 0x3C6EF372FE94F82B
-
-
-class TextNormConfig(StrictModel):
-    """How text is simplified before hashing; defaults are datatrove's ``TextNormConfig`` (FineWeb)."""
-
-    lowercase: bool = Field(True, description="compare case-insensitively (datatrove default)")
-    remove_punctuation: bool = Field(
-        True, description="drop punctuation, symbols and control characters (datatrove default)"
-    )
-    strip_diacritics: bool = Field(True, description="NFD-decompose and drop combining marks (datatrove)")
-    normalize_numbers: bool = Field(True, description="replace every run of digits by 0 (datatrove)")
-    collapse_whitespace: bool = Field(
-        True, description="any run of whitespace becomes one space, ends trimmed (datatrove)"
-    )
 
 
 def normalize_texts(texts: pa.Array | pa.ChunkedArray, cfg: TextNormConfig) -> pa.Array:
@@ -199,3 +184,14 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 def candidate_probability(similarity: float, num_bands: int = 14, rows_per_band: int = 8) -> float:
     """Chance that two documents of this Jaccard similarity share at least one LSH bucket."""
     return 1.0 - (1.0 - similarity**rows_per_band) ** num_bands
+
+
+def hasher_for(cfg: DedupConfig) -> MinHasher:
+    """The MinHasher of the dedup step's settings."""
+    return MinHasher(
+        ngram_size=cfg.ngram_size,
+        num_bands=cfg.num_bands,
+        rows_per_band=cfg.rows_per_band,
+        seed=cfg.seed,
+        norm=cfg.normalization,
+    )

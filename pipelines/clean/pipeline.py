@@ -22,9 +22,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,6 +37,10 @@ from pipelines.clean.schema import (
     WORK_SCHEMA,
     to_table,
 )
+from pipelines.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from pipelines.clean.workers import WorkerPool
 
 log = logging.getLogger("raychat.clean")
 
@@ -176,7 +179,7 @@ def _record_index(doc: dict[str, Any]) -> int | None:
 
 def _writable(row: dict[str, Any]) -> dict[str, Any]:
     """An error row whose strings all have a UTF-8 form (they quote the bad values)."""
-    from pipelines.clean.readers import valid_utf8_fields
+    from pipelines.decode import valid_utf8_fields
 
     return valid_utf8_fields(row)[0]
 
@@ -205,15 +208,14 @@ class _ChunkedParquet:
 
     def __init__(self, path: str, schema: pa.Schema) -> None:
         self.schema = schema
-        self.fs, self.final = storage.fs_and_path(path)
-        self.tmp = f"{self.final}.{uuid.uuid4().hex[:8]}.tmp"
+        self.output = storage.PendingOutput(path, stream=True)
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def _open(self) -> pq.ParquetWriter:
         if self.writer is None:
-            self.fs.create_dir(self.final.rsplit("/", 1)[0], recursive=True)
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=self.fs, compression="zstd")
+            out = self.output
+            self.writer = pq.ParquetWriter(out.target, self.schema, filesystem=out.fs, compression="zstd")
         return self.writer
 
     def write(self, table: pa.Table) -> None:
@@ -224,7 +226,7 @@ class _ChunkedParquet:
     def close(self) -> None:
         self._open().close()  # an output without rows is still a file, with the schema
         self.writer = None
-        self.fs.move(self.tmp, self.final)
+        self.output.commit()
 
     def abort(self) -> None:
         """Drop a half-written output (a leftover would also be removed when the file is redone)."""
@@ -233,14 +235,14 @@ class _ChunkedParquet:
             try:
                 writer.close()
             finally:
-                self.fs.delete_file(self.tmp)
+                self.output.discard()
 
 
 class FileProcessor:
-    """Ray Data actor: pass 1 for a batch of input files (one at a time).
+    """Pass 1 of one input file at a time (pipelines/clean/workers.py runs it in the Ray workers).
 
     A file that fails in a way nobody foresaw becomes one file-level error row (the file, the
-    reason, the exception), never a crashed task: Ray Data would abort the whole job for it.
+    reason, the exception), never a crashed call.
     """
 
     def __init__(self, cfg_json: str, files: list[Any], work_dir: str) -> None:
@@ -253,10 +255,6 @@ class FileProcessor:
         self.work_dir = work_dir
         self.steps = build_steps(self.cfg)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        done = [self.process(int(i)) for i in batch["index"]]
-        return {"file_key": [d["file_key"] for d in done], "records": [d["records"] for d in done]}
-
     def process(self, index: int) -> dict[str, Any]:
         f = self.files[index]
         path = str(getattr(f, "path", f))
@@ -268,7 +266,7 @@ class FileProcessor:
             return self._process(f, path, key, out)
         except Exception as e:  # noqa: BLE001 - the last line of defence: this file's error only
             log.exception("clean: %s failed; recording it as a file error", path)
-            return self._failed(f, path, key, out, e)
+            return record_failed_file(f, path, key, out, e)
 
     def _process(self, f: Any, path: str, key: str, out: str) -> dict[str, Any]:
         from pipelines.clean.filters.base import run_steps
@@ -276,7 +274,7 @@ class FileProcessor:
 
         started = time.monotonic()
         cfg = self.cfg
-        for stale in storage.list_files(out, ".tmp"):  # left by a run that died mid-file
+        for stale in storage.list_files(out, ".tmp", hidden=True):  # left by a run that died mid-file
             storage.remove(stale)
         outputs = {
             "kept": _ChunkedParquet(storage.join(out, "kept.parquet"), WORK_SCHEMA),
@@ -407,39 +405,39 @@ class FileProcessor:
         )
         return summary
 
-    def _failed(self, f: Any, path: str, key: str, out: str, e: Exception) -> dict[str, Any]:
-        """The file as one file-level error with empty outputs; ``failed`` makes a rerun try it again."""
-        for name in ("kept", "rejected"):
-            schema = WORK_SCHEMA if name == "kept" else REJECTED_PASS1_SCHEMA
-            storage.write_parquet(schema.empty_table(), storage.join(out, f"{name}.parquet"))
-        row = _writable(_file_error(path, "file_failed", _exception_text(e)))
-        storage.write_parquet(to_table([row], ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
-        summary = _summary(f, path, key, 0, 0, 0, 1, 0, {"pipeline/file_failed": 1}, {}, 0.0) | {
-            "failed": True
-        }
-        storage.write_json(storage.join(out, "done.json"), summary)
-        return summary
+
+def record_failed_file(f: Any, path: str, key: str, out: str, e: BaseException) -> dict[str, Any]:
+    """The file as one file-level error with empty outputs; ``failed`` makes a rerun try it again."""
+    for name in ("kept", "rejected"):
+        schema = WORK_SCHEMA if name == "kept" else REJECTED_PASS1_SCHEMA
+        storage.write_parquet(schema.empty_table(), storage.join(out, f"{name}.parquet"))
+    row = _writable(_file_error(path, "file_failed", _exception_text(e)))
+    storage.write_parquet(to_table([row], ERRORS_SCHEMA), storage.join(out, "errors.parquet"))
+    summary = _summary(f, path, key, 0, 0, 0, 1, 0, {"pipeline/file_failed": 1}, {}, 0.0) | {"failed": True}
+    storage.write_json(storage.join(out, "done.json"), summary)
+    return summary
 
 
-def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str) -> list[dict[str, Any]]:
-    """Process every input file not yet done, on a Ray Data actor pool; returns per-file summaries."""
-    import ray
+def run_pass1(cfg: CleanConfig, files: list[Any], work_dir: str, pool: WorkerPool) -> list[dict[str, Any]]:
+    """Process every input file not yet done on the workers (one file per call, pipelines/clean/
+    workers.py); returns per-file summaries."""
+    from pipelines.runtime import Progress
 
     todo = [i for i, f in enumerate(files) if _needs_pass1(work_dir, f)]
     if len(todo) < len(files):
         log.info("clean: resuming: %d of %d input files already done", len(files) - len(todo), len(files))
     if todo:
-        workers = cfg.num_workers or max(1, int(ray.available_resources().get("CPU", 1)))
-        workers = max(1, min(workers, len(todo)))
-        ds = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            FileProcessor,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cfg.cpus_per_worker,
-            fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "files": files, "work_dir": work_dir},
-        )
-        ds.materialize()
+        progress = Progress("clean pass 1", len(todo), unit="files", every_s=10.0)
+        records = 0
+
+        def failed(index: int, e: BaseException) -> dict[str, Any]:
+            path = str(getattr(files[index], "path", files[index]))
+            out = storage.join(work_dir, file_key(path))
+            return record_failed_file(files[index], path, file_key(path), out, e)
+
+        for _, summary in pool.run("process", todo, failed):
+            records += summary["records"]
+            progress.update(1, extra=f"{records} records")
     summaries = []
     for f in files:
         summary = storage.read_json(storage.join(work_dir, file_key(str(getattr(f, "path", f))), "done.json"))
@@ -514,37 +512,81 @@ def _read_parquet(paths: list[str]) -> Any:
     return ray.data.read_parquet([storage.fs_and_path(p)[1] for p in paths], filesystem=fs)
 
 
-def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -> dict[str, Any]:
+def run_pass2(
+    cfg: CleanConfig, work_dir: str, keys: list[str], run: RunDir, pool: WorkerPool
+) -> dict[str, Any]:
     """Global dedup over the kept rows of all files, then the final clean/rejected/errors outputs.
 
     Everything is written to a staging directory first and swapped in at the end, so a rerun (or a
-    crash half-way) never leaves duplicated or partial outputs behind.
+    crash half-way) never leaves duplicated or partial outputs behind. Without a dedup step the
+    per-file outputs are only gathered, on the workers (``pool``; pipelines/clean/merge.py); with
+    one, the workers are let go and Ray Data runs the dedup.
     """
     from pipelines.clean.steps import resolve_steps
+
+    staging = run.at("clean_staging")
+    storage.remove(staging)
+    outputs = {name: storage.join(staging, name) for name in ("clean", "rejected", "errors")}
+    for path in outputs.values():
+        storage.makedirs(path)
+    if "dedup" in resolve_steps(cfg.steps):
+        pool.close()  # their CPUs go to the dedup pass
+        from pipelines.runtime import ray_data_settings
+
+        with ray_data_settings(use_datasource_v2=False):  # pass 1's many small parquet files
+            stats = _dedup_and_write(cfg, work_dir, keys, outputs)
+    else:
+        _gather(cfg, work_dir, keys, outputs, pool)
+        stats = {}
+    for name in outputs:
+        storage.replace_dir(outputs[name], run.at(name))
+    storage.remove(staging)
+    return stats
+
+
+def _gather(
+    cfg: CleanConfig, work_dir: str, keys: list[str], outputs: dict[str, str], pool: WorkerPool
+) -> None:
+    """Pass 2 without dedup: the per-file outputs merged into the final files, on the workers."""
+    from pipelines.clean.merge import Kind, plan
+
+    pass1_outputs: list[tuple[Kind, str]] = [
+        ("clean", "kept"),
+        ("rejected", "rejected"),
+        ("errors", "errors"),
+    ]
+    jobs = []
+    prefix = uuid.uuid4().hex[:12]
+    for kind, name in pass1_outputs:
+        sized = [(p, _parquet_rows(p)) for p in (storage.join(work_dir, k, f"{name}.parquet") for k in keys)]
+        jobs += plan(kind, [(p, n) for p, n in sized if n], outputs[kind], cfg.min_rows_per_file, prefix)
+
+    def failed(job: Any, e: BaseException) -> None:
+        raise RuntimeError(f"clean: writing {job.output_dir}/{job.name} failed: {e}") from e
+
+    for _ in pool.run("merge", jobs, failed):
+        pass
+
+
+def _dedup_and_write(cfg: CleanConfig, work_dir: str, keys: list[str], outputs: dict[str, str]) -> dict:
+    """Pass 2 with dedup, on Ray Data: dedup the kept rows, then write all three outputs."""
+    from pipelines.clean.dedup import deduplicate
     from pipelines.parquet_sink import ParquetSink
 
     def parts(name: str) -> list[str]:
         return _nonempty([storage.join(work_dir, k, f"{name}.parquet") for k in keys])
 
-    staging = storage.join(data_dir, "_staging")
-    storage.remove(staging)
-    outputs = {name: storage.join(staging, name) for name in ("clean", "rejected", "errors")}
-    for path in outputs.values():
-        storage.makedirs(path)
     stats: dict[str, Any] = {}
     rejected_sets = []
     if kept_files := parts("kept"):
         kept = _read_parquet(kept_files)
-        if "dedup" in resolve_steps(cfg.steps):
-            from pipelines.clean.dedup import deduplicate
-
-            kept, dropped, stats = deduplicate(kept, cfg.dedup, key="_key")
-            dropped = dropped.select_columns(REJECTED_SCHEMA.names).add_column(
-                TRUNCATED_FIELD.name,
-                lambda t: pa.array([False] * t.num_rows, pa.bool_()),  # a duplicate keeps its whole text
-                batch_format="pyarrow",
-            )
-            rejected_sets.append(dropped)
+        kept, dropped, stats = deduplicate(kept, cfg.dedup, key="_key")
+        dropped = dropped.select_columns(REJECTED_SCHEMA.names).add_column(
+            TRUNCATED_FIELD.name,
+            lambda t: pa.array([False] * t.num_rows, pa.bool_()),  # a duplicate keeps its whole text
+            batch_format="pyarrow",
+        )
+        rejected_sets.append(dropped)
         # language=xx/ folders, and the language column inside each file as in FineWeb's files
         kept.select_columns(CLEAN_SCHEMA.names).write_datasink(
             ParquetSink(outputs["clean"], ["language"], min_rows_per_file=cfg.min_rows_per_file)
@@ -556,7 +598,4 @@ def run_pass2(cfg: CleanConfig, work_dir: str, keys: list[str], data_dir: str) -
         ds.write_datasink(ParquetSink(outputs["rejected"], min_rows_per_file=cfg.min_rows_per_file))
     if error_files := parts("errors"):
         _read_parquet(error_files).write_datasink(ParquetSink(outputs["errors"]))
-    for name in outputs:
-        storage.replace_dir(outputs[name], storage.join(data_dir, name))
-    storage.remove(staging)
     return stats

@@ -1,34 +1,38 @@
-"""Which clean steps exist, in which order they run, and how each is built from the config.
+"""Building the clean steps from their settings: the code side of ``STEPS`` (pipelines/clean/config.py).
 
-``extract`` is special: it is how an HTML record gets any text at all, so HTML records are always
-extracted, also when ``clean.steps`` leaves it out (``--steps pii`` on a WARC masks PII in the
-extracted text; without extraction every page would be an empty document). Text records (JSONL,
-parquet, WET) pass through the extractor unchanged, so implying it costs them nothing.
+Which steps exist, in which order and with which settings is the registry in the config module; this
+module imports a step's code only when the step is built (in the pass-1 workers, and once on the
+driver to check the settings before any work).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from lm.config_base import StrictModel
+from pipelines.clean.config import (
+    QUALITY_STEPS,
+    implied_steps,
+    resolve_steps,
+    running_steps,
+    step_spec,
+)
 
 if TYPE_CHECKING:
     from pipelines.clean.config import CleanConfig
     from pipelines.clean.filters.base import Step
 
-# FineWeb's order; "quality" is shorthand for the four quality filters, "dedup" is the global pass.
-STEP_ORDER = [
-    "url",
-    "extract",
-    "language",
-    "gopher_repetition",
-    "gopher_quality",
-    "c4",
-    "fineweb",
-    "pii",
-    "custom",
-    "dedup",
+__all__ = [
+    "QUALITY_STEPS",
+    "StepBuildError",
+    "build_step",
+    "build_steps",
+    "implied_steps",
+    "resolve_steps",
+    "running_steps",
 ]
-ALIASES = {"quality": ["gopher_repetition", "gopher_quality", "c4", "fineweb"], "all": STEP_ORDER}
 
 
 class StepBuildError(ValueError):
@@ -39,50 +43,39 @@ class StepBuildError(ValueError):
         self.key = key
 
 
-def resolve_steps(names: list[str]) -> list[str]:
-    """Expand aliases and check names; the result is always in pipeline order."""
-    wanted: set[str] = set()
-    for raw in names:
-        name = raw.strip()
-        if name in ALIASES:
-            wanted.update(ALIASES[name])
-        elif name in STEP_ORDER:
-            wanted.add(name)
-        else:
-            known = ", ".join([*STEP_ORDER, *ALIASES])
-            raise ValueError(f"unknown clean step {name!r}; steps are: {known}")
-    return [s for s in STEP_ORDER if s in wanted]
+def step_class(name: str) -> Any:
+    """The code of step ``name`` (its ``StepSpec.code``), imported now."""
+    module, attr = step_spec(name).code.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-def implied_steps(names: list[str]) -> list[str]:
-    """Steps that run although ``names`` does not select them: ``extract``, for HTML records."""
-    return [] if "extract" in resolve_steps(names) else ["extract"]
-
-
-def running_steps(names: list[str]) -> list[str]:
-    """The steps that really run for ``clean.steps = names``, in pipeline order."""
-    wanted = set(resolve_steps(names)) | set(implied_steps(names))
-    return [s for s in STEP_ORDER if s in wanted]
+def build_step(name: str, config: StrictModel | dict[str, Any] | None = None) -> Step:
+    """The step called ``name`` with ``config`` (a config object, a dict validated into one, or defaults)."""
+    spec = step_spec(name)
+    if not spec.per_document:
+        raise ValueError(f"clean step {name!r} is a pass over the whole dataset, not a document step")
+    if config is None:
+        config = spec.config()
+    elif isinstance(config, dict):
+        config = spec.config.model_validate(config)
+    elif not isinstance(config, spec.config):
+        raise TypeError(f"step {name!r} takes a {spec.config.__name__}, got {type(config).__name__}")
+    return step_class(name)(config)
 
 
 def build_steps(cfg: CleanConfig) -> list[Step]:
     """Instantiate the per-document steps (everything but the global dedup pass), implied ones included."""
-    from pipelines.clean.extract import HtmlExtractor
-    from pipelines.clean.filters import STEP_CLASSES
-    from pipelines.clean.filters.custom import CustomStep
-
     steps: list[Step] = []
     for name in running_steps(cfg.steps):
-        if name == "dedup":
+        spec = step_spec(name)
+        if not spec.per_document:
             continue
-        if name == "extract":
-            steps.append(_build("extract", lambda: HtmlExtractor(cfg.extract)))
-        elif name == "custom":
-            for i, c in enumerate(cfg.custom):
-                steps.append(_build(f"custom[{i}]", lambda c=c: CustomStep(c)))
+        settings = getattr(cfg, name)
+        if spec.repeated:
+            for i, one in enumerate(settings):
+                steps.append(_build(f"{name}[{i}]", lambda n=name, c=one: build_step(n, c)))
         else:
-            step_class = STEP_CLASSES[name][1]
-            steps.append(_build(name, lambda n=name, k=step_class: k(getattr(cfg, n))))
+            steps.append(_build(name, lambda n=name, c=settings: build_step(n, c)))
     return steps
 
 

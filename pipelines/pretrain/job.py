@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.config import ConfigError, RunConfig
+from pipelines.config import shorthand_overrides
+from pipelines.errors import ConfigError
 from pipelines.pretrain.data import (
     TokenSplit,
     eval_targets,
@@ -31,18 +32,21 @@ from pipelines.pretrain.data import (
     token_byte_lengths,
     unigram_entropy,
 )
-from pipelines.runtime import RunDir
-from pipelines.train.curves import markdown, plot_losses, read_history
+from pipelines.run_dir import RunDir
+from pipelines.train.curves import read_history, training_section
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
 if TYPE_CHECKING:  # torch: imported only when a stage runs, not when the CLI reads a config
+    from pipelines.config import RunConfig
     from pipelines.pretrain.task import PretrainTask
 
 log = logging.getLogger("raychat.pretrain")
-STAGE = "pretrain"  # also Ray Train's run name: checkpoints live in <run>/checkpoints/pretrain
+# the stage's interface (pipelines/stages.py); ``name`` (default "pretrain") is also Ray Train's run
+# name: checkpoints live in <run>/checkpoints/<name>
+__all__ = ["add_cli_args", "cli_overrides", "report_section", "run", "start_over"]
 
 
-def prepare(cfg: RunConfig) -> tuple[PretrainTask, Any, dict[str, Any]]:
+def prepare(cfg: RunConfig, name: str = "pretrain") -> tuple[PretrainTask, Any, dict[str, Any]]:
     """Everything the workers need, resolved and checked before any of them starts.
 
     Returns (the PretrainTask, the tokenizer, facts about the data). Config and data problems raise
@@ -52,7 +56,7 @@ def prepare(cfg: RunConfig) -> tuple[PretrainTask, Any, dict[str, Any]]:
     from pipelines.pretrain.task import PretrainTask
     from pipelines.tokenize.shards import TokenShardError, read_index
 
-    p = cfg.pretrain
+    p = getattr(cfg, name)
     run = RunDir(Path(cfg.run_dir).resolve())  # Ray workers change directory: hand them absolute paths
     try:
         index = read_index(run.tokens)
@@ -102,27 +106,31 @@ def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def start_over(cfg: RunConfig) -> None:
+def start_over(cfg: RunConfig, name: str = "pretrain") -> None:
     """``--force``: the next run trains from step 0 (the old checkpoints are set aside, not deleted)."""
     from pipelines.train.driver import set_aside
 
-    set_aside(RunDir(Path(cfg.run_dir).resolve()), STAGE, "--force")
+    set_aside(RunDir(Path(cfg.run_dir).resolve()), name, "--force")
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def report_section(run: RunDir, name: str = "pretrain") -> str:
+    return training_section(run, name, "pretraining")
+
+
+def run(cfg: RunConfig, name: str = "pretrain") -> dict[str, Any]:
     from lm.checkpoint import save_pretrained
     from pipelines.train.driver import fit, load_trained
     from pipelines.train.loop import FitSpec
 
-    task, tokenizer, facts = prepare(cfg)
-    p, model_config = cfg.pretrain, task.model_config
+    task, tokenizer, facts = prepare(cfg, name)
+    p, model_config = getattr(cfg, name), task.model_config
     run = RunDir(Path(cfg.run_dir).resolve())
     log.info(
         "pretrain: %s parameters (%s), %d steps of %s tokens on %d %s worker(s), %s, grad accumulation %d",
         f"{model_config.num_params():,}", _describe(model_config), task.total_steps,
         f"{p.global_batch_tokens:,}", p.num_workers, "GPU" if p.use_gpu else "CPU", p.strategy, p.grad_accum_steps,
     )  # fmt: skip
-    result = fit(FitSpec(stage=STAGE, run_dir=str(run.root), config=p, task=task), cfg.ray)
+    result = fit(FitSpec(stage=name, run_dir=str(run.root), config=p, task=task), cfg.ray)
     outcome = result.return_value or {}
 
     with result.checkpoint.as_directory() as d:
@@ -132,7 +140,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         run.model(p.output_name),
         tokenizer=tokenizer,
         meta={
-            "stage": STAGE,
+            "stage": name,
             "step": meta["step"],
             "tokens_seen": meta["tokens_seen"],
             "source_run": str(run.root),
@@ -141,10 +149,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         },
     )
 
-    train_history, evals = read_history(run.metrics / f"{STAGE}.jsonl")
-    plot_losses(
-        train_history, evals, run.plots / f"{STAGE}_loss.png", "pretraining", facts["unigram_entropy"]
-    )
+    train_history, _ = read_history(run.metrics_log(name))
     mfus = [r["mfu"] for r in train_history[1:] if "mfu" in r]
     numbers = {
         "params": model_config.num_params(),
@@ -162,8 +167,6 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         "model_dir": str(out_dir),
         "checkpoint": str(result.checkpoint.path),
     }
-    run.metrics.mkdir(parents=True, exist_ok=True)
-    (run.metrics / f"{STAGE}.md").write_text(markdown(numbers, evals))
     log.info(
         "pretrain: done: step %d, val loss %.4f (unigram entropy %.4f), %.4f bits/byte -> %s",
         numbers["steps"], numbers["val_loss"], numbers["unigram_entropy"], numbers["val_bpb"], out_dir,
@@ -201,9 +204,4 @@ _SHORTHANDS = {
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    for attr, key in _SHORTHANDS.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-    return out
+    return shorthand_overrides(args, _SHORTHANDS)

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lm.config_base import StrictModel
-from pipelines.sft.sources import check_sized_one_way
+from pipelines.sft.source_config import check_sized_one_way
 from pipelines.sft.world_config import ARITHMETIC_LAYOUTS
 from pipelines.train.config import TrainingConfig
 

@@ -5,46 +5,61 @@
     raychat rm --config configs/tiny.yaml --set 'rm.sources=[{path: ../shared/data/preference/hh-rlhf_harmless-base_test_part1.jsonl.gz, name: hh-rlhf}]'
     ray job submit --working-dir . -- python -m pipelines.rm --config configs/gpu-124m.yaml
 
-It starts from ``rm.init`` - by default the run's ``models/sft`` when that holds a model, else
-``models/base`` - and puts a one-output head (``score``) on the last token of the decoder's body; an
+It starts from ``rm.init`` - by default the run's SFT model (the sft stage's ``models/sft``; in a run
+without an sft stage the base model: pipelines/stages.py's ``rm_default_init``, which also draws the
+stage graph's edge) - and puts a one-output head (``score``) on the last token of the decoder's body; an
 init that is already a reward model is trained further. Pairs come from the tiny world (when the run
 has ``world/``; pipelines/rm/world_pairs.py) and from preference files (``rm.sources``: HH-RLHF
 transcripts, LLaMA-Factory's ShareGPT pairs, TRL-style pairs; pipelines/rm/preferences.py); each is
 rendered with the chat format the policy generates in. Training is the shared driver's (one
 ``TorchTrainer``, checkpoints under ``<run>/checkpoints/rm/`` that the same command resumes from,
-``FailureConfig``); the task is pipelines/rm/task.py. At the end: the export
-(``LlamaForSequenceClassification``: ``transformers.AutoModelForSequenceClassification`` loads it),
-the held-out accuracies in ``metrics/summary.json`` under ``rm``, and the report's section.
+``FailureConfig``); the task is pipelines/rm/task.py; the tokenized pairs are written to
+``<run>/rm_data/<stage>/``. At the end: the export (``LlamaForSequenceClassification``:
+``transformers.AutoModelForSequenceClassification`` loads it), the held-out accuracies in
+``metrics/summary.json`` under the stage's name, and its report section (``report_section``).
+Every function takes the stage's ``name``, so another instance (``stages: {rm_big: {kind: rm}}``)
+has its own settings, data, checkpoints and numbers.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import RunDir
+from lm import atomic
+from pipelines.config import shorthand_overrides
+from pipelines.errors import ConfigError
+from pipelines.run_dir import RunDir
+from pipelines.stages import rm_default_init
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
 if TYPE_CHECKING:
+    from pipelines.config import RunConfig
     from pipelines.rm.task import RMTask
 
 log = logging.getLogger("raychat.rm")
-STAGE = "rm"  # also Ray Train's run name: checkpoints live in <run>/checkpoints/rm
-DATA_DIR = "rm_data"
+STAGE = (
+    "rm"  # the default name; ``name`` is also Ray Train's run name: checkpoints in <run>/checkpoints/<name>
+)
 
 
 def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
-    """``rm.init``, or the run's ``models/sft`` when it holds a model, else ``models/base``."""
+    """``<name>.init`` (``{run_dir}/...`` and ``models/...`` are under the run, as the stage graph reads
+    them), or by default the model of ``rm_default_init``: the sft stage's, else the pretrain stage's."""
     settings = getattr(cfg, name)
-    if settings.init:
-        return Path(settings.init.replace("{run_dir}", cfg.run_dir)).resolve()
     run = RunDir(Path(cfg.run_dir).resolve())
-    sft = run.model("sft")
-    return sft if (sft / "config.json").is_file() else run.model("base")
+    if settings.init:
+        init = settings.init.replace("{run_dir}", str(run.root))
+        return (run.root / init if init.startswith("models/") else Path(init)).resolve()
+    return run.model(getattr(cfg, rm_default_init(cfg)).output_name)
+
+
+def data_dir(run: RunDir, name: str = STAGE) -> Path:
+    """``rm_data/<name>/``: the stage's tokenized pairs, ``index.json`` and the world's pairs as JSONL."""
+    return run.local("rm_data") / name
 
 
 def preflight(cfg: RunConfig, name: str = STAGE) -> None:
@@ -54,8 +69,11 @@ def preflight(cfg: RunConfig, name: str = STAGE) -> None:
     settings = getattr(cfg, name)
     init = init_dir(cfg, name)
     if not (init / "config.json").is_file():
+        default = rm_default_init(cfg)
         hint = (
-            "set rm.init, or run the pretrain (or sft) stage first" if not settings.init else "check rm.init"
+            f"check {name}.init"
+            if settings.init
+            else f"run the {default} stage first, or set {name}.init (e.g. {{run_dir}}/models/base)"
         )
         raise ConfigError(f"{name}: no model to start from at {init} ({hint})")
     for i, src in enumerate(settings.sources):
@@ -83,19 +101,16 @@ def load_sources(cfg: RunConfig, name: str, run: RunDir, chat: Any, seq_len: int
     from pipelines.rm.preferences import load_preferences
     from pipelines.rm.world_pairs import build_world_pairs
     from pipelines.sft.sources import SourceError
-    from pipelines.sft.world_config import SFTDataConfig
     from pipelines.sft.world_splits import WorldDataError, load_world
 
     settings = getattr(cfg, name)
     seed = settings.seed if settings.seed is not None else cfg.seed
     out, world = [], None
     if settings.world.enabled and (run.world / "facts.json").is_file():
-        # the SFT data's settings fix which entities are held out; sft_data is the run's once SFT is in
-        data_cfg = getattr(cfg, "sft_data", None) or SFTDataConfig()
         try:
             world = build_world_pairs(
                 load_world(str(run.world)),
-                data_cfg,
+                cfg.sft_data,  # its settings fix which entities are held out, as in the SFT data
                 settings.world,
                 seed,
                 fits=lambda p: p.fits(chat, seq_len),
@@ -136,7 +151,7 @@ def _write_world_pairs(directory: Path, world: Any) -> None:
 
 def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, Any]]:
     """Everything the workers need, resolved, built and checked before any of them starts: the task,
-    the tokenizer, and rm_data/index.json. Config and data problems raise ConfigError."""
+    the tokenizer, and rm_data/<name>/index.json. Config and data problems raise ConfigError."""
     from lm.chat import ChatFormat
     from lm.checkpoint import CheckpointError, config_from_hf
     from lm.files import read_json_object
@@ -163,22 +178,19 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
     chat = ChatFormat(tokenizer)
     seed = settings.seed if settings.seed is not None else cfg.seed
     sources, world = load_sources(cfg, name, run, chat, seq_len)
-    staging = run.root / f".{DATA_DIR}.building"
-    shutil.rmtree(staging, ignore_errors=True)
-    if world is not None:
-        _write_world_pairs(staging / "world", world)
-    try:
-        index = write_pair_data(staging, sources, chat, settings, seq_len, seed)
-    except ValueError as e:
-        raise ConfigError(f"{name}: {e}") from None
-    if not index["heldout"]["pairs"]:
-        raise ConfigError(
-            f"{name}: no held-out pairs to measure the model on; keep the tiny world's pairs or set a "
-            "source's heldout_fraction above 0"
-        )
-    data_dir = run.root / DATA_DIR
-    shutil.rmtree(data_dir, ignore_errors=True)
-    staging.rename(data_dir)
+    out = data_dir(run, name)
+    with atomic.staged_dir(out) as staging:  # a failed build leaves the last complete data in place
+        if world is not None:
+            _write_world_pairs(staging / "world", world)
+        try:
+            index = write_pair_data(staging, sources, chat, settings, seq_len, seed)
+        except ValueError as e:
+            raise ConfigError(f"{name}: {e}") from None
+        if not index["heldout"]["pairs"]:
+            raise ConfigError(
+                f"{name}: no held-out pairs to measure the model on; keep the tiny world's pairs or set a "
+                "source's heldout_fraction above 0"
+            )
     h = hashlib.sha256(index["fingerprint"].encode())
     for f in ("config.json", "raychat.json"):  # the weights it starts from: redoing sft retrains the rm
         if (init / f).is_file():
@@ -188,7 +200,7 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
         model_config=model_config,
         init_dir=str(init),
         init_is_reward_model=is_rm,
-        data_dir=str(data_dir),
+        data_dir=str(out),
         groups=index["groups"],
         mixture_pairs=index["train"]["mixture"],
         seq_len=seq_len,
@@ -206,9 +218,15 @@ def start_over(cfg: RunConfig, name: str = STAGE) -> None:
     set_aside(RunDir(Path(cfg.run_dir).resolve()), name, "--force")
 
 
+def report_section(run: RunDir, name: str = STAGE) -> str:
+    from pipelines.rm.report import rm_report_section
+
+    return rm_report_section(run, name)
+
+
 def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from lm.checkpoint import save_pretrained
-    from pipelines.rm.report import write_report
+    from pipelines.rm.report import write_fragment
     from pipelines.train.driver import fit, load_trained
     from pipelines.train.loop import FitSpec
 
@@ -264,10 +282,32 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         "model_dir": str(out_dir),
         "checkpoint": str(result.checkpoint.path),
     }
-    write_report(run_dir, name, numbers, index)
+    write_fragment(run_dir, name, numbers, index)
     log.info(
         "%s: done: step %d, held-out pairwise accuracy %.3f over %d pairs (%s) -> %s",
         name, numbers["steps"], numbers["heldout_pairwise_accuracy"], numbers["heldout_pairs"],
         ", ".join(f"{g} {a:.2f}" for g, a in by_group.items() if a is not None), out_dir,
     )  # fmt: skip
     return numbers
+
+
+def add_cli_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("rm shorthands (each is a --set rm.<key>=...)")
+    g.add_argument("--init", help="rm.init: the model to start from (default: the run's SFT model)")
+    g.add_argument("--max-steps", type=int, help="rm.max_steps")
+    g.add_argument("--epochs", type=float, help="rm.epochs")
+    g.add_argument("--num-workers", type=int, help="rm.num_workers")
+    g.add_argument("--gpu", action="store_true", default=None, help="rm.use_gpu=true")
+
+
+_SHORTHANDS = {
+    "init": "rm.init",
+    "max_steps": "rm.max_steps",
+    "epochs": "rm.epochs",
+    "num_workers": "rm.num_workers",
+    "gpu": "rm.use_gpu",
+}
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    return shorthand_overrides(args, _SHORTHANDS)

@@ -1,14 +1,16 @@
-"""The reward stage's part of the run report: held-out accuracy per group with the pairs behind each
-number (``metrics/rm.md``) and the training curves (``plots/rm_curves.png``)."""
+"""The reward stage's part of the run report: its numbers, held-out accuracy per group with the pairs
+behind each number (``metrics/<stage>.pairs.md``, written when the stage ends, since it needs what
+reading the pairs skipped) and the training curves (``plots/<stage>_curves.png``, drawn with the report)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.runtime import RunDir
+from lm import atomic
+from pipelines.report import pyplot, save_plot, scalars, table
+from pipelines.run_dir import RunDir, read_summary
 from pipelines.train.curves import read_history
 
 
@@ -47,15 +49,9 @@ def markdown(numbers: dict[str, Any], index: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(history: Path, out: Path, title: str) -> Path | None:
+def curves_figure(train: list[dict[str, Any]], evals: list[dict[str, Any]], title: str) -> Any:
     """Loss and pairwise accuracy: every training step (a running mean over 10) and each held-out pass."""
-    train, evals = read_history(history)
-    if not train:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def smooth(values: list[float]) -> np.ndarray:
         v = np.asarray(values, dtype=float)
@@ -82,13 +78,24 @@ def plot_curves(history: Path, out: Path, title: str) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return fig
 
 
-def write_report(run: RunDir, name: str, numbers: dict[str, Any], index: dict[str, Any]) -> None:
-    run.metrics.mkdir(parents=True, exist_ok=True)
-    (run.metrics / f"{name}.md").write_text(markdown(numbers, index))
-    plot_curves(run.metrics / f"{name}.jsonl", run.plots / f"{name}_curves.png", "reward model")
+def write_fragment(run: RunDir, name: str, numbers: dict[str, Any], index: dict[str, Any]) -> None:
+    """``metrics/<name>.pairs.md``: the per-group table and what was skipped or dropped."""
+    atomic.write_text(run.fragment(name, "pairs"), markdown(numbers, index))
+
+
+def rm_report_section(run: RunDir, name: str) -> str:
+    """The stage's numbers, its per-group table and the curves (``plots/<name>_curves.png``)."""
+    numbers = read_summary(run).get(name)
+    if not numbers:
+        return ""
+    out = [table(scalars(numbers)), ""]
+    pairs = run.fragment(name, "pairs")
+    if pairs.is_file():
+        out += [pairs.read_text(), ""]
+    train, evals = read_history(run.metrics_log(name))
+    if train:
+        out.append(save_plot(curves_figure(train, evals, "reward model"), run, name, "curves"))
+    return "\n".join(out)

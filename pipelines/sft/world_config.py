@@ -25,6 +25,8 @@ from pydantic import Field, model_validator
 
 from lm.config_base import StrictModel
 
+# the conversation kinds pipelines/sft/world_data.py writes (conversations/<kind>.jsonl)
+KINDS = ("identity", "qa", "no_search", "idk", "search", "search_miss", "passage", "arithmetic", "probes")
 ARITHMETIC_LAYOUTS = ("reasoning_calc", "reasoning", "answer_first")
 FINAL_STYLES = ("gsm8k", "r1")
 

@@ -65,7 +65,7 @@ from pipelines.sft.conversations import (
 )
 from pipelines.sft.identity import identity_conversation, identity_questions
 from pipelines.sft.sources import SourceConfig
-from pipelines.sft.world_config import ARITHMETIC_LAYOUTS, SFTDataConfig
+from pipelines.sft.world_config import ARITHMETIC_LAYOUTS, KINDS, SFTDataConfig
 from pipelines.sft.world_splits import HeldOut, Splits, WorldFiles, load_world, make_splits
 from pipelines.world.fresh import FreshNames, fresh_entities, fresh_questions
 from pipelines.world.probes import FORMS, probe_sets
@@ -73,7 +73,6 @@ from pipelines.world.probes import conversation as probe_conversation
 
 log = logging.getLogger("raychat")
 
-KINDS = ("identity", "qa", "no_search", "idk", "search", "search_miss", "passage", "arithmetic", "probes")
 TOOL_KINDS = ("no_search", "search", "search_miss")  # + calculator layouts and probe forms, per example
 
 

@@ -17,7 +17,7 @@ the probe scorer, so a number here means what the training data taught.
 | ``known_eval`` | accuracy, refusal_share (false refusals), wrong_share |
 | ``unknown_eval`` | idk_share (refusals), and per reason: entity never mentioned / fact never mentioned |
 | ``search_eval`` | accuracy, refusal_share, per reason: entity / fact only in the index |
-| ``identity_eval`` | gives_name_share, claims_other_share (another assistant or maker claimed) |
+| ``identity_eval`` | accuracy (gives its name and claims no other), gives_name_share, claims_other_share |
 | ``arithmetic_test`` | accuracy (the first ``#### N`` or ``<answer>N</answer>``) |
 | ``probes_test`` | counting_accuracy, decimal_compare_accuracy, decimal_trap_accuracy |
 """
@@ -93,6 +93,7 @@ def score_set(
         checks = [
             check_identity(r, cfg.identity, row["question"]) for row, r in zip(rows, replies, strict=True)
         ]
+        out["accuracy"] = _share([c.gives_name and c.ok for c in checks])  # its name, no other claimed
         out["gives_name_share"] = _share([c.gives_name for c in checks])
         out["claims_other_share"] = _share([not c.ok for c in checks])
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from lm.config_base import StrictModel
-from lm.tokenizer import PATTERNS
+from lm.split_patterns import PATTERNS
 
 
 class TokenizeConfig(StrictModel):

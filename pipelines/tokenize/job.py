@@ -23,6 +23,7 @@ never leaves duplicated rows or half an output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,7 +32,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from lm import atomic
 from lm.bpe import train_bpe
 from lm.tokenizer import (
     DEFAULT_PATTERN,
@@ -49,24 +51,28 @@ from lm.tokenizer import (
     load_saved,
     load_tokenizer,
 )
-from pipelines.config import ConfigError, RunConfig
-from pipelines.runtime import MetricsWriter, Progress, RunDir, init_ray, ray_data_settings, write_json_atomic
+from pipelines import storage
+from pipelines.errors import ConfigError
+from pipelines.run_dir import MetricsWriter, RunDir
+from pipelines.runtime import Progress, init_ray, ray_data_settings
 from pipelines.tokenize.config import TokenizeConfig
+from pipelines.tokenize.report import HIST_EDGES, histogram_file, report_section
 from pipelines.tokenize.shards import (
     SPLITS,
     ShardWriter,
     TokenIndex,
     merge_parts,
     token_dtype,
-    write_file_atomic,
     write_index,
     write_part,
 )
 
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
+
 log = logging.getLogger("raychat")
-STAGE = "tokenize"
-# tokens-per-document histogram bins (powers of two), summed over batches for the report's plot
-HIST_EDGES = np.array([0, *[2**k for k in range(0, 25)], np.iinfo(np.int64).max], dtype=np.int64)
+# the stage's interface (pipelines/stages.py)
+__all__ = ["add_cli_args", "cli_overrides", "report_section", "run"]
 
 
 # -- CLI ------------------------------------------------------------------------------------------
@@ -209,9 +215,8 @@ def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tok
             tok = load_tokenizer(tc.tokenizer, pattern=tc.pattern)
         except TokenizerError as e:  # a wrong path or file is the config's fault: say which key
             raise ConfigError(f"tokenize.tokenizer: {e}") from None
-    tmp = _fresh_dir(run.root / ".tokenizer.tmp")
-    tok.save(tmp)
-    _swap_in(tmp, run.tokenizer)
+    with atomic.staged_dir(run.tokenizer) as new:
+        tok.save(new)
     log.info("tokenizer %s (%d ids) saved to %s", tok.name, tok.vocab_size, run.tokenizer)
     return tok
 
@@ -284,7 +289,7 @@ def encode_batch(
             )
     stats["text_bytes"] = int(pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0)
     stats["hist"] = np.histogram(counts[counts > 0], bins=HIST_EDGES)[0].tolist()
-    write_file_atomic(Path(parts_dir) / "stats" / f"{name}.json", json.dumps(stats).encode())
+    atomic.write_bytes(Path(parts_dir) / "stats" / f"{name}.json", json.dumps(stats).encode())
 
     token_count = pa.array(counts, type=pa.int64())
     if not keep_columns:
@@ -295,29 +300,6 @@ def encode_batch(
 
 
 # -- the stage ----------------------------------------------------------------------------------
-
-
-def _fresh_dir(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace ``target`` by ``new`` with renames; ``_recover`` undoes a swap killed half-way."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.rename(target, old)
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover(target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    if old.exists() and not target.exists():
-        log.warning("restoring %s from an interrupted earlier run", target)
-        os.rename(old, target)
 
 
 def _resolve_input(tc: TokenizeConfig, run: RunDir) -> Path:
@@ -338,11 +320,12 @@ def _resolve_input(tc: TokenizeConfig, run: RunDir) -> Path:
     return input_dir
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
-    tc = cfg.tokenize
+def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
+    tc: TokenizeConfig = getattr(cfg, name)
     run_dir = RunDir(cfg.run_dir)
-    for target in (run_dir.clean, run_dir.tokens, run_dir.tokenizer):
-        _recover(target)
+    for target in (run_dir.clean, run_dir.tokens, run_dir.tokenizer):  # a swap cut short by a kill
+        if atomic.recover_dir(target):
+            log.warning("restored %s from an interrupted earlier run", target)
     input_dir = _resolve_input(tc, run_dir)
     files = parquet_files(input_dir)
     if not files:
@@ -361,31 +344,31 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     tokenizer_seconds = time.time() - started
     dtype = token_dtype(tok.vocab_size)
 
-    parts = _fresh_dir(run_dir.root / ".tokens.parts")
-    new_clean = _fresh_dir(run_dir.root / "data" / ".clean.tokenize-tmp") if tc.write_clean else None
-    encode_started = time.time()
-    _encode_with_ray(
-        tc, cfg, input_dir, len(files), partition_cols, run_dir.tokenizer, parts, dtype, new_clean
-    )
-    stats = _sum_stats(parts / "stats")
-    ray_seconds = time.time() - encode_started
-
-    new_tokens = _fresh_dir(run_dir.root / ".tokens.tmp")
-    index = _assemble(parts, new_tokens, tok, dtype, tc, run_dir)
-    encode_seconds = time.time() - encode_started
-    log.info("tokenize: Ray Data pass %.1fs, shard assembly %.1fs", ray_seconds, encode_seconds - ray_seconds)
-    _check_counts(stats, index, input_rows, new_clean)
-
-    _swap_in(new_tokens, run_dir.tokens)
-    if new_clean is not None:
-        if tc.input and Path(tc.input).resolve() != run_dir.clean.resolve() and run_dir.clean.exists():
-            log.warning("replacing %s with the tokenized copy of %s", run_dir.clean, tc.input)
-        _swap_in(new_clean, run_dir.clean)
-    shutil.rmtree(parts, ignore_errors=True)
+    parts = atomic.fresh_dir(run_dir.scratch(name, "parts"))
+    with contextlib.ExitStack() as swaps:  # the new outputs replace the old ones only if all went well
+        new_tokens = swaps.enter_context(atomic.staged_dir(run_dir.tokens))
+        new_clean = swaps.enter_context(atomic.staged_dir(run_dir.clean)) if tc.write_clean else None
+        if new_clean is not None and tc.input and Path(tc.input).resolve() != run_dir.clean.resolve():
+            log.warning("%s will be replaced by the tokenized copy of %s", run_dir.clean, tc.input)
+        encode_started = time.time()
+        _encode_with_ray(
+            tc, cfg, input_dir, len(files), partition_cols, run_dir.tokenizer, parts, dtype, new_clean
+        )
+        stats = _sum_stats(parts / "stats")
+        ray_seconds = time.time() - encode_started
+        index = _assemble(parts, new_tokens, tok, dtype, tc, run_dir)
+        encode_seconds = time.time() - encode_started
+        log.info(
+            "tokenize: Ray Data pass %.1fs, shard assembly %.1fs", ray_seconds, encode_seconds - ray_seconds
+        )
+        _check_counts(stats, index, input_rows, new_clean)
+    shutil.rmtree(run_dir.scratch(name), ignore_errors=True)
 
     numbers = _headline(tok, index, stats, encode_seconds, tokenizer_seconds)
-    _write_report(run_dir, numbers, stats)
-    MetricsWriter(run_dir, STAGE).write({"time": time.time(), **numbers})
+    storage.write_json(
+        str(histogram_file(run_dir, name)), {"edges": HIST_EDGES[:-1].tolist(), "counts": stats["hist"]}
+    )
+    MetricsWriter(run_dir, name).write({"time": time.time(), **numbers})
     return numbers
 
 
@@ -573,39 +556,3 @@ def _headline(
         "encode_seconds": round(encode_seconds, 2),
         "tokenizer_seconds": round(tokenizer_seconds, 2),
     }
-
-
-def _write_report(run: RunDir, numbers: dict[str, Any], stats: dict[str, Any]) -> None:
-    run.metrics.mkdir(parents=True, exist_ok=True)
-    # the headline numbers themselves go to summary.json, which the report renders as a table
-    fragment = (
-        f"Tokenizer `{numbers['tokenizer']}` ({numbers['vocab_size']:,} ids, {numbers['bytes_per_token']} UTF-8 "
-        f"bytes per token); shards in `tokens/` as {numbers['dtype']}.\n"
-    )
-    (run.metrics / f"{STAGE}.md").write_text(fragment)
-    write_json_atomic(
-        run.metrics / f"{STAGE}_histogram.json", {"edges": HIST_EDGES[:-1].tolist(), "counts": stats["hist"]}
-    )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    counts = stats["hist"]
-    labels = [f"<{HIST_EDGES[i + 1]}" for i in range(len(counts))]
-    used = [i for i, c in enumerate(counts) if c]
-    if not used:
-        return
-    lo, hi = used[0], used[-1] + 1
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.bar(range(hi - lo), counts[lo:hi])
-    ax.set_xticks(range(hi - lo), labels[lo:hi], rotation=45, fontsize=7)
-    ax.set_xlabel("tokens per document")
-    ax.set_ylabel("documents")
-    ax.set_title(f"Document lengths ({numbers['tokenizer']})")
-    fig.tight_layout()
-    run.plots.mkdir(parents=True, exist_ok=True)
-    fig.savefig(run.plots / f"{STAGE}_document_tokens.png", dpi=110)
-    plt.close(fig)

@@ -25,7 +25,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from pipelines.runtime import Progress, write_json_atomic
+from lm import atomic
+from pipelines import storage
+from pipelines.runtime import Progress
 
 FORMAT = "raychat-tokens-v1"
 INDEX_FILE = "index.json"
@@ -74,7 +76,7 @@ def token_dtype(vocab_size: int) -> str:
 
 def write_index(tokens_dir: str | os.PathLike[str], index: TokenIndex) -> Path:
     path = Path(tokens_dir) / INDEX_FILE
-    write_json_atomic(path, index.model_dump())
+    storage.write_json(str(path), index.model_dump())
     return path
 
 
@@ -189,8 +191,8 @@ def write_part(
     )
     buffer = io.BytesIO()
     np.save(buffer, idx)
-    write_file_atomic(part_dir / f"{name}.bin", flat.tobytes())
-    write_file_atomic(part_dir / f"{name}.idx.npy", buffer.getvalue())
+    atomic.write_bytes(part_dir / f"{name}.bin", flat.tobytes())
+    atomic.write_bytes(part_dir / f"{name}.idx.npy", buffer.getvalue())
 
 
 def merge_parts(part_dir: Path, writer: ShardWriter, memory_bytes: int = 1 << 30) -> int:
@@ -248,11 +250,3 @@ def merge_parts(part_dir: Path, writer: ShardWriter, memory_bytes: int = 1 << 30
         )
         total_docs += len(order)
     return total_docs
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Temporary name, then rename: a reader (or a retried task) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -1,11 +1,13 @@
-"""The run report's view of a training stage: its metrics JSONL read back, loss curves (PNG) and a
-markdown fragment."""
+"""The run report's view of a training stage: its metrics JSONL read back, the loss plot and its section."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from pipelines.report import pyplot, save_plot, scalars, table
+from pipelines.run_dir import RunDir, read_summary
 
 
 def read_history(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -29,18 +31,14 @@ def read_history(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
 
 
-def plot_losses(
+def loss_figure(
     train: list[dict[str, Any]],
     evals: list[dict[str, Any]],
-    out: Path,
     title: str,
     unigram_entropy: float | None = None,
-) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+) -> Any:
+    """Training and validation loss against steps, with the unigram baseline when given."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, alpha=0.8, label="train")
@@ -56,17 +54,31 @@ def plot_losses(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return fig
+
+
+def training_section(run: RunDir, name: str, title: str) -> str:
+    """The report section of a training stage: its numbers, what its validation loss means, the
+    validation curve, the loss plot (``plots/<name>_loss.png``) and any fragments it left
+    (``metrics/<name>.samples.md``: samples of the model)."""
+    numbers = read_summary(run).get(name)
+    if not numbers:
+        return ""
+    train, evals = read_history(run.metrics_log(name))
+    out = [table(scalars(numbers)), "", markdown(numbers, evals)]
+    if train or evals:
+        fig = loss_figure(train, evals, title, numbers.get("unigram_entropy"))
+        out += [save_plot(fig, run, name, "loss"), ""]
+    samples = run.fragment(name, "samples")
+    if samples.is_file():
+        out.append(samples.read_text())
+    return "\n".join(out)
 
 
 def markdown(numbers: dict[str, Any], evals: list[dict[str, Any]]) -> str:
     """The report fragment: what the validation loss means, and the validation curve as a table.
 
-    The headline numbers themselves are in summary.json (the report prints them), and the loss plot
-    is plots/pretrain_loss.png (the report embeds it), so neither is repeated here.
+    The headline numbers and the loss plot are the rest of ``training_section``.
     """
     lines = []
     val, unigram = numbers.get("val_loss"), numbers.get("unigram_entropy")

@@ -19,15 +19,19 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from lm.train.trainer import Trainer
-from pipelines.config import ConfigError, RayConfig
-from pipelines.runtime import RunDir, init_ray
+from pipelines.errors import ConfigError
+from pipelines.run_dir import RunDir
+from pipelines.runtime import init_ray
 from pipelines.train.config import TrainingConfig
 from pipelines.train.loop import META_FILE, FitSpec, incompatibilities, read_meta, train_loop_per_worker
+
+if TYPE_CHECKING:
+    from pipelines.config import RayConfig
 
 log = logging.getLogger("raychat.train")
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of its committed checkpoints
@@ -56,7 +60,7 @@ def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
         ),
         run_config=TrainRunConfig(
             name=spec.stage,
-            storage_path=str(spec.run.checkpoints),
+            storage_path=str(spec.storage.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
@@ -120,11 +124,10 @@ def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:
 
 def set_aside(run: RunDir, stage: str, why: str) -> Path | None:
     """Rename Ray Train's storage of ``stage`` (checkpoints and its own state) so training starts anew."""
-    root = run.checkpoints / stage
+    root = run.checkpoints_of(stage)
     if not root.is_dir():
         return None
-    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    aside = run.checkpoints / f"{stage}.stale-{stamp}"
+    aside = run.checkpoints_aside(stage, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     root.rename(aside)
     log.warning("%s: %s: moved the checkpoints in %s to %s; training from step 0", stage, why, root, aside)
     return aside

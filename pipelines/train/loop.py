@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from lm import atomic
 from lm.train.mfu import device_peak_flops, mfu
 from lm.train.task import TrainTask
 from lm.train.trainer import Trainer
-from pipelines.runtime import MetricsWriter, RunDir, format_seconds, setup_logging, write_json_atomic
+from pipelines.run_dir import MetricsWriter, RunDir
+from pipelines.runtime import format_seconds, setup_logging
 from pipelines.train.config import TrainingConfig
 from pipelines.train.tracking import make_tracker
 
@@ -54,11 +56,11 @@ class FitSpec:
     @property
     def storage(self) -> Path:
         """Ray Train's storage of this run: ``<run>/checkpoints/<stage>``."""
-        return self.run.checkpoints / self.stage
+        return self.run.checkpoints_of(self.stage)
 
 
 def fault_marker(spec: FitSpec, step: int) -> Path:
-    return spec.run.checkpoints / f"{spec.stage}.fault_injected_at_step_{step}"
+    return spec.run.fault_marker(spec.stage, step)
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         if checkpoint is None:
             writer.path.write_text("")  # a fresh start: no stale curve from an abandoned run
         writer.write({"event": "start", "step": step, "world_size": world_size, "time": time.time()})
-        tracker = make_tracker(cfg.tracking, run.root, stage, cfg.model_dump(), cfg.wandb_project)
+        tracker = make_tracker(cfg.tracking, run, stage, cfg.model_dump(), cfg.wandb_project)
 
     peak, device_name = device_peak_flops(device.type, cfg.peak_flops)
     flops_per_token = task.flops_per_token()
@@ -199,7 +201,7 @@ def inject_fault(spec: FitSpec, rank: int, step: int) -> None:
     import ray.train
 
     ray.train.get_all_reported_checkpoints()
-    write_json_atomic(fault_marker(spec, step), {"rank": rank, "pid": os.getpid(), "time": time.time()})
+    atomic.write_json(fault_marker(spec, step), {"rank": rank, "pid": os.getpid(), "time": time.time()})
     log.warning("%s: fault injection: rank %d SIGKILLs itself after step %d", spec.stage, rank, step)
     os.kill(os.getpid(), signal.SIGKILL)
 

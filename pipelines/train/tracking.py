@@ -12,6 +12,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipelines.run_dir import RunDir
+
 INSTALL_HINT = "pip install 'raychat[tracking]' (or the package alone)"
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
@@ -49,18 +51,18 @@ class TensorBoardTracker:
 
 
 class WandbTracker:
-    def __init__(self, project: str, run_dir: Path, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, project: str, run: RunDir, name: str, config: dict[str, Any]) -> None:
         import wandb
 
         # the same run dir always maps to the same W&B run id, so a resumed job continues its curves
-        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16] + "-" + name
+        run_id = hashlib.sha1(str(run.root.resolve()).encode()).hexdigest()[:16] + "-" + name
         self.run = wandb.init(
             project=project,
-            name=f"{run_dir.name}-{name}",
+            name=f"{run.root.name}-{name}",
             id=run_id,
             resume="allow",
             config=config,
-            dir=str(run_dir / "metrics"),
+            dir=str(run.metrics),
         )
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -82,10 +84,10 @@ def check_tracking_available(kind: str) -> None:
         )
 
 
-def make_tracker(kind: str, run_dir: Path, stage: str, config: dict[str, Any], project: str) -> Tracker:
+def make_tracker(kind: str, run: RunDir, stage: str, config: dict[str, Any], project: str) -> Tracker:
     check_tracking_available(kind)
     if kind == "tensorboard":
-        return TensorBoardTracker(run_dir / "metrics" / "tensorboard" / stage)
+        return TensorBoardTracker(run.tensorboard(stage))
     if kind == "wandb":
-        return WandbTracker(project, run_dir, stage, config)
+        return WandbTracker(project, run, stage, config)
     return NoTracker()

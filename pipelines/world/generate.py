@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 import shutil
 import time
@@ -27,6 +26,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from lm import atomic
+from pipelines.runtime import Progress
 from pipelines.world.config import WorldConfig
 from pipelines.world.facts import RELATIONS, World, build_world
 from pipelines.world.html import SERVERS
@@ -67,17 +68,13 @@ def file_ranges(num_pages: int, num_files: int) -> list[tuple[int, int]]:
 
 def _write_json(path: Path, data: Any) -> None:
     """Via a temporary file and a rename, so a killed run never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, data, indent=1, sort_keys=True, ensure_ascii=False, default=None)
 
 
 def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _write_files(
@@ -100,15 +97,12 @@ def _write_files(
     total = sum(ranges[f][1] - ranges[f][0] for f in files)
     progress = None
     if show_progress:
-        from pipelines.runtime import Progress  # here, not at the top: worker processes need no Ray
-
         progress = Progress("world pages", total, unit="pages")
     total_bytes = 0
     for f in files:
         lo, hi = ranges[f]
         path = out / "crawl" / file_name(f)
-        tmp = path.with_name(f".{path.name}.tmp")
-        part = out / f".pages-{f:05d}.jsonl.tmp"
+        part = out / f".pages-{f:05d}.jsonl.tmp"  # concatenated into pages.jsonl at the end
         info = {
             "software": "raychat tiny world (pipelines.world)",
             "format": "WARC File Format 1.0",
@@ -118,8 +112,14 @@ def _write_files(
             "robots": "classic",
         }
         with (
+            atomic.atomic_path(path) as tmp,
             WarcFile(
-                tmp, info, factory.date(lo), record_id("warcinfo", seed, f), settings.compression_level
+                tmp,
+                info,
+                factory.date(lo),
+                record_id("warcinfo", seed, f),
+                settings.compression_level,
+                filename=path.name,
             ) as warc,
             open(part, "w", encoding="utf-8") as pages_out,
         ):
@@ -157,7 +157,6 @@ def _write_files(
                 pages_out.write(json.dumps(row, ensure_ascii=False) + "\n")
                 if progress:
                     progress.update()
-        os.replace(tmp, path)
         total_bytes += warc.bytes
     return {
         "kinds": dict(kinds),
@@ -192,8 +191,6 @@ def generate(seed: int, settings: WorldConfig, out: Path, show_progress: bool = 
         ctx = multiprocessing.get_context("spawn")
         progress = None
         if show_progress:
-            from pipelines.runtime import Progress
-
             progress = Progress("world pages", settings.num_pages, unit="pages")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             futures = {
@@ -218,19 +215,18 @@ def generate(seed: int, settings: WorldConfig, out: Path, show_progress: bool = 
                 mine[k] = mine.get(k, 0) + n
         for category, urls in r["blocked_urls"].items():
             factory.blocked_urls[category].update(urls)
-    with open(out / ".pages.jsonl.tmp", "wb") as pages_out:
+    with atomic.atomic_path(out / "pages.jsonl") as tmp, open(tmp, "wb") as pages_out:
         for f in range(len(ranges)):
             part = out / f".pages-{f:05d}.jsonl.tmp"
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, pages_out)
             part.unlink()
-    os.replace(out / ".pages.jsonl.tmp", out / "pages.jsonl")
 
     for category, lists in factory.blocklists().items():
         folder = out / "blocklists" / category
         folder.mkdir(parents=True, exist_ok=True)
         for name, entries in lists.items():
-            (folder / name).write_text("".join(e + "\n" for e in entries))
+            atomic.write_text(folder / name, "".join(e + "\n" for e in entries))
 
     docs, doc_of = search_index(world, factory.writer, seed)
     _write_lines(out / "search_index.jsonl", docs)

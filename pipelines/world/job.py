@@ -12,18 +12,21 @@ writes the same bytes.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.config import RunConfig
-from pipelines.runtime import RunDir
+from pipelines.run_dir import RunDir, read_summary
 from pipelines.world.generate import generate
 
+if TYPE_CHECKING:
+    from pipelines.config import RunConfig
+
 log = logging.getLogger("raychat")
+__all__ = ["report_section", "run"]  # the stage's interface (pipelines/stages.py)
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, name: str = "world") -> dict[str, Any]:
     run_dir = RunDir(cfg.run_dir)
-    numbers = generate(cfg.seed, cfg.world, run_dir.world)
+    numbers = generate(cfg.seed, getattr(cfg, name), run_dir.world)
     log.info(
         "world: %d pages in %d files (%.1f MB) in %.1fs, %s pages/s; kinds %s",
         numbers["pages"],
@@ -33,16 +36,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         numbers["pages_per_second"],
         numbers["kinds"],
     )
-    run_dir.metrics.mkdir(parents=True, exist_ok=True)
-    (run_dir.metrics / "world.md").write_text(report(numbers))
     return numbers
 
 
-def report(numbers: dict[str, Any]) -> str:
-    """The run report's section: what the crawl holds and what the question sets ask."""
+def report_section(run: RunDir, name: str = "world") -> str:
+    """What the crawl holds and what the question sets ask."""
+    numbers = read_summary(run).get(name)
+    if not numbers:
+        return ""
     lines = [
-        "## The tiny world",
-        "",
         f"{numbers['pages']:,} pages in {len(numbers['files'])} WARC files ({numbers['warc_bytes'] / 1e6:.1f} MB), "
         f"written in {numbers['seconds']:.1f} s; {numbers['entities']} fictional entities.",
         "",

@@ -38,8 +38,16 @@ class WarcFile:
     """One .warc.gz being written: a warcinfo record first, then responses."""
 
     def __init__(
-        self, path: Path, info: dict[str, str], when: datetime, info_id: str, level: int = 6
+        self,
+        path: Path,
+        info: dict[str, str],
+        when: datetime,
+        info_id: str,
+        level: int = 6,
+        filename: str | None = None,
     ) -> None:
+        """``filename``: the name the warcinfo record gives (default ``path``'s; the file's final name
+        when ``path`` is a temporary one)."""
         self.path = path
         self.level = level
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
@@ -54,7 +62,7 @@ class WarcFile:
                 ("WARC-Type", "warcinfo"),
                 ("WARC-Record-ID", info_id),
                 ("WARC-Date", warc_date(when)),
-                ("WARC-Filename", path.name),
+                ("WARC-Filename", filename or path.name),
             ],
             protocol="WARC/1.0",
         )

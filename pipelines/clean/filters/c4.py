@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Filter
-
-_C4 = "C4 paper section 2.2 / TFDS c4_utils.py"
+from pipelines.clean.filters.config import C4Config
 
 # A Wikipedia-style citation marker: [1], [edit], [citation needed]
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
@@ -32,36 +28,6 @@ _SENTENCE_BREAK = re.compile(
 def count_sentences(line: str) -> int:
     """Sentences in one non-empty line (how spaCy's rule-based sentencizer splits it, closely)."""
     return len(_SENTENCE_BREAK.findall(line)) + 1
-
-
-class C4Config(StrictModel):
-    filter_no_terminal_punct: bool = Field(
-        False,
-        description="remove lines that do not end in . ? ! \" ' (C4 did; FineWeb turned it off: False)",
-    )
-    remove_citations: bool = Field(True, description="strip [1], [edit], [citation needed] (datatrove)")
-    min_num_sentences: int | None = Field(
-        5, ge=0, description=f"drop documents with fewer sentences after line removal ({_C4}: 5)"
-    )
-    min_words_per_line: int | None = Field(3, ge=0, description=f"remove lines with fewer words ({_C4}: 3)")
-    max_word_length: int | None = Field(
-        1000, ge=1, description=f"remove lines with a longer word, in characters ({_C4}: 1000)"
-    )
-    filter_lorem_ipsum: bool = Field(True, description=f'drop documents containing "lorem ipsum" ({_C4})')
-    filter_javascript: bool = Field(True, description=f'remove lines mentioning "javascript" ({_C4})')
-    filter_curly_bracket: bool = Field(True, description=f'drop documents containing "{{" (code; {_C4})')
-    filter_policy: bool = Field(True, description=f"remove cookie / privacy-policy / terms lines ({_C4})")
-    policy_substrings: list[str] = Field(
-        default_factory=lambda: [
-            "terms of use",
-            "privacy policy",
-            "cookie policy",
-            "uses cookies",
-            "use of cookies",
-            "use cookies",
-        ],
-        description=f"lower-case phrases that mark a policy line ({_C4})",
-    )
 
 
 class C4QualityFilter(Filter):

@@ -25,22 +25,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from lm.plugins import import_function
 from pipelines.clean.filters.base import Doc, Step, config_key
-
-
-class CustomStepConfig(StrictModel):
-    function: str = Field(description='the function as "package.module:function"')
-    kind: Literal["filter", "mapper"] = Field("filter", description="filter: keep/drop; mapper: rewrite")
-    name: str | None = Field(
-        None, description="step name in stats and rejected rows; default: the function's"
-    )
-    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments passed to the function")
+from pipelines.clean.filters.config import CustomStepConfig
 
 
 def check_args(function: Callable[..., Any], path: str, args: dict[str, Any]) -> None:

@@ -5,32 +5,9 @@ are the published thresholds (datatrove's ``FineWebQualityFilter``).
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Filter
+from pipelines.clean.filters.config import FineWebQualityConfig
 from pipelines.clean.filters.text_stats import find_duplicates, terminal_punctuation, tokenize
-
-_FW = "FineWeb paper, section 3.5"
-
-
-class FineWebQualityConfig(StrictModel):
-    line_punct_thr: float = Field(
-        0.12, ge=0, le=1, description=f"min fraction of lines ending in terminal punctuation ({_FW}: 0.12)"
-    )
-    line_punct_exclude_zero: bool = Field(
-        False, description="keep documents where no line ends in punctuation (datatrove option; FineWeb: off)"
-    )
-    short_line_thr: float = Field(0.67, ge=0, le=1, description=f"max fraction of short lines ({_FW}: 0.67)")
-    short_line_length: int = Field(
-        30, ge=0, description=f"a line this long or shorter is short ({_FW}: 30 chars)"
-    )
-    char_duplicates_ratio: float = Field(
-        0.01, ge=0, le=1, description=f"max fraction of characters in duplicated lines ({_FW}: 0.01)"
-    )
-    new_line_ratio: float = Field(
-        0.3, ge=0, description=f"max newlines per word, for list pages ({_FW}: 0.3)"
-    )
 
 
 class FineWebQualityFilter(Filter):

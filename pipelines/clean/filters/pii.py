@@ -15,10 +15,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from pydantic import Field, field_validator
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Mapper
+from pipelines.clean.filters.config import PIIConfig
 from pipelines.clean.filters.phones import PhoneFinder
 
 _EMAIL = re.compile(
@@ -35,36 +33,6 @@ _IPV4 = re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w]|\.\d)")
 _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4}|:)(?![\w:]|\.\d)"
 )
-
-# Where libphonenumber reads national numbers (written without +CC): the English-speaking countries and
-# the largest web populations of Europe, Latin America and East Asia (30 regions; each one costs time
-# on every stretch of 7+ digits). International forms (+CC, 00CC, 011CC) are read for every country.
-DEFAULT_PHONE_REGIONS = (
-    *("US", "GB", "IE", "AU", "NZ", "IN", "SG", "HK", "PH", "ZA", "NG"),  # English-speaking web
-    *("FR", "DE", "ES", "IT", "NL", "BE", "CH", "AT", "PT", "SE", "PL", "RU", "TR"),  # Europe
-    *("BR", "MX", "AR"),  # Latin America
-    *("JP", "CN", "KR"),  # East Asia
-)
-
-
-class PIIConfig(StrictModel):
-    emails: bool = Field(True, description="mask e-mail addresses (FineWeb did)")
-    ips: bool = Field(True, description="mask public IPv4/IPv6 addresses (FineWeb did)")
-    phones: bool = Field(True, description="mask phone numbers")
-    email_placeholder: str = Field("email@example.com", description="replaces an e-mail (FineWeb's)")
-    ipv4_placeholder: str = Field("192.0.2.1", description="replaces a public IPv4 (RFC 5737 range)")
-    ipv6_placeholder: str = Field("2001:db8::1", description="replaces a public IPv6 (RFC 3849 range)")
-    phone_placeholder: str = Field("555-0100", description="replaces a phone number (fictional number)")
-    phone_regions: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_PHONE_REGIONS),
-        description="ISO 3166 regions whose national formats are recognised (+CC numbers always are)",
-    )
-
-    @field_validator("phone_regions")
-    @classmethod
-    def _known_regions(cls, regions: list[str]) -> list[str]:
-        PhoneFinder(regions)  # raises ValueError naming the unknown ones
-        return [r.upper() for r in regions]
 
 
 class PIIMasker(Mapper):

@@ -21,58 +21,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
-
-from lm.config_base import StrictModel
 from pipelines.clean.filters.base import Doc, Filter, config_key
+from pipelines.clean.filters.config import UrlFilterConfig
 
 USER_CATEGORY = "user"
 
-DEFAULT_BANNED_WORDS = [
-    "porn", "porno", "pornhub", "xxx", "hentai", "nsfw", "milf", "bdsm", "camgirl", "camgirls",
-    "sexcam", "sexcams", "blowjob", "gangbang", "cumshot", "creampie", "xvideos", "xnxx", "xhamster",
-    "redtube", "youporn", "slut", "sluts", "whore", "horny",
-]  # fmt: skip
-DEFAULT_SOFT_BANNED_WORDS = [
-    "sex", "sexy", "nude", "nudes", "naked", "erotic", "erotica", "adult", "hot", "teen", "teens",
-    "girls", "babes", "fetish", "lingerie", "hardcore", "amateur", "cam", "cams", "webcam", "escort",
-    "escorts", "busty", "mature", "strip", "stripper", "kinky",
-]  # fmt: skip
-DEFAULT_BANNED_SUBWORDS = [
-    "pornhub", "xvideos", "xnxx", "xhamster", "redtube", "youporn", "brazzers", "chaturbate",
-    "livejasmin", "hentai", "camgirl", "sexcam",
-]  # fmt: skip
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
-
-
-class UrlFilterConfig(StrictModel):
-    blocklists: list[str] = Field(
-        default_factory=list,
-        description="UT1-style folders: one subfolder per category with `domains` and/or `urls` files",
-    )
-    categories: list[str] | None = Field(
-        None, description="categories to use from the blocklists (e.g. [adult, phishing]); None: all found"
-    )
-    extra_domains: list[str] = Field(
-        default_factory=list, description="more domains to block (and subdomains)"
-    )
-    extra_urls: list[str] = Field(default_factory=list, description="more URLs to block (host/path prefixes)")
-    allow_domains: list[str] = Field(
-        default_factory=list, description="domains (and subdomains) never filtered by this step"
-    )
-    banned_words: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_BANNED_WORDS), description="one in the URL's words drops it"
-    )
-    soft_banned_words: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_SOFT_BANNED_WORDS),
-        description="soft_word_threshold of these among the URL's words drop it",
-    )
-    soft_word_threshold: int = Field(2, ge=1, description="soft-banned words needed to drop (datatrove: 2)")
-    banned_subwords: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_BANNED_SUBWORDS),
-        description="dropped if one occurs anywhere in the URL with punctuation removed",
-    )
 
 
 def _read_lines(path: Path) -> Iterator[str]:

@@ -1,0 +1,110 @@
+"""Running stages: one alone, or several in graph order, skipping those whose outputs are complete.
+
+What every stage gets from here, so no stage (and no CLI command) repeats it: the run directory is
+checked writable and the stage's own ``preflight`` runs before Ray starts; the stage's done marker is
+removed while it runs and written when it ends (long-running stages have none); its numbers go to
+``metrics/summary.json``; the stages built on it lose their done markers, since their inputs changed;
+and report.md is written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipelines import storage
+from pipelines.errors import ConfigError
+from pipelines.run_dir import RunDir, clear_done, is_done, mark_done, update_summary
+from pipelines.runtime import init_ray
+from pipelines.stages import Graph
+
+log = logging.getLogger("raychat")
+
+
+def preflight(graph: Graph, name: str) -> None:
+    """What a stage can check before any work and before Ray starts: a ``ConfigError`` if not fine.
+
+    Every stage writes into the run directory, so that is checked for all of them (a path under a
+    regular file, a read-only mount, an object store that refuses the credentials); a stage module
+    may add its own checks as ``preflight(cfg, name)`` (clean: its inputs and step settings).
+    """
+    cfg = graph.cfg
+    try:
+        storage.check_writable(RunDir(cfg.run_dir).at("metrics"))
+    except OSError as e:
+        raise ConfigError(f"stage {name}: cannot write the run directory {cfg.run_dir}: {e}") from None
+    module = graph[name].module()
+    if hasattr(module, "preflight"):
+        module.preflight(cfg, name)
+
+
+def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True) -> dict[str, Any]:
+    """Run one stage in this process (Ray already initialised) and record it (see the module docstring).
+
+    ``force`` also drops the stage's resumable state (a stage module's ``start_over(cfg, name)``, e.g.
+    pretraining's checkpoints), so the stage is really redone rather than resumed at its end.
+    """
+    stage, cfg = graph[name], graph.cfg
+    run = RunDir(cfg.run_dir)
+    module = stage.module()
+    started = time.time()
+    if not stage.long_running:
+        clear_done(run, name)
+    if force and hasattr(module, "start_over"):
+        module.start_over(cfg, name)
+    log.info("stage %s: starting (run dir %s)", name, run.location)
+    numbers = module.run(cfg, name) or {}  # a long-running stage returns when it is stopped
+    numbers.setdefault("seconds", round(time.time() - started, 2))
+    # the stages built on this one were made from its old outputs: they are no longer complete (a stage
+    # that fails leaves them be, as stages swap their outputs in only when they finish)
+    for later in graph.built_on(name):
+        if is_done(run, later):
+            log.info("stage %s: its input %s was redone, so it will run again", later, name)
+            clear_done(run, later)
+    update_summary(run, name, numbers)
+    if not stage.long_running:
+        mark_done(run, name, {"seconds": numbers["seconds"], "consumes": graph.consumes(name)})
+    log.info("stage %s: done in %.1fs", name, numbers["seconds"])
+    if report:
+        write_report_safely(graph)
+    return numbers
+
+
+def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str, Any]:
+    """``names`` in graph order; each is checked (``preflight``) just before it runs: before Ray starts
+    for the first one, and after the earlier stages made what a later one reads. A long-running stage
+    among them runs last (it returns only when stopped). report.md is written at the end, also when a
+    stage failed (with what the others did)."""
+    run = RunDir(graph.cfg.run_dir)
+    ordered = graph.order(names)
+    ordered = [n for n in ordered if not graph[n].long_running] + [
+        n for n in ordered if graph[n].long_running
+    ]
+    results: dict[str, Any] = {}
+    try:
+        for name in ordered:
+            if not force and not graph[name].long_running and is_done(run, name):
+                log.info("stage %s: outputs complete, skipping (use --force to redo)", name)
+                continue
+            for needed in graph.consumes(name):
+                if needed not in ordered and not is_done(run, needed):
+                    log.warning(
+                        "stage %s: it consumes %s, which is not complete in %s", name, needed, run.location
+                    )
+            preflight(graph, name)
+            init_ray(graph.cfg.ray)
+            results[name] = run_stage(graph, name, force=force, report=False)
+    finally:
+        write_report_safely(graph)
+    return results
+
+
+def write_report_safely(graph: Graph) -> None:
+    """report.md, or a warning: a report that cannot be drawn must not fail the stage that just ran."""
+    from pipelines.report import write_report
+
+    try:
+        write_report(graph)
+    except Exception as e:  # noqa: BLE001 - the stage's outputs are what matters; say what went wrong
+        log.warning("report.md was not written: %s: %s", type(e).__name__, e)
