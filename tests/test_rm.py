@@ -615,7 +615,11 @@ def test_the_stage_trains_exports_reports_and_resumes(run_dir: Path, ray_session
     with pytest.raises(ConfigError, match="models/sft .*run the sft stage first"):  # the default: SFT's
         preflight(load_config(None, [f"run_dir={run_dir}"]))
     with pytest.raises(ConfigError, match=r"rm.sources\[0\]"):
-        preflight(load_config(None, [f"run_dir={run_dir}", "rm.sources=[{path: /nonexistent/pairs.jsonl}]"]))
+        preflight(
+            load_config(
+                None, [f"run_dir={run_dir}", SHORT_RUN[0], "rm.sources=[{path: /nonexistent/pairs.jsonl}]"]
+            )
+        )
     capsys.readouterr()
     assert main(["rm", "--run-dir", str(run_dir), "--set", "rm.init=/nonexistent/model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

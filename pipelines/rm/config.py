@@ -74,9 +74,9 @@ class WorldPairsConfig(Sized):
     enabled: bool = Field(True, description="make pairs from <run>/world when the run has one")
     kinds: list[str] = Field(list(WORLD_PAIR_KINDS), description="which kinds of pairs (WORLD_PAIR_KINDS)")
     per_kind: int | None = Field(
-        400, ge=1, description="training pairs per kind at most (a seeded sample); null = all the world makes"
+        200, ge=1, description="training pairs per kind at most (a seeded sample); null = all the world makes"
     )
-    heldout_per_kind: int | None = Field(200, ge=1, description="held-out pairs per kind at most")
+    heldout_per_kind: int | None = Field(100, ge=1, description="held-out pairs per kind at most")
     answer_style: Literal["short", "sentence", "mixed"] = Field(
         "mixed", description="answers as '1698.' or 'Velimir Talwright was born in 1698.' (mixed: both)"
     )
