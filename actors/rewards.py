@@ -27,8 +27,15 @@ gathering the scores back into the order given, each with its status (``ok``, ``
   and that chunk's items are ``timeout``.
 
 Any ``lm.rewards.Scorer`` runs in the pool: ``RewardPool(make_scorer, config)`` with a picklable
-factory (``functools.partial(MyScorer, ...)``); ``for_rules`` is the rule-reward pool. A reward-model
-scorer (batched forward passes on a GPU) plugs in the same way with ``num_gpus``.
+factory (``functools.partial(MyScorer, ...)``); ``for_rules`` is the rule-reward pool and ``for_model``
+the reward model's (``lm.reward_scorer.ModelScorer``: each actor loads the model once and scores its
+chunks in padded batches; ``num_gpus`` puts it on a GPU). ``score_with(pools, items)`` scores a batch
+with several pools at once and adds their rewards per item, so the rules' and the reward model's
+weights from ``RewardConfig`` combine::
+
+    rules = RewardPool.for_rules(rewards, RewardPoolConfig(num_workers=4))
+    rm = RewardPool.for_model(rewards, "runs/tiny/models/rm", RewardPoolConfig(num_workers=1, num_gpus=1))
+    batch = score_with([rules, rm], items)   # reward = sum(w_rule * rule) + rewards.rm.weight * rm
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +57,16 @@ from pydantic import Field
 
 from lm.config_base import StrictModel
 from lm.reward_process import IsolatedScorer
-from lm.rewards import ItemScore, RewardConfig, RewardItem, RuleScorer, Scorer, Status, failed_score
+from lm.rewards import (
+    ItemScore,
+    RewardConfig,
+    RewardItem,
+    RuleScorer,
+    Scorer,
+    Status,
+    failed_score,
+    merge_scores,
+)
 
 log = logging.getLogger("raychat")
 
@@ -198,6 +215,34 @@ class RewardPool:
         make = functools.partial(scorer_cls, rewards.model_dump())
         return cls(make, config, rewards.time_limit_s, runtime_env, worker_options=worker_options)
 
+    @classmethod
+    def for_model(
+        cls,
+        rewards: RewardConfig,
+        model_dir: str | None = None,
+        config: RewardPoolConfig | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        batch_tokens: int = 16384,
+    ) -> RewardPool:
+        """A pool scoring with the reward model in ``model_dir`` (default ``rewards.rm.model``), each
+        score weighted by ``rewards.rm.weight``; its chunks get ``rewards.time_limit_s`` per item."""
+        if rewards.rm is None:
+            raise ValueError("rewards.rm is not set: give the reward model's weight (rewards.rm.weight)")
+        model = model_dir or rewards.rm.model
+        if not model:
+            raise ValueError("no reward model directory: set rewards.rm.model (e.g. <run>/models/rm)")
+        from lm.reward_scorer import ModelScorer  # torch: only for a pool that runs a model
+
+        config = config or RewardPoolConfig(num_workers=1)
+        make = functools.partial(
+            ModelScorer,
+            model,
+            weight=rewards.rm.weight,
+            batch_tokens=batch_tokens,
+            threads=max(1, int(config.num_cpus)),
+        )
+        return cls(make, config, rewards.time_limit_s, runtime_env, name="rm-rewards")
+
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """Every worker's info once all have started (or come back from a restart). Raises
         ``ray.exceptions.ActorDiedError`` naming the reason when a worker cannot start (a reward module
@@ -238,6 +283,24 @@ class RewardPool:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []
+
+
+def score_with(pools: Sequence[RewardPool], items: Sequence[RewardItem]) -> ScoredBatch:
+    """``items`` scored by every pool at once (one thread each), merged per item with
+    ``lm.rewards.merge_scores``: rewards add, components join, a failure in any pool makes the item 0."""
+    if not pools:
+        raise ValueError("score_with needs at least one pool")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(pools)) as ex:
+        batches = list(ex.map(lambda pool: pool.score(items), pools))
+    scores = batches[0].scores
+    counts: Counter[str] = Counter()
+    for pool, batch in zip(pools, batches, strict=True):
+        counts.update({f"{pool.name}.{k}": v for k, v in batch.counts.items()})
+    for batch in batches[1:]:
+        scores = [merge_scores(a, b) for a, b in zip(scores, batch.scores, strict=True)]
+    counts.update(s.status for s in scores)
+    return ScoredBatch(scores, counts, time.perf_counter() - started)
 
 
 class _Run:

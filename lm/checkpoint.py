@@ -11,6 +11,11 @@ unchanged. ``load_pretrained`` also imports Llama-shaped checkpoints made elsewh
 without sliding window, Qwen2/Qwen3-like configs when they have no biases or extra norms), single-file
 or sharded; anything our decoder cannot represent is refused with the reason.
 
+A reward model (lm/reward_model.py) is saved the same way with ``LlamaForSequenceClassification``,
+``num_labels`` 1 and the tokenizer's ``<|pad|>`` as ``pad_token_id`` in ``config.json`` (so
+``transformers.AutoModelForSequenceClassification.from_pretrained(dir)`` gives its scores), and read
+back with ``load_reward_model``; each loader refuses the other kind of directory by name.
+
 Local paths only; a stage that writes to object storage saves locally and uploads the directory.
 """
 
@@ -31,6 +36,7 @@ from torch import nn
 from lm import atomic
 from lm.files import read_json_object
 from lm.model import ModelConfig, RotaryEmbedding, Transformer
+from lm.reward_model import RewardModel
 
 FORMAT = "raychat-model-v1"
 CONFIG_FILE = "config.json"
@@ -43,6 +49,8 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.floa
 _DTYPES_BY_NAME = {v: k for k, v in _DTYPE_NAMES.items()} | {"float": torch.float32, "half": torch.float16}
 # model types whose configs are Llama's with extra fields we check below
 _IMPORTABLE_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+CAUSAL_LM = "LlamaForCausalLM"
+SEQUENCE_CLASSIFIER = RewardModel.hf_architecture  # "LlamaForSequenceClassification"
 
 
 class CheckpointError(ValueError):
@@ -139,14 +147,31 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
         raise CheckpointError(f"{where}: sizes do not make a valid model: {e}") from None
 
 
-def _unwrap(model: nn.Module) -> Transformer:
-    """The Transformer inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while not isinstance(model, Transformer):
+def _unwrap(model: nn.Module) -> Transformer | RewardModel:
+    """The Transformer (or RewardModel) inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``)
+    wrappers."""
+    while not isinstance(model, Transformer | RewardModel):
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
-            raise CheckpointError(f"expected an lm.model.Transformer, got {type(model).__name__}")
+            raise CheckpointError(
+                f"expected an lm.model.Transformer or lm.reward_model.RewardModel, got {type(model).__name__}"
+            )
         model = inner
     return model
+
+
+def _head_fields(net: nn.Module, tokenizer: Any) -> dict[str, Any]:
+    """What ``config.json`` says beyond the body: a reward model's one-label head and the pad id that
+    transformers uses to find each sequence's last token (``<|pad|>``, which chat text never encodes)."""
+    if not isinstance(net, RewardModel):
+        return {}
+    pad = None
+    if tokenizer is not None:
+        try:
+            pad = tokenizer.token_id("<|pad|>")
+        except KeyError:
+            pad = getattr(tokenizer, "eot_id", None)
+    return {"architectures": [SEQUENCE_CLASSIFIER], "num_labels": 1, "pad_token_id": pad}
 
 
 def _full_cpu_tensor(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -187,10 +212,11 @@ def save_pretrained(
     eot = getattr(tokenizer, "eot_id", None) if tokenizer is not None else None
     eos = list(eos_token_ids) if eos_token_ids is not None else ([eot] if eot is not None else [])
     bos = eot  # GPT-2 convention: <|endoftext|> separates (and so starts) documents
+    head = _head_fields(net, tokenizer)
 
     with atomic.staged_dir(out) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic.write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos))
+        atomic.write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos) | head)
         generation = {"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos}
         atomic.write_json(tmp / GENERATION_FILE, {k: v for k, v in generation.items() if v not in (None, [])})
         if tokenizer is not None:
@@ -204,7 +230,7 @@ def save_pretrained(
             **(meta or {}),
             "created": (meta or {}).get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "model_config": net.config.model_dump(),
-            "num_params": net.config.num_params(),
+            "num_params": net.num_params(),
         }
         atomic.write_json(tmp / META_FILE, record)
     return out
@@ -273,9 +299,13 @@ def eos_token_ids(model_dir: str | os.PathLike[str]) -> list[int]:
     return []
 
 
-def _read_model_files(root: Path) -> tuple[ModelConfig, dict[str, Any], list[Path]]:
+def _read_model_files(
+    root: Path, architecture: str = CAUSAL_LM
+) -> tuple[ModelConfig, dict[str, Any], list[Path]]:
     """The config, the metadata and the weight files of a model directory, every small file read and
-    checked first, so that a corrupt one fails at once and by name, before gigabytes of weights."""
+    checked first, so that a corrupt one fails at once and by name, before gigabytes of weights.
+    ``architecture``: a causal LM (any ``*ForCausalLM``, or none named) or a reward model
+    (``*ForSequenceClassification``); a directory of the other kind is refused, saying which it is."""
     if not root.is_dir():
         raise CheckpointError(f"model directory not found: {root}")
     config_path = root / CONFIG_FILE
@@ -284,6 +314,23 @@ def _read_model_files(root: Path) -> tuple[ModelConfig, dict[str, Any], list[Pat
     except FileNotFoundError:
         raise CheckpointError(f"{root}: no {CONFIG_FILE}; not a model directory") from None
     config = config_from_hf(hf, str(config_path))
+    named = hf.get("architectures") or [CAUSAL_LM]
+    is_classifier = any(str(a).endswith("ForSequenceClassification") for a in named)
+    if is_classifier != (architecture == SEQUENCE_CLASSIFIER):
+        if is_classifier:
+            raise CheckpointError(
+                f"{root} holds a reward model ({named[0]}), not a language model; load it with "
+                "lm.checkpoint.load_reward_model"
+            )
+        raise CheckpointError(
+            f"{root} holds a language model ({named[0]}), not a reward model; "
+            "lm.reward_model.RewardModel.from_base(load_pretrained(dir)[0]) makes one from it"
+        )
+    if is_classifier and hf.get("num_labels", 1) != 1:  # transformers writes id2label, not num_labels
+        raise CheckpointError(f"{config_path}: a reward model has one label, not {hf['num_labels']}")
+    labels = hf.get("id2label")
+    if is_classifier and isinstance(labels, dict) and len(labels) != 1:
+        raise CheckpointError(f"{config_path}: a reward model has one label, not {len(labels)} (id2label)")
     eos_token_ids(root)  # the engines read generation_config.json later, for the EOS ids
     meta_path = root / META_FILE
     if meta_path.exists():
@@ -314,9 +361,32 @@ def load_pretrained(
     """
     root = Path(path)
     config, meta, files = _read_model_files(root)
+    return _build(Transformer, root, config, files, device, dtype), meta
+
+
+def load_reward_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[RewardModel, dict[str, Any]]:
+    """The reward model in ``path`` (ours, or a ``LlamaForSequenceClassification`` with one label made
+    elsewhere), in eval mode on ``device``, and its metadata; errors as ``load_pretrained``'s."""
+    root = Path(path)
+    config, meta, files = _read_model_files(root, SEQUENCE_CLASSIFIER)
+    return _build(RewardModel, root, config, files, device, dtype), meta
+
+
+def _build(
+    cls: type[Transformer] | type[RewardModel],
+    root: Path,
+    config: ModelConfig,
+    files: list[Path],
+    device: str | torch.device,
+    dtype: torch.dtype | None,
+) -> Any:
+    """``cls(config)`` holding the weights in ``files``, every name and shape checked first."""
     tensors = _read_tensors(files)
+    tied = config.tie_embeddings and cls is Transformer
     if config.tie_embeddings:
-        head = tensors.pop("lm_head.weight", None)
+        head = tensors.pop("lm_head.weight", None) if tied else tensors.get("lm_head.weight")
         embed = tensors.get("model.embed_tokens.weight")
         if head is not None and embed is not None and not torch.equal(head, embed):
             raise CheckpointError(
@@ -324,9 +394,9 @@ def load_pretrained(
             )
 
     with torch.device("meta"):
-        model = Transformer(config)
+        model = cls(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    if config.tie_embeddings:
+    if tied:
         expected.pop("lm_head.weight", None)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -351,11 +421,11 @@ def load_pretrained(
         for k, v in tensors.items()
     }
     model.load_state_dict(tensors, strict=False, assign=True)
-    if config.tie_embeddings:
+    if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta).to(target)
     model.eval()
-    return model, meta
+    return model
 
 
 def torch_dtype(name: str | None) -> torch.dtype | None:

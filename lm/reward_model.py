@@ -7,6 +7,11 @@ starts from a pretrained or SFT decoder by taking its body as it is.
 
 The model scores every position; a sequence's reward is the score at its last token (where a causal
 model has read all of it). A batch may be right-padded rows or packed rows with document ids.
+
+What a reward model reads (``reward_input_ids``): a conversation rendered by the chat format
+(lm/chat.py), exactly as the policy sees and writes it, ending at the ``<|im_end|>`` that closes the
+reply being judged. Training pairs (pipelines/rm) and the scorer that serves rewards to RL
+(lm/reward_scorer.py) both render through it, so the model is scored on what it was trained on.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lm.chat import ChatFormat, ConversationTooLong
+from lm.chat_messages import Conversation, Message, normalize_conversation
 from lm.model import LlamaBody, ModelConfig, Transformer, run_body
 from lm.train.losses import Loss
 
@@ -44,6 +51,10 @@ class RewardModel(nn.Module):
         """Scores ``[B, T]``: causal over each row, or over each sequence of packed rows."""
         return self.score(run_body(self.model, input_ids, None, None, document_ids)).squeeze(-1)
 
+    def num_params(self) -> int:
+        """Parameters held: the body and the head (no output projection)."""
+        return sum(p.numel() for p in self.parameters())
+
 
 def sequence_rewards(scores: Tensor, last: Tensor) -> Tensor:
     """Each sequence's reward: ``scores`` ``[B, T]`` at (row, last token index) pairs ``last`` ``[N, 2]``."""
@@ -67,3 +78,44 @@ def bradley_terry_loss(model: nn.Module, batch: dict[str, Tensor]) -> Loss:
         tokens=batch["input_ids"].numel(),
         sums={"accuracy": (margin > 0).sum(), "margin": margin.detach().sum()},
     )
+
+
+def _reply_ids(chat: ChatFormat, prompt: Conversation, head: list[int], reply: list[Message]) -> list[int]:
+    """The reply's ids after ``head`` (the prompt up to ``<|im_start|>assistant\\n``) up to its last
+    ``<|im_end|>``, rendered with the prompt so the reply is tokenized as it is generated."""
+    if reply[-1]["role"] != "assistant":
+        raise ValueError("a reply to score must end with an assistant message")
+    full = chat.render_conversation({**prompt, "messages": [*prompt["messages"], *reply]}).ids
+    if full[: len(head)] != head:  # cannot happen with a prompt that ends in a user or tool turn
+        raise ValueError("the prompt does not render as the start of the conversation")
+    end = len(full) - 1 - full[::-1].index(chat.im_end_id)  # the reply's closing <|im_end|>
+    return full[len(head) : end + 1]
+
+
+def reward_input_ids(
+    chat: ChatFormat,
+    prompt: Conversation | list[Message],
+    replies: list[list[Message]],
+    max_tokens: int | None = None,
+) -> list[list[int]]:
+    """The ids a reward model scores for each of ``replies`` to one ``prompt``: ``<|endoftext|>``, the
+    prompt, the reply, ending at the reply's last ``<|im_end|>``.
+
+    ``prompt`` is a conversation (messages, optionally with ``tools``) that ends with a user or tool
+    turn; each reply is the assistant's message(s) that follow it. Past ``max_tokens``, the prompt's
+    oldest exchanges are dropped whole (the chat format's rule), the same for every reply, so the
+    replies are compared on one prompt; ``ConversationTooLong`` when even that does not fit (a reply
+    is never cut: its last token is what is scored). Bad messages raise ``ChatFormatError``.
+    """
+    conv = normalize_conversation(prompt)
+    head = chat.render_prompt(conv).ids
+    tails = [_reply_ids(chat, conv, head, normalize_conversation(r)["messages"]) for r in replies]
+    longest = max(len(t) for t in tails)
+    if max_tokens is not None and len(head) + longest > max_tokens:
+        budget = max_tokens - longest
+        if budget < 2:
+            raise ConversationTooLong(
+                f"a reply of {longest} tokens leaves no room for its prompt in max_tokens={max_tokens}"
+            )
+        head = chat.render_prompt(conv, max_tokens=budget).ids
+    return [head + t for t in tails]

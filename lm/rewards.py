@@ -15,10 +15,10 @@ anywhere; the status lets the learner count or drop it.
 
 ``Scorer`` is what every reward source implements: ``RuleScorer`` here (in this process, with a soft
 time limit per item), ``lm.reward_process.IsolatedScorer`` (the same rules in a child process that is
-killed at an item's deadline) and, later, a reward-model scorer. ``RewardConfig.rm`` holds the reward
-model's weight; ``merge_scores`` adds one scorer's results to another's. The settings
-(``RewardConfig``, ``RuleReward``, ``ModelReward``) live in lm/reward_config.py, which a run config
-imports without this module.
+killed at an item's deadline) and ``lm.reward_scorer.ModelScorer`` (a trained reward model, scored
+in batches). ``RewardConfig.rm`` holds the reward model's weight; ``merge_scores`` adds one scorer's
+results to another's. The settings (``RewardConfig``, ``RuleReward``, ``ModelReward``) live in
+lm/reward_config.py, which a run config imports without this module.
 """
 
 from __future__ import annotations
@@ -93,12 +93,15 @@ def world_arithmetic(completion: str, reference: str) -> float:
 
 @dataclass
 class RewardItem:
-    """One completion to score. ``id`` comes back on its score; ``prompt`` is for reward models."""
+    """One completion to score. ``id`` comes back on its score. Reward models read the conversation
+    before the completion: ``messages`` when given (system turns, earlier exchanges), else ``prompt`` as
+    one user message."""
 
     id: Hashable
     completion: str
     reference: str = ""
     prompt: str = ""
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -38,7 +38,7 @@ The lifecycle as it grows (stages marked * are still to come, with their issues)
 
     world -> clean -> tokenize -> pretrain (models/base)
       -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
-      -> rm* (models/rm; base or sft + preference pairs)
+      -> rm (models/rm; sft, or base in a run without one, + preference pairs)
       -> grpo (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
       -> distill* (models/student; rl)      serve (long-running; every model the run makes)
 """
@@ -60,6 +60,7 @@ from pipelines.errors import ConfigError
 from pipelines.grpo.config import GRPOConfig
 from pipelines.idk.config import IDKStageConfig
 from pipelines.pretrain.config import PretrainConfig
+from pipelines.rm.config import RMConfig
 from pipelines.sft.config import SFTConfig
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.world.config import WorldConfig
@@ -136,6 +137,16 @@ def _sft_consumes(s: Any, cfg: Any) -> list[str]:
     return [*_model_consumed(s.init, cfg, "pretrain"), *(["world?"] if s.world_kinds else [])]
 
 
+def rm_default_init(cfg: Any) -> str:
+    """The stage whose model ``rm.init: null`` means: the run's sft stage, else its pretrain stage."""
+    return "sft" if getattr(cfg, "sft", None) is not None else "pretrain"
+
+
+def _rm_consumes(s: RMConfig, cfg: Any) -> list[str]:
+    # its model (rm.init, by default the SFT model), and the tiny world when it makes pairs from it
+    return [*_model_consumed(s.init, cfg, rm_default_init(cfg)), *(["world?"] if s.world.enabled else [])]
+
+
 def _grpo_consumes(s: GRPOConfig, cfg: Any) -> list[str]:
     # its model (R1: the SFT model, R1-Zero: the base), the world's problems, the reward model if it has one
     out = _model_consumed(s.init, cfg, "models/sft" if s.mode == "r1" else "models/base")
@@ -154,7 +165,7 @@ def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
     made = [
         artifact
         for stage in others
-        if (stage.kind or stage.name) != "serve"
+        if (stage.kind or stage.name) != "serve" and hasattr(cfg, stage.name)  # a config of another registry
         for artifact in stage.produces(stage.settings(cfg))
         if artifact.startswith("models/")
     ]
@@ -201,6 +212,13 @@ STAGES: tuple[Stage, ...] = (
         IDKStageConfig,
         "probe the SFT model, train it to say 'I don't know', measure before/after",
         consumes=lambda s, cfg: ["sft"],
+        produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "rm",
+        RMConfig,
+        "train the reward model on preference pairs, Bradley-Terry (Ray Train)",
+        consumes=_rm_consumes,
         produces=lambda s: [f"models/{s.output_name}"],
     ),
     Stage(

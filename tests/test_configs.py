@@ -42,12 +42,17 @@ def test_shipped_config_loads_with_every_value_it_sets(path: Path) -> None:
     assert [(key, _at(loaded, key)) for key, _ in leaves] == leaves
 
 
-def test_tiny_config_is_the_defaults_but_for_the_two_keys_it_names() -> None:
-    """configs/tiny.yaml's header says every value in it is the built-in default except two."""
+def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
+    """configs/tiny.yaml's header says every value in it is the built-in default except four."""
     written = dict(_leaves(yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())))
     defaults = load_config(None, []).model_dump(mode="json")
     differ = {key for key, value in written.items() if _at(defaults, key) != value}
-    assert differ == {"clean.url.blocklists", "ray.object_store_memory_mb"}
+    assert differ == {
+        "clean.url.blocklists",
+        "ray.object_store_memory_mb",
+        "rm.seq_len",
+        "serve.model_defaults.num_cpus",
+    }
 
 
 def test_gpu_config_is_a_real_run() -> None:

@@ -392,7 +392,7 @@ def test_mixture_config_says_which_knob_conflicts(two_sources) -> None:
     from pydantic import ValidationError
 
     a, _ = two_sources
-    with pytest.raises(ValidationError, match="sources.0.weight needs mixture size"):
+    with pytest.raises(ValidationError, match="sources.0.weight needs size"):
         MixtureConfig(sources=[SourceConfig(path=str(a), weight=2)])
     with pytest.raises(ValidationError, match="sources.0.epochs conflicts with size"):
         MixtureConfig(sources=[SourceConfig(path=str(a), epochs=2)], size=10)

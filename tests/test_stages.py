@@ -204,11 +204,12 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
         "pretrain",
         "sft",
         "idk",
+        "rm",
         "grpo",
         "pretrain_long",
     ]
     assert g.producer("models/base_long") == "pretrain_long"
-    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "grpo"]
+    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "rm", "grpo"]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
     for text, error in (
         ("stages:\n  x: {kind: nope}\n", "stages.x.kind: unknown stage 'nope'"),
@@ -233,9 +234,10 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         ["pretrain", "world"],
         ["sft"],
         ["sft", "world"],
-        ["pretrain", "sft", "idk", "grpo"],  # serve: every model the run makes
+        ["sft", "world"],
+        ["pretrain", "sft", "idk", "rm", "grpo"],  # serve: every model the run makes
     ]
-    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "grpo"]
+    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "rm", "grpo"]
 
     # sft consumes the model its init names, the base model when it names none
     def sft_consumes(*sets: str) -> list[str]:
@@ -249,7 +251,12 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         load_config(None, [f"run_dir={tmp_path}", "clean.inputs=[/data/crawl]", "tokenize.input=/x"])
     )
     assert real.consumes("clean") == [] and real.consumes("tokenize") == []
-    assert real.built_on("world") == ["sft", "idk", "grpo"]  # the world's conversations and problems, still
+    assert real.built_on("world") == [
+        "sft",
+        "idk",
+        "rm",
+        "grpo",
+    ]  # the world's conversations and problems, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
     assert [s.name for s in STAGES] == [
@@ -259,6 +266,7 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         "pretrain",
         "sft",
         "idk",
+        "rm",
         "grpo",
         "serve",
     ]
@@ -276,16 +284,55 @@ def test_grpo_consumes_the_sft_model_or_the_base_and_a_reward_model_when_one_is_
     assert graph("grpo.mode=r1_zero").consumes("grpo") == ["pretrain", "world"]
     jsonl = ["grpo.data.source=jsonl", "grpo.data.train_path=/data/gsm8k.jsonl", "grpo.init=/models/x"]
     assert graph(*jsonl).consumes("grpo") == []
-    assert graph("grpo.rewards.rm={weight: 0.5}").consumes("grpo") == ["sft", "world"]  # no rm stage: none
-    with_rm = graph(
-        "grpo.rewards.rm={weight: 0.5}", "stages={rm_like: {kind: pretrain}}", "rm_like.output_name=rm"
-    )
-    assert with_rm.consumes("grpo") == ["sft", "world", "rm_like"]
-    assert with_rm.names.index("grpo") > with_rm.names.index("rm_like")
+    with_rm = graph("grpo.rewards.rm={weight: 0.5}")  # the rm stage writes models/rm
+    assert with_rm.consumes("grpo") == ["sft", "world", "rm"]
+    assert with_rm.names.index("grpo") > with_rm.names.index("rm")
+    elsewhere = graph("grpo.rewards.rm={weight: 0.5, model: /models/imported-rm}")
+    assert elsewhere.consumes("grpo") == ["sft", "world"]  # a reward model from outside the run: no edge
     r1 = graph(
         "stages={grpo_final: {kind: grpo}}",
         "grpo_final.init={run_dir}/models/rl",
         "grpo_final.output_name=rl_final",
     )
     assert r1.consumes("grpo_final") == ["grpo", "world"] and r1.producer("models/rl_final") == "grpo_final"
-    assert r1.built_on("sft") == ["idk", "grpo", "grpo_final"]
+    assert r1.built_on("sft") == ["idk", "rm", "grpo", "grpo_final"]
+
+
+def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
+    """rm.init null: the sft stage's model in a run with one, else the base model; the world's pairs
+    only when it makes them; an instance is wired from its own settings."""
+
+    def rm_consumes(*sets: str, registry=STAGES, name: str = "rm") -> list[str]:
+        return Graph(load_config(None, [f"run_dir={tmp_path}", *sets]), registry).consumes(name)
+
+    assert rm_consumes() == ["sft", "world"]
+    assert rm_consumes("rm.world.enabled=false") == ["sft"]
+    assert rm_consumes("rm.init={run_dir}/models/base") == ["pretrain", "world"]
+    assert rm_consumes("rm.init=models/sft_idk", "rm.world.enabled=false") == ["idk"]
+    assert rm_consumes("rm.init=/models/imported-llama", "rm.world.enabled=false") == []
+    without_sft = tuple(s for s in STAGES if s.name not in ("sft", "idk", "grpo"))  # grpo (R1) needs sft
+
+    class NoSFT:  # a run config of that registry: no sft section
+        def __init__(self, cfg):
+            self._cfg = cfg
+
+        def __getattr__(self, key):
+            if key in ("sft", "idk"):
+                raise AttributeError(key)
+            return getattr(self._cfg, key)
+
+    cfg = NoSFT(load_config(None, [f"run_dir={tmp_path}"]))
+    assert Graph(cfg, without_sft).consumes("rm") == ["pretrain", "world"]
+    from pipelines.rm.job import init_dir
+
+    assert init_dir(cfg) == tmp_path.resolve() / "models" / "base"
+    assert init_dir(load_config(None, [f"run_dir={tmp_path}"])) == tmp_path.resolve() / "models" / "sft"
+    # a second reward model, on the idk model, with its own settings
+    declared = [
+        "stages={rm_idk: {kind: rm}}",
+        "rm_idk.init={run_dir}/models/sft_idk",
+        "rm_idk.output_name=rm_idk",
+    ]
+    g = Graph(load_config(None, [f"run_dir={tmp_path}", *declared]))
+    assert g.consumes("rm_idk") == ["idk", "world"] and g.producer("models/rm_idk") == "rm_idk"
+    assert g.built_on("sft") == ["idk", "rm", "rm_idk", "grpo"]

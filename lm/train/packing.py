@@ -84,3 +84,28 @@ def pack(
             document_ids[r, start:end] = doc
             start = end
     return PackedRows(input_ids, target_ids, document_ids), consumed
+
+
+def sequence_ends(document_ids: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` (row, index of the last token) of every sequence in packed rows, in packing order
+    (row by row, left to right): where a reward model reads each sequence's score."""
+    doc = np.asarray(document_ids)
+    nxt = np.full_like(doc, PAD_DOCUMENT)
+    nxt[:, :-1] = doc[:, 1:]
+    rows, cols = np.nonzero((doc != PAD_DOCUMENT) & (nxt != doc))
+    return np.stack([rows, cols], axis=1).astype(np.int64)
+
+
+def pack_sequences(
+    sequences: Sequence[Sequence[int]], row_len: int, pad_id: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every sequence (none empty, none over ``row_len``) packed longest first into as many rows as
+    they need: ``{"input_ids", "document_ids"}`` and, for each sequence in the order given, its
+    ``(row, last token index)``. For models that score whole sequences (a reward model), not targets."""
+    if any(len(s) == 0 for s in sequences):
+        raise ValueError("cannot pack an empty sequence")
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    rows, _ = pack([(sequences[i], sequences[i]) for i in order], row_len, pad_id=pad_id)
+    ends = np.empty((len(sequences), 2), dtype=np.int64)
+    ends[order] = sequence_ends(rows.document_ids)
+    return {"input_ids": rows.input_ids, "document_ids": rows.document_ids}, ends

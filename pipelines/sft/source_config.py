@@ -3,7 +3,8 @@ pydantic models, so that reading a run config imports no loader (pipelines/sft/s
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -51,11 +52,18 @@ class MixtureConfig(StrictModel):
 
     @model_validator(mode="after")
     def _sizes_one_way(self) -> MixtureConfig:
-        for i, s in enumerate(self.sources):
-            if self.size is None and "weight" in s.model_fields_set:
-                raise ValueError(f"sources.{i}.weight needs mixture size (weights split 'size' examples)")
-            if self.size is not None and "epochs" in s.model_fields_set:
-                raise ValueError(
-                    f"sources.{i}.epochs conflicts with size: give per-source epochs or size + weights"
-                )
+        check_sized_one_way(self.size, [(f"sources.{i}", s) for i, s in enumerate(self.sources)])
         return self
+
+
+def check_sized_one_way(size: int | None, sources: Sequence[tuple[str, Any]], size_key: str = "size") -> None:
+    """A mixture is sized one way: each source's ``epochs`` without a size, or the size split by the
+    sources' ``weight`` (pydantic models; a field counts when it was set). ValueError names the source.
+    The SFT mixture and the reward model's pair mixture (``rm.mixture_size``) both check with it."""
+    for where, s in sources:
+        if size is None and "weight" in s.model_fields_set:
+            raise ValueError(f"{where}.weight needs {size_key} (the weights split that many examples)")
+        if size is not None and "epochs" in s.model_fields_set:
+            raise ValueError(
+                f"{where}.epochs conflicts with {size_key}: give per-source epochs or {size_key} + weights"
+            )

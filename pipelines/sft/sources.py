@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +146,7 @@ def build_mixture(cfg: MixtureConfig) -> Mixture:
     if not cfg.sources:
         raise SourceError("the mixture has no sources")
     loaded = [load_source(s, cfg.max_bad_fraction) for s in cfg.sources]
-    counts = _counts(cfg, [len(convs) for convs, _ in loaded])
+    counts = mixture_counts(cfg.size, cfg.sources, [len(convs) for convs, _ in loaded])
     rng = random.Random(cfg.seed)
     examples: list[Conversation] = []
     for (convs, report), count in zip(loaded, counts, strict=True):
@@ -156,15 +157,18 @@ def build_mixture(cfg: MixtureConfig) -> Mixture:
     return Mixture(examples, [r for _, r in loaded])
 
 
-def _counts(cfg: MixtureConfig, sizes: list[int]) -> list[int]:
-    if cfg.size is None:
-        return [max(1, round(s.epochs * n)) for s, n in zip(cfg.sources, sizes, strict=True)]
-    total = sum(s.weight for s in cfg.sources)
-    exact = [cfg.size * s.weight / total for s in cfg.sources]
+def mixture_counts(size: int | None, sources: Sequence[Any], sizes: list[int]) -> list[int]:
+    """Examples each source gives a mixture: ``round(epochs x its size)`` without ``size``; with it,
+    ``size`` split by the sources' ``weight`` (any objects with ``epochs`` and ``weight``; the reward
+    model's pair mixture uses it too)."""
+    if size is None:
+        return [max(1, round(s.epochs * n)) for s, n in zip(sources, sizes, strict=True)]
+    total = sum(s.weight for s in sources)
+    exact = [size * s.weight / total for s in sources]
     counts = [int(x) for x in exact]
     # largest remainders get the examples rounding down left over, so the counts add up to size
     for i in sorted(range(len(exact)), key=lambda i: exact[i] - counts[i], reverse=True)[
-        : cfg.size - sum(counts)
+        : size - sum(counts)
     ]:
         counts[i] += 1
     return counts

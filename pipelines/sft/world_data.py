@@ -99,7 +99,7 @@ class WorldSFTData:
         }
 
 
-def _text(conv: Conversation, results: bool = False) -> str:
+def conversation_text(conv: Conversation, results: bool = False) -> str:
     """What a conversation shows the model: its messages, queries and expressions, and with
     ``results`` the tool results too."""
     out = []
@@ -131,10 +131,10 @@ class _Builder:
     def keep(self, kind: str, conv: Conversation) -> bool:
         """False (and counted) when the conversation mentions a held-out entity outside tool results;
         a mention inside a result (a training entity's page naming a held-out town) is counted only."""
-        if self.splits.heldout.mentions(_text(conv)):
+        if self.splits.heldout.mentions(conversation_text(conv)):
             self.dropped[f"{kind}: mentions a held-out entity"] += 1
             return False
-        if self.splits.heldout.mentions(_text(conv, results=True)):
+        if self.splits.heldout.mentions(conversation_text(conv, results=True)):
             self.notes[f"{kind}: a held-out name inside a tool result"] += 1
         return True
 
@@ -321,7 +321,7 @@ def build(world: WorldFiles, cfg: SFTDataConfig) -> WorldSFTData:
     ablation = {k: [b.system("arithmetic", c, rng, identity=False) for c in v] for k, v in ablation.items()}
     for kind, items in convs.items():  # the audit: nothing held out, every conversation canonical
         for i, conv in enumerate(items):
-            leaked = b.splits.heldout.mentions(_text(conv))
+            leaked = b.splits.heldout.mentions(conversation_text(conv))
             if leaked:
                 raise AssertionError(f"{kind} conversation mentions held-out {leaked}: {conv['messages']}")
             items[i] = normalize_conversation(conv)
