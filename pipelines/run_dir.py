@@ -51,6 +51,7 @@ LAYOUT = {
     "scratch": "scratch",
     "sft_data": "sft_data",  # the tiny world's post-training data (pipelines/sft/world_data.py)
     "idk_data": "idk_data",  # the idk stage's probes and refusal conversations
+    "distill_data": "distill_data",  # the teacher's samples, the kept traces, the student's SFT data
     "search": "search",  # a saved search index of the run's search corpus (world/search_index.jsonl)
     "report": "report.md",
 }

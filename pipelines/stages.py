@@ -40,7 +40,8 @@ The lifecycle as it grows (stages marked * are still to come, with their issues)
       -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
       -> rm* (models/rm; base or sft + preference pairs)
       -> grpo* (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
-      -> distill* (models/student; rl)      serve* (long-running; every chat model that exists)
+      -> distill (models/student; the most trained chat model: rl when a grpo stage makes it, else sft)
+      serve* (long-running; every chat model that exists)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipelines.clean.config import CleanConfig
+from pipelines.distill.config import DistillConfig
 from pipelines.errors import ConfigError
 from pipelines.idk.config import IDKStageConfig
 from pipelines.pretrain.config import PretrainConfig
@@ -134,6 +136,14 @@ def _sft_consumes(s: Any, cfg: Any) -> list[str]:
     return [*_model_consumed(s.init, cfg, "pretrain"), *(["world?"] if s.world_kinds else [])]
 
 
+def _distill_consumes(s: Any, cfg: Any) -> list[str]:
+    # the teacher (by default models/rl when a stage makes it, else the sft model: resolved at run
+    # time), the sft stage's data (prompts, held-out sets, the control's mixture), a student init
+    teacher = ["models/rl?", "sft"] if s.teacher is None else _model_consumed(s.teacher, cfg, "sft")
+    start = _model_consumed(s.student_init, cfg, "sft") if s.student_init else []
+    return [*teacher, "sft", *start]
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "world",
@@ -175,6 +185,13 @@ STAGES: tuple[Stage, ...] = (
         "probe the SFT model, train it to say 'I don't know', measure before/after",
         consumes=lambda s, cfg: ["sft"],
         produces=lambda s: [f"models/{s.output_name}"],
+    ),
+    Stage(
+        "distill",
+        DistillConfig,
+        "rejection-sample the teacher's reasoning, distill it into a smaller student, compare with SFT alone",
+        consumes=_distill_consumes,
+        produces=lambda s: [f"models/{s.output_name}", f"models/{s.control_output_name}", "distill_data"],
     ),
 )
 

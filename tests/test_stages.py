@@ -201,7 +201,7 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
     assert g.names.index("pretrain_long") == g.names.index("pretrain") + 1
     assert g.consumes("pretrain_long") == ["tokenize"]
     assert g.producer("models/base_long") == "pretrain_long"
-    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk"]
+    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "distill"]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
     for text, error in (
         ("stages:\n  x: {kind: nope}\n", "stages.x.kind: unknown stage 'nope'"),
@@ -225,8 +225,9 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         ["tokenize"],
         ["pretrain", "world"],
         ["sft"],
+        ["sft"],
     ]
-    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk"]
+    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "distill"]
 
     # sft consumes the model its init names, the base model when it names none
     def sft_consumes(*sets: str) -> list[str]:
@@ -240,8 +241,8 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         load_config(None, [f"run_dir={tmp_path}", "clean.inputs=[/data/crawl]", "tokenize.input=/x"])
     )
     assert real.consumes("clean") == [] and real.consumes("tokenize") == []
-    assert real.built_on("world") == ["sft", "idk"]  # the world's conversations, still
+    assert real.built_on("world") == ["sft", "idk", "distill"]  # the world's conversations, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
-    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk"]
+    assert [s.name for s in STAGES] == ["world", "clean", "tokenize", "pretrain", "sft", "idk", "distill"]
     assert registered("pretrain").module().__name__ == "pipelines.pretrain.job"
