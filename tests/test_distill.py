@@ -206,7 +206,12 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
     # a 20-step teacher gets nothing right: here any finished reply counts as correct and well
     # formatted, so that some are kept (the real rules are tested above)
     rule = write_module("def always_right(completion, reference):\n    return 1.0\n") + ":always_right"
-    settings = [*SETTINGS, f"distill.rejection.correctness={rule}", f"distill.rejection.format={rule}"]
+    settings = [
+        *SETTINGS,
+        f"distill.rejection.correctness={rule}",
+        f"distill.rejection.format={rule}",
+        "distill.rejection.require_finished=false",  # nor does it stop within 48 tokens
+    ]
     run_dir = tmp_path / "run"
     config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
     args = ["--config", config, "--run-dir", str(run_dir), *[x for s in settings for x in ("--set", s)]]

@@ -68,6 +68,10 @@ class RejectionConfig(StrictModel):
     )
     format_args: dict[str, Any] = Field(default_factory=dict, description="its keyword arguments")
     min_reward: float = Field(1.0, description="a rule's least score that passes")
+    require_finished: bool = Field(
+        True,
+        description="reject replies that did not end with <|im_end|> (cut at the token limit, tool errors)",
+    )
     per_prompt: int = Field(2, ge=1, description="kept replies per problem at most (R1 caps them too)")
     dedup: bool = Field(True, description="drop a reply whose text equals one kept for the same problem")
 

@@ -112,7 +112,7 @@ class TraceFilter:
         self.heldout_mentions = heldout_mentions
 
     def select(self, candidates: Sequence[Candidate]) -> Selection:
-        finished = [c for c in candidates if c.finish_reason == "stop"]
+        finished = [c for c in candidates if self._finished(c)]
         scores = iter(
             self.scorer.score(
                 [
@@ -125,7 +125,7 @@ class TraceFilter:
         rejected: list[tuple[Candidate, str]] = []
         seen: dict[str, list[str]] = defaultdict(list)  # kept replies' keys
         for c in candidates:
-            if c.finish_reason != "stop":
+            if not self._finished(c):
                 rejected.append((c, "unfinished"))
                 continue
             reason = self._reason(c, next(scores), seen[c.problem.id])
@@ -135,6 +135,9 @@ class TraceFilter:
             else:
                 rejected.append((c, reason))
         return Selection(kept, rejected)
+
+    def _finished(self, c: Candidate) -> bool:
+        return c.finish_reason == "stop" or not self.cfg.require_finished
 
     def _reason(self, c: Candidate, score: Any, kept_keys: list[str]) -> str | None:
         if score.status != "ok":

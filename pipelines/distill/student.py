@@ -57,7 +57,10 @@ def student_source(
             )
         return source
     try:
-        config = d.student.build(teacher.model_config.vocab_size, d.seq_len)
+        # as long a context as the teacher's (RoPE positions cost nothing): the student is asked the same
+        config = d.student.build(
+            teacher.model_config.vocab_size, max(d.seq_len, teacher.model_config.max_seq_len)
+        )
     except ValueError as e:
         raise ConfigError(f"{name}.student: {e}") from None
     out = run.scratch(name, "student_init")
