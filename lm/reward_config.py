@@ -18,7 +18,7 @@ from lm.config_base import StrictModel
 # the registry of rule rewards, filled by lm/rewards.py (``@register_reward``) and by a user's modules
 REWARDS: dict[str, Callable[..., float]] = {}
 # what lm/rewards.py registers, known here before it is imported (tests/test_rewards.py keeps them equal)
-BUILT_IN_REWARDS = ("numeric_accuracy", "gsm8k_accuracy", "r1_format", "world_arithmetic")
+BUILT_IN_REWARDS = ("numeric_accuracy", "gsm8k_accuracy", "gsm8k_format", "r1_format", "world_arithmetic")
 
 
 def find_reward(name: str) -> Callable[..., float] | None:

@@ -68,6 +68,17 @@ def gsm8k_accuracy(completion: str, reference: str) -> float:
     return float(answers_match(gsm8k_final(completion), reference_answer(reference)))
 
 
+_GSM8K_LAST_LINE = re.compile(r"(?:\A|\n)####[ \t]*-?\$?[\d,]*\.?\d+[ \t]*\s*\Z")
+
+
+@register_reward("gsm8k_format")
+def gsm8k_format(completion: str, reference: str = "") -> float:
+    """1.0 when the completion ends with its one final line ``#### N`` (working first, then the
+    answer, as GSM8K and the tiny world's reasoning data are written), else 0.0: no ``####`` at all,
+    two of them, or words after the answer."""
+    return 1.0 if completion.count("####") == 1 and _GSM8K_LAST_LINE.search(completion) else 0.0
+
+
 # Outside the tags: whitespace only. Inside: anything but another think/answer tag, so a second
 # <think> block, nested tags or an answer before the thinking do not pass.
 _NO_TAG = r"(?:(?!</?think>|</?answer>).)*"

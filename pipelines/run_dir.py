@@ -52,6 +52,7 @@ LAYOUT = {
     "sft_data": "sft_data",  # the tiny world's post-training data (pipelines/sft/world_data.py)
     "idk_data": "idk_data",  # the idk stage's probes and refusal conversations
     "rm_data": "rm_data",  # a reward-model stage's pairs, per stage: rm_data/<stage>/ (pipelines/rm/data.py)
+    "distill_data": "distill_data",  # the teacher's samples, the kept traces, the student's SFT data
     "search": "search",  # a saved search index of the run's search corpus (world/search_index.jsonl)
     "report": "report.md",
     "logs": "logs",  # raychat.log: every log line of the run's commands (the console shows a summary)

@@ -40,7 +40,8 @@ The lifecycle as it grows (stages marked * are still to come, with their issues)
       -> sft (models/sft; base + SFT data; the "I don't know" stage idk reads sft or base and writes SFT data)
       -> rm (models/rm; sft, or base in a run without one, + preference pairs)
       -> grpo (models/rl; sft in R1 mode, base in R1-Zero mode; rm optional)
-      -> distill* (models/student; rl)      serve (long-running; every model the run makes)
+      -> distill (models/student; the most trained chat model: rl when a grpo stage makes it, else sft)
+      serve (long-running; every model the run makes)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipelines.clean.config import CleanConfig
+from pipelines.distill.config import DistillConfig
 from pipelines.errors import ConfigError
 from pipelines.grpo.config import GRPOConfig
 from pipelines.idk.config import IDKStageConfig
@@ -172,6 +174,14 @@ def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
     return [f"{m}?" for m in made if s.run_models or points_into(s, cfg.run_dir, m)]
 
 
+def _distill_consumes(s: Any, cfg: Any) -> list[str]:
+    # the teacher (by default models/rl when a stage makes it, else the sft model: resolved at run
+    # time), the sft stage's data (prompts, held-out sets, the control's mixture), a student init
+    teacher = ["models/rl?", "sft"] if s.teacher is None else _model_consumed(s.teacher, cfg, "sft")
+    start = _model_consumed(s.student_init, cfg, "sft") if s.student_init else []
+    return [*teacher, "sft", *start]
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "world",
@@ -230,6 +240,13 @@ STAGES: tuple[Stage, ...] = (
             f"models/{s.output_name}",
             *([f"models/{s.control_name}"] if s.control.enabled else []),
         ],
+    ),
+    Stage(
+        "distill",
+        DistillConfig,
+        "rejection-sample the teacher's reasoning, distill it into a smaller student, compare with SFT alone",
+        consumes=_distill_consumes,
+        produces=lambda s: [f"models/{s.output_name}", f"models/{s.control_output_name}", "distill_data"],
     ),
     Stage(
         "serve",

@@ -272,7 +272,7 @@ def test_serve_is_a_long_running_stage_after_the_models_it_serves():
 
     graph = Graph(load_config(None, ["stages={base2: {kind: pretrain}}", "base2.output_name=base2"]))
     assert graph["serve"].long_running and graph.names[-1] == "serve"
-    assert graph.consumes("serve") == ["pretrain", "sft", "idk", "rm", "grpo", "base2"]
+    assert graph.consumes("serve") == ["pretrain", "sft", "idk", "rm", "grpo", "distill", "base2"]
     assert "serve" not in graph.built_on("pretrain")  # a server holds no done marker to clear
     only_listed = Graph(load_config(None, ["serve.run_models=false"]))
     assert only_listed.consumes("serve") == []

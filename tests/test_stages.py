@@ -206,10 +206,20 @@ def test_a_run_config_declares_named_instances(tmp_path) -> None:
         "idk",
         "rm",
         "grpo",
+        "distill",
         "pretrain_long",
     ]
     assert g.producer("models/base_long") == "pretrain_long"
-    assert g.built_on("clean") == ["tokenize", "pretrain", "pretrain_long", "sft", "idk", "rm", "grpo"]
+    assert g.built_on("clean") == [
+        "tokenize",
+        "pretrain",
+        "pretrain_long",
+        "sft",
+        "idk",
+        "rm",
+        "grpo",
+        "distill",
+    ]
     assert g["pretrain_long"].module().__name__ == "pipelines.pretrain.job"
     for text, error in (
         ("stages:\n  x: {kind: nope}\n", "stages.x.kind: unknown stage 'nope'"),
@@ -235,9 +245,10 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         ["sft"],
         ["sft", "world"],
         ["sft", "world"],
-        ["pretrain", "sft", "idk", "rm", "grpo"],  # serve: every model the run makes
+        ["grpo", "sft"],  # distill: the most trained chat model (rl, else sft) and the sft stage's data
+        ["pretrain", "sft", "idk", "rm", "grpo", "distill"],  # serve: every model the run makes
     ]
-    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "rm", "grpo"]
+    assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "rm", "grpo", "distill"]
 
     # sft consumes the model its init names, the base model when it names none
     def sft_consumes(*sets: str) -> list[str]:
@@ -256,6 +267,7 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         "idk",
         "rm",
         "grpo",
+        "distill",
     ]  # the world's conversations and problems, still
     spelled_out = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/world/crawl]"]))
     assert spelled_out.consumes("clean") == ["world"]
@@ -268,6 +280,7 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         "idk",
         "rm",
         "grpo",
+        "distill",
         "serve",
     ]
     assert registered("pretrain").module().__name__ == "pipelines.pretrain.job"
@@ -295,7 +308,7 @@ def test_grpo_consumes_the_sft_model_or_the_base_and_a_reward_model_when_one_is_
         "grpo_final.output_name=rl_final",
     )
     assert r1.consumes("grpo_final") == ["grpo", "world"] and r1.producer("models/rl_final") == "grpo_final"
-    assert r1.built_on("sft") == ["idk", "rm", "grpo", "grpo_final"]
+    assert r1.built_on("sft") == ["idk", "rm", "grpo", "grpo_final", "distill"]
 
 
 def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
@@ -310,7 +323,9 @@ def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
     assert rm_consumes("rm.init={run_dir}/models/base") == ["pretrain", "world"]
     assert rm_consumes("rm.init=models/sft_idk", "rm.world.enabled=false") == ["idk"]
     assert rm_consumes("rm.init=/models/imported-llama", "rm.world.enabled=false") == []
-    without_sft = tuple(s for s in STAGES if s.name not in ("sft", "idk", "grpo"))  # grpo (R1) needs sft
+    without_sft = tuple(
+        s for s in STAGES if s.name not in ("sft", "idk", "grpo", "distill")
+    )  # these need sft
 
     class NoSFT:  # a run config of that registry: no sft section
         def __init__(self, cfg):
@@ -335,4 +350,4 @@ def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
     ]
     g = Graph(load_config(None, [f"run_dir={tmp_path}", *declared]))
     assert g.consumes("rm_idk") == ["idk", "world"] and g.producer("models/rm_idk") == "rm_idk"
-    assert g.built_on("sft") == ["idk", "rm", "rm_idk", "grpo"]
+    assert g.built_on("sft") == ["idk", "rm", "rm_idk", "grpo", "distill"]

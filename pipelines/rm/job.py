@@ -46,6 +46,15 @@ STAGE = (
 )
 
 
+def summary_line(n: dict[str, Any]) -> str:
+    acc = n.get("heldout_pairwise_accuracy")
+    shown = f"{acc:.3f}" if isinstance(acc, float) else "-"
+    return (
+        f"reward model on {n.get('train_pairs', 0):,} preference pairs: held-out pairwise accuracy {shown} "
+        f"({n.get('heldout_pairs', 0):,} pairs; chance 0.5)"
+    )
+
+
 def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
     """``<name>.init`` (``{run_dir}/...`` and ``models/...`` are under the run, as the stage graph reads
     them), or by default the model of ``rm_default_init``: the sft stage's, else the pretrain stage's."""

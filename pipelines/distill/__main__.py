@@ -1,0 +1,3 @@
+from pipelines.cli import stage_main
+
+stage_main("distill")
