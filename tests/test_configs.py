@@ -117,3 +117,19 @@ def test_kuberay_job_gives_every_pod_the_token_and_the_shared_run_directory() ->
     # the run directory the job writes is on the shared volume
     entrypoint = shlex.split(job["spec"]["entrypoint"])
     assert entrypoint[entrypoint.index("--run-dir") + 1].startswith(f"{SHARED}/")
+
+
+@pytest.mark.parametrize("name", ["r1-recipe", "gpu-r1-gsm8k"])
+def test_the_r1_recipe_runs_its_steps_in_order(name: str) -> None:
+    """The R1 recipe configs: cold-start SFT, GRPO, rejection sampling + SFT, a final GRPO, then
+    distillation, each consuming the step before it."""
+    from pipelines.stages import Graph
+
+    g = Graph(load_config(REPO / "configs" / f"{name}.yaml", []))
+    steps = ["sft", "grpo", "sft_rs", "grpo_final", "distill"]
+    assert g.order(["world", "clean", "tokenize", "pretrain", *steps])[4:] == steps
+    assert g.consumes("grpo")[0] == "sft"
+    assert g.consumes("sft_rs")[0] == "grpo" and "pretrain" in g.consumes(
+        "sft_rs"
+    )  # RL teacher, base student
+    assert g.consumes("grpo_final")[0] == "sft_rs" and g.consumes("distill")[0] == "grpo_final"
