@@ -31,6 +31,7 @@ from pipelines.errors import ConfigError, StageFailed
 from pipelines.run_dir import RunDir
 from pipelines.runner import log_to_run, preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
+from pipelines.shorthands import add_shorthands, shorthand_overrides
 from pipelines.stages import STAGES, Graph
 
 log = logging.getLogger("raychat")
@@ -67,6 +68,8 @@ def _stage_parser(sub: argparse._SubParsersAction, name: str, help_text: str, mo
     p = sub.add_parser(name, help=help_text, description=help_text)
     _common_args(p)
     p.add_argument("--force", action="store_true", help="redo it from scratch instead of resuming")
+    if module is not None and hasattr(module, "SHORTHANDS"):
+        add_shorthands(p, name, module.SHORTHANDS)
     if module is not None and hasattr(module, "add_cli_args"):
         module.add_cli_args(p)
     p.set_defaults(command="stage", stage=name)
@@ -140,6 +143,8 @@ def _stage_command(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if args.stage in {s.name for s in STAGES}:
         module = next(s for s in STAGES if s.name == args.stage).module()
+        if hasattr(module, "SHORTHANDS"):
+            overrides += shorthand_overrides(args, args.stage, module.SHORTHANDS)
         if hasattr(module, "cli_overrides"):
             overrides += module.cli_overrides(args)
     graph = Graph(load_config(args.config, overrides))

@@ -105,17 +105,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def shorthand_overrides(args: Any, shorthands: dict[str, str]) -> list[str]:
-    """``--set`` overrides for a stage's shorthand flags: ``{"max_steps": "pretrain.max_steps"}`` turns
-    ``--max-steps 50`` into ``pretrain.max_steps=50`` (flags left unset give nothing)."""
-    out = []
-    for attr, key in shorthands.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-    return out
-
-
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node = data
     for i, part in enumerate(path[:-1]):

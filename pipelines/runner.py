@@ -115,10 +115,9 @@ def log_to_run(run: RunDir) -> None:
     """Everything logged from now on also goes to ``<run>/logs/raychat.log`` (a local run directory;
     on an object store the console and Ray's session logs are what there is)."""
     try:
-        path = run.log_file
-    except ConfigError:
+        console.log_to(run.log_file)
+    except (ConfigError, OSError):  # a URI, or a run directory that preflight will report unwritable
         return
-    console.log_to(path)
 
 
 def write_report_safely(graph: Graph) -> None:

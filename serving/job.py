@@ -14,7 +14,6 @@ use is found by ``preflight``, before Ray starts: one line on stderr and exit st
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -26,21 +25,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.errors import ConfigError
+from pipelines.shorthands import Shorthand
 from serving.resolve import AppSettings, replica_resources, resolve_models, search_source, stage_settings
 
-
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="shorthand for --set serve.host=HOST (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, help="shorthand for --set serve.port=PORT (default 8000)")
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    out = []
-    if args.host is not None:
-        out.append(f"{args.stage}.host={json.dumps(args.host)}")
-    if args.port is not None:
-        out.append(f"{args.stage}.port={args.port}")
-    return out
+SHORTHANDS = (  # pipelines/shorthands.py
+    Shorthand("--host", "host", "where to listen (0.0.0.0: every interface)"),
+    Shorthand("--port", "port", "the HTTP port (default 8000)", int),
+)
 
 
 def preflight(cfg: Any, name: str) -> None:

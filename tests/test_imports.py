@@ -86,6 +86,7 @@ def test_the_run_config_and_the_cli_import_no_stage_code() -> None:
         "pipelines.runner",
         "pipelines.runtime",
         "pipelines.console",
+        "pipelines.shorthands",
         "pipelines.run_dir",
         "pipelines.storage",
     }

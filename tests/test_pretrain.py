@@ -137,18 +137,35 @@ def test_model_spec_takes_the_tokenizers_vocabulary_and_the_depth_dial():
 
 def test_cli_shorthands_become_overrides():
     from pipelines.cli import build_parser
-    from pipelines.pretrain.job import cli_overrides
+    from pipelines.pretrain.job import SHORTHANDS
+    from pipelines.shorthands import shorthand_overrides
 
-    argv = ["pretrain", "--max-steps", "7", "--num-workers", "2", "--gpu"]
+    argv = ["pretrain", "--max-steps", "7", "--num-workers", "2", "--gpu", "--strategy", "fsdp"]
     args = build_parser(argv).parse_args(argv)
-    assert set(cli_overrides(args)) == {
+    overrides = shorthand_overrides(args, args.stage, SHORTHANDS)
+    assert set(overrides) == {
         "pretrain.max_steps=7",
         "pretrain.num_workers=2",
         "pretrain.use_gpu=true",
+        'pretrain.strategy="fsdp"',
     }
-    assert (
-        load_config(None, cli_overrides(args) + ["pretrain.global_batch_tokens=4096"]).pretrain.max_steps == 7
-    )
+    assert load_config(None, [*overrides, "pretrain.global_batch_tokens=4096"]).pretrain.max_steps == 7
+
+
+def test_a_stage_instance_shorthand_sets_its_own_section():
+    """The training stages share their shorthands; the flags set the section of the stage named (a
+    path with braces, such as {run_dir}/..., stays a string)."""
+    import argparse
+
+    from pipelines.shorthands import TRAINING, add_shorthands, shorthand_overrides
+
+    parser = argparse.ArgumentParser()
+    add_shorthands(parser, "sft_rs", TRAINING)
+    args = parser.parse_args(["--init", "{run_dir}/models/base", "--epochs", "1.5"])
+    overrides = shorthand_overrides(args, "sft_rs", TRAINING)
+    assert overrides == ['sft_rs.init="{run_dir}/models/base"', "sft_rs.epochs=1.5"]
+    cfg = load_config(None, ["stages={sft_rs: {kind: sft}}", *overrides])
+    assert cfg.sft_rs.init == "{run_dir}/models/base" and cfg.sft_rs.epochs == 1.5 and cfg.sft.epochs != 1.5
 
 
 # -- schedule and MFU -----------------------------------------------------------------------------
@@ -526,7 +543,9 @@ def test_a_checkpoint_of_another_model_seq_len_or_seed_fails_once_on_the_driver(
     argv += ["--set", "pretrain.global_batch_tokens=512", "--set", "pretrain.micro_batch_size=8"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "seed 7 != 0" in err[0] and "Traceback" not in err[0]
+    # the stage's start line, then the error in one line, no traceback
+    assert err[-1].startswith("raychat: ") and "seed 7 != 0" in err[-1] and len(err) <= 2, err
+    assert not any("Traceback" in line for line in err)
 
     # checkpoints of other data are not an error: they are set aside, and training starts over
     monkeypatch.setattr(driver, "init_ray", lambda *_: None)

@@ -19,7 +19,6 @@ its settings are ``cfg.<name>``, and its checkpoints, metrics, plots and summary
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -27,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from lm import atomic
-from pipelines.config import RunConfig, shorthand_overrides
+from pipelines.config import RunConfig
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
+from pipelines.shorthands import Shorthand
 from pipelines.storage import read_json
 
 log = logging.getLogger("raychat.grpo")
@@ -296,23 +296,12 @@ def _run_control(
     return result
 
 
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("grpo shorthands (each is a --set grpo.<key>=...)")
-    g.add_argument("--steps", type=int, help="grpo.steps")
-    g.add_argument("--max-staleness", type=int, help="grpo.max_staleness (0: synchronous)")
-    g.add_argument("--init", help="grpo.init (the model to start from)")
-    g.add_argument("--mode", choices=["r1", "r1_zero"], help="grpo.mode")
-    g.add_argument("--control", action="store_true", default=None, help="grpo.control.enabled=true")
-
-
-_SHORTHANDS = {
-    "steps": "grpo.steps",
-    "max_staleness": "grpo.max_staleness",
-    "init": "grpo.init",
-    "mode": "grpo.mode",
-    "control": "grpo.control.enabled",
-}
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    return shorthand_overrides(args, _SHORTHANDS)
+SHORTHANDS = (  # pipelines/shorthands.py
+    Shorthand("--steps", "steps", "GRPO steps", int),
+    Shorthand("--max-staleness", "max_staleness", "policy versions a sample may lag (0: synchronous)", int),
+    Shorthand("--init", "init", "the model to start from"),
+    Shorthand(
+        "--mode", "mode", "r1 (from the SFT model) or r1_zero (from the base)", choices=("r1", "r1_zero")
+    ),
+    Shorthand("--control", "control.enabled", "train the SFT control beside it", switch=True),
+)

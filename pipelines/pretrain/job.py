@@ -15,7 +15,6 @@ report fragment.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.config import shorthand_overrides
 from pipelines.errors import ConfigError
 from pipelines.pretrain.data import (
     TokenSplit,
@@ -33,6 +31,7 @@ from pipelines.pretrain.data import (
     unigram_entropy,
 )
 from pipelines.run_dir import RunDir
+from pipelines.shorthands import TRAINING, Shorthand
 from pipelines.train.curves import read_history, training_section
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
@@ -45,7 +44,7 @@ log = logging.getLogger("raychat.pretrain")
 HEADLINE = ("steps", "val_loss", "val_bpb", "tokens_per_s")
 # the stage's interface (pipelines/stages.py); ``name`` (default "pretrain") is also Ray Train's run
 # name: checkpoints live in <run>/checkpoints/<name>
-__all__ = ["add_cli_args", "cli_overrides", "report_section", "run", "start_over"]
+__all__ = ["report_section", "run", "start_over"]
 
 
 def summary_line(n: dict[str, Any]) -> str:
@@ -192,27 +191,12 @@ def _describe(c) -> str:
     )
 
 
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("pretrain shorthands (each is a --set pretrain.<key>=...)")
-    g.add_argument("--max-steps", type=int, help="pretrain.max_steps")
-    g.add_argument("--num-workers", type=int, help="pretrain.num_workers")
-    g.add_argument("--depth", type=int, help="pretrain.model.depth (the model size dial)")
-    g.add_argument("--strategy", choices=["ddp", "fsdp"], help="pretrain.strategy")
-    g.add_argument("--gpu", action="store_true", default=None, help="pretrain.use_gpu=true")
-    g.add_argument("--compile", action="store_true", default=None, help="pretrain.compile=true")
-    g.add_argument("--tracking", choices=["none", "tensorboard", "wandb"], help="pretrain.tracking")
-
-
-_SHORTHANDS = {
-    "max_steps": "pretrain.max_steps",
-    "num_workers": "pretrain.num_workers",
-    "depth": "pretrain.model.depth",
-    "strategy": "pretrain.strategy",
-    "gpu": "pretrain.use_gpu",
-    "compile": "pretrain.compile",
-    "tracking": "pretrain.tracking",
-}
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    return shorthand_overrides(args, _SHORTHANDS)
+SHORTHANDS = (  # pipelines/shorthands.py
+    *(s for s in TRAINING if s.key in ("max_steps", "num_workers", "use_gpu")),
+    Shorthand("--depth", "model.depth", "the model size dial", int),
+    Shorthand("--strategy", "strategy", "data parallel (ddp) or sharded (fsdp)", choices=("ddp", "fsdp")),
+    Shorthand("--compile", "compile", "torch.compile the model", switch=True),
+    Shorthand(
+        "--tracking", "tracking", "metrics to TensorBoard or W&B", choices=("none", "tensorboard", "wandb")
+    ),
+)

@@ -23,16 +23,15 @@ has its own settings, data, checkpoints and numbers.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lm import atomic
-from pipelines.config import shorthand_overrides
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
+from pipelines.shorthands import TRAINING
 from pipelines.stages import rm_default_init
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
@@ -300,23 +299,4 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     return numbers
 
 
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("rm shorthands (each is a --set rm.<key>=...)")
-    g.add_argument("--init", help="rm.init: the model to start from (default: the run's SFT model)")
-    g.add_argument("--max-steps", type=int, help="rm.max_steps")
-    g.add_argument("--epochs", type=float, help="rm.epochs")
-    g.add_argument("--num-workers", type=int, help="rm.num_workers")
-    g.add_argument("--gpu", action="store_true", default=None, help="rm.use_gpu=true")
-
-
-_SHORTHANDS = {
-    "init": "rm.init",
-    "max_steps": "rm.max_steps",
-    "epochs": "rm.epochs",
-    "num_workers": "rm.num_workers",
-    "gpu": "rm.use_gpu",
-}
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    return shorthand_overrides(args, _SHORTHANDS)
+SHORTHANDS = TRAINING  # --init, --max-steps, --epochs, --num-workers, --gpu (pipelines/shorthands.py)

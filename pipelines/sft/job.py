@@ -23,14 +23,14 @@ arithmetic layout ablation (pipelines/sft/ablation.py). Numbers go to summary.js
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import RunConfig, shorthand_overrides
+from pipelines.config import RunConfig
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir, update_summary
+from pipelines.shorthands import TRAINING
 
 log = logging.getLogger("raychat.sft")
 # the numbers the console shows when the stage ends (pipelines/console.py)
@@ -208,23 +208,4 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def add_cli_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sft shorthands (each is a --set sft.<key>=...)")
-    g.add_argument("--init", help="sft.init: the model directory to fine-tune (default <run>/models/base)")
-    g.add_argument("--max-steps", type=int, help="sft.max_steps")
-    g.add_argument("--epochs", type=float, help="sft.epochs")
-    g.add_argument("--num-workers", type=int, help="sft.num_workers")
-    g.add_argument("--gpu", action="store_true", default=None, help="sft.use_gpu=true")
-
-
-_SHORTHANDS = {
-    "init": "sft.init",
-    "max_steps": "sft.max_steps",
-    "epochs": "sft.epochs",
-    "num_workers": "sft.num_workers",
-    "gpu": "sft.use_gpu",
-}
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    return shorthand_overrides(args, _SHORTHANDS)
+SHORTHANDS = TRAINING  # --init, --max-steps, --epochs, --num-workers, --gpu (pipelines/shorthands.py)
