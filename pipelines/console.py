@@ -240,3 +240,9 @@ def headline(numbers: dict[str, Any], keys: tuple[str, ...] = (), limit: int = 5
         else:
             parts.append(f"{k} {v:,}")
     return ", ".join(parts)
+
+
+def number(numbers: dict[str, Any], key: str, digits: int = 3) -> str:
+    """``numbers[key]`` for a summary line: a float to ``digits`` places, '-' when it is missing."""
+    value = numbers.get(key)
+    return f"{value:.{digits}f}" if isinstance(value, float) else "-" if value is None else str(value)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RunConfig
+from pipelines.console import number
 from pipelines.distill.report import control_stage
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
@@ -44,8 +45,7 @@ _COUNTED = ("samples", "kept", "problems", "problems_with_a_kept_reply", "keep_r
 
 def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
-        v = n.get(key)
-        return f"{v:.3f}" if isinstance(v, float) else "-"
+        return number(n, key, 3)
 
     return (
         f"kept {n.get('kept', 0):,} of {n.get('samples', 0):,} teacher replies; held-out accuracy: teacher "

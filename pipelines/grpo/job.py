@@ -27,6 +27,7 @@ from typing import Any
 
 from lm import atomic
 from pipelines.config import RunConfig
+from pipelines.console import number
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.shorthands import Shorthand
@@ -38,8 +39,7 @@ STAGE = "grpo"
 
 def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
-        v = n.get(key)
-        return f"{v:.3f}" if isinstance(v, float) else "-"
+        return number(n, key, 3)
 
     return (
         f"held-out accuracy {f('heldout_accuracy_before')} -> {f('heldout_accuracy_after')} "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RunConfig
+from pipelines.console import number
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.storage import write_json
@@ -45,8 +46,7 @@ AFTER_CONDITIONS = ["known", "unknown", "search_with_tool", "search_without_tool
 
 def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
-        v = n.get(key)
-        return f"{v:.2f}" if isinstance(v, float) else "-"
+        return number(n, key, 2)
 
     return (
         f"'I don't know' on unknown entities {f('unknown_idk_rate_before')} -> {f('unknown_idk_rate_after')}, "

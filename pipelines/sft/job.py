@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import RunConfig
+from pipelines.console import number
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir, update_summary
 from pipelines.shorthands import TRAINING
@@ -52,8 +53,7 @@ EVAL_CONDITIONS = [
 
 def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
-        v = n.get(key)
-        return f"{v:.2f}" if isinstance(v, float) else "-"
+        return number(n, key, 2)
 
     return (
         f"chat model: validation loss {f('val_loss_start')} -> {f('val_loss')}; identity {f('identity_accuracy')}, "
