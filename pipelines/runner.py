@@ -9,6 +9,7 @@ and report.md is written again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -55,7 +56,7 @@ def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True)
         module.start_over(cfg, name)
     log_to_run(run)
     log.info("stage %s: starting (run dir %s)", name, run.location, extra={"console": True})
-    with console.watch_status(run.status_file(name), name):
+    with _watching(run, name):
         numbers = module.run(cfg, name) or {}  # a long-running stage returns when it is stopped
     numbers.setdefault("seconds", round(time.time() - started, 2))
     # the stages built on this one were made from its old outputs: they are no longer complete (a stage
@@ -109,6 +110,15 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
     finally:
         write_report_safely(graph)
     return results
+
+
+def _watching(run: RunDir, name: str) -> contextlib.AbstractContextManager[None]:
+    """The stage's workers' progress line on the console (a local run directory; a URI run's stage
+    is the clean stage, whose progress lines come from its driver)."""
+    try:
+        return console.watch_status(run.status_file(name), name)
+    except ConfigError:
+        return contextlib.nullcontext()
 
 
 def log_to_run(run: RunDir) -> None:
