@@ -15,12 +15,14 @@ import ipaddress
 import json
 import operator
 import os
+import random
 import re
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipelines.world.config import PageMix, WorldConfig
 from pipelines.world.facts import build_world
@@ -410,6 +412,34 @@ def test_arithmetic_answers_are_correct_and_splits_disjoint(world):
         assert final and int(final.group(1)) == r["final"] == int(steps[-1][1])
         assert r["final"] >= 0
     assert len({r["template"] for r in train}) >= 10
+
+
+def test_arithmetic_difficulty_dials():
+    """max_steps keeps the short templates, number_scale shrinks the numbers inside each template's own
+    range (so every answer stays a correct whole number), and scale 1 draws exactly the default problems."""
+    from pipelines.world.arithmetic import TEMPLATE_STEPS, Cast, problems
+
+    casts = [Cast("Ann Varo", "she", "Bel Osk", "Tirna", "Delvor", "the Ember Guild", "comets")]
+    assert sorted(set(TEMPLATE_STEPS.values())) == [1, 2, 3]
+    assert problems(random.Random(5), casts, 50) == problems(random.Random(5), casts, 50, number_scale=1.0)
+    one = problems(random.Random(5), casts, 30, max_steps=1)
+    assert {p["template"] for p in one} == {n for n, k in TEMPLATE_STEPS.items() if k == 1}
+    full = problems(random.Random(7), casts, 400, max_steps=2)
+    small = problems(random.Random(7), casts, 400, max_steps=2, number_scale=0.2)
+    assert {p["template"] for p in full} == {n for n, k in TEMPLATE_STEPS.items() if k <= 2}
+    numbers = lambda items: [int(n) for p in items for n in re.findall(r"\d+", p["question"])]  # noqa: E731
+    assert max(numbers(small)) < max(numbers(full)) / 2
+    assert sum(numbers(small)) / len(numbers(small)) < sum(numbers(full)) / len(numbers(full)) / 2
+    for r in small:
+        steps = re.findall(r"<<([^=>]+)=(-?\d+)>>(-?\d+)", r["answer"])
+        assert steps and len(steps) <= 2
+        for expr, value, shown in steps:
+            assert _evaluate(expr) == int(value) == int(shown)
+        assert r["final"] == int(steps[-1][1]) >= 0
+    with pytest.raises(ValueError, match="number_scale"):
+        problems(random.Random(1), casts, 5, number_scale=0)
+    with pytest.raises(ValidationError):
+        WorldConfig(arithmetic_max_steps=4)
 
 
 # ------------------------------------------------------------------------------------------ scale and config

@@ -243,18 +243,59 @@ def solution(steps: list[Step]) -> tuple[str, int]:
     return "\n".join(lines) + f"\n#### {final}", final
 
 
-def problems(rng: random.Random, casts: list[Cast], count: int) -> list[dict]:
-    """``count`` distinct problems (no two with the same question text)."""
+_PROBE_CAST = Cast("A", "she", "B", "C", "D", "E", "F")
+# how many calculation steps each template's solution has (1-3); the number never depends on the draw
+TEMPLATE_STEPS = {name: len(make(random.Random(0), _PROBE_CAST)[1]) for name, make in TEMPLATES.items()}
+
+
+class _Scaled:
+    """The draws a template makes, with every number's range shrunk toward its lower bound.
+
+    ``randint(lo, hi)`` draws from ``[lo, lo + round((hi - lo) * scale)]``: always inside the template's
+    own range, so every constraint a template relies on (change from a larger note, fewer sold than
+    made, a whole-number share) still holds. Scale 1 makes exactly the draws of the plain generator.
+    """
+
+    def __init__(self, rng: random.Random, scale: float) -> None:
+        self.rng, self.scale = rng, scale
+
+    def randint(self, lo: int, hi: int) -> int:
+        return self.rng.randint(lo, lo + round((hi - lo) * self.scale))
+
+    def choice(self, seq):  # noqa: ANN001, ANN201 - random.Random.choice's own signature
+        return self.rng.choice(seq)
+
+
+def problems(
+    rng: random.Random,
+    casts: list[Cast],
+    count: int,
+    *,
+    max_steps: int = 3,
+    number_scale: float = 1.0,
+) -> list[dict]:
+    """``count`` distinct problems (no two with the same question text).
+
+    ``max_steps`` keeps the templates whose solutions have at most that many steps and
+    ``number_scale`` (0-1] shrinks their numbers: the two dials of the problems' difficulty, so a small
+    model's cold start can begin where reinforcement learning gets a signal (some right answers in a
+    group of samples, not none).
+    """
+    if not 0 < number_scale <= 1:
+        raise ValueError(f"number_scale must be in (0, 1], not {number_scale}")
+    names = [name for name, steps in TEMPLATE_STEPS.items() if steps <= max_steps]
+    if not names:
+        raise ValueError(f"no arithmetic template has at most {max_steps} steps (the fewest is 1)")
+    draw = rng if number_scale == 1 else _Scaled(rng, number_scale)
     out: list[dict] = []
     seen: set[str] = set()
-    names = list(TEMPLATES)
     attempts = 0
     while len(out) < count:
         attempts += 1
         if attempts > 50 * count + 1000:
             raise RuntimeError(f"could not make {count} distinct arithmetic problems")
         name = rng.choice(names)
-        question, steps = TEMPLATES[name](rng, rng.choice(casts))
+        question, steps = TEMPLATES[name](draw, rng.choice(casts))
         if question in seen:
             continue
         seen.add(question)

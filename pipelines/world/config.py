@@ -79,6 +79,16 @@ class WorldConfig(StrictModel):
     )
     arithmetic_train: int = Field(2000, ge=0, description="arithmetic word problems in the train split")
     arithmetic_test: int = Field(200, ge=0, description="arithmetic word problems in the test split")
+    arithmetic_max_steps: int = Field(
+        3, ge=1, le=3, description="arithmetic templates whose solutions take at most this many steps (1-3)"
+    )
+    arithmetic_number_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="shrinks every number's range in the arithmetic problems toward its lower bound "
+        "(1 = the full ranges); with max_steps, the problems' difficulty",
+    )
     crawl_start: date = Field(
         date(2024, 1, 1), description="first crawl day; the seed shifts it by up to a year, never the clock"
     )

@@ -232,7 +232,13 @@ def generate(seed: int, settings: WorldConfig, out: Path, show_progress: bool = 
     _write_lines(out / "search_index.jsonl", docs)
     sets = fact_questions(world, factory.writer, seed, mentions, doc_of)
     train, test = arithmetic_sets(
-        world, factory.writer, seed, settings.arithmetic_train, settings.arithmetic_test
+        world,
+        factory.writer,
+        seed,
+        settings.arithmetic_train,
+        settings.arithmetic_test,
+        max_steps=settings.arithmetic_max_steps,
+        number_scale=settings.arithmetic_number_scale,
     )
     sets["identity"] = identity_questions(random.Random(f"world-identity:{seed}"))
     sets["arithmetic_train"], sets["arithmetic_test"] = train, test

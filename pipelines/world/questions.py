@@ -206,7 +206,16 @@ def fact_questions(
     return out
 
 
-def arithmetic_sets(world: World, writer: Writer, seed: int, n_train: int, n_test: int) -> tuple[list, list]:
+def arithmetic_sets(
+    world: World,
+    writer: Writer,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    *,
+    max_steps: int = 3,
+    number_scale: float = 1.0,
+) -> tuple[list, list]:
     rng = random.Random(f"world-arithmetic:{seed}")
     corpus = world.of_split("corpus")
     people = [e for e in corpus if e.type == "person"]
@@ -228,5 +237,5 @@ def arithmetic_sets(world: World, writer: Writer, seed: int, n_train: int, n_tes
                 thing=rng.choice(things).name,
             )
         )
-    pool = problems(rng, casts, n_train + n_test)
+    pool = problems(rng, casts, n_train + n_test, max_steps=max_steps, number_scale=number_scale)
     return pool[n_test:], pool[:n_test]
