@@ -144,6 +144,7 @@ class ChatSession:
         import ray
 
         from pipelines.batch_generate import generate_dataset
+        from pipelines.runtime import Progress
 
         if not prompts:
             return []
@@ -160,7 +161,9 @@ class ChatSession:
             tools=self.tool_names if tools else (),
         )
         samples: list[list[dict[str, Any]]] = [[] for _ in prompts]
+        progress = Progress(f"generating ({Path(self.model_dir).name})", len(prompts) * params.n, "samples")
         for row in out.iter_rows():
+            progress.update()
             samples[int(row["key"])].append(
                 {
                     "sample_index": int(row["sample_index"]),
