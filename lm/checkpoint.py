@@ -299,6 +299,16 @@ def eos_token_ids(model_dir: str | os.PathLike[str]) -> list[int]:
     return []
 
 
+def is_reward_model(root: str | os.PathLike[str]) -> bool:
+    """Whether a model directory holds a reward model (``*ForSequenceClassification``), which scores
+    text rather than generating it; False when its config.json cannot be read."""
+    try:
+        hf = read_json_object(Path(root) / CONFIG_FILE, CheckpointError)
+    except (CheckpointError, OSError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or [])
+
+
 def _read_model_files(
     root: Path, architecture: str = CAUSAL_LM
 ) -> tuple[ModelConfig, dict[str, Any], list[Path]]:
@@ -315,7 +325,7 @@ def _read_model_files(
         raise CheckpointError(f"{root}: no {CONFIG_FILE}; not a model directory") from None
     config = config_from_hf(hf, str(config_path))
     named = hf.get("architectures") or [CAUSAL_LM]
-    is_classifier = any(str(a).endswith("ForSequenceClassification") for a in named)
+    is_classifier = is_reward_model(root)
     if is_classifier != (architecture == SEQUENCE_CLASSIFIER):
         if is_classifier:
             raise CheckpointError(

@@ -246,3 +246,28 @@ def number(numbers: dict[str, Any], key: str, digits: int = 3) -> str:
     """``numbers[key]`` for a summary line: a float to ``digits`` places, '-' when it is missing."""
     value = numbers.get(key)
     return f"{value:.{digits}f}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def route_ray_driver_messages() -> None:
+    """Messages the raylet and GCS push to the driver (worker-pool size notes, a worker that died) are
+    printed by Ray straight to the terminal, whatever ``log_to_driver`` says. In the quiet mode they
+    become log records of ``ray.driver_messages`` instead: in the run's log file always, on the console
+    when they read as errors (a warning about how many workers started is not the user's problem)."""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "_raychat", False):
+        return
+    logger = logging.getLogger("ray.driver_messages")
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        if is_verbose():
+            original(data, ignore_prefix=ignore_prefix)
+            return
+        for line in data.get("lines", []):
+            text = f"({data.get('pid', 'ray')}) {line}"
+            error = "error" in line.lower() and "warning" not in line[:20].lower()
+            logger.log(logging.ERROR if error else logging.INFO, "%s", text)
+
+    to_log._raychat = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_log

@@ -45,6 +45,7 @@ def init_ray(cfg: RayConfig) -> None:
         # Ray Data's per-operator progress blocks: the stage's own progress line replaces them
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     console.quiet_ray_loggers()  # before ray.init: its own start-up lines go to the log file
+    console.route_ray_driver_messages()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose)
         _quiet_ray_data()

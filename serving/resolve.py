@@ -100,7 +100,10 @@ def in_run(run: RunDir, path: str) -> str:
 
 
 def resolve_models(run: RunDir, cfg: ServeConfig) -> list[ResolvedModel]:
-    """The models to serve, checked: each directory exists with a config.json, names are unique."""
+    """The models to serve, checked: each directory exists with a config.json, names are unique; a
+    reward model in the run's models/ is left out (a listed one is refused)."""
+    from lm.checkpoint import is_reward_model
+
     specs = list(cfg.models)
     listed = {s.name or Path(s.path).name for s in specs}
     models_dir = run.local("models")
@@ -108,6 +111,8 @@ def resolve_models(run: RunDir, cfg: ServeConfig) -> list[ResolvedModel]:
         for d in sorted(models_dir.iterdir()):
             if d.name.startswith(".") or not (d / "config.json").is_file() or d.name in listed:
                 continue  # hidden: a save in progress; no config.json: not a model
+            if is_reward_model(d):
+                continue  # a reward model scores text; the RL stages use it, it has no replies to serve
             specs.append(
                 ModelSpec(path=str(run.model(d.name)), name=d.name, **cfg.model_defaults.model_dump())
             )
@@ -117,6 +122,8 @@ def resolve_models(run: RunDir, cfg: ServeConfig) -> list[ResolvedModel]:
         if not (path / "config.json").is_file():
             what = "does not exist" if not path.exists() else "has no config.json"
             raise ConfigError(f"model directory {path} {what}")
+        if is_reward_model(path):
+            raise ConfigError(f"{path} is a reward model (it scores text, it does not generate): not served")
         name = spec.name or path.name
         if any(m.name == name for m in out):
             raise ConfigError(f"two models are named {name!r}; give one a different `name`")

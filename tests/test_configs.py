@@ -67,6 +67,8 @@ def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
         "sft_data.splits.arithmetic_cold_start",
         "grpo.control.enabled",
         "rm.seq_len",
+        "serve.run_models",
+        "serve.models",
         "serve.model_defaults.num_cpus",
         "distill.prompts",
         "distill.max_steps",

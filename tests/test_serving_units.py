@@ -4,11 +4,12 @@ logprobs), request validation and error shapes, the serving config and the chat-
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from serving_helpers import base_model_dir, byte_tokenizer
+from serving_helpers import base_model_dir, byte_tokenizer, make_run
 
 from lm.chat import ChatFormat
 from pipelines.errors import ConfigError
@@ -328,3 +329,25 @@ def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("raychat: ") for line in lines), lines
     assert "no model to serve" in lines[0] and "cannot listen" in lines[1] and "ray.num_cpus is 1" in lines[2]
+
+
+def test_a_reward_model_in_the_run_is_not_served(tmp_path):
+    """models/rm scores text (LlamaForSequenceClassification): the run's other models are served without
+    it, and naming it is refused with the reason."""
+    import json
+
+    from pipelines.errors import ConfigError
+    from pipelines.run_dir import RunDir
+    from serving.config import ServeConfig
+    from serving.resolve import resolve_models
+
+    run = tmp_path / "run"
+    shutil.copytree(make_run(tmp_path / "made"), run)
+    rm = run / "models" / "rm"
+    shutil.copytree(run / "models" / "base", rm)
+    hf = json.loads((rm / "config.json").read_text())
+    (rm / "config.json").write_text(json.dumps({**hf, "architectures": ["LlamaForSequenceClassification"]}))
+    assert sorted(m.name for m in resolve_models(RunDir(run), ServeConfig())) == ["base", "sft"]
+    listed = ServeConfig(run_models=False, models=[{"path": str(rm)}])
+    with pytest.raises(ConfigError, match="is a reward model"):
+        resolve_models(RunDir(run), listed)
