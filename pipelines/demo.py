@@ -105,6 +105,7 @@ def serve_and_ask(graph: Graph, run: RunDir) -> None:
 
     from pipelines.run_dir import update_summary
     from pipelines.runner import preflight
+    from pipelines.runtime import init_ray
     from serving.job import serving, smoke_requests
     from serving.resolve import api_keys, replica_resources, resolve_models, search_source
 
@@ -114,7 +115,8 @@ def serve_and_ask(graph: Graph, run: RunDir) -> None:
         cfg.serve.port = sock.getsockname()[1]
     num_cpus = cfg.ray.num_cpus
     preflight(graph, "serve")
-    cfg.ray.num_cpus = num_cpus  # Ray is already up: what the app needs is checked against it below
+    cfg.ray.num_cpus = num_cpus  # what the app needs is checked against this Ray below
+    init_ray(cfg.ray)  # up already, unless every stage was complete and skipped
     models = resolve_models(run, cfg.serve)
     wanted = replica_resources(cfg.serve, models, search_source(run, cfg.serve) is not None)["CPU"]
     have = ray.cluster_resources().get("CPU", 0)
