@@ -122,7 +122,9 @@ class ServeConfig(StrictModel):
     models: list[ModelSpec] = Field(default_factory=list, description="more model directories to serve")
     include_base_models: bool = Field(True, description="serve base models for /v1/completions")
     model_defaults: EngineSettings = Field(
-        default_factory=EngineSettings, description="engine settings of the models found in <run_dir>/models/"
+        default_factory=EngineSettings,
+        description="engine settings of the models found in <run_dir>/models/, and of listed models for "
+        "each setting they do not give",
     )
     api_keys: list[SecretStr] = Field(
         default_factory=list, description=f"bearer tokens; also {API_KEYS_ENV} (comma-separated)"

@@ -104,7 +104,9 @@ def resolve_models(run: RunDir, cfg: ServeConfig) -> list[ResolvedModel]:
     reward model in the run's models/ is left out (a listed one is refused)."""
     from lm.checkpoint import is_reward_model
 
-    specs = list(cfg.models)
+    defaults = cfg.model_defaults.model_dump()
+    # a listed model takes model_defaults for every engine setting it does not give itself
+    specs = [ModelSpec(**{**defaults, **m.model_dump(exclude_unset=True)}) for m in cfg.models]
     listed = {s.name or Path(s.path).name for s in specs}
     models_dir = run.local("models")
     if cfg.run_models and models_dir.is_dir():
