@@ -198,8 +198,9 @@ def active_nodes(head: Head) -> int:
 
 
 def wait_for_active_nodes(head: Head, n: int, timeout: float = 90) -> int:
-    """The cluster status lags a join by a few seconds; returns the count last seen."""
+    """The cluster status lags a join, and a stopped node's death, by a few seconds: waits until
+    ``n`` nodes are active (or the timeout); returns the count last seen."""
     deadline = time.monotonic() + timeout
-    while (seen := active_nodes(head)) < n and time.monotonic() < deadline:
+    while (seen := active_nodes(head)) != n and time.monotonic() < deadline:
         time.sleep(2)
     return seen

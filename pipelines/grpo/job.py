@@ -188,7 +188,8 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     started = time.perf_counter()
     topo = launch(g, spec, _tools(g, tokenizer, run_dir), spec.total_steps)
     try:
-        cpu_start = _cpu_seconds(topo)
+        tally = _CpuTally()
+        cpu_start = _cpu_seconds(topo, tally)
         if driver is None:
             metrics_path.write_text("")
             log.info("grpo: evaluating the starting model on %d held-out problems", len(test))
@@ -214,14 +215,14 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         extra = {"identity": identity}
 
         def cpu_so_far() -> float:
-            return cpu_before + _cpu_seconds(topo) - cpu_start
+            return cpu_before + _cpu_seconds(topo, tally) - cpu_start
 
         try:
             state = run_loop(topo, collector, g, checkpoints, metrics_path, state, extra, cpu_so_far)
         finally:
             collector.close()
             samples.close()
-        cpu_used = cpu_before + _cpu_seconds(topo) - cpu_start
+        cpu_used = cpu_before + _cpu_seconds(topo, tally) - cpu_start
         out_dir = topo.learner.export(
             str(run_dir.model(g.output_name)),
             str(model),
@@ -245,13 +246,40 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     return write_results(run_dir, name, g, before, after, control, counts, state, cpu_used, wall, out_dir)
 
 
-def _cpu_seconds(topo: Any) -> float:
+class _CpuTally:
+    """CPU seconds of actors that may be killed and restarted mid-run (the fault tests, a lost node):
+    an actor that cannot answer right now counts what it said last, and a restarted one, whose process
+    counts from zero again, keeps what its earlier process used."""
+
+    def __init__(self) -> None:
+        self.last: dict[Any, float] = {}
+        self.earlier: dict[Any, float] = {}
+
+    def read(self, key: Any, fetch: Any) -> float:
+        import ray
+
+        try:
+            now = float(fetch())
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            now = None
+        last = self.last.get(key, 0.0)
+        if now is None:
+            return self.earlier.get(key, 0.0) + last
+        if now < last:  # a new process: what the old one used stays counted
+            self.earlier[key] = self.earlier.get(key, 0.0) + last
+        self.last[key] = now
+        return self.earlier.get(key, 0.0) + now
+
+
+def _cpu_seconds(topo: Any, tally: _CpuTally) -> float:
     """CPU seconds used so far by every process of the topology and this driver."""
     import ray
 
-    total = topo.learner.cpu_seconds() + sum(ray.get([gen.cpu_seconds.remote() for gen in topo.generators]))
+    total = tally.read("learner", topo.learner.cpu_seconds)
+    for i, gen in enumerate(topo.generators):
+        total += tally.read(("generator", i), lambda gen=gen: ray.get(gen.cpu_seconds.remote()))
     if topo.reference is not None:
-        total += ray.get(topo.reference.cpu_seconds.remote())
+        total += tally.read("reference", lambda: ray.get(topo.reference.cpu_seconds.remote()))
     if topo.rewards is not None:
         total += sum(info.get("cpu_s", 0.0) for info in topo.rewards.wait_ready())
     return total + time.process_time()
