@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
 from pipelines.clean.config import CleanConfig
-from pipelines.clean.pipeline import config_fingerprint, run_pass1, run_pass2
+from pipelines.clean.pass2 import run_pass2
+from pipelines.clean.pipeline import config_fingerprint, run_pass1
 from pipelines.clean.report import report_section
 from pipelines.clean.steps import StepBuildError, build_steps, implied_steps
 from pipelines.clean.workers import WorkerPool
