@@ -192,6 +192,9 @@ def test_export_speaks_our_chat_format_to_transformers(tmp_path) -> None:
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="sft.world_kinds"):
         load_config(None, ["sft.world_kinds=[qa,jokes]"])
+    with pytest.raises(ConfigError, match="sft.world_epochs"):
+        load_config(None, ["sft.world_epochs={jokes: 2}"])
+    assert load_config(None, ["sft.world_epochs={arithmetic: 2}"]).sft.world_epochs == {"arithmetic": 2.0}
     with pytest.raises(ConfigError, match="batch_rows"):
         load_config(None, ["sft.batch_rows=6", "sft.micro_batch_rows=4"])
     with pytest.raises(ConfigError, match="sft.ablation.layouts"):

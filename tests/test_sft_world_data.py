@@ -403,6 +403,11 @@ def test_files_counts_determinism_and_the_mixture(world_dir, cfg, tmp_path) -> N
     mix = build_mixture(MixtureConfig(sources=mixture_sources(str(tmp_path / "a"))))
     assert len(mix.conversations) == counts["conversations_total"]
     assert Counter(c["meta"]["kind"] for c in mix.conversations)["idk"] == counts["conversations"]["idk"]
+    # sft.world_epochs: a kind's conversations more than once per epoch of the mixture, the rest once
+    twice = build_mixture(MixtureConfig(sources=mixture_sources(str(tmp_path / "a"), epochs={"arithmetic": 2})))
+    kinds = Counter(c["meta"]["kind"] for c in twice.conversations)
+    assert kinds["arithmetic"] == 2 * counts["conversations"]["arithmetic"] > 0
+    assert kinds["idk"] == counts["conversations"]["idk"]
 
 
 def test_a_broken_line_in_the_world_is_skipped_and_counted(world_dir, tmp_path) -> None:

@@ -87,6 +87,12 @@ class SFTConfig(TrainingConfig):
         list(SFT_KINDS),
         description="the tiny world's conversation kinds to train on when <run>/world exists ([] = none)",
     )
+    world_epochs: dict[str, float] = Field(
+        default_factory=dict,
+        description="passes over a world kind's conversations per epoch of the mixture (default 1 each), "
+        "e.g. {arithmetic: 2}: a small model needs the cold-start solutions more than once to start RL "
+        "with right answers to learn from",
+    )
     sources: list[SourceConfig] = Field(
         default_factory=list, description="more chat data (pipelines/sft/sources.py), mixed with the world's"
     )
@@ -118,6 +124,16 @@ class SFTConfig(TrainingConfig):
         if unknown:
             raise ValueError(f"unknown kinds {unknown}; kinds are {list(KINDS)}")
         return kinds
+
+    @field_validator("world_epochs")
+    @classmethod
+    def _known_epoch_kinds(cls, epochs: dict[str, float]) -> dict[str, float]:
+        unknown = [k for k in epochs if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; kinds are {list(KINDS)}")
+        if bad := [k for k, v in epochs.items() if v <= 0]:
+            raise ValueError(f"world_epochs must be above 0 (got {bad})")
+        return epochs
 
     @model_validator(mode="after")
     def _check_rows(self) -> SFTConfig:

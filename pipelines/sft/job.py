@@ -87,8 +87,12 @@ def load_conversations(
     from pipelines.sft.sources import MixtureConfig, SourceConfig, SourceError, build_mixture
     from pipelines.sft.world_data import mixture_sources
 
-    sources = mixture_sources(str(data_dir), tuple(kinds)) if data_dir is not None and kinds else []
     settings = getattr(cfg, name)
+    sources = (
+        mixture_sources(str(data_dir), tuple(kinds), getattr(settings, "world_epochs", None))
+        if data_dir is not None and kinds
+        else []
+    )
     sources += list(settings.sources)
     sources += [SourceConfig(path=p, format="messages", name=Path(p).stem) for p in extra_paths]
     if not sources:

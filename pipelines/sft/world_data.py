@@ -372,9 +372,12 @@ def load_heldout(out: str) -> HeldOut:
     return HeldOut(names)
 
 
-def mixture_sources(out: str, kinds: tuple[str, ...] = KINDS, **settings: Any) -> list[SourceConfig]:
+def mixture_sources(
+    out: str, kinds: tuple[str, ...] = KINDS, epochs: dict[str, float] | None = None, **settings: Any
+) -> list[SourceConfig]:
     """One ``SourceConfig`` per non-empty conversation file under ``out`` (``settings`` such as
-    ``epochs`` or ``weight`` go to each), for ``MixtureConfig(sources=...)``."""
+    ``weight`` go to each; ``epochs`` by kind), for ``MixtureConfig(sources=...)``."""
+    epochs = epochs or {}
     counts = storage.read_json(storage.join(out, "counts.json"))
     if not counts:
         raise FileNotFoundError(f"{out} holds no counts.json; build the world SFT data first")
@@ -383,6 +386,7 @@ def mixture_sources(out: str, kinds: tuple[str, ...] = KINDS, **settings: Any) -
             path=storage.join(out, "conversations", f"{k}.jsonl"),
             format="messages",
             name=f"world-{k}",
+            **({"epochs": epochs[k]} if k in epochs else {}),
             **settings,
         )
         for k in kinds
