@@ -404,7 +404,9 @@ def test_files_counts_determinism_and_the_mixture(world_dir, cfg, tmp_path) -> N
     assert len(mix.conversations) == counts["conversations_total"]
     assert Counter(c["meta"]["kind"] for c in mix.conversations)["idk"] == counts["conversations"]["idk"]
     # sft.world_epochs: a kind's conversations more than once per epoch of the mixture, the rest once
-    twice = build_mixture(MixtureConfig(sources=mixture_sources(str(tmp_path / "a"), epochs={"arithmetic": 2})))
+    twice = build_mixture(
+        MixtureConfig(sources=mixture_sources(str(tmp_path / "a"), epochs={"arithmetic": 2}))
+    )
     kinds = Counter(c["meta"]["kind"] for c in twice.conversations)
     assert kinds["arithmetic"] == 2 * counts["conversations"]["arithmetic"] > 0
     assert kinds["idk"] == counts["conversations"]["idk"]
