@@ -66,8 +66,10 @@ class ModelReward(StrictModel):
     ``normalize`` is how its score enters a group's reward (``lm.rewards.with_model_scores``): a
     Bradley-Terry model's scalar has an arbitrary offset and scale (the loss sees only differences),
     so ``group`` (the default) standardises it within the prompt's G samples, the comparison GRPO makes:
-    ``weight`` then means the same for any reward model, and a weight of 1 weighs the model's ranking
-    about as much as a 0/1 rule that splits the group. ``none`` adds the raw score times ``weight``."""
+    ``weight`` then means the same for any reward model (0.5 weighs the model's ordering of a group like
+    a 0/1 rule that splits it in half, +-0.5 around its mean), and the offset, which group advantages
+    cancel anyway, leaves the logged reward mean the rules' own. ``none`` adds the raw score times
+    ``weight`` (TRL's way: then the weight must match the model's scale)."""
 
     weight: float = Field(1.0, description="its weight in the item's reward")
     model: str | None = Field(
