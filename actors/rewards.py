@@ -223,9 +223,11 @@ class RewardPool:
         config: RewardPoolConfig | None = None,
         runtime_env: dict[str, Any] | None = None,
         batch_tokens: int = 16384,
+        worker_options: Sequence[dict[str, Any]] | None = None,
     ) -> RewardPool:
         """A pool scoring with the reward model in ``model_dir`` (default ``rewards.rm.model``), each
-        score weighted by ``rewards.rm.weight``; its chunks get ``rewards.time_limit_s`` per item."""
+        score weighted by ``rewards.rm.weight``; its chunks get ``rewards.time_limit_s`` per item.
+        ``worker_options`` as in ``__init__``."""
         if rewards.rm is None:
             raise ValueError("rewards.rm is not set: give the reward model's weight (rewards.rm.weight)")
         model = model_dir or rewards.rm.model
@@ -241,7 +243,9 @@ class RewardPool:
             batch_tokens=batch_tokens,
             threads=max(1, int(config.num_cpus)),
         )
-        return cls(make, config, rewards.time_limit_s, runtime_env, name="rm-rewards")
+        return cls(
+            make, config, rewards.time_limit_s, runtime_env, name="rm-rewards", worker_options=worker_options
+        )
 
     def wait_ready(self, timeout_s: float = 300.0) -> list[dict[str, Any]]:
         """Every worker's info once all have started (or come back from a restart). Raises

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -61,10 +61,23 @@ class RuleReward(StrictModel):
 
 
 class ModelReward(StrictModel):
-    """The reward model's share of the reward; it is scored by the reward-model pool (models/rm)."""
+    """The reward model's share of the reward; it is scored by the reward-model pool (models/rm).
+
+    ``normalize`` is how its score enters a group's reward (``lm.rewards.with_model_scores``): a
+    Bradley-Terry model's scalar has an arbitrary offset and scale (the loss sees only differences),
+    so ``group`` (the default) standardises it within the prompt's G samples, the comparison GRPO makes:
+    ``weight`` then means the same for any reward model (0.5 weighs the model's ordering of a group like
+    a 0/1 rule that splits it in half, +-0.5 around its mean), and the offset, which group advantages
+    cancel anyway, leaves the logged reward mean the rules' own. ``none`` adds the raw score times
+    ``weight`` (TRL's way: then the weight must match the model's scale)."""
 
     weight: float = Field(1.0, description="its weight in the item's reward")
-    model: str | None = Field(None, description="reward model directory; default: <run>/models/rm")
+    model: str | None = Field(
+        None, description="reward model directory ({run_dir}/... allowed); default: <run>/models/rm"
+    )
+    normalize: Literal["group", "none"] = Field(
+        "group", description="group: its score standardised within each prompt's samples; none: raw"
+    )
 
 
 class RewardConfig(StrictModel):

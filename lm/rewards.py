@@ -17,7 +17,8 @@ anywhere; the status lets the learner count or drop it.
 time limit per item), ``lm.reward_process.IsolatedScorer`` (the same rules in a child process that is
 killed at an item's deadline) and ``lm.reward_scorer.ModelScorer`` (a trained reward model, scored
 in batches). ``RewardConfig.rm`` holds the reward model's weight; ``merge_scores`` adds one scorer's
-results to another's. The settings (``RewardConfig``, ``RuleReward``, ``ModelReward``) live in
+results to another's, and ``with_model_scores`` combines one GRPO group's rule and reward-model scores
+(the model's score standardised within the group). The settings (``RewardConfig``, ``RuleReward``, ``ModelReward``) live in
 lm/reward_config.py, which a run config imports without this module.
 """
 
@@ -148,6 +149,52 @@ def merge_scores(a: ItemScore, b: ItemScore) -> ItemScore:
     if worst is not None:
         return ItemScore(a.id, 0.0, worst.status, components, worst.error, seconds)
     return ItemScore(a.id, a.reward + b.reward, "ok", components, None, seconds)
+
+
+# Differences in a reward model's raw scores below this are not its judgement (a Bradley-Terry margin
+# of 1e-3 is a preference of 50.025%) but float noise, e.g. the same text scored in two batches: the
+# group's spread is floored here so noise is not standardised into a full +-1 signal.
+RM_MIN_STD = 1e-3
+
+
+def with_model_scores(
+    config: RewardConfig, rules: Sequence[ItemScore], model: Sequence[ItemScore]
+) -> list[ItemScore]:
+    """One group's rewards (the G samples of one prompt) from the rules' scores and the reward model's
+    scores of the same items, in the same order: ``reward = rules' weighted sum + rm.weight * s``, where
+    ``s`` is the model's raw score (``rm.normalize: none``) or its standard score within the group
+    (``group``: (raw - mean) / max(std, RM_MIN_STD) over the items the model scored; the reasons are
+    in ``ModelReward``'s docstring). ``components["rm"]`` keeps the raw score: what the model thinks of
+    the policy, logged per step.
+
+    Failures: an item whose rules failed scores 0 with their status, as always. An item the reward
+    model could not score (``error`` or ``timeout``: a batch that broke, a worker that hung or was lost)
+    has no ``"rm"`` component and an rm term of 0 (the group's mean in ``group`` units: neutral, neither
+    rewarded nor penalised), keeps its rule rewards and says why in ``error``; callers count it from the
+    missing component. Unlike ``merge_scores``, a reward model that fails does not wipe out a verified
+    answer's reward."""
+    if config.rm is None:
+        raise ValueError("with_model_scores needs rewards.rm (the reward model's weight)")
+    if len(rules) != len(model):
+        raise ValueError(f"{len(rules)} rule scores and {len(model)} reward-model scores for one group")
+    raw = {i: m.components["rm"] for i, m in enumerate(model) if m.status == "ok" and "rm" in m.components}
+    term = dict(raw)
+    if config.rm.normalize == "group" and raw:
+        mean = sum(raw.values()) / len(raw)
+        std = (sum((v - mean) ** 2 for v in raw.values()) / len(raw)) ** 0.5
+        term = {i: (v - mean) / max(std, RM_MIN_STD) for i, v in raw.items()}
+    out = []
+    for i, (r, m) in enumerate(zip(rules, model, strict=True)):
+        if r.id != m.id:
+            raise ValueError(f"cannot combine scores of different items ({r.id!r}, {m.id!r})")
+        components, error = dict(r.components), r.error
+        if i in raw:
+            components["rm"] = raw[i]
+        elif error is None:
+            error = f"reward model {m.status}: {m.error or 'no score'}"[:500]
+        reward = r.reward + config.rm.weight * term.get(i, 0.0) if r.status == "ok" else 0.0
+        out.append(ItemScore(r.id, reward, r.status, components, error, r.seconds + m.seconds))
+    return out
 
 
 class RuleScorer:

@@ -2,13 +2,15 @@
 answer with a random string of a's and b's, is rewarded for starting with 'a' (and for ending with
 one). Asynchronous GRPO must raise the reward; the sample records prove the staleness bound and that
 no sample is lost or counted twice when a generator or a reward worker is killed, and a crashed run
-resumes from its checkpoint when the command runs again."""
+resumes from its checkpoint when the command runs again. A reward model that the rm stage trains to
+prefer replies starting with 'a' steers GRPO beside a rule that rewards something else."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +58,11 @@ def make_toy(root: Path) -> dict[str, Path]:
     return {"root": root, "model": root / "sft"}
 
 
-def toy_config(toy: dict[str, Path], run_dir: Path, name: str = "grpo", **grpo: Any):
-    """The run config of a GRPO run on the toy; ``name`` other than grpo declares another instance."""
+def toy_config(
+    toy: dict[str, Path], run_dir: Path, name: str = "grpo", sets: Sequence[str] = (), **grpo: Any
+):
+    """The run config of a GRPO run on the toy; ``name`` other than grpo declares another instance;
+    ``sets``: more ``key=value`` settings (another stage's)."""
     overrides = {
         "init": str(toy["model"]),
         "tools": [],
@@ -85,12 +90,12 @@ def toy_config(toy: dict[str, Path], run_dir: Path, name: str = "grpo", **grpo: 
         "max_staleness": 1,
     }
     overrides.update(grpo)
-    sets = [f"run_dir={run_dir}", "ray.num_cpus=2"] + [
+    all_sets = [f"run_dir={run_dir}", "ray.num_cpus=2", *sets] + [
         f"{name}.{k}={json.dumps(v)}" for k, v in overrides.items()
     ]
     if name != "grpo":
-        sets.append(f"stages={json.dumps({name: {'kind': 'grpo'}})}")
-    return load_config(None, sets)
+        all_sets.append(f"stages={json.dumps({name: {'kind': 'grpo'}})}")
+    return load_config(None, all_sets)
 
 
 def records(run_dir: Path, name: str = "grpo") -> list[dict[str, Any]]:
@@ -290,3 +295,69 @@ def weight_sync_round_trip(toy: dict[str, Path], backend_gpus: float) -> None:
 @pytest.mark.slow
 def test_collective_weight_sync_reaches_the_generators(ray_session, toy) -> None:
     weight_sync_round_trip(toy, backend_gpus=0)  # gloo on CPU: the same code as NCCL on GPUs
+
+
+def preference_pairs(path: Path, n: int = 320) -> None:
+    """Pairs that say a reply starting with 'a' beats the same letters starting with 'b' (prompts vary, so
+    the rm stage can hold some out by prompt; a third are the toy's own question)."""
+    rng = random.Random(1)
+    with path.open("w") as f:
+        for i in range(n):
+            rest = "".join(rng.choice("ab") for _ in range(rng.randint(3, 8)))
+            prompt = QUESTION if i % 3 == 0 else f"Letters {i % 40}, please."
+            f.write(json.dumps({"prompt": prompt, "chosen": "a" + rest, "rejected": "b" + rest}) + "\n")
+
+
+@pytest.mark.slow
+def test_a_reward_model_from_the_rm_stage_steers_grpo_beside_the_rules(ray_session, toy, tmp_path) -> None:
+    """The rm stage trains on the pairs; GRPO in the same run consumes models/rm (ordered after it),
+    scores every group with the rules and the reward model, and learns what only the model rewards
+    (starting with 'a': the starts_a rule has weight 0 and is logged for the check); the recorded
+    rewards are the configured combination, per group, of the rule and the model's raw scores."""
+    from pipelines.runner import run_stage
+    from pipelines.stages import Graph
+
+    preference_pairs(tmp_path / "pairs.jsonl")
+    rm_sets = [
+        f"rm.init={toy['model']}",
+        "rm.world.enabled=false",
+        f"rm.sources=[{{path: {tmp_path / 'pairs.jsonl'}}}]",
+        "rm.max_steps=30",
+        "rm.batch_pairs=16",
+        "rm.micro_batch_pairs=16",
+        "rm.lr=0.003",
+        "rm.warmup_steps=3",
+        "rm.eval_every=30",
+    ]
+    rules = [
+        {"name": "r1_format", "args": {"pattern": "a.*"}, "label": "starts_a", "weight": 0.0},
+        {"name": "r1_format", "args": {"pattern": ".*a"}, "label": "ends_a", "weight": 0.5},
+    ]
+    cfg = toy_config(toy, tmp_path, sets=rm_sets, rewards={"rules": rules, "rm": {"weight": 1.0}})
+    graph = Graph(cfg)
+    assert "rm" in graph.consumes("grpo") and graph.order(["grpo", "rm"]) == ["rm", "grpo"]
+    rm = run_stage(graph, "rm")
+    assert rm["heldout_pairwise_accuracy"] > 0.8, rm  # the model tells the letters apart
+    numbers = run_stage(graph, "grpo")
+
+    metrics = [json.loads(x) for x in (tmp_path / "metrics" / "grpo.jsonl").read_text().splitlines()]
+    assert all(m["rm_failed"] == 0.0 and "reward_rm" in m and "reward_ends_a" in m for m in metrics)
+    print("rm:", rm["heldout_pairwise_accuracy"], "grpo per reward:", numbers["reward_components"])
+    starts_a, by_model = numbers["reward_components"]["starts_a"], numbers["reward_components"]["rm"]
+    assert starts_a["last_steps"] > starts_a["first_steps"] + 0.2, numbers["reward_components"]
+    assert by_model["last_steps"] > by_model["first_steps"], numbers["reward_components"]
+    counts = numbers["counts"]
+    assert counts["rm_ok"] >= 8 * 4 * 8 and counts.get("rm_error", 0) == counts.get("rm_timeout", 0) == 0
+
+    rows = check_accounting(tmp_path, 8, 4, 8, bound=1)
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["kind"] == "sample" and r["status"] == "trained":
+            groups.setdefault((r["position"], r["attempt"]), []).append(r)
+    for group in groups.values():
+        raw = torch.tensor([r["components"]["rm"] for r in group], dtype=torch.float64)
+        z = (raw - raw.mean()) / max(float(raw.std(unbiased=False)), 1e-3)
+        for r, zj in zip(group, z.tolist(), strict=True):
+            assert r["reward"] == pytest.approx(0.5 * r["components"]["ends_a"] + zj, abs=1e-5), group
+    report = (tmp_path / "report.md").read_text()
+    assert "rm is the reward model's raw score" in report and "starts_a" in report

@@ -160,9 +160,11 @@ def test_take_batch_drops_groups_staler_than_the_bound_and_asks_their_prompts_ag
     assert c.outstanding() == [(0, 1), (3, 0)]  # what a resumed run asks again
 
 
-def test_preflight_refuses_a_missing_model_a_reward_model_and_wrong_rule_args(tmp_path: Path) -> None:
-    """One-line errors before Ray starts; a reward model is refused, not silently dropped."""
-    from pipelines.grpo.job import preflight
+def test_preflight_refuses_a_missing_model_a_reward_model_that_is_not_one_and_wrong_rule_args(
+    tmp_path: Path,
+) -> None:
+    """One-line errors before Ray starts: the starting model, the reward model, the rules' args."""
+    from pipelines.grpo.job import preflight, reward_model_dir
 
     def check(*sets: str) -> None:
         preflight(load_config(None, [f"run_dir={tmp_path}", *sets]), "grpo")
@@ -175,7 +177,63 @@ def test_preflight_refuses_a_missing_model_a_reward_model_and_wrong_rule_args(tm
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     check()
-    with pytest.raises(ConfigError, match="rewards.rm: GRPO scores with rule rewards only"):
+    with pytest.raises(ConfigError, match=r"rewards.rm: no reward model at .*models/rm; run the rm stage"):
         check("grpo.rewards.rm={weight: 1}")
+    with pytest.raises(ConfigError, match=r"rewards.rm: .*models/sft is not a reward model"):
+        check("grpo.rewards.rm={weight: 1, model: '{run_dir}/models/sft'}")
+    rm = tmp_path / "models" / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"]}))
+    for where in ("", ", model: models/rm", ", model: '{run_dir}/models/rm'", f", model: {rm}"):
+        cfg = load_config(None, [f"run_dir={tmp_path}", f"grpo.rewards.rm={{weight: 1{where}}}"])
+        assert reward_model_dir(cfg) == rm.resolve()
+        check(f"grpo.rewards.rm={{weight: 1{where}}}")
     with pytest.raises(ConfigError, match="does not take args"):
         check("grpo.rewards.rules=[{name: r1_format, args: {patern: x}}]")
+
+
+def test_a_group_is_scored_by_the_rules_and_the_reward_model_and_failed_calls_are_counted(
+    tmp_path: Path, chat
+) -> None:
+    """The launcher's scorer asks both sources for a group and combines them; a reward-model call that
+    failed (the pool returns ``timeout`` items, it never raises) leaves the rule rewards and shows in
+    the step's ``rm_failed``; ``reward_rm`` is the raw score's mean over the samples that have one."""
+    from actors.rewards import ScoredBatch
+    from pipelines.grpo.launcher import rules_and_model
+    from pipelines.grpo.loop import batch_metrics
+
+    cfg = grpo("rewards.rm={weight: 2.0}", "group_size=4", "prompts_per_step=1")
+    asked: list[list] = []
+
+    def model(items):
+        asked.append(list(items))
+        raw = {0: 1.0, 1: 3.0, 2: None, 3: 2.0}
+        return ScoredBatch(
+            [
+                ItemScore(it.id, 0.0, "timeout", error="the reward worker gave no answer")
+                if raw[j] is None
+                else ItemScore(it.id, 2.0 * raw[j], components={"rm": raw[j]})
+                for j, it in enumerate(items)
+            ]
+        )
+
+    def rules(items):
+        return [
+            ItemScore(it.id, float(j % 2), components={"world_arithmetic": float(j % 2)})
+            for j, it in enumerate(items)
+        ]
+
+    g = _group(0, version=0, rewards=(0, 0, 0, 0))
+    g.texts, g.tool_calls, g.revises = [], [], []
+    collector = RolloutCollector([], rules, None, None, chat, cfg, SampleLog(tmp_path / "samples.jsonl"))
+    items = collector.read_replies(g)
+    assert items[0].messages == [{"role": "system", "content": TOOLS_NOTE}, {"role": "user", "content": "q"}]
+    g.scores = rules_and_model(rules, model, cfg.rewards)(items)
+    assert asked == [items]
+    z = {0: -1.0, 1: 1.0, 3: 0.0}  # raw 1, 3, 2 over the three scored: mean 2, std sqrt(2/3)
+    expected = [j % 2 + 2.0 * z[j] * (1.5**0.5) if j in z else j % 2 for j in range(4)]
+    assert [s.reward for s in g.scores] == pytest.approx(expected)
+    metrics = batch_metrics([g], cfg, step=0)
+    assert metrics["rm_failed"] == 0.25 and metrics["reward_rm"] == pytest.approx(2.0)
+    assert metrics["reward_world_arithmetic"] == 0.5 and metrics["reward_failed"] == 0.0
+    assert "rm_failed" not in batch_metrics([g], grpo("group_size=4", "prompts_per_step=1"), step=0)

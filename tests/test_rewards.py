@@ -34,6 +34,7 @@ from lm.rewards import (
     numeric_accuracy,
     r1_format,
     register_reward,
+    with_model_scores,
     world_arithmetic,
 )
 from lm.timelimit import TimeLimitExceeded, call_with_time_limit
@@ -345,6 +346,63 @@ def test_weighted_combination(user_module: str) -> None:
     merged = merge_scores(scores[0], rm)
     assert merged.reward == pytest.approx(config.combine(merged.components))
     assert merged.reward == pytest.approx(1.0 + 0.5 - 0.076 + 0.24)
+
+
+def _group_scores(rules: list[float], raw: list[float | None]) -> tuple[list[ItemScore], list[ItemScore]]:
+    """A group's rule scores (one rule, weight 1) and reward-model scores (None: a timed-out call)."""
+    by_rules = [ItemScore(j, r, components={"acc": r}) for j, r in enumerate(rules)]
+    model = [
+        ItemScore(j, 0.0, "timeout", error="no answer in time")
+        if v is None
+        else ItemScore(j, 0.5 * v, components={"rm": v})
+        for j, v in enumerate(raw)
+    ]
+    return by_rules, model
+
+
+def test_a_group_adds_the_reward_models_score_standardised_within_the_group() -> None:
+    config = RewardConfig(rules=[{"name": "numeric_accuracy", "label": "acc"}], rm={"weight": 0.5})
+    rules, model = _group_scores([1.0, 0.0, 1.0, 0.0], [2.0, 0.0, 4.0, 2.0])  # mean 2, std sqrt(2)
+    out = with_model_scores(config, rules, model)
+    z = [0.0, -(2**0.5), 2**0.5, 0.0]
+    assert [s.reward for s in out] == pytest.approx(
+        [r + 0.5 * x for r, x in zip([1, 0, 1, 0], z, strict=True)]
+    )
+    assert [s.components for s in out] == [
+        {"acc": r, "rm": v} for r, v in zip([1.0, 0, 1, 0], [2.0, 0, 4, 2], strict=True)
+    ]
+    assert all(s.status == "ok" and s.error is None for s in out)
+    # a Bradley-Terry score's offset and scale are arbitrary: the group's rewards do not depend on them
+    shifted = with_model_scores(
+        config, rules, _group_scores([1, 0, 1, 0], [3 * v + 100 for v in (2, 0, 4, 2)])[1]
+    )
+    assert [s.reward for s in shifted] == pytest.approx([s.reward for s in out])
+    # raw: the score times its weight, as it is
+    raw = RewardConfig(rules=config.rules, rm={"weight": 0.5, "normalize": "none"})
+    assert [s.reward for s in with_model_scores(raw, rules, model)] == pytest.approx([2.0, 0.0, 3.0, 1.0])
+    # a group the model cannot tell apart gets nothing from it, and float noise is not blown up to +-1
+    alike = with_model_scores(config, rules, _group_scores([1, 0, 1, 0], [1.0, 1.0, 1.0 + 1e-7, 1.0])[1])
+    assert [s.reward for s in alike] == pytest.approx([1.0, 0.0, 1.0, 0.0], abs=1e-4)
+
+
+def test_a_failed_reward_model_call_is_neutral_and_counted_and_a_failed_rule_still_zeroes() -> None:
+    config = RewardConfig(rules=[{"name": "numeric_accuracy", "label": "acc"}], rm={"weight": 1.0})
+    rules, model = _group_scores([1.0, 1.0, 0.0, 0.0], [None, 1.0, 3.0, None])
+    rules[3] = ItemScore(3, 0.0, "error", error="acc: ValueError: boom")
+    out = with_model_scores(config, rules, model)
+    # the model scored items 1 and 2 (mean 2, std 1): z = -1, +1; item 0 keeps its rule reward, rm term 0
+    assert [s.reward for s in out] == pytest.approx([1.0, 0.0, 1.0, 0.0])
+    assert "rm" not in out[0].components and out[0].status == "ok"
+    assert out[0].error.startswith("reward model timeout: no answer in time")
+    assert (out[3].status, out[3].reward, out[3].error) == ("error", 0.0, "acc: ValueError: boom")
+    assert sum("rm" not in s.components for s in out) == 2  # how GRPO counts failed calls (rm_failed)
+    # a group the model could not score at all keeps its rule rewards
+    nothing = with_model_scores(config, *_group_scores([1.0, 0.0], [None, None]))
+    assert [s.reward for s in nothing] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="different items"):
+        with_model_scores(config, rules[:2], list(reversed(model[:2])))
+    with pytest.raises(ValueError, match="rewards.rm"):
+        with_model_scores(RewardConfig(), rules, model)
 
 
 def test_a_failing_reward_scores_zero_and_says_why(user_module: str) -> None:

@@ -300,6 +300,13 @@ def test_grpo_consumes_the_sft_model_or_the_base_and_a_reward_model_when_one_is_
     with_rm = graph("grpo.rewards.rm={weight: 0.5}")  # the rm stage writes models/rm
     assert with_rm.consumes("grpo") == ["sft", "world", "rm"]
     assert with_rm.names.index("grpo") > with_rm.names.index("rm")
+    assert with_rm.built_on("rm") == ["grpo", "distill"]  # a redone reward model invalidates GRPO
+    for spelled in ("'{run_dir}/models/rm'", "models/rm", f"{tmp_path}/models/rm"):
+        assert graph(f"grpo.rewards.rm={{weight: 0.5, model: {spelled}}}").consumes("grpo") == [
+            "sft",
+            "world",
+            "rm",
+        ]
     elsewhere = graph("grpo.rewards.rm={weight: 0.5, model: /models/imported-rm}")
     assert elsewhere.consumes("grpo") == ["sft", "world"]  # a reward model from outside the run: no edge
     r1 = graph(

@@ -1,8 +1,8 @@
 """Settings of the GRPO stage (``grpo:`` in the run config).
 
-One section per part of the topology (generators, rewards, learner, reference), then the algorithm
-(``algo``: lm/rl/algos.py's AlgoConfig), the asynchrony (``max_staleness``), the data and prompts, the
-evaluation and the SFT control. Every default is the tiny CPU demo's (one generator actor, one learner
+One section per part of the topology (generators, rule rewards, the reward model, learner,
+reference), then the algorithm (``algo``: lm/rl/algos.py's AlgoConfig), the asynchrony
+(``max_staleness``), the data and prompts, the evaluation and the SFT control. Every default is the tiny CPU demo's (one generator actor, one learner
 rank, one reward worker on 2 cores); ``configs/gpu-gsm8k-grpo.yaml`` shows a GPU layout.
 """
 
@@ -71,6 +71,17 @@ class RewardPoolSection(StrictModel):
     num_cpus: float = Field(0.25, gt=0, description="CPUs per reward actor")
     isolate: bool = Field(True, description="rules in a child process with a hard per-item time limit")
     max_restarts: int = Field(-1, ge=-1)
+
+
+class RMPoolSection(StrictModel):
+    """The reward model's actors (actors/rewards.py ``RewardPool.for_model``), started only when
+    ``rewards.rm`` is set: each loads the model once and scores a group's G samples as one padded batch."""
+
+    num_workers: int = Field(1, ge=1, description="reward-model actors")
+    num_cpus: float = Field(0.25, gt=0, description="CPUs per actor (its torch threads: at least 1)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor")
+    batch_tokens: int = Field(16384, ge=64, description="padded tokens per forward pass at most")
+    max_restarts: int = Field(-1, ge=-1, description="restarts of a dead actor (-1: always)")
 
 
 class LearnerSection(StepConfig):
@@ -200,6 +211,9 @@ class GRPOConfig(StrictModel):
         default_factory=lambda: RewardConfig(rules=[RuleReward(name="world_arithmetic")])
     )
     reward_pool: RewardPoolSection = RewardPoolSection()
+    rm_pool: RMPoolSection = Field(
+        default_factory=RMPoolSection, description="the reward model's actors (when rewards.rm is set)"
+    )
     learner: LearnerSection = LearnerSection()
     reference: ReferenceSection = ReferenceSection()
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(

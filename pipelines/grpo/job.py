@@ -5,7 +5,8 @@
     raychat grpo --config configs/tiny.yaml --set grpo.max_staleness=0 --set grpo.steps=20
 
 What it does: evaluates the starting model on the held-out problems, starts the topology
-(pipelines/grpo/launcher.py: generators, reward workers, learner ranks, reference), trains
+(pipelines/grpo/launcher.py: generators, reward workers, the reward model when ``rewards.rm`` is set,
+learner ranks, reference), trains
 ``grpo.steps`` asynchronous GRPO steps (pipelines/grpo/rollouts.py collects, pipelines/grpo/loop.py
 drives), exports the policy to ``<run>/models/rl``, evaluates it the same way, optionally trains the SFT
 control for the same CPU time (pipelines/grpo/control.py), and writes the curves and tables
@@ -61,8 +62,22 @@ def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
     return run.model("sft" if g.mode == "r1" else "base")
 
 
+def reward_model_dir(cfg: RunConfig, name: str = STAGE) -> Path | None:
+    """The reward model ``rewards.rm`` names: its ``model`` (``{run_dir}/...`` or ``models/...`` under the
+    run, as the stage graph reads it), else the run's models/rm; None without ``rewards.rm``."""
+    rm = getattr(cfg, name).rewards.rm
+    if rm is None:
+        return None
+    run = _run(cfg)
+    if rm.model is None:
+        return run.model("rm")
+    path = rm.model.replace("{run_dir}", str(run.root))
+    return (run.root / path if path.startswith("models/") else Path(path)).resolve()
+
+
 def preflight(cfg: RunConfig, name: str = STAGE) -> None:
-    """The starting model, the data files and the control's conversations, before Ray starts."""
+    """The starting model, the reward model, the data files and the control's conversations, before
+    Ray starts."""
     g = getattr(cfg, name)
     model = init_dir(cfg, name)
     if not (model / "config.json").is_file():
@@ -80,11 +95,20 @@ def preflight(cfg: RunConfig, name: str = STAGE) -> None:
         RewardConfig.model_validate(g.rewards.model_dump())
     except ValidationError as e:
         raise ConfigError(f"{name}.rewards: {e.errors()[0]['msg']}") from None
-    if g.rewards.rm is not None:
-        raise ConfigError(
-            f"{name}.rewards.rm: GRPO scores with rule rewards only so far; a reward model's score is not "
-            "wired into the rollouts yet (remove rewards.rm)"
-        )
+    rm_dir = reward_model_dir(cfg, name)
+    if rm_dir is not None:
+        from lm.checkpoint import is_reward_model
+
+        if not (rm_dir / "config.json").is_file():
+            raise ConfigError(
+                f"{name}.rewards.rm: no reward model at {rm_dir}; run the rm stage (raychat rm) or set "
+                f"{name}.rewards.rm.model to a reward model directory"
+            )
+        if not is_reward_model(rm_dir):
+            raise ConfigError(
+                f"{name}.rewards.rm: {rm_dir} is not a reward model (its config.json names no "
+                "*ForSequenceClassification architecture); point rewards.rm.model at the rm stage's models/rm"
+            )
     if g.data.source == "jsonl":
         for path in (g.data.train_path, g.data.test_path):
             if path and not Path(path).is_file():
@@ -186,7 +210,8 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         )
 
     started = time.perf_counter()
-    topo = launch(g, spec, _tools(g, tokenizer, run_dir), spec.total_steps)
+    rm_dir = reward_model_dir(cfg, name)
+    topo = launch(g, spec, _tools(g, tokenizer, run_dir), spec.total_steps, str(rm_dir) if rm_dir else None)
     try:
         tally = _CpuTally()
         cpu_start = _cpu_seconds(topo, tally)
@@ -234,6 +259,9 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         if topo.rewards is not None:
             counts |= {f"reward_{k}": v for k, v in topo.rewards.counts.items()}
             counts["reward_worker_restarts"] = sum(bool(i["restarted"]) for i in topo.rewards.wait_ready())
+        if topo.reward_model is not None:  # e.g. rm_ok, rm_error, rm_timeout, rm_retried_chunks
+            counts |= {f"rm_{k}": v for k, v in topo.reward_model.counts.items()}
+            counts["rm_worker_restarts"] = sum(bool(i["restarted"]) for i in topo.reward_model.wait_ready())
         counts["generator_restarts"] = sum(w.restarts for w in collector.workers)
     finally:
         topo.close()
@@ -280,8 +308,9 @@ def _cpu_seconds(topo: Any, tally: _CpuTally) -> float:
         total += tally.read(("generator", i), lambda gen=gen: ray.get(gen.cpu_seconds.remote()))
     if topo.reference is not None:
         total += tally.read("reference", lambda: ray.get(topo.reference.cpu_seconds.remote()))
-    if topo.rewards is not None:
-        total += sum(info.get("cpu_s", 0.0) for info in topo.rewards.wait_ready())
+    for pool in (topo.rewards, topo.reward_model):
+        if pool is not None:
+            total += sum(info.get("cpu_s", 0.0) for info in pool.wait_ready())
     return total + time.process_time()
 
 

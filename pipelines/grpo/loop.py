@@ -9,8 +9,9 @@ step returns, version ``v + 1`` goes to every generator that is up (one ``ray.pu
 weights for all of them, or one broadcast), the collector's gate opens for the next batch, and every
 ``checkpoint_every`` steps the learner state and the collector's data position are saved.
 
-Each step's metrics line holds: reward (mean, std, per component), accuracy, KL, entropy, response
-length, clip fraction, the policy loss and gradient norm, tool calls per completion, the share of
+Each step's metrics line holds: reward (mean, std, per component: ``reward_<rule>`` and, with a
+reward model, ``reward_rm``, its raw score, beside ``rm_failed``, the share of samples it could not
+score), accuracy, KL, entropy, response length, clip fraction, the policy loss and gradient norm, tool calls per completion, the share of
 answers that revise themselves, the staleness histogram of the batch and the groups dropped since the
 last step, samples per second, and the idle share of the generators and of the learner over the step.
 """
@@ -141,11 +142,14 @@ def batch_metrics(groups: list[Group], cfg: GRPOConfig, step: int) -> dict[str, 
         "reward_std": (sum((r - mean) ** 2 for r in rewards) / n) ** 0.5,
     }
     keys = sorted({k for s in scores for k in s.components})
-    for k in keys:
-        out[f"reward_{k}"] = sum(s.components.get(k, 0.0) for s in scores) / n
+    for k in keys:  # over the samples that have it: a failed score has none (counted below)
+        values = [s.components[k] for s in scores if k in s.components]
+        out[f"reward_{k}"] = sum(values) / len(values)
     acc_key = cfg.accuracy_key()
     out["accuracy"] = sum(s.components.get(acc_key, 0.0) >= 0.5 for s in scores) / n
     out["reward_failed"] = sum(s.status != "ok" for s in scores) / n
+    if cfg.rewards.rm is not None:  # a failed reward-model call: the sample kept its rule rewards
+        out["rm_failed"] = sum("rm" not in s.components for s in scores) / n
     out["response_length"] = sum(len(r.token_ids) for r in results) / n
     out["truncated_share"] = sum(r.finish_reason == "length" for r in results) / n
     for tool in ("calc", "search"):
@@ -280,8 +284,9 @@ def progress_line(
     eta = (cfg.steps - state.version) / rate if rate > 0 else float("inf")
     stale = " ".join(f"{k}:{v}" for k, v in sorted(record["staleness"].items()))
     kl = f"{record['kl']:.4f}" if "kl" in record else "-"
+    rm = f" rm {record['reward_rm']:.3f}" if "reward_rm" in record else ""
     return (
-        f"grpo step {state.version}/{cfg.steps} | reward {record['reward_mean']:.3f} acc {record['accuracy']:.3f} "
+        f"grpo step {state.version}/{cfg.steps} | reward {record['reward_mean']:.3f}{rm} acc {record['accuracy']:.3f} "
         f"| kl {kl} ent {record.get('entropy', 0.0):.3f} clip {record.get('clip_frac', 0.0):.3f} "
         f"| len {record['response_length']:.0f} | {record['samples_per_s']:.1f} samples/s | staleness {stale} "
         f"| idle gen {record['idle_generators']:.0%} learner {record['idle_learner']:.0%} | ETA {format_seconds(eta)}"

@@ -151,6 +151,27 @@ def report_section(run: RunDir, name: str) -> str:
     return "\n".join(out)
 
 
+def _components_line(
+    components: dict[str, dict[str, Any]], rows: list[dict[str, Any]], cfg: GRPOConfig
+) -> str:
+    """Each reward's first and last steps: the rules against the reward model, side by side."""
+    parts = [
+        f"{k} {v['first_steps']:.3f} -> {v['last_steps']:.3f}"
+        for k, v in components.items()
+        if v["first_steps"] is not None and v["last_steps"] is not None
+    ]
+    line = f"- per reward, first steps -> last: {', '.join(parts) or '-'}"
+    rm = cfg.rewards.rm
+    if rm is not None:
+        how = "standardised within each group" if rm.normalize == "group" else "raw"
+        failed = _mean(rows, "rm_failed") or 0.0
+        line += (
+            f" (rm is the reward model's raw score; the reward adds {rm.weight:g} x the score {how}; "
+            f"its calls failed for {failed:.1%} of the samples)"
+        )
+    return line
+
+
 def write_results(
     run: RunDir,
     name: str,
@@ -187,6 +208,12 @@ def write_results(
         "reward_last_steps": _mean(tail, "reward_mean"),
         "accuracy_first_steps": _mean(head, "accuracy"),
         "accuracy_last_steps": _mean(tail, "accuracy"),
+        # each reward's own curve (rules by key, "rm": the reward model's raw score), first -> last steps
+        "reward_components": {
+            k.removeprefix("reward_"): {"first_steps": _mean(head, k), "last_steps": _mean(tail, k)}
+            for k in (rows[-1] if rows else {})
+            if k.startswith("reward_") and k not in ("reward_mean", "reward_std", "reward_failed")
+        },
         "max_staleness": cfg.max_staleness,
         "staleness_histogram": {str(k): v for k, v in sorted(state.staleness.items())},
         "samples_per_s": state.samples / state.elapsed_s if state.elapsed_s else None,
@@ -234,6 +261,7 @@ def write_results(
         "over the last"
         if rows
         else "- no steps",
+        _components_line(numbers["reward_components"], rows, cfg),
         f"- sample accounting: {json.dumps(counts, sort_keys=True)}",
         "",
     ]

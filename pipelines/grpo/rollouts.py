@@ -48,7 +48,7 @@ from lm.rewards import ItemScore, RewardItem
 from lm.rl.algos import compute_advantages
 from lm.rl.policy_step import Completion
 from pipelines.grpo.config import GRPOConfig
-from pipelines.grpo.data import Prompt, PromptSource
+from pipelines.grpo.data import Prompt, PromptSource, messages
 from pipelines.grpo.replies import ReplyReader
 
 log = logging.getLogger("raychat.grpo")
@@ -163,6 +163,7 @@ class RolloutCollector:
         self.seed = seed
         self.reader = ReplyReader(chat, cfg.self_correction_markers)
         self.tools = list(cfg.tools)
+        self.system = cfg.system()
         self.params = SamplingParams(
             temperature=cfg.temperature,
             max_tokens=cfg.max_new_tokens,
@@ -283,20 +284,27 @@ class RolloutCollector:
             log.warning("grpo: prompt %d failed: %s", prompt.position, e)
             return
         group = Group(prompt, attempt, results)
+        reward_future = self.pool.submit(self.score, self.read_replies(group))
+        ref_call = None
+        if self.reference is not None:
+            ref_call = self.reference.score.remote(prompt.ids, [r.token_ids for r in results])
+        self.scoring.append((group, reward_future, ref_call))
+
+    def read_replies(self, group: Group) -> list[RewardItem]:
+        """The group's replies read (texts, tool calls, self-revision) and made into reward items. A
+        reward model reads the conversation the policy answered, system turn included, as it trained."""
+        problem = group.prompt.problem
+        conversation = messages(problem.question, self.system) if self.cfg.rewards.rm else None
         items = []
-        for j, r in enumerate(results):
+        for j, r in enumerate(group.results):
             reply = self.reader.read(r.token_ids)
             group.texts.append(reply.text)
             group.tool_calls.append(reply.tool_calls)
             group.revises.append(reply.revises)
             items.append(
-                RewardItem(group.sample_id(j), reply.text, prompt.problem.reference, prompt.problem.question)
+                RewardItem(group.sample_id(j), reply.text, problem.reference, problem.question, conversation)
             )
-        reward_future = self.pool.submit(self.score, items)
-        ref_call = None
-        if self.reference is not None:
-            ref_call = self.reference.score.remote(prompt.ids, [r.token_ids for r in results])
-        self.scoring.append((group, reward_future, ref_call))
+        return items
 
     def worker_lost(self, i: int, error: Exception) -> None:
         """Generator ``i`` died: no work until it answers a probe and has the current weights."""
