@@ -93,8 +93,14 @@ def write_fragment(
         f"({100 * counts['keep_rate']:.1f}%, {counts['problems_with_a_kept_reply']:,} problems), rejected: "
         f"{rejected}. The student ({numbers['student_params']:,} parameters, fresh weights) trained on "
         f"{counts['traces']:,} traces + {counts['other']:,} non-reasoning conversations for {numbers['steps']} "
-        f"steps ({numbers['compute_tokens']:,} token positions); the control for the same steps on the "
-        "sft stage's mixture.",
+        f"steps ({numbers['compute_tokens']:,} token positions)"
+        + (
+            "; the control for the same steps on the sft stage's mixture"
+            if "control_steps" in numbers
+            else ""
+        )
+        + ("; the logit-distilled student on the same data and steps" if "logit_steps" in numbers else "")
+        + ".",
         "",
         "Held-out accuracy (`questions`: problems behind each value):",
         "",
@@ -140,22 +146,26 @@ def _accuracy_figure(numbers: dict[str, Any]) -> Any:
     return fig
 
 
-def _loss_figure(run: RunDir, name: str, with_logit: bool) -> Any | None:
+def _loss_figure(run: RunDir, name: str, numbers: dict[str, Any]) -> Any | None:
+    """The training curves of the students this run trained (an older run's curves are left out)."""
     from pipelines.train.curves import read_history
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     drawn = False
-    curves = (
-        (name, "loss", "student (distilled data)"),
-        (control_stage(name), "loss", "control (SFT mixture)"),
-        *(
-            [(logit_stage(name), "ce", "logit-distilled student (its cross-entropy term)")]
-            if with_logit
-            else []
+    curves = [
+        (name, "loss", "student (distilled data)", True),
+        (control_stage(name), "loss", "control (SFT mixture)", "control_steps" in numbers),
+        (
+            logit_stage(name),
+            "ce",
+            "logit-distilled student (its cross-entropy term)",
+            "logit_steps" in numbers,
         ),
-    )
-    for stage, key, label in curves:
+    ]
+    for stage, key, label, trained in curves:
+        if not trained:
+            continue
         train, _ = read_history(run.metrics_log(stage))
         points = [(r["step"], r[key]) for r in train if r.get(key) is not None]
         if points:
@@ -187,7 +197,7 @@ def distill_section(run: RunDir, name: str) -> str:
     if fragment.is_file():
         out.append(fragment.read_text())
     out += [save_plot(_accuracy_figure(numbers), run, name, "accuracy"), ""]
-    loss = _loss_figure(run, name, "student_logit_accuracy" in numbers)
+    loss = _loss_figure(run, name, numbers)
     if loss is not None:
         out += [save_plot(loss, run, name, "loss"), ""]
     return "\n".join(out)
