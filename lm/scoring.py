@@ -9,7 +9,8 @@ importance ratios, distillation, and evaluation all need them.
 - ``sequence_logprobs(model, sequences)``: ragged token lists in, one array of per-token log-probs
   per sequence out; sequences are packed into rows with document masks (lm/train/packing.py), so
   short ones cost no padding, and each is computed exactly as if alone.
-- ``log_softmax_rows`` / ``kl_divergence``: whole distributions, for logit distillation.
+- ``log_softmax_rows`` / ``kl_divergence`` / ``top_k_kl_divergence``: whole distributions (or a
+  teacher's top-k and the rest), for logit distillation (lm/train/logit_distill.py).
 - ``kl_estimate``: the per-token KL estimators of RL (k1, k2, k3) from two sets of sampled-token
   log-probs.
 
@@ -111,10 +112,22 @@ def _unpack(values: np.ndarray, document_ids: np.ndarray) -> list[np.ndarray]:
 
 
 def log_softmax_rows(
-    model: nn.Module, input_ids: Tensor, *, document_ids: Tensor | None = None, temperature: float = 1.0
+    model: nn.Module,
+    input_ids: Tensor,
+    *,
+    document_ids: Tensor | None = None,
+    output_index: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """Full float32 log-distributions ``[B, T, vocab]`` over the next token (for logit distillation)."""
-    logits = model(input_ids, document_ids=document_ids).float()
+    """Full float32 log-distributions ``[B, T, vocab]`` over the next token (for logit distillation);
+    with ``output_index`` (flat positions into ``B x T``, lm/model.py) only those rows: ``[N, vocab]``."""
+    logits = model(input_ids, document_ids=document_ids, output_index=output_index).float()
+    return log_softmax_tempered(logits, temperature)
+
+
+def log_softmax_tempered(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``log_softmax(logits / temperature)`` in float32 over the last axis."""
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
     return logits.log_softmax(dim=-1)
@@ -123,6 +136,30 @@ def log_softmax_rows(
 def kl_divergence(p_logprobs: Tensor, q_logprobs: Tensor) -> Tensor:
     """KL(p || q) per position from two ``[..., vocab]`` log-distributions (forward KL, teacher p)."""
     return (p_logprobs.exp() * (p_logprobs - q_logprobs)).sum(dim=-1)
+
+
+def top_k_kl_divergence(p_logprobs: Tensor, q_logprobs: Tensor, k: int) -> Tensor:
+    """KL(p || q) per position over ``k + 1`` outcomes: p's ``k`` likeliest tokens, and "any other token"
+    (the rest of each distribution's mass, one bucket).
+
+    Why this form: it is the sparse target an offline logit cache stores (a teacher's top-k), kept a
+    true KL: 0 when ``q == p``, never negative, and the student still pays for mass it puts outside
+    the teacher's top-k. With ``k >= vocab - 1`` it equals the full ``kl_divergence``.
+    """
+    if k >= p_logprobs.size(-1) - 1:
+        return kl_divergence(p_logprobs, q_logprobs)
+    top_p, ids = p_logprobs.topk(k, dim=-1)
+    top_q = q_logprobs.gather(-1, ids)
+    p = torch.cat([top_p, _rest(top_p)], dim=-1)
+    q = torch.cat([top_q, _rest(top_q)], dim=-1)
+    return kl_divergence(p, q)
+
+
+def _rest(top_logprobs: Tensor) -> Tensor:
+    """log(1 - sum(exp(top))) as a ``[..., 1]`` column: -expm1 keeps a tiny rest exact, the floor keeps
+    log (and its gradient) finite when the top tokens hold all the mass."""
+    inside = torch.logsumexp(top_logprobs, dim=-1, keepdim=True).clamp(max=0.0)
+    return torch.log((-torch.expm1(inside)).clamp(min=1e-30))
 
 
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Tensor:

@@ -246,7 +246,12 @@ STAGES: tuple[Stage, ...] = (
         DistillConfig,
         "rejection-sample the teacher's reasoning, distill it into a smaller student, compare with SFT alone",
         consumes=_distill_consumes,
-        produces=lambda s: [f"models/{s.output_name}", f"models/{s.control_output_name}", "distill_data"],
+        produces=lambda s: [
+            f"models/{s.output_name}",
+            f"models/{s.control_output_name}",
+            *([f"models/{s.logit.output_name}"] if s.logit.enabled else []),
+            "distill_data",
+        ],
     ),
     Stage(
         "serve",

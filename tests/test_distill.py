@@ -213,6 +213,8 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
         f"distill.rejection.correctness={rule}",
         f"distill.rejection.format={rule}",
         "distill.rejection.require_finished=false",  # nor does it stop within 48 tokens
+        "distill.logit.enabled=true",  # and a third student learns the teacher's token distributions
+        "distill.logit.top_k=16",
     ]
     run_dir = tmp_path / "run"
     config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
@@ -221,11 +223,21 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
     run = RunDir(run_dir)
     assert is_done(run, "distill")
     numbers = read_summary(run)["distill"]
-    for key in ("teacher_accuracy", "student_accuracy", "student_sft_only_accuracy"):
+    for key in (
+        "teacher_accuracy",
+        "student_accuracy",
+        "student_sft_only_accuracy",
+        "student_logit_accuracy",
+    ):
         assert 0.0 <= numbers[key] <= 1.0
     assert numbers["n_heldout"] == 12 and numbers["teacher"].endswith("models/sft")
     assert numbers["samples"] == 12 and numbers["student_trained"]
-    assert numbers["steps"] == numbers["control_steps"] == 4  # the same compute
+    assert numbers["steps"] == numbers["control_steps"] == numbers["logit_steps"] == 4  # the same compute
+    assert numbers["logit_winner"] in ("logit", "sequence", "tie") and numbers["student_logit_val_kl"] > 0
+    logit_curve = [
+        json.loads(x) for x in (run_dir / "metrics" / "distill_logit.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in logit_curve if "kl" in r] == [1, 2, 3, 4]
     assert numbers["student_params"] < numbers["teacher_params"]
     data = run_dir / "distill_data"
     counts = json.loads((data / "counts.json").read_text())
@@ -233,11 +245,13 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
     train = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     assert len(train) == counts["traces"] + counts["other"] and counts["other"] == counts["traces"]
     assert all(c["messages"][-1]["role"] == "assistant" for c in train)
-    for model in ("student", "student_sft_only"):
+    for model in ("student", "student_sft_only", "student_logit"):
         config = json.loads((run_dir / "models" / model / "config.json").read_text())
         assert config["hidden_size"] == 32 and config["num_hidden_layers"] == 1
     report = (run_dir / "report.md").read_text()
     assert "## distill" in report and "plots/distill_accuracy.png" in report
+    assert "Logit distillation (KL weight 0.5, temperature 1.0, over the teacher's top-16" in report
+    assert "distill.student_logit_accuracy" in report
     assert (run_dir / "plots" / "distill_accuracy.png").stat().st_size > 1000
 
     # a second `raychat run` skips the complete stage
@@ -251,3 +265,4 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
     assert (data / "samples.jsonl").read_text() == samples
     assert json.loads((data / "counts.json").read_text())["samples_reused"] is True
     assert again["steps"] == 4 and again["student_accuracy"] == numbers["student_accuracy"]
+    assert again["student_logit_accuracy"] == numbers["student_logit_accuracy"]

@@ -3,8 +3,8 @@
 ``DistillConfig`` inherits the shared training fields (pipelines/train/config.py), so ``distill.lr``
 means what ``sft.lr`` means: they train the student and, at the same compute, its SFT-only control.
 The sections say what the teacher answers (``prompts``), how (``sampling``), what is kept
-(``rejection``), what else the student's data holds (``other_share``) and the student's size
-(``student``). Every default is the tiny CPU demo's; ``configs/quality-cpu.yaml`` turns them up.
+(``rejection``), what else the student's data holds (``other_share``), the student's size
+(``student``) and whether a second student also learns the teacher's token distributions (``logit``). Every default is the tiny CPU demo's; ``configs/quality-cpu.yaml`` turns them up.
 """
 
 from __future__ import annotations
@@ -76,6 +76,32 @@ class RejectionConfig(StrictModel):
     dedup: bool = Field(True, description="drop a reply whose text equals one kept for the same problem")
 
 
+class LogitConfig(StrictModel):
+    """Logit distillation (lm/train/logit_distill.py): a second student, same init, same data, same
+    steps and rows as the sequence-level one, trained on ``weight x T^2 x KL(teacher || student)`` +
+    ``(1 - weight) x`` the cross-entropy on the kept traces; teacher and student must share the
+    tokenizer (checked before the stage starts)."""
+
+    enabled: bool = Field(False, description="train and evaluate the logit-distilled student too")
+    weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of the KL term in the loss (1 = the teacher's distributions alone, 0 = "
+        "sequence-level distillation again)",
+    )
+    temperature: float = Field(
+        1.0, gt=0, description="softens teacher and student alike (Hinton's T; the KL is scaled by T^2)"
+    )
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="KL over the teacher's k likeliest tokens plus one bucket for the rest; null = the "
+        "full vocabulary",
+    )
+    output_name: str = Field("student_logit", description="the logit-distilled student's model directory")
+
+
 class DistillConfig(TrainingConfig):
     """``distill:``: the teacher, its prompts, the filter, the data mixture, and the student."""
 
@@ -121,6 +147,10 @@ class DistillConfig(TrainingConfig):
     )
     output_name: str = Field("student", description="the student goes to <run>/models/<output_name>")
     control_output_name: str = Field("student_sft_only", description="the control's model directory")
+    logit: LogitConfig = Field(
+        default_factory=LogitConfig,
+        description="also distill the teacher's token distributions into a second student (off by default)",
+    )
 
     # the student's training (same for the control); SFT's row settings
     seq_len: int = Field(256, ge=16, description="tokens per packed row; longer conversations are cut")
@@ -141,8 +171,9 @@ class DistillConfig(TrainingConfig):
         unknown = [k for k in self.other_kinds if k not in KINDS]
         if unknown:
             raise ValueError(f"other_kinds: unknown kinds {unknown}; kinds are {list(KINDS)}")
-        if self.output_name == self.control_output_name:
-            raise ValueError("output_name and control_output_name must differ")
+        names = [self.output_name, self.control_output_name, *([self.logit.output_name] * self.logit.enabled)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"output_name, control_output_name and logit.output_name must differ: {names}")
         if self.batch_rows % (self.micro_batch_rows * self.num_workers):
             raise ValueError(
                 f"batch_rows ({self.batch_rows}) must be a multiple of micro_batch_rows x num_workers"

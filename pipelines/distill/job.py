@@ -20,10 +20,13 @@ only the correct, well-formatted ones are kept, and a smaller student learns fro
    that data by the sft stage's ``train_chat_model`` -> ``models/student``.
 5. **Control**: the same student, same init, same settings and number of steps (the same compute),
    on the sft stage's mixture alone -> ``models/student_sft_only``.
-6. **Measure**: teacher, student and control on held-out problems with the chat evaluation
-   (``teacher_accuracy``, ``student_accuracy``, ``student_sft_only_accuracy``).
-
-Logit distillation (KL to the teacher's token distribution) is not implemented yet.
+6. **Logit distillation** (``distill.logit.enabled``, off by default): the same student, same init,
+   data, settings and steps, trained on KL to the teacher's token distributions mixed with the
+   cross-entropy (lm/train/logit_distill.py; the teacher runs forward beside it on the same rows)
+   -> ``models/student_logit``. Teacher and student must share the tokenizer.
+7. **Measure**: teacher, student, control (and the logit-distilled student) on held-out problems
+   with the chat evaluation (``teacher_accuracy``, ``student_accuracy``,
+   ``student_sft_only_accuracy``, ``student_logit_accuracy``), and which distillation won.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from pipelines.config import RunConfig
 from pipelines.console import number
-from pipelines.distill.report import control_stage
+from pipelines.distill.report import control_stage, logit_stage
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 
@@ -47,10 +50,11 @@ def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
         return number(n, key, 3)
 
+    logit = f", logit-distilled {f('student_logit_accuracy')}" if "student_logit_accuracy" in n else ""
     return (
         f"kept {n.get('kept', 0):,} of {n.get('samples', 0):,} teacher replies; held-out accuracy: teacher "
         f"{f('teacher_accuracy')}, student {f('student_accuracy')}, same student by SFT alone "
-        f"{f('student_sft_only_accuracy')}"
+        f"{f('student_sft_only_accuracy')}{logit}"
     )
 
 
@@ -78,7 +82,11 @@ def preflight(cfg: RunConfig, name: str = STAGE) -> None:
     from lm.rewards import get_reward
     from pipelines.distill.prompts import source_path
 
-    _, d, _, _ = _setup(cfg, name)
+    _, d, teacher, _ = _setup(cfg, name)
+    if d.logit.enabled:
+        from pipelines.distill.student import check_logit_pair
+
+        check_logit_pair(name, teacher, d.student_init)
     for source in [*d.prompts, *([d.heldout] if d.heldout else [])]:
         path = source_path(source, cfg.run_dir)
         if not path.is_file():
@@ -97,7 +105,7 @@ def start_over(cfg: RunConfig, name: str = STAGE) -> None:
 
     run = RunDir(Path(cfg.run_dir).resolve())
     (run.local("distill_data") / "samples.stamp.json").unlink(missing_ok=True)
-    for stage in (name, control_stage(name)):
+    for stage in (name, control_stage(name), logit_stage(name)):
         set_aside(run, stage, "--force")
 
 
@@ -110,7 +118,7 @@ def report_section(run: RunDir, name: str = STAGE) -> str:
 def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from pipelines.distill.prompts import heldout_rows, read_problems, source_name
     from pipelines.distill.rejection import TraceFilter
-    from pipelines.distill.report import write_fragment
+    from pipelines.distill.report import logit_verdict, write_fragment
     from pipelines.distill.student import (
         other_conversations,
         student_source,
@@ -202,7 +210,11 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         )  # fmt: skip
         numbers |= {"control_steps": control["steps"], "control_model": control["model_dir"]}
 
-    # 6. held-out accuracy of all three
+    # 6. logit distillation: the student's init, data, settings and steps, plus KL to the teacher
+    if d.logit.enabled:
+        numbers |= _train_logit_student(cfg, name, teacher_source, start, student["steps"], train, val)
+
+    # 7. held-out accuracy of them all
     condition = d.eval_condition
     rows = None
     if d.heldout is not None:
@@ -217,16 +229,54 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     results = {"teacher": accuracy(teacher), "student": accuracy(student["model_dir"])}
     if control is not None:
         results["student_sft_only"] = accuracy(control["model_dir"])
+    if "student_logit_model" in numbers:
+        results["student_logit"] = accuracy(numbers["student_logit_model"])
     numbers |= {f"{who}_accuracy": acc for who, (acc, _) in results.items()}
     numbers["n_heldout"] = results["teacher"][1]["n"]
     t, s = numbers["teacher_accuracy"], numbers["student_accuracy"]
     numbers["student_to_teacher"] = round(s / t, 4) if t else None
+    if "student_logit_accuracy" in numbers:
+        numbers |= logit_verdict(numbers)
     write_fragment(run_dir, name, numbers, counts, {who: r for who, (_, r) in results.items()})
     log.info(
-        "distill: held-out accuracy: teacher %.3f, student %.3f, student by SFT alone %s (%d problems)",
-        t, s, _r(numbers.get("student_sft_only_accuracy")), numbers["n_heldout"],
+        "distill: held-out accuracy: teacher %.3f, student %.3f, student by SFT alone %s%s (%d problems)",
+        t, s, _r(numbers.get("student_sft_only_accuracy")),
+        f", logit-distilled student {_r(numbers['student_logit_accuracy'])}" if d.logit.enabled else "",
+        numbers["n_heldout"],
     )  # fmt: skip
     return numbers
+
+
+def _train_logit_student(
+    cfg: RunConfig, name: str, teacher: Any, start: Any, steps: int, train: list[Any], val: list[Any]
+) -> dict[str, Any]:
+    """The logit-distilled student (``models/<logit.output_name>``) at the sequence-level student's
+    compute: its init, conversations, validation split, settings and number of steps."""
+    from lm.train.logit_distill import LogitDistillation
+    from pipelines.distill.student import training_settings
+    from pipelines.sft.train import train_chat_model
+
+    d = getattr(cfg, name)
+    lg = d.logit
+    settings = training_settings(d, cfg.sft).model_copy(
+        update={"max_steps": steps, "output_name": lg.output_name}
+    )
+    loss = LogitDistillation(str(teacher.model_dir), lg.weight, lg.temperature, lg.top_k)
+    out = train_chat_model(
+        cfg, logit_stage(name), settings, train, val, lg.output_name, start,
+        meta={"logit_distilled_from": str(teacher.model_dir), **lg.model_dump(exclude={"enabled"})}, logit=loss,
+    )  # fmt: skip
+    # the teacher's forward on the same rows comes on top of the student's training step (a forward
+    # is a third of forward + backward): the share of extra FLOPs per token
+    extra = teacher.model_config.flops_per_token(d.seq_len) / 3
+    return {
+        "logit_steps": out["steps"],
+        "student_logit_model": out["model_dir"],
+        "student_logit_val_loss": out["val_loss"],
+        "student_logit_val_kl": out.get("val_kl"),
+        "logit_settings": lg.model_dump(exclude={"enabled", "output_name"}),
+        "logit_teacher_forward_share": round(extra / start.model_config.flops_per_token(d.seq_len), 3),
+    }
 
 
 def _as_conversations(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:

@@ -97,3 +97,51 @@ def other_conversations(data_dir: Path | None, kinds: list[str], n: int, seed: i
 def write_jsonl(path: Path, conversations: list[dict[str, Any]]) -> Path:
     text = "".join(json.dumps(c, ensure_ascii=False, sort_keys=True) + "\n" for c in conversations)
     return atomic.write_text(path, text)
+
+
+def check_logit_pair(name: str, teacher: Path, student_init: str | None) -> None:
+    """ConfigError unless teacher and student score the same vocabulary with the same tokenizer: logit
+    distillation compares their distributions id by id. A fresh student takes the teacher's tokenizer
+    and output size; a ``student_init`` model must have them already."""
+    from lm.checkpoint import CheckpointError, config_from_hf
+    from lm.tokenizer import TokenizerError, load_tokenizer
+
+    if not student_init:
+        return
+    student = Path(student_init).resolve()
+    try:
+        toks = [load_tokenizer(path) for path in (teacher, student)]
+        sizes = [
+            config_from_hf(json.loads((p / "config.json").read_text())).vocab_size for p in (teacher, student)
+        ]
+    except (TokenizerError, CheckpointError, OSError, ValueError) as e:
+        raise ConfigError(
+            f"{name}.logit: cannot compare the teacher's and the student's tokenizers: {e}"
+        ) from None
+    differ = tokenizer_differences(*toks)
+    if differ:
+        raise ConfigError(
+            f"{name}.logit: logit distillation needs teacher and student to share a tokenizer, but "
+            f"{teacher} and {student} differ ({'; '.join(differ)}); turn distill.logit off (sequence-level "
+            "distillation works across tokenizers) or start the student from a model with the teacher's"
+        )
+    if sizes[0] != sizes[1]:
+        raise ConfigError(
+            f"{name}.logit: the teacher scores {sizes[0]:,} ids and the student {sizes[1]:,}: logit "
+            "distillation needs the same output size"
+        )
+
+
+def tokenizer_differences(a: Any, b: Any) -> list[str]:
+    """How two tokenizers differ, in words (empty: the same ids mean the same tokens)."""
+    out = []
+    if a.vocab_size != b.vocab_size:
+        out.append(f"{a.vocab_size:,} ids against {b.vocab_size:,}")
+    if a.mergeable_ranks != b.mergeable_ranks:
+        ra, rb = a.mergeable_ranks, b.mergeable_ranks
+        out.append(f"{sum(1 for t, r in ra.items() if rb.get(t) != r):,} tokens with another id or none")
+    if a.special_tokens != b.special_tokens:
+        out.append("other special tokens")
+    if a.pat_str != b.pat_str:
+        out.append("another split pattern")
+    return out

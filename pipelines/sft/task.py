@@ -4,6 +4,11 @@ Everything else (workers, checkpoints, resume, failures, metrics, progress, MFU)
 driver's (pipelines/train/). The examples were rendered on the driver into one ``.npz`` file
 (pipelines/sft/data.py); the data position is the number of examples consumed, so a restarted run
 packs the very step that would have come next.
+
+With ``logit`` set (the distill stage's logit-distilled student) the same rows are trained against a
+teacher's token distributions as well (lm/train/logit_distill.py): the teacher is loaded on each
+rank in ``setup`` and the loss mixes KL to it with the cross-entropy; the validation loss stays the
+cross-entropy, comparable with a plain fine-tune's, and ``val_kl`` is added.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from lm.model import ModelConfig, Transformer
-from lm.train.losses import next_token_loss
+from lm.train.logit_distill import LogitDistillation, load_teacher, logit_distillation_loss
+from lm.train.losses import Loss, next_token_loss
 from lm.train.models import pretrained_model
 from lm.train.task import TrainTask
 from pipelines.sft.data import Examples, ExampleStream, eval_rows, pack_step, rows_for_rank
@@ -39,6 +45,7 @@ class SFTTask(TrainTask):
     pad_id: int
     num_examples: int
     fingerprint: str = ""
+    logit: LogitDistillation | None = None  # train against this teacher's distributions too
 
     def __post_init__(self) -> None:
         self.total_steps = self.steps
@@ -47,6 +54,7 @@ class SFTTask(TrainTask):
         self._stream: ExampleStream | None = None
         self._val: list[dict[str, np.ndarray]] = []
         self._rank, self._world = 0, 1
+        self._teacher: nn.Module | None = None
 
     def build_model(self) -> nn.Module:
         model = pretrained_model(self.init_dir)
@@ -55,6 +63,8 @@ class SFTTask(TrainTask):
 
     def setup(self, rank: int, world_size: int, device: torch.device) -> None:
         self._rank, self._world = rank, world_size
+        if self.logit is not None:
+            self._teacher = load_teacher(self.logit.teacher_dir, device)
         self._train = Examples.load(self.train_file)
         self._stream = ExampleStream(len(self._train), self.seed)
         val = Examples.load(self.val_file)
@@ -67,18 +77,37 @@ class SFTTask(TrainTask):
         )
         return rows_for_rank(packed, self._rank, self._world, self.micro_batch_rows), after
 
-    # summed cross-entropy over the assistant tokens (the targets that are not IGNORE_INDEX)
-    loss = staticmethod(next_token_loss)
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Loss:
+        """Summed cross-entropy over the assistant tokens (the targets that are not IGNORE_INDEX), or
+        with a teacher, the logit-distillation mix over the same tokens."""
+        if self._teacher is None:
+            return next_token_loss(model, batch)
+        assert self.logit is not None
+        return logit_distillation_loss(model, self._teacher, batch, self.logit)
 
     def evaluate(self, trainer: Trainer) -> dict[str, float]:
-        """Mean loss per assistant token over the validation conversations (none: no metric)."""
+        """Mean loss per assistant token over the validation conversations (none: no metric); with a
+        teacher also the mean KL to it (``val_kl``, at the loss's temperature)."""
         if not self._val:
             return {}
-        sums = trainer.eval_sums(self._val, _eval_sums)
-        return {"val_loss": sums["loss"] / sums["count"] if sums["count"] else float("nan")}
+        sums = trainer.eval_sums(self._val, self._eval_sums)
+        count = sums["count"]
+        out = {"val_loss": sums["loss"] / count if count else float("nan")}
+        if "kl" in sums:
+            out["val_kl"] = sums["kl"] / count if count else float("nan")
+        return out
+
+    def _eval_sums(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = self.loss(model, batch)
+        sums = {k: torch.as_tensor(v) for k, v in out.sums.items() if k == "kl"}
+        loss = torch.as_tensor(out.sums.get("ce", out.total))  # the cross-entropy alone
+        return {"loss": loss, "count": torch.as_tensor(out.count, dtype=torch.float64), **sums}
 
     def eval_summary(self, metrics: dict[str, float]) -> str:
-        return f"val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
+        parts = [f"val {metrics['val_loss']:.4f}"] if "val_loss" in metrics else []
+        if "val_kl" in metrics:
+            parts.append(f"val KL {metrics['val_kl']:.4f}")
+        return " ".join(parts)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -99,8 +128,3 @@ class SFTTask(TrainTask):
 
     def empty_model(self) -> Transformer:
         return Transformer(self.model_config)
-
-
-def _eval_sums(model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = next_token_loss(model, batch)
-    return {"loss": out.total, "count": torch.as_tensor(out.count, dtype=torch.float64)}

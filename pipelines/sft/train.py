@@ -13,19 +13,23 @@ and the tokenizer files hold the Jinja ``chat_template`` (lm/chat_template.py), 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lm.chat_messages import Conversation
 from pipelines.config import RunConfig
 from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.sft.config import SFTConfig
+
+if TYPE_CHECKING:
+    from lm.train.logit_distill import LogitDistillation
 
 log = logging.getLogger("raychat.sft")
 
@@ -121,9 +125,12 @@ def train_chat_model(
     output_name: str,
     source: ChatModelSource,
     meta: dict[str, Any] | None = None,
+    logit: LogitDistillation | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``source`` on ``train`` (validation loss on ``val``) and export ``models/<output_name>``.
 
+    ``logit``: also learn a teacher's token distributions on the same tokens (the distill stage's
+    logit-distilled student, lm/train/logit_distill.py); a changed teacher or setting retrains.
     Returns the run's numbers: steps, examples, trained tokens, losses, tokens/s, the model directory.
     """
     from lm.chat import ChatFormat
@@ -166,8 +173,16 @@ def train_chat_model(
         pad_id=tok.eot_id,
         num_examples=len(examples),
         fingerprint=fingerprint(
-            examples.fingerprint(), val_examples.fingerprint(), _init_fingerprint(source.model_dir)
+            examples.fingerprint(),
+            val_examples.fingerprint(),
+            _init_fingerprint(source.model_dir),
+            *(
+                [_init_fingerprint(Path(logit.teacher_dir)), json.dumps(dataclasses.asdict(logit))]
+                if logit is not None
+                else []
+            ),
         ),
+        logit=logit,
     )
     trained_tokens = examples.trained_tokens()
     log.info(
@@ -209,6 +224,7 @@ def train_chat_model(
         "final_train_loss": ckpt["last"].get("loss"),
         "val_loss_start": evals[0]["val_loss"] if evals else None,
         "val_loss": ckpt["last"].get("val_loss"),
+        **({"val_kl": ckpt["last"].get("val_kl")} if logit is not None else {}),
         "tokens_per_s": outcome.get("tokens_per_s", ckpt.get("tokens_per_s")),
         "model_dir": str(out_dir),
     }
