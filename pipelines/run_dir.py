@@ -59,6 +59,9 @@ LAYOUT = {
 }
 
 
+RUN_DIR_PLACEHOLDER = "{run_dir}"  # in path settings: the run directory
+
+
 class RunDir:
     """Paths of one run (see the module docstring)."""
 
@@ -78,6 +81,17 @@ class RunDir:
     def at(self, name: str) -> str:
         """The location ``name`` of ``LAYOUT`` as a string (local path or URI)."""
         return self.path(*LAYOUT[name].split("/"))
+
+    def expand(self, setting: str) -> str:
+        """A configured path with ``{run_dir}`` replaced by this run's location: how configs point at
+        the run's own outputs (``{run_dir}/models/rl``, ``{run_dir}/world/crawl``)."""
+        return setting.replace(RUN_DIR_PLACEHOLDER, self.location)
+
+    def model_setting(self, setting: str) -> Path:
+        """A model directory setting as the stage graph reads it (pipelines/stages.py):
+        ``{run_dir}/...`` and ``models/...`` are under this run, anything else is a path of its own."""
+        path = self.expand(setting)
+        return (self.root / path if path.startswith("models/") else Path(path)).resolve()
 
     @property
     def summary(self) -> str:

@@ -96,7 +96,7 @@ def is_chat_model(path: str | os.PathLike[str]) -> bool:
 
 def in_run(run: RunDir, path: str) -> str:
     """A configured path with ``{run_dir}`` replaced by the run directory (as the clean stage's inputs)."""
-    return path.replace("{run_dir}", run.location)
+    return run.expand(path)
 
 
 def resolve_models(run: RunDir, cfg: ServeConfig) -> list[ResolvedModel]:

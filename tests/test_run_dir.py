@@ -11,6 +11,7 @@ import pytest
 
 from lm import atomic
 from pipelines import storage
+from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir, read_summary, update_summary
 
 
@@ -69,3 +70,20 @@ def test_the_summary_merges_each_stages_file_over_an_older_summary(tmp_path: Pat
     assert read_summary(run) == {"world": {"pages": 10}, "clean": {"clean": 5}}
     assert json.loads(Path(run.summary).read_text()) == read_summary(run)
     assert json.loads(Path(run.summary_part("clean")).read_text()) == {"clean": 5}
+
+
+def test_path_settings_name_the_run_one_way(tmp_path: Path) -> None:
+    """``{run_dir}/...`` and ``models/...`` mean the run's own outputs in every stage's settings (the R1
+    recipe's distill stage once read ``{run_dir}/models/base`` as a folder named ``{run_dir}``)."""
+    from pipelines.sft.config import SFTConfig
+    from pipelines.sft.train import ChatModelSource
+
+    run = RunDir(tmp_path / "run")
+    assert run.expand("{run_dir}/world/crawl") == f"{tmp_path}/run/world/crawl"
+    assert RunDir("s3://bucket/run").expand("{run_dir}/data") == "s3://bucket/run/data"
+    want = (tmp_path / "run" / "models" / "base").resolve()
+    assert run.model_setting("{run_dir}/models/base") == want
+    assert run.model_setting("models/base") == want
+    assert run.model_setting(str(tmp_path / "elsewhere")) == (tmp_path / "elsewhere").resolve()
+    with pytest.raises(ConfigError, match=f"no model at {want}"):
+        ChatModelSource.resolve(run, SFTConfig(), init="{run_dir}/models/base")

@@ -78,10 +78,11 @@ def _yaml_list(items: list[str]) -> str:
 def resolve_paths(cfg: RunConfig, name: str = "clean") -> CleanConfig:
     """Fill ``{run_dir}`` in path settings, so configs can point at the run's own tiny world."""
     data = getattr(cfg, name).model_dump(mode="json")
+    run = RunDir(cfg.run_dir)
 
     def fill(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace("{run_dir}", str(cfg.run_dir))
+            return run.expand(value)
         if isinstance(value, list):
             return [fill(v) for v in value]
         if isinstance(value, dict):

@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelines.distill.config import PromptSource
 from pipelines.errors import ConfigError
+from pipelines.run_dir import RunDir
 
 log = logging.getLogger("raychat.distill")
 
@@ -29,7 +30,7 @@ class Problem:
 
 
 def source_path(source: PromptSource, run_dir: str) -> Path:
-    return Path(source.path.replace("{run_dir}", str(run_dir)))
+    return Path(RunDir(run_dir).expand(source.path))
 
 
 def source_name(source: PromptSource) -> str:

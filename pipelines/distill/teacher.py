@@ -34,7 +34,7 @@ def teacher_dir(cfg: Any, name: str) -> Path:
     run = RunDir(Path(cfg.run_dir).resolve())
     chosen = getattr(cfg, name).teacher
     if chosen:
-        return Path(chosen.replace("{run_dir}", str(cfg.run_dir))).resolve()
+        return run.model_setting(chosen)
     rl = run.model(RL_MODEL)
     if (rl / "config.json").is_file():
         return rl

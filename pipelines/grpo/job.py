@@ -58,7 +58,7 @@ def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
     g = getattr(cfg, name)
     run = _run(cfg)
     if g.init:
-        return Path(g.init.replace("{run_dir}", str(run.root))).resolve()
+        return run.model_setting(g.init)
     return run.model("sft" if g.mode == "r1" else "base")
 
 
@@ -71,8 +71,7 @@ def reward_model_dir(cfg: RunConfig, name: str = STAGE) -> Path | None:
     run = _run(cfg)
     if rm.model is None:
         return run.model("rm")
-    path = rm.model.replace("{run_dir}", str(run.root))
-    return (run.root / path if path.startswith("models/") else Path(path)).resolve()
+    return run.model_setting(rm.model)
 
 
 def preflight(cfg: RunConfig, name: str = STAGE) -> None:

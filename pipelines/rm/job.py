@@ -60,8 +60,7 @@ def init_dir(cfg: RunConfig, name: str = STAGE) -> Path:
     settings = getattr(cfg, name)
     run = RunDir(Path(cfg.run_dir).resolve())
     if settings.init:
-        init = settings.init.replace("{run_dir}", str(run.root))
-        return (run.root / init if init.startswith("models/") else Path(init)).resolve()
+        return run.model_setting(settings.init)
     return run.model(getattr(cfg, rm_default_init(cfg)).output_name)
 
 

@@ -51,7 +51,7 @@ class ChatModelSource:
         from lm.tokenizer import TokenizerError, load_tokenizer
 
         chosen = init or sft.init
-        model_dir = Path(chosen).resolve() if chosen else run.model("base").resolve()
+        model_dir = run.model_setting(chosen) if chosen else run.model("base").resolve()
         if not (model_dir / "config.json").is_file():
             hint = "; run the pretrain stage first" if not chosen else ""
             raise ConfigError(f"sft: no model at {model_dir} (config.json missing){hint}")
