@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -147,16 +148,20 @@ def generate_dataset(
 
     if num_cpus is None:
         num_cpus = 0.25 if actor is not None else 1.0
-    return ds.map_batches(
-        GenerateBatch,
-        fn_constructor_kwargs={"params": params, "actor": actor, "model_dir": model_dir, **udf_kwargs},
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        # Ray 2.60 keeps a UDF actor's constructor arguments in the object store, from where a restart
-        # cannot be relied on (ray-project/ray#53727) and says so in an error-level line of every run
-        # (#57733, fixed after 2.60). This UDF holds no state (the engine actor does the work, with its
-        # own restarts), so it is not restarted: a failed batch fails the dataset with its reason.
-        max_restarts=0,
-    )
+    with warnings.catch_warnings():
+        # max_restarts has no named parameter in Ray 2.60's map_batches: passed as a remote argument
+        # it draws a warning of their removal in Ray 2.64 on every run (the pinned Ray is 2.60)
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            GenerateBatch,
+            fn_constructor_kwargs={"params": params, "actor": actor, "model_dir": model_dir, **udf_kwargs},
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            # Ray 2.60 keeps a UDF actor's constructor arguments in the object store, from where a restart
+            # cannot be relied on (ray-project/ray#53727) and says so in an error-level line of every run
+            # (#57733, fixed after 2.60). This UDF holds no state (the engine actor does the work, with its
+            # own restarts), so it is not restarted: a failed batch fails the dataset with its reason.
+            max_restarts=0,
+        )
