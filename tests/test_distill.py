@@ -115,6 +115,18 @@ def test_kept_traces_are_messages_conversations_the_sft_loader_reads(tmp_path) -
     assert len(mix.conversations) == 2
 
 
+def test_the_control_leaves_out_conversations_longer_than_its_rows() -> None:
+    """The control reuses the sft mixture at distill.seq_len: too-long ones are counted, not warned."""
+    from lm.tokenizer import R50K_PATTERN, Tokenizer
+    from pipelines.distill.student import fitting
+
+    tok = Tokenizer.from_ranks("bytes", R50K_PATTERN, {bytes([b]): b for b in range(256)})
+    short = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    long = {"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "4"}]}
+    kept, left_out = fitting([short, long, short], tok, 64)
+    assert kept == [short, short] and left_out == 1
+
+
 def test_problems_are_read_from_world_and_gsm8k_rows(tmp_path) -> None:
     world = tmp_path / "world.jsonl"
     world.write_text('{"question": "Q1?", "final": 335}\nnot json\n{"question": "", "final": 1}\n[1]\n')

@@ -120,6 +120,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from pipelines.distill.rejection import TraceFilter
     from pipelines.distill.report import logit_verdict, write_fragment
     from pipelines.distill.student import (
+        fitting,
         other_conversations,
         student_source,
         training_settings,
@@ -200,6 +201,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         mixture, _ = load_conversations(
             cfg, build_world_data(cfg, run_dir, bool(cfg.sft.world_kinds)), cfg.sft.world_kinds
         )
+        mixture, too_long = fitting(mixture, start.tokenizer, d.seq_len)
         c_train, c_val = split_validation(mixture, d.val_conversations, seed)
         c_settings = settings.model_copy(
             update={"max_steps": student["steps"], "output_name": d.control_output_name}
@@ -208,7 +210,11 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
             cfg, control_stage(name), c_settings, c_train, c_val, d.control_output_name, start,
             meta={"control_of": name},
         )  # fmt: skip
-        numbers |= {"control_steps": control["steps"], "control_model": control["model_dir"]}
+        numbers |= {
+            "control_steps": control["steps"],
+            "control_model": control["model_dir"],
+            "control_left_out_too_long": too_long,
+        }
 
     # 6. logit distillation: the student's init, data, settings and steps, plus KL to the teacher
     if d.logit.enabled:
