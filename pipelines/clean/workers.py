@@ -11,7 +11,10 @@ starts no Ray Data execution at all.
 
 A worker that dies mid-file (the OOM killer, a crash in a C extension) is restarted by Ray and the
 call retried ``RETRIES`` times; a file that still kills its worker is recorded as a failed file
-(one error row, retried by the next run) and the other files go on.
+(one error row, retried by the next run) and the other files go on. A worker lost with its node is
+waited for (up to ``UNAVAILABLE_WAIT_S``, while the others keep working) and its file sent again once
+it is back; a file that takes a worker down after that is the file's fault (it used to be sent 20
+times, about 60 worker restarts and 2.5 minutes for one poisonous file).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pipelines.clean.pipeline import FileProcessor
 log = logging.getLogger("raychat.clean")
 
 RETRIES = 2  # calls retried on a restarted worker before the item counts as failed
-UNAVAILABLE_RETRIES = 20  # sends of one item to workers that could not be reached (a node being replaced)
+UNAVAILABLE_WAIT_S = 600.0  # how long a lost worker may take to come back (a node being replaced)
 
 
 class CleanWorker:
@@ -97,7 +100,7 @@ class WorkerPool:
     ) -> Iterator[tuple[Any, Any]]:
         """``(item, result)`` of ``actor.<method>(item)`` for every item, as they finish (each actor
         holds one item at a time, so a slow file never holds back the others); an item whose worker
-        died ``RETRIES + 1`` times yields ``on_failure(item, error)`` instead."""
+        died ``RETRIES + 1`` times, or was lost holding it twice, yields ``on_failure(item, error)``."""
         import ray
 
         todo = list(items)
@@ -106,32 +109,56 @@ class WorkerPool:
         self._start(len(todo))
         todo.reverse()
         idle = list(self.actors)
-        running: dict[Any, tuple[Any, Any]] = {}
-        unavailable: dict[int, int] = {}  # item -> times its worker could not be reached
+        # ref -> (actor, item, None) for a call, or (actor, item, deadline) for a readiness check of a
+        # worker that was lost holding ``item``
+        running: dict[Any, tuple[Any, Any, float | None]] = {}
+        lost: dict[int, int] = {}  # item -> times a worker was lost holding it and came back
         while todo or running:
             while todo and idle:
                 actor, item = idle.pop(), todo.pop()
-                running[getattr(actor, method).remote(item)] = (actor, item)
+                running[getattr(actor, method).remote(item)] = (actor, item, None)
+            if not running:  # every worker is gone for good
+                for item in reversed(todo):
+                    yield item, on_failure(item, RuntimeError("no clean worker is left to take it"))
+                return
             [ref], _ = ray.wait(list(running), num_returns=1)
-            actor, item = running.pop(ref)
-            idle.append(actor)  # restarted by Ray if it died
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.ActorUnavailableError as e:
-                # the actor is being restarted (its node was lost, its process is coming back): not the
-                # item's fault, so it is sent again, after a pause that grows, a bounded number of times
-                unavailable[id(item)] = tries = unavailable.get(id(item), 0) + 1
-                if tries > UNAVAILABLE_RETRIES:
-                    log.error("clean: no worker could take %s %d times; recording it as failed", item, tries)
+            actor, item, deadline = running.pop(ref)
+            if deadline is not None:
+                # The worker was lost holding ``item``: its node was lost (not the item's fault), or the
+                # item kills it every time (Ray has already retried it RETRIES times). Once the worker
+                # is up again the item is sent once more; taking a worker down a second time is its fault.
+                try:
+                    ray.get(ref)
+                except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as e:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        running[actor.__ray_ready__.remote()] = (actor, item, deadline)
+                    else:
+                        log.error(
+                            "clean: the worker lost holding %s did not come back; recording it as failed",
+                            item,
+                        )
+                        yield item, on_failure(item, e)
+                    continue
+                except ray.exceptions.RayActorError as e:
                     yield item, on_failure(item, e)
                     continue
-                log.warning(
-                    "clean: a worker was unavailable (%s); sending %s again", e.__class__.__name__, item
-                )
-                time.sleep(min(5.0, 0.5 * tries))
-                todo.append(item)
+                idle.append(actor)
+                lost[id(item)] = times = lost.get(id(item), 0) + 1
+                if times > 1:
+                    log.error("clean: %s took its worker down again; recording it as failed", item)
+                    yield item, on_failure(item, RuntimeError("it took its worker down twice"))
+                else:
+                    log.warning("clean: a worker was lost holding %s and is back; sending it again", item)
+                    todo.append(item)
+                continue
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.ActorUnavailableError:
+                running[actor.__ray_ready__.remote()] = (actor, item, time.monotonic() + UNAVAILABLE_WAIT_S)
                 continue
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
                 log.error("clean: a worker died %d times on %s; recording it as failed", RETRIES + 1, item)
                 result = on_failure(item, e)
+            idle.append(actor)  # restarted by Ray if it died
             yield item, result
