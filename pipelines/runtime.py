@@ -131,7 +131,10 @@ class Progress:
         parts = [f"{self.name}: {self.done}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            # the first items carry the start-up (an engine loading, a pool starting): an ETA from
+            # them alone would promise hours for a job of seconds
+            early = self.done < max(2, 0.02 * self.total) and self.done < self.total
+            eta = (self.total - self.done) / rate if rate > 0 and not early else float("inf")
             parts.append(f"ETA {format_seconds(eta)}")
         parts.append(f"{rate:,.1f} {self.unit}/s")
         if extra:

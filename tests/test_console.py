@@ -113,3 +113,15 @@ def test_a_stage_run_prints_a_short_report_and_logs_the_rest(tmp_path: Path) -> 
     assert len(lines) <= 6, lines
     log_text = (run / "logs" / "raychat.log").read_text()
     assert "stage world: done in" in log_text and "Ray session logs" in log_text
+
+
+def test_a_progress_line_gives_no_eta_from_its_first_items() -> None:
+    """The first items carry the start-up; an ETA from them would promise hours for seconds of work."""
+    from pipelines.runtime import Progress
+
+    p = Progress("generating", total=1000, unit="samples")
+    p.start -= 5.0  # the first sample came after 5 s of start-up
+    p.done = 1
+    assert "ETA ?" in p.line()
+    p.done = 500
+    assert "ETA ?" not in p.line() and "ETA " in p.line()
