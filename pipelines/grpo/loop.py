@@ -227,7 +227,15 @@ def run_loop(
             state.elapsed_s = now - started
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
-            log.info("%s", progress_line(record, cfg, state, resumed_at, now - started))
+            log.info(  # the stage's live line on the console (pipelines/console.py)
+                "%s",
+                progress_line(record, cfg, state, resumed_at, now - started),
+                extra={
+                    "progress": True,
+                    "progress_key": f"grpo:{cfg.output_name}",
+                    "final": state.version == cfg.steps,
+                },
+            )
 
             if state.version % cfg.checkpoint_every == 0 or state.version == cfg.steps:
                 collector.samples.flush()
