@@ -141,15 +141,14 @@ class ChatSession:
     ) -> list[list[dict[str, Any]]]:
         """Every prompt's ``params.n`` samples (dicts with token_ids, finish_reason, error), through
         Ray Data on the engine actor; ``tools`` lets the requests call the search tool and calculator."""
-        import ray
 
         from pipelines.batch_generate import generate_dataset
-        from pipelines.runtime import Progress
+        from pipelines.runtime import Progress, quiet_ray_data
 
         if not prompts:
             return []
         items = [{"key": i, "prompt_ids": p} for i, p in enumerate(prompts)]
-        ds = ray.data.from_items(
+        ds = quiet_ray_data().from_items(
             items, override_num_blocks=max(1, min(len(items) // self.cfg.batch_size, 64))
         )
         out = generate_dataset(

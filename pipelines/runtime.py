@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ def init_ray(cfg: RayConfig) -> None:
     console.route_ray_driver_messages()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=verbose)
-        _quiet_ray_data()
+        _after_init()
         return
     kwargs: dict[str, Any] = {
         "include_dashboard": cfg.include_dashboard,
@@ -63,17 +64,28 @@ def init_ray(cfg: RayConfig) -> None:
     # the workers' own output (training ranks' lines, actors' logs) stays in Ray's session logs unless
     # --verbose: their progress reaches the console through status files (pipelines/console.py)
     ray.init(log_to_driver=verbose, **kwargs)
-    _quiet_ray_data()
+    _after_init()
 
 
-def _quiet_ray_data() -> None:
-    """Ray Data sets up its loggers when first imported: import it now, then route them (console.py)."""
-    import ray.data  # noqa: F401
+def _after_init() -> None:
+    from pipelines import console
+
+    if "ray.data" in sys.modules:  # imported already (Ray Train imports it): route its loggers now
+        console.quiet_ray_loggers()
+    log.info("Ray session logs (the workers' output): %s", _session_dir())
+
+
+def quiet_ray_data() -> Any:
+    """``ray.data``, imported, with its loggers routed to the quiet console (console.py); call it
+    before using Ray Data. Why not at ``init_ray``: Ray Data sets up its loggers when first imported,
+    and importing it costs about 0.5 CPU-seconds (pandas included) that a stage without it (the clean
+    stage without dedup) need not pay."""
+    import ray.data
 
     from pipelines import console
 
     console.quiet_ray_loggers()
-    log.info("Ray session logs (the workers' output): %s", _session_dir())
+    return ray.data
 
 
 def _session_dir() -> str:
@@ -94,9 +106,7 @@ def ray_data_settings(**settings: Any) -> Iterator[None]:
     wall time, 12-18 s seen here, for a fraction of a CPU-second) and packs a small corpus into a
     single block, i.e. one task, where the established reader reads the files in parallel.
     """
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
+    ctx = quiet_ray_data().DataContext.get_current()
     saved = {name: getattr(ctx, name) for name in settings}
     for name, value in settings.items():
         setattr(ctx, name, value)

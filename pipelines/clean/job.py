@@ -228,19 +228,34 @@ def check_steps(clean: CleanConfig) -> None:
 
 
 def count_languages(clean_dir: str) -> dict[str, int]:
-    """Rows per language partition, from parquet footers (no data is read)."""
-    import pyarrow.dataset as pads
+    """Rows per language partition (its ``language=xx`` folder), from parquet footers (no data is read).
 
-    fs, path = storage.fs_and_path(clean_dir)
+    Footers read one by one rather than through ``pyarrow.dataset``, whose import pulls in pandas:
+    about 0.3 CPU-seconds of the command for a count. Files are skipped as a dataset would skip them
+    (names starting with "." or "_"), and folder values are URI-decoded as hive discovery does.
+    """
+    import urllib.parse
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from pipelines.partitions import HIVE_NULL
+
+    fs, root = storage.fs_and_path(clean_dir)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return {}
     counts: dict[str, int] = {}
-    for fragment in pads.dataset(
-        path,
-        filesystem=fs,
-        format="parquet",
-        partitioning=pads.HivePartitioning.discover(infer_dictionary=True),
-    ).get_fragments():
-        lang = pads.get_partition_keys(fragment.partition_expression).get("language", "und")
-        counts[lang] = counts.get(lang, 0) + fragment.metadata.num_rows
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+            continue
+        if info.base_name.startswith((".", "_")):
+            continue
+        lang = "und"
+        for folder in info.path[len(root.rstrip("/")) :].strip("/").split("/")[:-1]:
+            name, sep, value = folder.partition("=")
+            if sep and name == "language" and value != HIVE_NULL:
+                lang = urllib.parse.unquote(value)
+        counts[lang] = counts.get(lang, 0) + pq.read_metadata(info.path, filesystem=fs).num_rows
     return dict(sorted(counts.items()))
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipelines import storage
 from pipelines.clean.schema import CLEAN_SCHEMA, ERRORS_SCHEMA, REJECTED_SCHEMA
-from pipelines.parquet_sink import dictionary_encode, partition_folder, split_by
+from pipelines.partitions import dictionary_encode, partition_folder, split_by
 
 Kind = Literal["clean", "rejected", "errors"]
 # data/rejected's columns (REJECTED_SCHEMA + text_truncated), data/clean's, data/errors'
