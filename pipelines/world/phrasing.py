@@ -1,6 +1,6 @@
 """Every way the tiny world asks about one fact, for any name: world entities and fresh ones alike.
 
-The world's question templates (``prose.QA``: two or so direct questions and one indirect "what"
+The world's question templates (``sentences.QA``: two or so direct questions and one indirect "what"
 form per relation) need only the entity's name and, for organisations, what their members are
 called. So the same templates ask about a crawl entity, an entity the corpus never mentions, and a
 fresh name drawn for "I don't know" training; a model cannot tell a refusal example from a real
@@ -11,9 +11,9 @@ questions ("Do you know when ... ?") and every refusal ("I don't know when ... .
 from __future__ import annotations
 
 from pipelines.world.facts import ORG_TYPES, RELATIONS
-from pipelines.world.prose import QA, cap
+from pipelines.world.sentences import QA, cap
 
-# questions built on the indirect form; the direct questions come from prose.QA
+# questions built on the indirect form; the direct questions come from sentences.QA
 ASK_WRAPPERS = (
     "Do you know {what}?",
     "Can you tell me {what}?",
