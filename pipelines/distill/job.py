@@ -120,13 +120,13 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from pipelines.distill.rejection import TraceFilter
     from pipelines.distill.report import logit_verdict, write_fragment
     from pipelines.distill.student import (
-        fitting,
         other_conversations,
         student_source,
         training_settings,
         write_jsonl,
     )
     from pipelines.distill.teacher import sample_teacher
+    from pipelines.sft.data import TOO_LONG
     from pipelines.sft.job import build_world_data, load_conversations
     from pipelines.sft.scorecard import evaluate_model, score
     from pipelines.sft.train import ChatModelSource, split_validation, train_chat_model
@@ -201,24 +201,25 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         mixture, _ = load_conversations(
             cfg, build_world_data(cfg, run_dir, bool(cfg.sft.world_kinds)), cfg.sft.world_kinds
         )
-        mixture, too_long = fitting(mixture, start.tokenizer, d.seq_len)
         c_train, c_val = split_validation(mixture, d.val_conversations, seed)
         c_settings = settings.model_copy(
             update={"max_steps": student["steps"], "output_name": d.control_output_name}
         )
         control = train_chat_model(
             cfg, control_stage(name), c_settings, c_train, c_val, d.control_output_name, start,
-            meta={"control_of": name},
+            meta={"control_of": name}, skips_expected=True,
         )  # fmt: skip
         numbers |= {
             "control_steps": control["steps"],
             "control_model": control["model_dir"],
-            "control_left_out_too_long": too_long,
+            "control_left_out_too_long": control["skipped"].get(TOO_LONG, 0),
         }
 
     # 6. logit distillation: the student's init, data, settings and steps, plus KL to the teacher
     if d.logit.enabled:
-        numbers |= _train_logit_student(cfg, name, teacher_source, start, student["steps"], train, val)
+        numbers |= _train_logit_student(
+            cfg, name, settings, teacher_source, start, student["steps"], train, val
+        )
 
     # 7. held-out accuracy of them all
     condition = d.eval_condition
@@ -254,19 +255,23 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
 
 
 def _train_logit_student(
-    cfg: RunConfig, name: str, teacher: Any, start: Any, steps: int, train: list[Any], val: list[Any]
+    cfg: RunConfig,
+    name: str,
+    student_settings: Any,
+    teacher: Any,
+    start: Any,
+    steps: int,
+    train: list[Any],
+    val: list[Any],
 ) -> dict[str, Any]:
     """The logit-distilled student (``models/<logit.output_name>``) at the sequence-level student's
     compute: its init, conversations, validation split, settings and number of steps."""
     from lm.train.logit_distill import LogitDistillation
-    from pipelines.distill.student import training_settings
     from pipelines.sft.train import train_chat_model
 
     d = getattr(cfg, name)
     lg = d.logit
-    settings = training_settings(d, cfg.sft).model_copy(
-        update={"max_steps": steps, "output_name": lg.output_name}
-    )
+    settings = student_settings.model_copy(update={"max_steps": steps, "output_name": lg.output_name})
     loss = LogitDistillation(str(teacher.model_dir), lg.weight, lg.temperature, lg.top_k)
     out = train_chat_model(
         cfg, logit_stage(name), settings, train, val, lg.output_name, start,

@@ -145,24 +145,3 @@ def tokenizer_differences(a: Any, b: Any) -> list[str]:
     if a.pat_str != b.pat_str:
         out.append("another split pattern")
     return out
-
-
-def fitting(conversations: list[Any], tokenizer: Any, seq_len: int) -> tuple[list[Any], int]:
-    """The conversations whose first reply starts within ``seq_len`` tokens, and how many did not.
-
-    The control learns from the sft stage's mixture at the student's (often shorter) row length, so
-    its long search and passage conversations are left out here, knowingly and counted in the stage's
-    numbers, rather than skipped with a warning about the user's data."""
-    from lm.chat import ChatFormat, ChatFormatError, ConversationTooLong
-
-    chat = ChatFormat(tokenizer)
-    kept = []
-    for conv in conversations:
-        try:
-            chat.render_conversation(conv, max_tokens=seq_len + 1)
-        except ConversationTooLong:
-            continue
-        except ChatFormatError:
-            pass  # malformed: render_examples skips and reports it as for any data
-        kept.append(conv)
-    return kept, len(conversations) - len(kept)

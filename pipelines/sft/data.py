@@ -84,11 +84,18 @@ class Examples:
         return h.hexdigest()[:16]
 
 
-def render_examples(conversations: Sequence[Any], chat: ChatFormat, seq_len: int) -> Examples:
+TOO_LONG = "too long: its first reply starts past seq_len"
+
+
+def render_examples(
+    conversations: Sequence[Any], chat: ChatFormat, seq_len: int, skips_expected: bool = False
+) -> Examples:
     """Render each conversation to at most ``seq_len + 1`` tokens (a row of ``seq_len`` inputs).
 
     A conversation that is malformed, or whose first trained token does not fit, is skipped and
-    counted by reason; one whose first reply had to be cut is kept and counted (``cut``).
+    counted by reason; one whose first reply had to be cut is kept and counted (``cut``). Skips are a
+    warning about the user's data, unless the caller knowingly trains at a shorter row than the data
+    was written for (``skips_expected``: the distill stage's control on the sft mixture).
     """
     ids: list[np.ndarray] = []
     masks: list[np.ndarray] = []
@@ -98,7 +105,7 @@ def render_examples(conversations: Sequence[Any], chat: ChatFormat, seq_len: int
         try:
             r = chat.render_conversation(conv, max_tokens=seq_len + 1)
         except ConversationTooLong:
-            skipped["too long: its first reply starts past seq_len"] += 1
+            skipped[TOO_LONG] += 1
             continue
         except ChatFormatError as e:
             skipped[f"malformed: {str(e)[:80]}"] += 1
@@ -115,7 +122,8 @@ def render_examples(conversations: Sequence[Any], chat: ChatFormat, seq_len: int
     flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
     flat_mask = np.concatenate(masks) if masks else np.zeros(0, dtype=np.uint8)
     if skipped:
-        log.warning("sft: %d conversations skipped (%s)", sum(skipped.values()), dict(skipped))
+        level = logging.INFO if skips_expected else logging.WARNING
+        log.log(level, "sft: %d conversations skipped (%s)", sum(skipped.values()), dict(skipped))
     return Examples(flat, flat_mask, offsets, skipped, cut)
 
 

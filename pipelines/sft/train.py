@@ -126,11 +126,14 @@ def train_chat_model(
     source: ChatModelSource,
     meta: dict[str, Any] | None = None,
     logit: LogitDistillation | None = None,
+    skips_expected: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune ``source`` on ``train`` (validation loss on ``val``) and export ``models/<output_name>``.
 
     ``logit``: also learn a teacher's token distributions on the same tokens (the distill stage's
     logit-distilled student, lm/train/logit_distill.py); a changed teacher or setting retrains.
+    ``skips_expected``: conversations that do not fit ``sft.seq_len`` are left out without a warning
+    (counted in ``skipped`` all the same).
     Returns the run's numbers: steps, examples, trained tokens, losses, tokens/s, the model directory.
     """
     from lm.chat import ChatFormat
@@ -143,8 +146,8 @@ def train_chat_model(
     run = RunDir(Path(cfg.run_dir).resolve())
     tok = source.tokenizer
     chat = ChatFormat(tok)
-    examples = render_examples(train, chat, sft.seq_len)
-    val_examples = render_examples(val, chat, sft.seq_len)
+    examples = render_examples(train, chat, sft.seq_len, skips_expected)
+    val_examples = render_examples(val, chat, sft.seq_len, skips_expected)
     if not len(examples):
         raise ConfigError(f"{stage}: no trainable conversations ({dict(examples.skipped) or 'none given'})")
     data_dir = run.scratch(stage, "tokens")
