@@ -1,7 +1,7 @@
 """Load on the serving application: requests/s, time to first token and tokens/s at concurrency 1, 8, 32.
 
     .venv/bin/python benchmarks/serve_load.py                  # a ~5M chat-format model, GPT-2 tokenizer
-    .venv/bin/python benchmarks/serve_load.py --quick          # fewer requests (a smoke run)
+    .venv/bin/python benchmarks/serve_load.py --quick          # a smoke run: fewer, shorter requests
     .venv/bin/python benchmarks/serve_load.py --model runs/tiny/models/sft --max-tokens 128
 
 What runs: a local Ray, the raychat Serve application (serving.app:build_app) on 127.0.0.1 with one
@@ -300,10 +300,15 @@ def main() -> NoReturn:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
     p.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
-    p.add_argument("--quick", action="store_true", help="1 repeat, 8 requests per level (smoke run)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 1 repeat, 8 requests per level, at most 16 tokens each, a model of depth at most 2",
+    )
     args = p.parse_args()
     if args.quick:
         args.repeats, args.requests = 1, 8
+        args.max_tokens, args.depth = min(args.max_tokens, 16), min(args.depth, 2)
     if not args.port:
         import socket
 

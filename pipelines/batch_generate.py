@@ -14,8 +14,8 @@ present, seeds each row's request (sample j uses seed + j), so a rerun reproduce
 
 Two ways to run, one UDF:
 - ``actor=``: the rows go to an engine actor (actors/engine_actor.py), shared with whatever else uses it
-  (a GRPO step, a Serve replica); the UDF itself is light (``num_cpus`` 0.25 by default) and waits out
-  ``EngineOverloaded`` with a backoff instead of failing the batch;
+  (a GRPO step, a Serve replica); the UDF runs as light Ray tasks (``num_cpus`` 0.25 by default) and
+  waits out ``EngineOverloaded`` with a backoff instead of failing the batch;
 - ``model_dir=``: each UDF actor owns an engine (``make_engine``), for an offline job on its own nodes.
 """
 
@@ -129,6 +129,11 @@ class GenerateBatch:
                 wait = min(2 * wait, OVERLOAD_WAIT_S[1])
 
 
+def generate_on_actor(batch: dict[str, np.ndarray], **udf_kwargs: Any) -> dict[str, list]:
+    """The UDF as a plain function, for ``actor=``: it holds no state (the engine actor does the work)."""
+    return GenerateBatch(**udf_kwargs)(batch)
+
+
 def generate_dataset(
     ds,
     params: SamplingParams,
@@ -141,27 +146,39 @@ def generate_dataset(
     num_gpus: float = 0,
     **udf_kwargs: Any,
 ):
-    """``ds`` with generations added (module docstring): ``concurrency`` UDF actors, each sending
-    ``batch_size`` prompts at a time. ``num_cpus`` defaults to 0.25 with an engine actor (the work
-    happens there) and 1 with an engine per UDF actor (``num_gpus`` for a GPU engine)."""
+    """``ds`` with generations added (module docstring), ``batch_size`` prompts a request.
+
+    With an engine actor, at most ``concurrency`` Ray tasks send batches to it (``num_cpus`` 0.25 by
+    default: the work happens in the actor). Tasks, not an actor pool: the UDF holds nothing, and an
+    actor pool is new processes for every dataset, which re-import torch. An evaluation runs a dataset
+    per condition, so that cost several seconds each (about 6 s for 12 prompts on a 2-core machine; a
+    task on a warm worker starts in milliseconds). With ``model_dir`` each of ``concurrency`` UDF actors
+    owns an engine (``num_cpus`` 1 by default, ``num_gpus`` for a GPU engine)."""
     import ray
 
-    if num_cpus is None:
-        num_cpus = 0.25 if actor is not None else 1.0
+    kwargs = {"params": params, "actor": actor, "model_dir": model_dir, **udf_kwargs}
+    if actor is not None:
+        return ds.map_batches(
+            generate_on_actor,
+            fn_kwargs=kwargs,
+            batch_size=batch_size,
+            compute=ray.data.TaskPoolStrategy(size=concurrency),
+            num_cpus=0.25 if num_cpus is None else num_cpus,
+        )
     with warnings.catch_warnings():
         # max_restarts has no named parameter in Ray 2.60's map_batches: passed as a remote argument
         # it draws a warning of their removal in Ray 2.64 on every run (the pinned Ray is 2.60)
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         return ds.map_batches(
             GenerateBatch,
-            fn_constructor_kwargs={"params": params, "actor": actor, "model_dir": model_dir, **udf_kwargs},
+            fn_constructor_kwargs=kwargs,
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=concurrency),
-            num_cpus=num_cpus,
+            num_cpus=1.0 if num_cpus is None else num_cpus,
             num_gpus=num_gpus,
             # Ray 2.60 keeps a UDF actor's constructor arguments in the object store, from where a restart
             # cannot be relied on (ray-project/ray#53727) and says so in an error-level line of every run
-            # (#57733, fixed after 2.60). This UDF holds no state (the engine actor does the work, with its
-            # own restarts), so it is not restarted: a failed batch fails the dataset with its reason.
+            # (#57733, fixed after 2.60). The engine is rebuilt from model_dir by a new pool, not restarted
+            # here: a failed batch fails the dataset with its reason.
             max_restarts=0,
         )

@@ -148,15 +148,14 @@ class ChatSession:
         if not prompts:
             return []
         items = [{"key": i, "prompt_ids": p} for i, p in enumerate(prompts)]
-        ds = quiet_ray_data().from_items(
-            items, override_num_blocks=max(1, min(len(items) // self.cfg.batch_size, 64))
-        )
+        blocks = max(1, min(len(items) // self.cfg.batch_size, 64))
+        ds = quiet_ray_data().from_items(items, override_num_blocks=blocks)
         out = generate_dataset(
             ds,
             params.model_copy(update={"stop_token_ids": self.chat.stop_token_ids}),
             actor=self.actor,
             batch_size=self.cfg.batch_size,
-            concurrency=self.cfg.concurrency,
+            concurrency=min(self.cfg.concurrency, blocks),  # more would wait on nothing (and Ray warns)
             tools=self.tool_names if tools else (),
         )
         samples: list[list[dict[str, Any]]] = [[] for _ in prompts]
