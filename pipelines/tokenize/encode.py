@@ -132,6 +132,17 @@ def encode_batch(table: pa.Table | pa.RecordBatch, settings: EncodeSettings) -> 
 
 # -- one file ------------------------------------------------------------------------------------
 
+UNREADABLE = (OSError, pa.ArrowException)  # what pyarrow raises on a damaged file
+
+
+def unreadable(path: str | os.PathLike[str], error: BaseException) -> ConfigError:
+    """The one line for an input file that pyarrow cannot read (its footer, or a page)."""
+    return ConfigError(
+        f"tokenize: {path} could not be read as parquet ({type(error).__name__}: {error}); repair or "
+        "remove it, or rerun the clean stage"
+    )
+
+
 _CODECS = {"UNCOMPRESSED": "none", "LZ4_RAW": "lz4", "LZ4": "lz4"}
 
 
@@ -146,17 +157,18 @@ def hive_values(relative: str) -> dict[str, str | None]:
     return values
 
 
-def _compression(meta: pq.FileMetaData, names: list[str], default: str) -> dict[str, str]:
-    """Each column's codec as the input file has it (its first row group); new columns get ``default``."""
-    out = dict.fromkeys(names, default)
+def _compression(meta: pq.FileMetaData, names: list[str]) -> dict[str, str]:
+    """Each column's codec as the input file has it (its first row group); the columns the rewrite
+    adds take the codec of the file's first column (snappy for a file without row groups)."""
+    found: dict[str, str] = {}
     if meta.num_row_groups:
         group = meta.row_group(0)
         for j in range(group.num_columns):
             column = group.column(j)
-            name = column.path_in_schema.split(".", 1)[0]
-            if name in out:
-                out[name] = _CODECS.get(column.compression, column.compression.lower())
-    return out
+            codec = _CODECS.get(column.compression, column.compression.lower())
+            found.setdefault(column.path_in_schema.split(".", 1)[0], codec)
+    default = next(iter(found.values()), "snappy")
+    return {name: found.get(name, default) for name in names}
 
 
 def _with_counts(table: pa.Table, counts: np.ndarray, partition: dict[str, str | None]) -> pa.Table:
@@ -180,11 +192,8 @@ def tokenize_file(
     column compressed as in the input. Returns the file's stats (summed by the driver)."""
     try:
         return _tokenize_file(path, relative, clean_out, settings)
-    except (OSError, pa.ArrowException) as e:  # a page that does not decode: the file's fault
-        raise ConfigError(
-            f"tokenize: {path} could not be read ({type(e).__name__}: {e}); repair or remove it, or rerun "
-            "the clean stage"
-        ) from None
+    except UNREADABLE as e:  # a page that does not decode: the file's fault
+        raise unreadable(path, e) from None
 
 
 def _tokenize_file(path: str, relative: str, clean_out: str | None, settings: EncodeSettings) -> dict:
@@ -218,7 +227,7 @@ def _encode_and_rewrite(
                 add_stats(stats, batch_stats)
             table = _with_counts(table, np.concatenate(counts or [np.zeros(0, np.int64)]), partition)
             if writer is None:
-                codecs = _compression(pf.metadata, table.schema.names, "snappy")
+                codecs = _compression(pf.metadata, table.schema.names)
                 writer = pq.ParquetWriter(partial, table.schema, compression=codecs)
             writer.write_table(table, row_group_size=max(1, table.num_rows))
         if writer is None:  # a file with a schema and no row groups stays one

@@ -55,12 +55,14 @@ from pipelines.run_dir import MetricsWriter, RunDir
 from pipelines.runtime import Progress, init_ray
 from pipelines.tokenize.config import TokenizeConfig
 from pipelines.tokenize.encode import (
+    UNREADABLE,
     EncodeSettings,
     add_stats,
     document_key,
     is_val_bytes,
     new_stats,
     tokenize_file,
+    unreadable,
     utf8,
 )
 from pipelines.tokenize.report import HIST_EDGES, histogram_file, report_section
@@ -151,7 +153,7 @@ def hive_partition_columns(directory: Path) -> list[str]:
 def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
     """Texts to train the tokenizer on: train-split documents picked by a hash (so the sample is
     spread over the whole corpus and the same on every run), until the document or byte cap."""
-    total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total_rows = _input_rows(files, tc)
     expected_train = max(1.0, total_rows * (1 - tc.val_fraction))
     fraction = 1.0 if tc.train_max_documents is None else min(1.0, tc.train_max_documents / expected_train)
     max_docs = tc.train_max_documents or total_rows
@@ -159,16 +161,10 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
     docs = nbytes = 0
     progress = Progress("tokenizer training sample", min(max_docs, total_rows), unit="docs")
     for f in files:
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
-        if tc.text_column not in names:
-            raise ConfigError(
-                f"{f}: no column {tc.text_column!r} (tokenize.text_column); columns: {sorted(names)}"
-            )
-        columns = [tc.text_column] + ([tc.id_column] if tc.id_column in names else [])
-        for batch in pf.iter_batches(batch_size=4096, columns=columns):
+        for batch in _text_batches(f, tc):
             texts = batch.column(tc.text_column).to_pylist()
-            ids = batch.column(tc.id_column).to_pylist() if tc.id_column in names else [None] * len(texts)
+            has_ids = tc.id_column in batch.schema.names
+            ids = batch.column(tc.id_column).to_pylist() if has_ids else [None] * len(texts)
             picked = 0
             for doc_id, text in zip(ids, texts, strict=True):
                 if not text:
@@ -184,6 +180,17 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
                     progress.update(picked, f"{nbytes / 1e6:.1f} MB")
                     return
             progress.update(picked, f"{nbytes / 1e6:.1f} MB")
+
+
+def _text_batches(f: Path, tc: TokenizeConfig) -> Iterator[pa.RecordBatch]:
+    """The text (and id) column of one file, 4,096 rows at a time; a page that does not decode is
+    one line naming the file (the column's presence was checked with the footers)."""
+    try:
+        with pq.ParquetFile(f) as pf:
+            columns = [c for c in (tc.text_column, tc.id_column) if c in pf.schema_arrow.names]
+            yield from pf.iter_batches(batch_size=4096, columns=columns)
+    except UNREADABLE as e:
+        raise unreadable(f, e) from None
 
 
 def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tokenizer:
@@ -306,11 +313,8 @@ def _input_rows(files: list[Path], tc: TokenizeConfig) -> int:
             with pq.ParquetFile(f) as pf:
                 rows += pf.metadata.num_rows
                 names = pf.schema_arrow.names
-        except (OSError, pa.ArrowException) as e:
-            raise ConfigError(
-                f"tokenize: {f} is not a readable parquet file ({e}); repair or remove it, or rerun the "
-                "clean stage"
-            ) from None
+        except UNREADABLE as e:
+            raise unreadable(f, e) from None
         if tc.text_column not in names:
             raise ConfigError(
                 f"tokenize: {f} has no column {tc.text_column!r} (tokenize.text_column); columns: {names}"
