@@ -357,7 +357,8 @@ def _encode_files(
         batch_size=tc.batch_size,
         num_threads=threads,
     )
-    task = ray.remote(tokenize_file).options(num_cpus=threads, max_retries=2)
+    # never more CPUs than a node has: Ray would wait forever for such a node
+    task = ray.remote(tokenize_file).options(num_cpus=min(threads, node_cpus), max_retries=2)
     shared = ray.put(settings)
     clean_out = str(new_clean.resolve()) if new_clean is not None else None
     pending = {task.remote(str(f), f.relative_to(input_dir).as_posix(), clean_out, shared): f for f in files}
