@@ -65,7 +65,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,6 +75,8 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
+from benchmarks.harness import TreeCpu, proc_table  # noqa: E402
+
 TARGET_RATIO = 1.5
 CORES = 2
 SAMPLE_INTERVAL_S = 0.2
@@ -85,75 +86,6 @@ UT1 = Path(os.environ.get("RAYCHAT_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 # ---- CPU seconds of a command's process tree -----------------------------------------------------
-
-
-def _proc_table() -> dict[int, tuple[int, int, int, str]]:
-    """pid -> (ppid, utime + stime in clock ticks, start time, name) for every process we can see."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm, rest = stat.split(b" (", 1)[1].rsplit(b")", 1)
-        fields = rest.split()
-        table[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19]), comm.decode())
-    return table
-
-
-class TreeCpu:
-    """CPU seconds of every descendant of this process, sampled from /proc (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.root = os.getpid()
-        self.ticks = os.sysconf("SC_CLK_TCK")
-        self.latest: dict[tuple[int, int], int] = {}
-        self.names: dict[tuple[int, int], str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        table = _proc_table()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, *_) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        todo = list(children.get(self.root, []))
-        while todo:
-            pid = todo.pop()
-            if pid in table:
-                _, ticks, started, name = table[pid]
-                self.latest[(pid, started)] = ticks
-                self.names[(pid, started)] = name
-            todo.extend(children.get(pid, []))
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._sample()
-
-    def __enter__(self) -> TreeCpu:
-        self._sample()
-        if self.latest:
-            raise RuntimeError("TreeCpu: this process already has children; their CPU would be counted")
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.latest.values()) / self.ticks
-
-    def by_name(self) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for k, v in self.latest.items():
-            out[self.names[k]] += v / self.ticks
-        return out
 
 
 def _children_cpu() -> float:
@@ -173,7 +105,7 @@ def _reap_orphans(timeout_s: float = 60.0) -> int:
         except ChildProcessError:
             return 0
         if pid == 0:
-            left = sum(1 for _, (ppid, *_r) in _proc_table().items() if ppid == os.getpid())
+            left = sum(1 for _, (ppid, *_r) in proc_table().items() if ppid == os.getpid())
             if time.monotonic() > deadline:
                 return left
             time.sleep(0.05)
@@ -182,7 +114,7 @@ def _reap_orphans(timeout_s: float = 60.0) -> int:
 def timed_command(cmd: list[str], log: Path, env: dict[str, str]) -> dict[str, Any]:
     """Run ``cmd`` to its end and the exit of all its processes; wall and CPU seconds of the tree."""
     before = _children_cpu()
-    with log.open("ab") as out, TreeCpu() as meter:
+    with log.open("ab") as out, TreeCpu(SAMPLE_INTERVAL_S) as meter:
         start = time.perf_counter()
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
         wall = time.perf_counter() - start

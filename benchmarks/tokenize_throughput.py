@@ -16,23 +16,25 @@ Both sides alike (benchmarks/README.md), each run a fresh process on a fresh cop
 directory, everything a user waits for inside the timer:
 - ours: ``python -m pipelines.tokenize --run-dir RUN --tokenizer gpt2:DIR --set ray.num_cpus=N``,
   i.e. everything ``raychat tokenize`` does: start its local Ray, load and save the tokenizer, encode
-  with Ray Data, write the parts, assemble the train/val shards and the index, rewrite the clean
-  parquet with ``token_count``, check the counts, swap the outputs in;
+  in Ray tasks, write the parts, rewrite the clean parquet with ``token_count``, assemble the
+  train/val shards and the index, check the counts, swap the outputs in, write report.md;
 - baseline: what a tiktoken user writes (nanoGPT's ``prepare.py`` shape): build the GPT-2 encoding
   from the same two files, read the parquet with pyarrow, ``encode_ordinary_batch`` with N threads,
   ``<|endoftext|>`` after each document, a hash train/val split, ``uint16`` ``train.bin``/``val.bin``;
 - the same warm-up (``--warmup``) and repetitions (``--repeats``), alternating which side goes first;
   median with the range printed; ``--clock cpu`` (default): text tokens per CPU-second of the whole
-  process tree (Ray's workers included), which other work on a shared machine distorts far less than
-  wall time; ``--clock wall``: per wall-second. Both are printed and in the JSON.
+  process tree (Ray's daemons and workers included: sampled from /proc, see harness.TreeCpu, since
+  the kernel's children totals miss the workers Ray reaps), which other work on a shared machine
+  distorts far less than wall time; ``--clock wall``: per wall-second. Both are printed and in the
+  JSON, and so is where ours' CPU went, per process.
 
 Outputs compared: both sides must hold the same number of documents and tokens and the same sum of
 token ids over all shards (an order-free checksum: the stage orders documents by a hash, the script
 by file order); any difference makes ``ok`` false and the script exit 1.
 
 Secondary lines: the stage's own encode rate (its ``tokens_per_second``, which starts after Ray and
-the tokenizer are up), and the encoding path per core: the stage's Ray Data map function
-(``encode_batch``) against ``encode_ordinary_batch`` on the same documents, one thread each, in CPU
+the tokenizer are up), and the encoding path per core: what the stage's tasks run per batch
+(``encode.encode_batch``) against ``encode_ordinary_batch`` on the same documents, one thread each, in CPU
 seconds of this process, same warm-up and repetitions. ``--no-stage`` runs only that one.
 ``--no-clean-rewrite`` runs ours with ``tokenize.write_clean=false`` (no ``token_count`` rewrite of
 the clean parquet), i.e. the same outputs as the baseline, to show what that rewrite costs.
@@ -50,6 +52,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -199,41 +202,42 @@ def _checksum(arrays: list, eot: int) -> dict:
 
 
 def encode_path(work: Path, texts: list[str], ids: list[str], gpt2: Path, warmup: int, repeats: int) -> dict:
-    """encode_batch (the stage's map function) vs encode_ordinary_batch, 1 thread, CPU seconds."""
+    """encode_batch (what the stage's tasks run per batch) vs encode_ordinary_batch, 1 thread, CPU s."""
     import pyarrow as pa
 
     from lm.tokenizer import load_tokenizer
     from pipelines.tokenize import job
     from pipelines.tokenize.config import TokenizeConfig
+    from pipelines.tokenize.encode import EncodeSettings, encode_batch
 
     tc = TokenizeConfig()
     tok = load_tokenizer(f"gpt2:{gpt2}")
     tok.save(work / "tokenizer", hf=False)
-    fingerprint = job.tokenizer_fingerprint(work / "tokenizer")
+    settings = EncodeSettings(
+        tokenizer_dir=str(work / "tokenizer"),
+        fingerprint=job.tokenizer_fingerprint(work / "tokenizer"),
+        parts_dir=str(work / "parts"),
+        text_column="text",
+        id_column="id",
+        val_fraction=tc.val_fraction,
+        seed=tc.seed,
+        dtype="uint16",
+        batch_size=tc.batch_size,
+        num_threads=1,
+    )
     batches = [
         pa.table({"text": texts[i : i + tc.batch_size], "id": ids[i : i + tc.batch_size]})
         for i in range(0, len(texts), tc.batch_size)
     ]
+    encoded = [0]
 
     def ours() -> float:
-        parts = work / "parts"
-        shutil.rmtree(parts, ignore_errors=True)
+        shutil.rmtree(work / "parts", ignore_errors=True)
         start = time.process_time()
-        for b in batches:
-            job.encode_batch(
-                b,
-                tokenizer_dir=str(work / "tokenizer"),
-                fingerprint=fingerprint,
-                parts_dir=str(parts),
-                text_column="text",
-                id_column="id",
-                val_fraction=tc.val_fraction,
-                seed=0,
-                num_threads=1,
-                dtype="uint16",
-                keep_columns=True,
-            )
-        return time.process_time() - start
+        stats = [encode_batch(b, settings)[1] for b in batches]
+        seconds = time.process_time() - start
+        encoded[0] = sum(s["tokens_train"] + s["tokens_val"] for s in stats)
+        return seconds
 
     def raw() -> float:
         start = time.process_time()
@@ -242,12 +246,8 @@ def encode_path(work: Path, texts: list[str], ids: list[str], gpt2: Path, warmup
 
     seconds = interleave({"ours": ours, "tiktoken": raw}, warmup, repeats)
     n_tokens = sum(len(x) for x in tok.encoding.encode_ordinary_batch(texts, num_threads=1))
-    encoded = 0
-    for f in (work / "parts" / "stats").glob("*.json"):
-        stats = json.loads(f.read_text())
-        encoded += stats["tokens_train"] + stats["tokens_val"]
-    if encoded != n_tokens + len(texts):  # every token, plus one separator per document
-        raise RuntimeError(f"encode_batch wrote {encoded} tokens, expected {n_tokens + len(texts)}")
+    if encoded[0] != n_tokens + len(texts):  # every token, plus one separator per document
+        raise RuntimeError(f"encode_batch wrote {encoded[0]} tokens, expected {n_tokens + len(texts)}")
     return {
         "tokens": n_tokens,
         "ours": spread([n_tokens / s for s in seconds["ours"]]),
@@ -381,6 +381,7 @@ def run_stage(
     count = {"ours": 0, "baseline": 0}
     checks: dict[str, dict] = {}
     encode_rates: list[float] = []
+    by_process: Counter[str] = Counter()  # ours' CPU-seconds per process name, summed over runs
 
     def fresh_run(name: str) -> Path:
         count[name] += 1
@@ -407,12 +408,13 @@ def run_stage(
         checks["ours"] = checksum_ours(run)
         numbers = json.loads((run / "metrics" / "tokenize.jsonl").read_text().splitlines()[-1])
         encode_rates.append((numbers["tokens"] - numbers["documents"]) / numbers["encode_seconds"])
-        phases = re.search(r"Ray Data pass [\d.]+s, shard assembly [\d.]+s", m.stderr)
+        phases = re.search(r"encode pass [\d.]+s, shard assembly [\d.]+s", m.stderr)
         print(
             f"  ours      wall {m.wall_s:6.2f}s  cpu {m.cpu_s:6.2f}s  (tokenizer {numbers['tokenizer_seconds']}s, "
             f"{phases.group(0) if phases else 'encode + shards ' + str(numbers['encode_seconds']) + 's'})",
             flush=True,
         )
+        by_process.update(m.cpu_by_name)
         return {"wall": m.wall_s, "cpu": m.cpu_s}
 
     def baseline() -> dict:
@@ -447,6 +449,11 @@ def run_stage(
     print(f"{'':10s} {'text tokens per CPU-second':>40s} {'text tokens per wall-second':>40s}")
     for name in results:
         print(f"{name:10s} {fmt(*rates[name, 'cpu'], 0):>40s} {fmt(*rates[name, 'wall'], 0):>40s}")
+    runs = args.warmup + args.repeats
+    print(
+        "ours' CPU-seconds by process, mean of its runs: "
+        + ", ".join(f"{name} {cpu / runs:.2f}" for name, cpu in by_process.most_common(8))
+    )
     encode = spread(encode_rates)
     print(f"the stage's own encode rate (after Ray and the tokenizer are up): {fmt(*encode, 0)} tokens/s")
     print(f"outputs: ours {checks['ours']}, baseline {checks['baseline']}, expected {expected}")

@@ -101,7 +101,7 @@ def _session_dir() -> str:
 def ray_data_settings(**settings: Any) -> Iterator[None]:
     """Set Ray Data ``DataContext`` fields for one job's datasets, then put the old values back.
 
-    Both data stages read their many small parquet files with the established file-by-file reader
+    The clean stage reads its many small parquet files with the established file-by-file reader
     (``use_datasource_v2=False``): Ray 2.60's V2 file datasource lists files in one task (seconds of
     wall time, 12-18 s seen here, for a fraction of a CPU-second) and packs a small corpus into a
     single block, i.e. one task, where the established reader reads the files in parallel.

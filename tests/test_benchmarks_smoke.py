@@ -84,6 +84,26 @@ def test_run_process_counts_cpu_of_orphaned_grandchildren():
     assert m.cpu_s > 0.5
 
 
+def test_run_process_counts_cpu_of_children_reaped_without_waiting():
+    """Ray's raylet ignores SIGCHLD, so the kernel drops its workers' CPU from every children total
+    when they exit: the harness must count them anyway (it samples the process tree)."""
+    busy = "x = 0\nfor i in range(20_000_000): x += i"  # about a CPU-second
+    code = textwrap.dedent(
+        f"""
+        import os, signal, time
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel, unaccounted
+        pid = os.fork()
+        if pid == 0:
+            exec({busy!r})
+            os._exit(0)
+        while os.path.exists(f"/proc/{{pid}}"):
+            time.sleep(0.05)
+        """
+    )
+    m = run_process([sys.executable, "-c", code], _env())
+    assert m.cpu_s > 0.5
+
+
 def test_run_process_failure_is_an_error():
     with pytest.raises(RuntimeError, match="exited 3"):
         run_process([sys.executable, "-c", "import sys; sys.exit(3)"], _env())

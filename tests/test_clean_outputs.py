@@ -132,7 +132,7 @@ def test_counts_that_do_not_add_up_fail_the_stage(tmp_path, ray_session, monkeyp
 
 @pytest.mark.parametrize("v2", [False, True])
 def test_parquet_sink_keeps_partition_columns_that_ray_reads_back_once(tmp_path, ray_session, v2):
-    """The sink behind data/clean (and tokenize's rewrite of it); values are URI-encoded folder names."""
+    """The sink behind data/clean on the dedup path; values are URI-encoded folder names."""
     import ray
 
     from pipelines.parquet_sink import HIVE_NULL, ParquetSink
@@ -153,7 +153,7 @@ def test_parquet_sink_keeps_partition_columns_that_ray_reads_back_once(tmp_path,
         .to_pylist()
     )
     assert sorted(hive, key=lambda r: r["text"]) == rows  # the null went to Arrow's null folder and back
-    with ray_data_settings(use_datasource_v2=v2):  # tokenize and pass 2 read with v2 off
+    with ray_data_settings(use_datasource_v2=v2):  # pass 2 reads with v2 off
         back = ray.data.read_parquet(str(out)).take_all()
     assert len(back) == 5 and all(set(r) == {"text", "language"} for r in back)  # one language column
     # (Ray's v2 reader takes the null folder's name for the value: clean never writes null languages)

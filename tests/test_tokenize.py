@@ -276,3 +276,60 @@ def test_shards_do_not_depend_on_how_documents_were_batched(tmp_path: Path):
     assert _merged(tmp_path / "c", batches, docs, memory_bytes=2048) == one_batch  # many hash-range passes
     stream = np.frombuffer(one_batch, dtype="<u2")
     assert np.count_nonzero(stream == 9) == 200 and stream.size == sum(d.size + 1 for d in docs.values())
+
+
+def test_unreadable_input_file_is_one_line_before_anything_is_written(tmp_path: Path):
+    run = tmp_path / "run"
+    folder = run / "data" / "clean" / "language=en"
+    folder.mkdir(parents=True)
+    pq.write_table(_clean_table(_documents(20), [f"d{i}" for i in range(20)], "en"), folder / "good.parquet")
+    (folder / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ConfigError, match=r"bad\.parquet could not be read as parquet"):
+        job.run(_config(run))
+    (folder / "bad.parquet").unlink()
+    pq.write_table(pa.table({"body": ["x"]}), folder / "other.parquet")
+    with pytest.raises(ConfigError, match=r"other\.parquet has no column 'text'"):
+        job.run(_config(run))
+    assert not (run / "tokens").exists() and not (run / "tokenizer").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["good.parquet", "other.parquet"]
+
+
+@pytest.mark.slow
+def test_rewrite_keeps_files_codecs_and_row_groups_and_a_bad_page_is_one_line(
+    ray_session, tmp_path: Path, shared_data
+):
+    """The clean files come back under the same names with token_count filled, each column in its
+    codec, one row group per input row group; a file whose data does not decode stops the stage with
+    an error naming it, the old outputs untouched."""
+    run = tmp_path / "run"
+    folder = run / "data" / "clean" / "language=de"
+    folder.mkdir(parents=True)
+    docs = _documents(300, seed=3)
+    table = _clean_table(docs, [f"de-{i}" for i in range(300)], "de")
+    pq.write_table(table, folder / "z.parquet", compression="zstd", row_group_size=70)
+    numbers = job.run(_config(run, batch_size=32))
+    tok = load_tokenizer(run / "tokenizer")
+
+    out = pq.ParquetFile(folder / "z.parquet")
+    assert out.metadata.num_row_groups == 5
+    assert {out.metadata.row_group(0).column(j).compression for j in range(out.metadata.num_columns)} == {
+        "ZSTD"
+    }
+    rows = out.read().to_pylist()
+    assert [r["text"] for r in rows] == docs and {r["language"] for r in rows} == {"de"}
+    assert [r["token_count"] for r in rows] == [len(tok.encode(d)) for d in docs]
+    assert sum(r["token_count"] for r in rows) + numbers["documents"] == numbers["tokens"]
+    assert not [p for p in run.rglob(".*")]  # no temporary files or folders left
+
+    # a data page that does not decode: one line naming the file; tokens/ and data/clean/ unchanged
+    shards = {p: p.read_bytes() for p in (run / "tokens").rglob("*") if p.is_file()}
+    raw = bytearray((folder / "z.parquet").read_bytes())
+    middle = len(raw) // 2
+    raw[middle : middle + 2000] = bytes(range(256)) * 7 + bytes(208)
+    (folder / "z.parquet").write_bytes(bytes(raw))
+    for tokenizer in ("train", f"gpt2:{shared_data / 'tokenizers' / 'gpt2'}"):  # sample read, task read
+        with pytest.raises(ConfigError, match=r"z\.parquet could not be read as parquet"):
+            job.run(_config(run, batch_size=32, tokenizer=tokenizer))
+    assert {p: p.read_bytes() for p in (run / "tokens").rglob("*") if p.is_file()} == shards
+    assert (folder / "z.parquet").read_bytes() == bytes(raw)
+    assert sorted(p.name for p in folder.iterdir()) == ["z.parquet"]

@@ -44,15 +44,15 @@ class TokenizeConfig(StrictModel):
     merge_memory_mb: int = Field(
         1024, ge=16, description="memory the driver may use to merge the encoded parts into shards"
     )
-    batch_size: int = Field(512, ge=1, description="documents per Ray Data batch (one encode call)")
-    block_mb: int = Field(
-        16,
-        ge=1,
-        description="target size of Ray Data blocks read from parquet (Ray's default 128 MB would "
-        "leave a small corpus in one block on one core)",
+    batch_size: int = Field(
+        2048, ge=1, description="documents per encode call; each call's tokens are one part file per split"
     )
-    num_threads: int = Field(1, ge=1, description="tiktoken threads inside each Ray Data task")
-    num_cpus_per_task: float = Field(1.0, gt=0, description="CPUs Ray reserves for each encoding task")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="tiktoken threads (and Ray CPUs) per file task; None = the cluster's CPUs shared out "
+        "over the files, at most one node's",
+    )
     seed: int = Field(
         0, description="salt of the train/val split hash and of the tokenizer's training sample"
     )

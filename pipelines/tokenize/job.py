@@ -7,14 +7,15 @@
 1. The tokenizer: ``tokenize.tokenizer: train`` trains our byte-level BPE (lm/bpe.py) on a hash-chosen
    sample of the train split; any other value is loaded with ``lm.tokenizer.load_tokenizer``. Either
    way it is saved to ``<run>/tokenizer/`` so the run is self-contained.
-2. One streaming Ray Data pass over the clean parquet: each task encodes a batch with tiktoken
-   (``encode_to_numpy`` per document: no Python list of ints per token), puts ``<|endoftext|>``
-   before every document, sends each document to train or val by a hash of its id, writes the
-   batch's tokens as one part file per split, and hands the rows on with ``token_count`` filled to
-   ``write_parquet`` (same language partitioning, the column kept in the files).
+2. One Ray task per parquet file (pipelines/tokenize/encode.py) reads it once, encodes its rows with
+   tiktoken (``encode_to_numpy`` per document: no Python list of ints per token; threads when there
+   are fewer files than CPUs), puts ``<|endoftext|>`` before every document, sends each document to
+   train or val by a hash of its id, writes each batch's tokens as one part file per split, and
+   writes the file again with ``token_count`` filled (same columns, compression and row groups).
 3. The driver concatenates the parts, in an order fixed by their content, into fixed-size shards and
    writes ``<run>/tokens/index.json`` (pipelines/tokenize/shards.py), checks that rows, documents and
-   tokens add up, and swaps the new ``tokens/`` and ``data/clean/`` in place of the old ones.
+   tokens add up (``token_count`` in the rewritten files included), and swaps the new ``tokens/`` and
+   ``data/clean/`` in place of the old ones.
 
 Everything is written to temporary folders first and renamed at the end, so a rerun or a killed run
 never leaves duplicated rows or half an output.
@@ -34,9 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
@@ -48,24 +47,26 @@ from lm.tokenizer import (
     RANKS_FILE,
     Tokenizer,
     TokenizerError,
-    load_saved,
     load_tokenizer,
 )
 from pipelines import storage
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, StageFailed
 from pipelines.run_dir import MetricsWriter, RunDir
-from pipelines.runtime import Progress, init_ray, ray_data_settings
+from pipelines.runtime import Progress, init_ray
 from pipelines.tokenize.config import TokenizeConfig
-from pipelines.tokenize.report import HIST_EDGES, histogram_file, report_section
-from pipelines.tokenize.shards import (
-    SPLITS,
-    ShardWriter,
-    TokenIndex,
-    merge_parts,
-    token_dtype,
-    write_index,
-    write_part,
+from pipelines.tokenize.encode import (
+    UNREADABLE,
+    EncodeSettings,
+    add_stats,
+    document_key,
+    is_val_bytes,
+    new_stats,
+    tokenize_file,
+    unreadable,
+    utf8,
 )
+from pipelines.tokenize.report import HIST_EDGES, histogram_file, report_section
+from pipelines.tokenize.shards import SPLITS, ShardWriter, TokenIndex, merge_parts, token_dtype, write_index
 
 if TYPE_CHECKING:
     from pipelines.config import RunConfig
@@ -117,26 +118,13 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
 _U64 = 2**64
 
 
-def document_key(doc_id: Any, text: str) -> str:
-    """What the split hash reads: the document id, or its text when it has none."""
-    return str(doc_id) if doc_id is not None and doc_id != "" else text
-
-
 def is_val(key: str, seed: int, val_fraction: float) -> bool:
     """Deterministic train/val assignment: the same id lands in the same split on every run and node."""
-    return _is_val_bytes(_utf8(key), seed, val_fraction)
-
-
-def _is_val_bytes(key: bytes, seed: int, val_fraction: float) -> bool:
-    return xxhash.xxh64_intdigest(key, seed=seed % _U64) < val_fraction * _U64
+    return is_val_bytes(utf8(key), seed, val_fraction)
 
 
 def _in_sample(key: str, seed: int, fraction: float) -> bool:
-    return xxhash.xxh64_intdigest(b"sample\0" + _utf8(key), seed=seed % _U64) < fraction * _U64
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
+    return xxhash.xxh64_intdigest(b"sample\0" + utf8(key), seed=seed % _U64) < fraction * _U64
 
 
 def parquet_files(directory: Path) -> list[Path]:
@@ -165,7 +153,7 @@ def hive_partition_columns(directory: Path) -> list[str]:
 def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
     """Texts to train the tokenizer on: train-split documents picked by a hash (so the sample is
     spread over the whole corpus and the same on every run), until the document or byte cap."""
-    total_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total_rows = _input_rows(files, tc)
     expected_train = max(1.0, total_rows * (1 - tc.val_fraction))
     fraction = 1.0 if tc.train_max_documents is None else min(1.0, tc.train_max_documents / expected_train)
     max_docs = tc.train_max_documents or total_rows
@@ -173,16 +161,10 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
     docs = nbytes = 0
     progress = Progress("tokenizer training sample", min(max_docs, total_rows), unit="docs")
     for f in files:
-        pf = pq.ParquetFile(f)
-        names = set(pf.schema_arrow.names)
-        if tc.text_column not in names:
-            raise ConfigError(
-                f"{f}: no column {tc.text_column!r} (tokenize.text_column); columns: {sorted(names)}"
-            )
-        columns = [tc.text_column] + ([tc.id_column] if tc.id_column in names else [])
-        for batch in pf.iter_batches(batch_size=4096, columns=columns):
+        for batch in _text_batches(f, tc):
             texts = batch.column(tc.text_column).to_pylist()
-            ids = batch.column(tc.id_column).to_pylist() if tc.id_column in names else [None] * len(texts)
+            has_ids = tc.id_column in batch.schema.names
+            ids = batch.column(tc.id_column).to_pylist() if has_ids else [None] * len(texts)
             picked = 0
             for doc_id, text in zip(ids, texts, strict=True):
                 if not text:
@@ -193,11 +175,22 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
                 yield text
                 picked += 1
                 docs += 1
-                nbytes += len(_utf8(text))
+                nbytes += len(utf8(text))
                 if docs >= max_docs or nbytes >= max_bytes:
                     progress.update(picked, f"{nbytes / 1e6:.1f} MB")
                     return
             progress.update(picked, f"{nbytes / 1e6:.1f} MB")
+
+
+def _text_batches(f: Path, tc: TokenizeConfig) -> Iterator[pa.RecordBatch]:
+    """The text (and id) column of one file, 4,096 rows at a time; a page that does not decode is
+    one line naming the file (the column's presence was checked with the footers)."""
+    try:
+        with pq.ParquetFile(f) as pf:
+            columns = [c for c in (tc.text_column, tc.id_column) if c in pf.schema_arrow.names]
+            yield from pf.iter_batches(batch_size=4096, columns=columns)
+    except UNREADABLE as e:
+        raise unreadable(f, e) from None
 
 
 def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tokenizer:
@@ -239,77 +232,6 @@ def tokenizer_fingerprint(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
-# -- the Ray Data map function ------------------------------------------------------------------
-
-_TOKENIZERS: dict[tuple[str, str], Tokenizer] = {}
-
-
-def _worker_tokenizer(directory: str, fingerprint: str) -> Tokenizer:
-    """Load once per worker process; the fingerprint keeps a retrained tokenizer at the same path
-    from being served stale out of this cache."""
-    key = (directory, fingerprint)
-    tok = _TOKENIZERS.get(key)
-    if tok is None:
-        tok = _TOKENIZERS[key] = load_saved(directory)
-    return tok
-
-
-def encode_batch(
-    table: pa.Table,
-    *,
-    tokenizer_dir: str,
-    fingerprint: str,
-    parts_dir: str,
-    text_column: str,
-    id_column: str,
-    val_fraction: float,
-    seed: int,
-    num_threads: int,
-    dtype: str,
-    keep_columns: bool,
-) -> pa.Table:
-    """Encode one batch: write its tokens (``<|endoftext|>`` + document, per split) as part files,
-    a stats file beside them, and return the rows with ``token_count`` filled.
-
-    Part names are a hash of the batch's documents, so a task that Ray retries rewrites the same
-    files instead of adding copies.
-    """
-    tok = _worker_tokenizer(tokenizer_dir, fingerprint)
-    texts = [t or "" for t in table.column(text_column).to_pylist()]
-    ids = table.column(id_column).to_pylist() if id_column in table.column_names else [None] * len(texts)
-    encoded = tok.encode_batch_numpy(texts, num_threads=num_threads)
-    counts = np.fromiter((e.size for e in encoded), dtype=np.int64, count=len(encoded))
-
-    digest = xxhash.xxh64()
-    members: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in SPLITS}
-    for doc_id, text, tokens in zip(ids, texts, encoded, strict=True):
-        key = _utf8(document_key(doc_id, text))
-        digest.update(key + b"\0")
-        if tokens.size:
-            docs, hashes = members["val" if _is_val_bytes(key, seed, val_fraction) else "train"]
-            docs.append(tokens)
-            hashes.append(xxhash.xxh64_intdigest(b"order\0" + key, seed=seed % _U64))
-    name = f"{digest.hexdigest()}-{len(texts)}"
-    stats: dict[str, Any] = {"rows": len(texts), "rows_empty": int((counts == 0).sum())}
-    for split, (docs, hashes) in members.items():
-        stats[f"documents_{split}"] = len(docs)
-        stats[f"tokens_{split}"] = sum(d.size for d in docs) + len(docs)
-        if docs:
-            write_part(
-                Path(parts_dir) / split, name, docs, np.array(hashes, dtype=np.uint64), tok.eot_id, dtype
-            )
-    stats["text_bytes"] = int(pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0)
-    stats["hist"] = np.histogram(counts[counts > 0], bins=HIST_EDGES)[0].tolist()
-    atomic.write_bytes(Path(parts_dir) / "stats" / f"{name}.json", json.dumps(stats).encode())
-
-    token_count = pa.array(counts, type=pa.int64())
-    if not keep_columns:
-        return pa.table({"token_count": token_count})
-    if "token_count" in table.column_names:
-        return table.set_column(table.column_names.index("token_count"), "token_count", token_count)
-    return table.append_column("token_count", token_count)
-
-
 # -- the stage ----------------------------------------------------------------------------------
 
 
@@ -342,7 +264,7 @@ def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
     if not files:
         raise ConfigError(f"tokenize: no .parquet files under {input_dir}")
     partition_cols = hive_partition_columns(input_dir)
-    input_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    input_rows = _input_rows(files, tc)
     log.info(
         "tokenize: %d parquet files, %d rows, partitioned by %s",
         len(files),
@@ -362,15 +284,14 @@ def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
         if new_clean is not None and tc.input and Path(tc.input).resolve() != run_dir.clean.resolve():
             log.warning("%s will be replaced by the tokenized copy of %s", run_dir.clean, tc.input)
         encode_started = time.time()
-        _encode_with_ray(
-            tc, cfg, input_dir, len(files), partition_cols, run_dir.tokenizer, parts, dtype, new_clean
+        stats = _encode_files(
+            tc, cfg, input_dir, files, input_rows, run_dir.tokenizer, parts, dtype, new_clean
         )
-        stats = _sum_stats(parts / "stats")
         ray_seconds = time.time() - encode_started
         index = _assemble(parts, new_tokens, tok, dtype, tc, run_dir)
         encode_seconds = time.time() - encode_started
         log.info(
-            "tokenize: Ray Data pass %.1fs, shard assembly %.1fs", ray_seconds, encode_seconds - ray_seconds
+            "tokenize: encode pass %.1fs, shard assembly %.1fs", ray_seconds, encode_seconds - ray_seconds
         )
         _check_counts(stats, index, input_rows, new_clean)
     shutil.rmtree(run_dir.scratch(name), ignore_errors=True)
@@ -383,101 +304,80 @@ def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
     return numbers
 
 
-SMALL_MACHINE_CPUS = 16  # an embedded local cluster this small gets the reservation switched off
+def _input_rows(files: list[Path], tc: TokenizeConfig) -> int:
+    """Rows of every input file, from the footers: a file that is not parquet, or lacks the text
+    column, stops the stage here with one line naming it, before Ray starts and before any output."""
+    rows = 0
+    for f in files:
+        try:
+            with pq.ParquetFile(f) as pf:
+                rows += pf.metadata.num_rows
+                names = pf.schema_arrow.names
+        except UNREADABLE as e:
+            raise unreadable(f, e) from None
+        if tc.text_column not in names:
+            raise ConfigError(
+                f"tokenize: {f} has no column {tc.text_column!r} (tokenize.text_column); columns: {names}"
+            )
+    return rows
 
 
-def _encode_with_ray(
+def _encode_files(
     tc: TokenizeConfig,
     cfg: RunConfig,
     input_dir: Path,
-    num_files: int,
-    partition_cols: list[str],
+    files: list[Path],
+    input_rows: int,
     tokenizer_dir: Path,
     parts: Path,
     dtype: str,
     new_clean: Path | None,
-) -> None:
+) -> dict[str, Any]:
+    """One Ray task per file (encode.tokenize_file); returns the summed stats of every file.
+
+    With fewer files than CPUs, each task encodes on several threads (tiktoken drops the GIL) and
+    asks Ray for that many CPUs, at most one node's: a small corpus in one file still uses the
+    machine, with one worker process instead of one per CPU.
+    """
     import ray
 
     init_ray(cfg.ray)
-    # One block per parquet file when there are enough files for every CPU (no block splitting); and
-    # on a small machine's embedded cluster, no per-operator CPU reservation, which there kept a CPU
-    # back for the read operator while encode tasks queued. 64 MB of text on 2 CPUs: 4.1M tokens/s
-    # with Ray's defaults, 6.6-7.3M this way (raw tiktoken on 2 threads: 6.2-6.6M). A real cluster
-    # (joined through RAY_ADDRESS) keeps Ray's reservations, which protect its object-store budgets.
-    # With fewer files than CPUs, Ray splits the blocks (smaller than its 128 MB default, so that a
-    # small corpus still spreads). Always the file-by-file reader (see ray_data_settings): a 16 MB
-    # corpus took 7 s instead of 23 s.
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    block_per_file = num_files >= cpus
-    settings: dict[str, Any] = {
-        "target_max_block_size": tc.block_mb * 1024 * 1024,
-        "use_datasource_v2": False,
-    }
-    if block_per_file and not os.environ.get("RAY_ADDRESS") and cpus <= SMALL_MACHINE_CPUS:
-        settings["op_resource_reservation_enabled"] = False
-    with ray_data_settings(**settings):
-        _run_pipeline(
-            ray,
-            tc,
-            input_dir,
-            num_files if block_per_file else None,
-            partition_cols,
-            tokenizer_dir,
-            parts,
-            dtype,
-            new_clean,
-        )
-
-
-def _run_pipeline(
-    ray: Any,
-    tc: TokenizeConfig,
-    input_dir: Path,
-    num_blocks: int | None,
-    partition_cols: list[str],
-    tokenizer_dir: Path,
-    parts: Path,
-    dtype: str,
-    new_clean: Path | None,
-) -> None:
-    ds = ray.data.read_parquet(str(input_dir.resolve()), override_num_blocks=num_blocks)
-    ds = ds.map_batches(
-        encode_batch,
-        batch_format="pyarrow",
+    node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1)
+    threads = tc.num_threads or max(1, min(node_cpus, cpus // len(files)))
+    settings = EncodeSettings(
+        tokenizer_dir=str(tokenizer_dir.resolve()),
+        fingerprint=tokenizer_fingerprint(tokenizer_dir),
+        parts_dir=str(parts.resolve()),
+        text_column=tc.text_column,
+        id_column=tc.id_column,
+        val_fraction=tc.val_fraction,
+        seed=tc.seed,
+        dtype=dtype,
         batch_size=tc.batch_size,
-        num_cpus=tc.num_cpus_per_task,
-        udf_modifying_row_count=False,
-        fn_kwargs={
-            "tokenizer_dir": str(tokenizer_dir.resolve()),
-            "fingerprint": tokenizer_fingerprint(tokenizer_dir),
-            "parts_dir": str(parts.resolve()),
-            "text_column": tc.text_column,
-            "id_column": tc.id_column,
-            "val_fraction": tc.val_fraction,
-            "seed": tc.seed,
-            "num_threads": tc.num_threads,
-            "dtype": dtype,
-            "keep_columns": new_clean is not None,
-        },
+        num_threads=threads,
     )
-    if new_clean is not None:
-        from pipelines.parquet_sink import ParquetSink  # keeps the partition column in the files
-
-        ds.write_datasink(ParquetSink(str(new_clean.resolve()), partition_cols))
-    else:
-        for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pass
-
-
-def _sum_stats(stats_dir: Path) -> dict[str, Any]:
-    total: dict[str, Any] = {"batches": 0, "hist": [0] * (len(HIST_EDGES) - 1)}
-    for f in sorted(stats_dir.glob("*.json")) if stats_dir.is_dir() else []:
-        one = json.loads(f.read_text())
-        total["batches"] += 1
-        total["hist"] = [a + b for a, b in zip(total["hist"], one.pop("hist"), strict=True)]
-        for k, v in one.items():
-            total[k] = total.get(k, 0) + v
+    # never more CPUs than a node has: Ray would wait forever for such a node
+    task = ray.remote(tokenize_file).options(num_cpus=min(threads, node_cpus), max_retries=2)
+    shared = ray.put(settings)
+    clean_out = str(new_clean.resolve()) if new_clean is not None else None
+    pending = {task.remote(str(f), f.relative_to(input_dir).as_posix(), clean_out, shared): f for f in files}
+    total = new_stats()
+    progress = Progress("tokenizing", input_rows, unit="docs")
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(done[0])
+            one = ray.get(done[0])
+            add_stats(total, one)
+            progress.update(one["rows"], f"{total['text_bytes'] / 1e6:,.0f} MB")
+    except ray.exceptions.RayTaskError as e:  # a file that cannot be read is the input's fault: one line
+        if isinstance(e.cause, ConfigError):
+            raise e.cause from None
+        raise
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
     return total
 
 
@@ -537,7 +437,7 @@ def _check_counts(stats: dict[str, Any], index: TokenIndex, input_rows: int, new
         if int((counts > 0).sum()) != docs or int(counts.sum()) + docs != tokens:
             problems.append("token_count in the rewritten clean parquet disagrees with the shards")
     if problems:
-        raise RuntimeError(
+        raise StageFailed(
             "tokenize: counts do not add up (outputs left unchanged; rerun the stage): " + "; ".join(problems)
         )
 
