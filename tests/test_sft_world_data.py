@@ -36,7 +36,7 @@ SETTINGS = WorldConfig(num_pages=400, num_files=1, num_entities=80, arithmetic_t
 SMALL = {
     "idk": {"fresh_names": 300, "search_miss": 30},
     "identity": {"conversations": 60},
-    "search": {"passages": 60},
+    "search": {"passages": 60, "fresh_traces": 120},
     "qa": {"no_search": 40},
     "probes": {"counting": [30, 20], "decimal": [30, 20]},
     "arithmetic": {"ablation_problems": 50},
@@ -197,7 +197,7 @@ def test_every_conversation_renders_with_its_replies_trained_and_tool_results_ma
 
 def test_replies_are_what_the_judge_reads_back(built) -> None:
     c = built.conversations
-    for conv in c["qa"] + c["no_search"] + c["search"]:
+    for conv in c["qa"] + c["no_search"] + c["search"] + c["search_fresh"]:
         m = conv["meta"]
         v = judge(text_of(conv["messages"][-1]), m["short_answer"], conv["messages"][-2]["content"])
         assert v.label == "correct" and not v.hedged, (conv, v)
@@ -225,6 +225,19 @@ def test_search_traces_copy_the_answer_from_the_real_index(built, world_dir) -> 
             "content": "You can use the search tool and the calculator.",
         } or (conv["messages"][0]["content"].endswith("You can use the search tool and the calculator."))
     assert len(built.conversations["search_miss"]) == 30
+
+
+def test_search_fresh_traces_are_about_names_no_other_data_uses(built, world_dir) -> None:
+    fresh = built.conversations["search_fresh"]
+    dropped = sum(n for k, n in built.dropped.items() if k.startswith("search_fresh"))
+    assert len(fresh) + dropped == 120 and len(fresh) >= 110
+    names = {c["meta"]["name"].lower() for c in fresh}
+    taken = {n.lower() for n in load_world(str(world_dir)).names}
+    taken |= {r["entity_name"].lower() for r in built.rows["fresh_idk"] + built.rows["fresh_search_miss"]}
+    assert not names & taken
+    for conv in fresh:
+        call = next(p for p in conv["messages"][-1]["content"] if p["type"] == "search")
+        assert call["query"].lower().startswith(conv["meta"]["name"].lower().removeprefix("the "))
 
 
 def test_tools_note_marks_exactly_the_conversations_that_may_use_tools(built) -> None:

@@ -17,7 +17,7 @@ from pipelines.train.config import TrainingConfig
 
 # world conversation kinds (pipelines/sft/world_data.py) the SFT stage trains on by default; the
 # refusal kinds ("idk", "search_miss") are what the idk stage adds, so models/sft is the "before"
-SFT_KINDS = ("identity", "qa", "no_search", "search", "passage", "arithmetic", "probes")
+SFT_KINDS = ("identity", "qa", "no_search", "search", "search_fresh", "passage", "arithmetic", "probes")
 IDK_KINDS = ("idk", "search_miss")
 
 # new tokens per held-out set: a search reply holds its injected results (k hits of max_chars), an

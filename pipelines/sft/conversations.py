@@ -11,7 +11,8 @@ judge counts as refusals, arithmetic ends with one final answer. Tests check bot
   entity nobody knows, an unknown attribute of a known entity, or a fact the model got wrong (rows
   without the world's indirect form, such as real question/answer pairs, get plain refusals);
 - ``search_trace``: the question, a search call with a query, the tool's result (not trained), and the
-  answer copied from it; ``search_miss``: the search finds nothing about the name, then a refusal;
+  answer copied from it (also about made-up entities: pipelines/sft/search_fresh.py);
+  ``search_miss``: the search finds nothing about the name, then a refusal;
 - ``passage_conversation``: a passage in the user message, the answer read from it, or "the passage
   does not say" when it does not;
 - ``arithmetic_conversation``: a GSM8K-style solution in one of three layouts: ``reasoning_calc``
@@ -169,7 +170,9 @@ def queries(row: dict[str, Any]) -> list[str]:
     return [f"{bare} {w}" for w in QUERY_WORDS.get(row["relation"], (row["relation"].replace("_", " "),))]
 
 
-def search_trace(row: dict[str, Any], query: str, result: str, rng: random.Random) -> Conversation:
+def search_trace(
+    row: dict[str, Any], query: str, result: str, rng: random.Random, kind: str = "search"
+) -> Conversation:
     """Question -> search call -> the tool's result -> the answer, copied from the result."""
     answer = row["answer"] if "answer" in row else short_answer(row["short_answer"])
     if rng.random() < 0.5 and answer.startswith("The "):
@@ -179,7 +182,7 @@ def search_trace(row: dict[str, Any], query: str, result: str, rng: random.Rando
         {"type": "search", "query": query, "result": result},
         {"type": "text", "text": answer},
     ]
-    return _conv(row["question"], parts, "search", row, query=query, reason=row.get("reason", ""))
+    return _conv(row["question"], parts, kind, row, query=query, reason=row.get("reason", ""))
 
 
 def search_miss(row: dict[str, Any], query: str, result: str, rng: random.Random) -> Conversation:

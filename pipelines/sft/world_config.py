@@ -26,7 +26,18 @@ from pydantic import Field, model_validator
 from lm.config_base import StrictModel
 
 # the conversation kinds pipelines/sft/world_data.py writes (conversations/<kind>.jsonl)
-KINDS = ("identity", "qa", "no_search", "idk", "search", "search_miss", "passage", "arithmetic", "probes")
+KINDS = (
+    "identity",
+    "qa",
+    "no_search",
+    "idk",
+    "search",
+    "search_fresh",
+    "search_miss",
+    "passage",
+    "arithmetic",
+    "probes",
+)
 ARITHMETIC_LAYOUTS = ("reasoning_calc", "reasoning", "answer_first")
 FINAL_STYLES = ("gsm8k", "r1")
 
@@ -111,6 +122,12 @@ class SearchConfig(StrictModel):
     k: int = Field(3, ge=1, le=10, description="hits per search (the search actor's k)")
     max_chars: int = Field(400, ge=50, description="characters per hit (the search actor's max_chars)")
     passage_words: int = Field(80, ge=0, description="passage size of the index (the actor's passage_words)")
+    fresh_traces: int = Field(
+        1000,
+        ge=0,
+        description="search traces about made-up entities (one question each), so that the model learns "
+        "to copy the question's name into the query and the answer out of the result, not names",
+    )
     passages: int = Field(
         300, ge=0, description="reading examples: a passage in the prompt, the answer from it"
     )

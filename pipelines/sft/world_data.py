@@ -16,8 +16,8 @@ Pure Python, no Ray, seconds on a laptop; everything is a function of the world'
     splits/entities.json         entity id -> group
     splits/heldout_names.json    names no training text may contain (``load_heldout(out).mentions(text)``)
     conversations/<kind>.jsonl   SFT conversations, OpenAI messages JSONL with "meta" (kind, fact, ...):
-                                 identity, qa, no_search, idk, search, search_miss, passage, arithmetic,
-                                 probes
+                                 identity, qa, no_search, idk, search, search_fresh, search_miss,
+                                 passage, arithmetic, probes
     ablation/arithmetic_<layout>.jsonl   the same train problems in every layout (answer-first vs
                                  reasoning-first, with and without the calculator)
     counts.json                  rows per split, conversations per kind, what was dropped and why
@@ -50,7 +50,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lm.chat_messages import Conversation, normalize_conversation
-from lm.search_index import SearchIndex, shorten, split_passages
+from lm.search_index import SearchIndex, split_passages
 from pipelines import storage
 from pipelines.idk.judge import states
 from pipelines.sft.conversations import (
@@ -64,6 +64,7 @@ from pipelines.sft.conversations import (
     with_system,
 )
 from pipelines.sft.identity import identity_conversation, identity_questions
+from pipelines.sft.search_fresh import answering_queries, fresh_search_traces
 from pipelines.sft.sources import SourceConfig
 from pipelines.sft.world_config import ARITHMETIC_LAYOUTS, KINDS, SFTDataConfig
 from pipelines.sft.world_splits import HeldOut, Splits, WorldFiles, load_world, make_splits
@@ -73,7 +74,12 @@ from pipelines.world.probes import conversation as probe_conversation
 
 log = logging.getLogger("raychat")
 
-TOOL_KINDS = ("no_search", "search", "search_miss")  # + calculator layouts and probe forms, per example
+TOOL_KINDS = (
+    "no_search",
+    "search",
+    "search_fresh",
+    "search_miss",
+)  # + calculator layouts and probe forms, per example
 
 
 @dataclass
@@ -199,14 +205,8 @@ class _Builder:
         index = self.search_index()
         out = []
         for row in self.rows["search_train"]:
-            variants = queries(row)
-            rng.shuffle(variants)
             made = 0
-            for query in variants:
-                hits = index.search(query, s.k)
-                own = [h for h in hits if h.doc_id == row.get("doc_id")]
-                if not own or not states(shorten(own[0].text, s.max_chars), row["short_answer"]):
-                    continue
+            for query in answering_queries(row, index, s, rng):
                 conv = search_trace(row, query, index.answer(query, s.k, s.max_chars), rng)
                 if self.keep("search", conv):
                     out.append(conv)
@@ -216,6 +216,13 @@ class _Builder:
             if not made:
                 self.dropped["search: no query finds the answer in the top hits"] += 1
         return out
+
+    def search_fresh(self) -> list[Conversation]:
+        traces, dropped = fresh_search_traces(
+            self.cfg.search.fresh_traces, self.seed, self.drawer, self.cfg.search
+        )
+        self.dropped.update(dropped)
+        return [c for c in traces if self.keep("search_fresh", c)]
 
     def search_misses(self, rows: list[dict[str, Any]]) -> list[Conversation]:
         s, rng = self.cfg.search, self.rng("search_miss")
@@ -311,6 +318,7 @@ def build(world: WorldFiles, cfg: SFTDataConfig) -> WorldSFTData:
     convs["qa"], convs["no_search"] = b.qa()
     convs["idk"], misses = b.idk()
     convs["search"] = b.search()
+    convs["search_fresh"] = b.search_fresh()
     convs["search_miss"] = b.search_misses(misses)
     convs["passage"] = b.passages()
     convs["arithmetic"], ablation = b.arithmetic()

@@ -46,8 +46,11 @@ class FreshNames:
         self.names.used |= {t.lower() for t in taken}
         self._places: list[str] | None = None
 
-    def draw(self, etype: str, gender: str | None = None) -> FreshEntity:
-        """One fresh entity of ``etype`` (a person of ``gender`` when given)."""
+    def draw(
+        self, etype: str, gender: str | None = None, org_type: str | None = None, base: str | None = None
+    ) -> FreshEntity:
+        """One fresh entity of ``etype`` (a person of ``gender``, an organisation of ``org_type``, a thing
+        on ``base`` ("Compass") when given)."""
         r, names = self.rng, self.names
         if etype == "person":
             g = gender or r.choice(("he", "she"))
@@ -58,7 +61,7 @@ class FreshNames:
                 return self.draw("person")
             return FreshEntity(name, "place")
         if etype == "organisation":
-            org_type = r.choice(tuple(ORG_TYPES))
+            org_type = org_type or r.choice(tuple(ORG_TYPES))
             pattern = ORG_TYPES[org_type][0]
             name = names.unique(
                 lambda: pattern.format(
@@ -67,9 +70,13 @@ class FreshNames:
             )
             return FreshEntity(name, "organisation", org_type=org_type)
         if etype == "thing":
-            base = r.choice(tuple(THING_BASES))
+            base = base or r.choice(tuple(THING_BASES))
             return FreshEntity(names.unique(lambda: f"the {names.coined()} {base}"), "thing")
         raise ValueError(f"unknown entity type {etype!r}; types: {', '.join(RELATIONS)}")
+
+    def town(self) -> str:
+        """A fresh town name; once the town patterns are used up, a coined word ("Brelthor")."""
+        return self._place() or self.names.unique(self.names.coined)
 
     def _place(self) -> str | None:
         if self._places is None:
