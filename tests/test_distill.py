@@ -191,7 +191,6 @@ SETTINGS = [
     "sft_data.idk.search_miss=10",
     "sft_data.identity.conversations=40",
     "sft_data.search.passages=20",
-    "sft_data.search.fresh_traces=20",
     "sft_data.qa.no_search=20",
     "sft_data.probes.counting=[20,6]",
     "sft_data.probes.decimal=[20,6]",

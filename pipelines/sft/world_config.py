@@ -123,10 +123,11 @@ class SearchConfig(StrictModel):
     max_chars: int = Field(400, ge=50, description="characters per hit (the search actor's max_chars)")
     passage_words: int = Field(80, ge=0, description="passage size of the index (the actor's passage_words)")
     fresh_traces: int = Field(
-        1000,
+        0,
         ge=0,
         description="search traces about made-up entities (one question each), so that the model learns "
-        "to copy the question's name into the query and the answer out of the result, not names",
+        "to copy the question's name into the query and the answer out of the result, not names; off by "
+        "default: 1,000 double the demo's SFT steps, and models that cannot copy in context gain nothing",
     )
     passages: int = Field(
         300, ge=0, description="reading examples: a passage in the prompt, the answer from it"
