@@ -57,8 +57,23 @@ def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
     text = (REPO / "configs" / "tiny.yaml").read_text()
     written = dict(_leaves(yaml.safe_load(text)))
     defaults = load_config(None, []).model_dump(mode="json")
-    differ = {key for key, value in written.items() if _as_written(_at(defaults, key), value) != value}
+    kinds = {name: entry["kind"] for name, entry in yaml.safe_load(text).get("stages", {}).items()}
+
+    def default(key: str) -> Any:
+        """The built-in value of ``key``; a stage instance's settings default to its kind's."""
+        section, dot, rest = key.partition(".")
+        return None if section == "stages" else _at(defaults, kinds.get(section, section) + dot + rest)
+
+    differ = {key for key, value in written.items() if _as_written(default(key), value) != value}
     assert differ == {
+        "stages.pretrain_student.kind",
+        "pretrain_student.model.depth",
+        "pretrain_student.model.hidden_size",
+        "pretrain_student.model.num_layers",
+        "pretrain_student.model.num_heads",
+        "pretrain_student.model.num_kv_heads",
+        "pretrain_student.output_name",
+        "distill.student_init",
         "clean.url.blocklists",
         "ray.object_store_memory_mb",
         "world.arithmetic_train",
@@ -74,7 +89,9 @@ def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
         "distill.max_steps",
     }
     header = text.split("run_dir:")[0]
-    assert all(key in header for key in differ)
+    # an instance is named once, with what it is; its settings are its own section's comments
+    assert all(key in header or key.split(".")[0] in kinds or key.startswith("stages.") for key in differ)
+    assert all(name in header for name in kinds)
 
 
 def test_gpu_config_is_a_real_run() -> None:

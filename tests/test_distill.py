@@ -163,6 +163,11 @@ def test_config_and_graph(tmp_path) -> None:
     )
     assert idk_teacher.consumes("distill") == ["idk", "sft"]
     assert "distill" in idk_teacher.built_on("idk")
+    # the demo's student starts from its own smaller base, a pretrain instance run before distill
+    demo = Graph(load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", []))
+    assert demo.consumes("distill") == ["grpo", "sft", "pretrain_student"]
+    assert demo.producer("models/base_student") == "pretrain_student"
+    assert [s.name for s in demo].index("pretrain_student") < [s.name for s in demo].index("distill")
 
 
 def test_the_default_teacher_is_the_most_trained_chat_model(tmp_path) -> None:
@@ -204,6 +209,9 @@ SETTINGS = [
     "distill.sampling.samples=2",
     "distill.sampling.max_new_tokens=48",
     "distill.other_share=0.5",
+    # a fresh student (the demo's starts from pretrain_student's base: tests/test_logit_distill.py and
+    # the config tests cover student_init)
+    "distill.student_init=null",
     "distill.student={depth: null, hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1}",
     "distill.max_steps=4",
     "distill.seq_len=128",
