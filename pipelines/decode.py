@@ -98,21 +98,26 @@ class BreakGuard:
     def read(self, n: int = -1) -> bytes:
         if self.error is not None:
             return b""
-        out = bytearray()
+        # chunks joined once at the end (a single chunk is returned as it is): growing a bytearray and
+        # copying it out cost two copies of every byte of the file
+        chunks: list[bytes] = []
+        got = 0
         try:
             if n is None or n < 0:
                 while chunk := (self._read1(MiB) if self._read1 else self.stream.read(MiB)):
-                    out += chunk
+                    chunks.append(chunk)
             else:
-                while len(out) < n:
-                    chunk = self._read1(n - len(out)) if self._read1 else self.stream.read(n - len(out))
+                while got < n:
+                    chunk = self._read1(n - got) if self._read1 else self.stream.read(n - got)
                     if not chunk:
                         break
-                    out += chunk
+                    chunks.append(chunk)
+                    got += len(chunk)
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as e:
             self.error = e
+        out = b"".join(chunks)
         self._pos += len(out)
-        return bytes(out)
+        return out
 
 
 def sniff(path: str) -> tuple[str | None, str | None]:

@@ -467,6 +467,18 @@ def test_lone_surrogate_escapes_become_replacement_characters(tmp_path):
         pa.Table.from_pylist([{k: v for k, v in item.items() if isinstance(v, str)}])
 
 
+def test_html_with_encoded_surrogates_is_writable(tmp_path):
+    """HTML text from UTF-8 decoding skips the lone-surrogate check: surrogates encoded in the bytes
+    (CESU-8, as some old software writes them) must come out replaced, never as lone surrogates."""
+    text = "<html><body><p>" + "ä" * 50 + " before \ud83d after</p></body></html>"  # mostly UTF-8
+    body = text.encode("utf-8", "surrogatepass")
+    (tmp_path / "s.html").write_bytes(body)
+    (page,) = read_all(tmp_path / "s.html")
+    assert page["encoding"] == "utf-8" and page["decode_errors"] == 3
+    assert "before \ufffd\ufffd\ufffd after" in page["content"]
+    page["content"].encode("utf-8")  # no lone surrogate: a parquet write takes it
+
+
 def test_decode_text_prefers_valid_utf8_over_a_wrong_declared_charset():
     text, enc, bad = decode_text("naïve café".encode(), ["iso-8859-1"])
     assert (text, enc, bad) == ("naïve café", "utf-8", 0)

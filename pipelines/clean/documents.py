@@ -104,11 +104,20 @@ def binary_error(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def html_document(data: bytes, header_charset: str | None, **fields: Any) -> dict[str, Any]:
-    """An HTML record, or a ``non_html_payload`` error when the bytes are binary (for every source)."""
+    """An HTML record, or a ``non_html_payload`` error when the bytes are binary (for every source).
+
+    Text that UTF-8 decoding made skips ``document``'s lone-surrogate check: Python's UTF-8 decoder
+    never yields one (it rejects or replaces encoded surrogates), and the check encodes the whole
+    page only to throw the bytes away (about 0.15 ms a page). Other codecs' text is checked.
+    """
     if kind := binary_kind(data):
         return binary_error(kind, **fields)
     text, encoding, bad = decode_text(data, (header_charset, meta_charset(data)))
-    return document(content=text, content_type="html", encoding=encoding, decode_errors=bad, **fields)
+    if encoding != "utf-8":
+        return document(content=text, content_type="html", encoding=encoding, decode_errors=bad, **fields)
+    rec = document(content_type="html", encoding=encoding, decode_errors=bad, **fields)
+    rec["content"] = text
+    return rec
 
 
 def _lookup(obj: dict[str, Any], dotted: str) -> Any:
