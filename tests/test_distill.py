@@ -184,27 +184,8 @@ def test_the_default_teacher_is_the_most_trained_chat_model(tmp_path) -> None:
 
 # -- the stage end to end ---------------------------------------------------------------------------
 
-SETTINGS = [
-    "world.num_pages=300",
-    "world.num_entities=60",
-    "world.arithmetic_train=300",
-    "world.arithmetic_test=12",
-    "tokenize.vocab_size=768",
-    "pretrain.max_steps=20",
-    "pretrain.eval_every=20",
-    "sft_data.idk.fresh_names=50",
-    "sft_data.idk.search_miss=10",
-    "sft_data.identity.conversations=40",
-    "sft_data.search.passages=20",
-    "sft_data.qa.no_search=20",
-    "sft_data.probes.counting=[20,6]",
-    "sft_data.probes.decimal=[20,6]",
-    "sft_data.arithmetic.ablation_problems=20",
-    "sft_data.splits.arithmetic_cold_start=20",
-    "sft.max_steps=6",
-    "sft.val_conversations=10",
-    "sft.eval.enabled=false",
-    "sft.eval.max_new_tokens={arithmetic_test: 48}",
+# the distill stage's settings for a small run (tests/test_sft_stages.py runs it on the run it builds)
+DISTILL_SETTINGS = [
     "distill.prompts=[{max_records: 6}]",
     "distill.sampling.samples=2",
     "distill.sampling.max_new_tokens=48",
@@ -222,9 +203,13 @@ SETTINGS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, write_module) -> None:
+def check_end_to_end_then_skipped_and_resumed(
+    run_dir: Path, run_settings: list[str], write_module, n_heldout: int
+) -> None:
+    """The distill stage through ``raychat run`` on a run whose earlier stages ``run_settings`` built
+    (tests/test_sft_stages.py calls it on its run, so that no test builds a world and an SFT model
+    for this alone), then skipped as complete, then resumed: samples read back, training at its end.
+    ``n_heldout``: the held-out problems the run's evaluation settings ask."""
     from pipelines.cli import main
     from pipelines.run_dir import RunDir, is_done, read_summary
 
@@ -232,14 +217,14 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
     # formatted, so that some are kept (the real rules are tested above)
     rule = write_module("def always_right(completion, reference):\n    return 1.0\n") + ":always_right"
     settings = [
-        *SETTINGS,
+        *run_settings,
+        *DISTILL_SETTINGS,
         f"distill.rejection.correctness={rule}",
         f"distill.rejection.format={rule}",
         "distill.rejection.require_finished=false",  # nor does it stop within 48 tokens
         "distill.logit.enabled=true",  # and a third student learns the teacher's token distributions
         "distill.logit.top_k=16",
     ]
-    run_dir = tmp_path / "run"
     config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
     args = ["--config", config, "--run-dir", str(run_dir), *[x for s in settings for x in ("--set", s)]]
     assert main(["run", *args, "--stages", "world,clean,tokenize,pretrain,sft,distill"]) == 0
@@ -253,7 +238,7 @@ def test_the_stage_end_to_end_then_skipped_and_resumed(ray_session, tmp_path, wr
         "student_logit_accuracy",
     ):
         assert 0.0 <= numbers[key] <= 1.0
-    assert numbers["n_heldout"] == 12 and numbers["teacher"].endswith("models/sft")
+    assert numbers["n_heldout"] == n_heldout and numbers["teacher"].endswith("models/sft")
     assert numbers["samples"] == 12 and numbers["student_trained"]
     assert numbers["steps"] == numbers["control_steps"] == numbers["logit_steps"] == 4  # the same compute
     assert numbers["logit_winner"] in ("logit", "sequence", "tie") and numbers["student_logit_val_kl"] > 0

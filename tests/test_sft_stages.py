@@ -127,3 +127,11 @@ def test_a_rerun_with_force_off_keeps_the_models(post_trained: RunDir) -> None:
     before = (run.model("sft_idk") / "raychat.json").read_text()
     assert _run(run.root, "sft,idk") == 0  # complete: skipped
     assert (run.model("sft_idk") / "raychat.json").read_text() == before
+
+
+def test_distill_on_this_run_then_skipped_and_resumed(post_trained: RunDir, write_module) -> None:
+    """The distill stage end to end (tests/test_distill.py's checks), teacher models/sft, on this run:
+    last in the module, as it adds models the tests above do not expect."""
+    from test_distill import check_end_to_end_then_skipped_and_resumed
+
+    check_end_to_end_then_skipped_and_resumed(post_trained.root, SETTINGS, write_module, n_heldout=6)
