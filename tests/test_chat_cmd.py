@@ -126,12 +126,15 @@ def test_a_terminal_session_streams_marks_tool_calls_keeps_history_and_exits_on_
         child.expect("assistant: Café \\[calc: 2\\+3 = 5\\]  ?done\\.")
         child.expect("4 messages")
         child.expect("> ")
-        # Ctrl-C at the prompt: a hint, the session goes on. Not the instant the prompt is written: a
-        # SIGINT that lands before readline waits on the terminal is only seen at the next key (CPython
-        # checks signals after its select() returns), which a person never hits but CI did once in ~10 runs
+        # Ctrl-C at the prompt: a hint, the session goes on. A SIGINT that lands before readline waits on
+        # the terminal is only seen at the next key (CPython checks signals after its select() returns):
+        # in full-suite runs of a fresh clone the first one went unseen (never alone, never by hand), so
+        # a second Ctrl-C follows if the hint is not there within 10 s, as a person would press it again
         time.sleep(0.5)
         child.sendintr()
-        child.expect("Ctrl-D or /quit leaves")
+        if child.expect(["Ctrl-D or /quit leaves", pexpect.TIMEOUT], timeout=10) == 1:
+            child.sendintr()
+            child.expect("Ctrl-D or /quit leaves")
         child.sendline("/reset")
         child.expect("conversation cleared")
         child.sendline("/history")
