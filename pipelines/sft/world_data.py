@@ -74,12 +74,8 @@ from pipelines.world.probes import conversation as probe_conversation
 
 log = logging.getLogger("raychat")
 
-TOOL_KINDS = (
-    "no_search",
-    "search",
-    "search_fresh",
-    "search_miss",
-)  # + calculator layouts and probe forms, per example
+# + calculator layouts and probe forms, per example
+TOOL_KINDS = ("no_search", "search", "search_fresh", "search_miss")
 
 
 @dataclass
