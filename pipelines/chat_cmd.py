@@ -428,6 +428,11 @@ def _line_history(enabled: bool) -> Iterator[None]:
 
 def main_chat(args: argparse.Namespace) -> int:
     out, notes = sys.stdout, sys.stderr
+    if sys.stdin.isatty():
+        # Ctrl-C is how a terminal session stops a reply, so take SIGINT back: a program started in
+        # the background by a script (`cmd &` without job control, CI runners) inherits it ignored,
+        # and Python then never raises KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         session = start_session(args, out, notes)
     except ChatError as e:

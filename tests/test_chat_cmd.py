@@ -108,6 +108,9 @@ def test_a_terminal_session_streams_marks_tool_calls_keeps_history_and_exits_on_
         encoding="utf-8",
         timeout=90,
         dimensions=(40, 200),
+        # started as CI runners and `cmd &` in a script start it: with SIGINT ignored (the chat takes
+        # it back on a terminal; without that, the Ctrl-C below was never seen)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         child.expect("tools: calculator on; search off \\(--no-search\\)")
