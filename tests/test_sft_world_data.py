@@ -400,7 +400,9 @@ def test_files_counts_determinism_and_the_mixture(world_dir, cfg, tmp_path) -> N
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     for f in files:
-        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+        a, b = ((tmp_path / d / f).read_text().splitlines() for d in ("a", "b"))
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        assert a == b, (f, len(a), len(b), first, first is not None and (a[first], b[first]))
     for kind, n in counts["conversations"].items():
         assert len((tmp_path / "a" / "conversations" / f"{kind}.jsonl").read_text().splitlines()) == n
     for name, n in counts["rows"].items():
