@@ -33,8 +33,9 @@ install-dev: $(VENV)/.installed-dev
 demo: $(VENV)/.installed
 	$(BIN)/raychat demo $(ARGS)
 
+# the 15 slowest tests are listed at the end, so a suite that nears CI's 20 minutes says where the time went
 test: $(VENV)/.installed-dev
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
