@@ -50,6 +50,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
+        from pipelines.runtime import set_local_cluster_env
+
+        set_local_cluster_env()
         ray.init(
             num_cpus=2,
             object_store_memory=400 * 1024 * 1024,
