@@ -85,6 +85,52 @@ def test_several_updates_use_the_proximal_policy_and_report_clipping() -> None:
     assert metrics["trained_tokens"] == 3 * sum(len(c.token_ids) - sum(c.forced) for c in completions())
 
 
+def test_the_learner_scores_the_engines_own_rollouts_as_the_generator_did() -> None:
+    """End to end on rollouts (not hand-made batches): samples with tool calls, stopped by a stop
+    token and cut at max_tokens. The learner trains exactly the sampled tokens, never the prompt or a
+    tool's injected reply, and its log-probabilities at the sampling temperature equal the generator's
+    on the same weights (next-token alignment: an off-by-one gives differences of whole nats)."""
+    from lm.engine import SamplingParams, ToolHook, TorchEngine
+
+    model = tiny_model(seed=5, vocab=256)
+    engine = TorchEngine(copy.deepcopy(model), max_batch_size=32, seed=0)
+    prompts = [
+        torch.randint(0, 256, (4 + i,), generator=torch.Generator().manual_seed(i)).tolist() for i in range(4)
+    ]
+    free = engine.generate(prompts, SamplingParams(temperature=0.7, n=8, max_tokens=24, seed=1))
+    common = torch.bincount(torch.tensor([t for r in free for t in r.token_ids]), minlength=256).argsort(
+        descending=True
+    )
+    open_id, close_id, stop_id = (int(t) for t in common[:3])
+    injected = [250, 251, 252]
+    hook = ToolHook(open_id, close_id, lambda request, between: injected)
+    params = SamplingParams(
+        temperature=0.7, n=8, max_tokens=24, logprobs=True, stop_token_ids=[stop_id], seed=2
+    )
+    results = engine.generate(prompts, params, [hook])
+    assert {"stop", "length"} <= {r.finish_reason for r in results} and any(any(r.forced) for r in results)
+
+    trainer = Trainer(
+        copy.deepcopy(model), StepConfig(lr=1e-3, warmup_steps=0), total_steps=1, device=torch.device("cpu")
+    )
+    step = PolicyStep(trainer, AlgoConfig(), temperature=0.7, micro_batch_tokens=4096, pad_id=255)
+    items = [Completion(r.prompt_ids, r.token_ids, r.forced, r.sampled_logprobs, 1.0) for r in results]
+    batch = micro_batch(items, 255, torch.device("cpu"))
+    with torch.no_grad():
+        learner, _ = step._scores(trainer.module.eval(), batch)
+    for i, r in enumerate(results):
+        start, n = len(r.prompt_ids) - 1, len(r.token_ids)
+        trained = batch["mask"][i]
+        assert trained[start : start + n].tolist() == [not f for f in r.forced]
+        assert not trained[:start].any() and not trained[start + n :].any()
+        targets = batch["targets"][i, start : start + n].tolist()
+        assert [t for t, f in zip(targets, r.forced, strict=True) if not f] == [
+            t for t, f in zip(r.token_ids, r.forced, strict=True) if not f
+        ]
+    diff = (learner - batch["behaviour"]).abs()[batch["mask"]]
+    assert diff.numel() > 100 and float(diff.max()) < 1e-4
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
