@@ -385,6 +385,28 @@ def test_rerun_is_safe_and_resume_redoes_only_missing_files(world_run):
     assert markers[1].is_file()
 
 
+def test_the_same_crawl_elsewhere_keeps_the_same_documents(world_run, tmp_path):
+    """Dedup keeps one document per cluster by key: a key from the files' absolute paths made two
+    checkouts of the demo keep different documents (and train different tokenizers)."""
+    import shutil
+
+    elsewhere = tmp_path / "another" / "checkout"
+    shutil.copytree(world_run / "world", elsewhere / "world")
+    _clean(elsewhere, "clean.url.blocklists=['{run_dir}/world/blocklists']")
+
+    def outcome(run_dir: Path) -> tuple[list, list]:
+        run = RunDir(run_dir)
+        kept = sorted((r["id"], r["text"]) for r in _read(run.clean))
+        dropped = sorted(
+            (r["id"], r["reason"], r["detail"]) for r in _read(run.rejected) if r["step"] == "dedup"
+        )
+        return kept, dropped
+
+    here, there = outcome(world_run), outcome(elsewhere)
+    assert here[1], "the world plants duplicates; none were found"
+    assert here == there
+
+
 @pytest.mark.slow
 def test_bad_input_is_counted_and_good_data_goes_through(tmp_path, ray_session):
     data = tmp_path / "in"
