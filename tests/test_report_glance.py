@@ -22,3 +22,26 @@ def test_the_summary_says_what_each_stage_did(tmp_path) -> None:
     assert "| clean | kept 1,173 of 2,000 records (59%); rejected 807, 20 unreadable | 12 |" in lines
     assert any(line.startswith("| pretrain | (KeyError") for line in lines)
     assert not any(line.startswith(("| tokenize", "| sft")) for line in lines)  # only stages that ran
+
+
+def test_the_grpo_line_gives_the_standard_error_and_the_control() -> None:
+    """A gain reads only beside its noise and beside what plain SFT did with the same CPU time."""
+    from pipelines.grpo.job import summary_line
+
+    numbers = {
+        "heldout_accuracy_before": 0.125,
+        "heldout_accuracy_after": 0.14,
+        "heldout_accuracy_after_stderr": 0.0245,
+        "heldout_problems": 200,
+        "reward_first_steps": 0.053,
+        "reward_last_steps": 0.078,
+        "steps": 30,
+    }
+    line = summary_line(numbers)
+    assert line == (
+        "held-out accuracy 0.125 -> 0.140 (200 problems, standard error 0.025); "
+        "training reward 0.053 -> 0.078 over 30 steps"
+    )
+    assert summary_line({**numbers, "control_sft_accuracy": 0.4}).endswith(
+        "; the SFT control for the same CPU time 0.400"
+    )

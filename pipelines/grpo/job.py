@@ -42,11 +42,15 @@ def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
         return number(n, key, 3)
 
-    return (
+    line = (
         f"held-out accuracy {f('heldout_accuracy_before')} -> {f('heldout_accuracy_after')} "
-        f"({n.get('heldout_problems', '-')} problems); training reward {f('reward_first_steps')} -> "
-        f"{f('reward_last_steps')} over {n.get('steps', '-')} steps"
+        f"({n.get('heldout_problems', '-')} problems, standard error {f('heldout_accuracy_after_stderr')}); "
+        f"training reward {f('reward_first_steps')} -> {f('reward_last_steps')} over {n.get('steps', '-')} steps"
     )
+    # the gain means little without what plain SFT would have done with the same CPU time
+    if "control_sft_accuracy" in n:
+        line += f"; the SFT control for the same CPU time {f('control_sft_accuracy')}"
+    return line
 
 
 def _run(cfg: RunConfig) -> RunDir:
