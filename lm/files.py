@@ -53,3 +53,26 @@ def read_json_object(path: str | os.PathLike[str], error: type[Exception]) -> di
     if not isinstance(value, dict):
         raise error(f"{path}: expected a JSON object, found {type(value).__name__}")
     return value
+
+
+def read_jsonl_objects(
+    path: str | os.PathLike[str], error: type[Exception]
+) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a JSON-lines file, one per line, and how many lines were not one (bad JSON,
+    or JSON that is not an object; blank lines are neither). A user's data file has the odd broken
+    line: those are skipped and counted, never fatal; a file that is not UTF-8 raises ``error``."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for line in read_text(path, error).splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad

@@ -114,6 +114,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
         add_tokens_args(p)
 
+    p = sub.add_parser("eval", help="accuracy and pass@k of a model or a served model on a task")
+    if chosen == "eval":
+        from pipelines.eval_cmd import add_eval_args
+
+        _common_args(p)
+        add_eval_args(p)
+
     p = sub.add_parser(
         "chat", help="chat with a model in the terminal: streamed replies, search and calculator"
     )
@@ -172,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.tokens_cmd import main_tokens
 
             return main_tokens(args)
+        if args.command == "eval":
+            from pipelines.eval_cmd import main_eval
+
+            return main_eval(args)
         if args.command == "chat":
             from pipelines.chat_cmd import main_chat
 

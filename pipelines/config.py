@@ -67,7 +67,7 @@ RunConfig = create_model(
     **{stage.name: (stage.config, Field(default_factory=stage.config)) for stage in STAGES},
 )
 # raychat's commands besides the stages (pipelines/cli.py): a stage may not take one of their names
-COMMANDS = ("run", "demo", "report", "sample", "tokens", "chat")
+COMMANDS = ("run", "demo", "report", "sample", "tokens", "chat", "eval")
 _RESERVED = {*RunConfig.model_fields, *COMMANDS}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

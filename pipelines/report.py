@@ -75,6 +75,10 @@ def write_report(graph: Graph) -> str:
             body = table(scalars(summary[stage.name]))
         parts += [f"## {stage.name}", "", body.strip(), ""]
     extra = {k: v for k, v in summary.items() if k not in graph}
+    if isinstance(extra.get("eval"), dict):  # raychat eval's results, not a stage's
+        from pipelines.evaluation.report import report_section as eval_section
+
+        parts += ["## eval", "", eval_section(extra.pop("eval")), ""]
     if extra:
         parts += ["## other", "", "```json", json.dumps(extra, indent=2, default=str), "```", ""]
     location = run.at("report")

@@ -555,3 +555,55 @@ def test_web_chat_in_a_headless_browser(server):
     finally:
         driver.quit()
     assert (out / "web_chat.png").stat().st_size > 10_000
+
+
+# -- raychat eval against the server ------------------------------------------------------------------
+
+
+def test_raychat_eval_judges_a_served_model_with_the_openai_api(server, client, tmp_path, capsys):
+    """The same task as with --model, through the server: the replies are the ones any OpenAI client
+    gets, every problem is asked n times, and what the server refuses is one line naming why."""
+    from pipelines.cli import main
+
+    data = tmp_path / "qa.jsonl"
+    rows = [{"question": f"What is {a} + {a}?", "answer": f"#### {2 * a}"} for a in (1, 2, 3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    base = [
+        "eval",
+        "--base-url",
+        f"{server}/v1",
+        "--api-key",
+        KEYS[0],
+        "--task",
+        "jsonl",
+        "--data",
+        str(data),
+    ]
+    base += ["--run-dir", str(run), "--max-tokens", "8", "--json"]
+
+    # three models are served: which one must be said
+    assert main(base) == 2
+    assert "serves 3 models" in capsys.readouterr().err
+
+    assert main([*base, "--served-model", "sft", "-n", "3", "--seed", "1"]) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert numbers["problems"] == 3 and numbers["samples"] == 9 and numbers["temperature"] == 0.8
+    assert {"pass@1", "pass@2", "pass@3"} <= set(numbers) and numbers["source"].endswith("(sft)")
+    replies = [json.loads(line) for line in Path(numbers["replies_file"]).read_text().splitlines()]
+    assert [len(r["replies"]) for r in replies] == [3, 3, 3]
+
+    assert main([*base, "--served-model", "sft"]) == 0  # greedy: the replies the OpenAI client gets
+    numbers = json.loads(capsys.readouterr().out)
+    replies = [json.loads(line) for line in Path(numbers["replies_file"]).read_text().splitlines()]
+    for row, got in zip(rows, replies, strict=True):
+        direct = client.chat.completions.create(
+            model="sft", messages=ask(row["question"]), max_tokens=8, temperature=0.0, seed=0
+        )
+        assert got["replies"] == [direct.choices[0].message.content or ""]
+    assert set(json.loads((run / "metrics" / "summary.json").read_text())["eval"]) == {"sft:jsonl"}
+
+    assert main([*base, "--served-model", "gpt-9"]) == 2
+    assert "HTTP 404" in capsys.readouterr().err
+    assert main([*base[:4], "wrong-key", *base[5:], "--served-model", "sft"]) == 2
+    assert "HTTP 401" in capsys.readouterr().err

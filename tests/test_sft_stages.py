@@ -129,6 +129,36 @@ def test_a_rerun_with_force_off_keeps_the_models(post_trained: RunDir) -> None:
     assert (run.model("sft_idk") / "raychat.json").read_text() == before
 
 
+def test_raychat_eval_gives_the_stages_own_numbers(post_trained: RunDir, capsys) -> None:
+    """``raychat eval --model`` asks and judges as the sft stage did (the same rows, prompts, tools and
+    greedy replies through an engine actor), so it reproduces the stage's numbers; with -n it samples."""
+    run = post_trained
+    stored = json.loads((run.metrics / "eval_sft.json").read_text())["results"]
+    base = [
+        "eval",
+        "--model",
+        str(run.model("sft")),
+        "--config",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--json",
+    ]
+    for s in SETTINGS:
+        base += ["--set", s]
+    # the stage generates each tools setting's conditions together, to the longest of their limits
+    for task, condition, tokens in (("tinyworld-arith", "arithmetic_with_calculator", 160),
+                                    ("tinyworld-unknown", "unknown", 48)):  # fmt: skip
+        assert main([*base, "--task", task, "--limit", "6", "--max-tokens", str(tokens)]) == 0
+        numbers = json.loads(capsys.readouterr().out)
+        assert numbers["problems"] == stored[condition]["n"] == 6, task
+        assert numbers["accuracy"] == pytest.approx(stored[condition]["primary"]), task
+    assert main([*base, "--task", "tinyworld-arith", "--limit", "4", "-n", "2", "--max-tokens", "48"]) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    assert numbers["samples"] == 8 and "pass@2" in numbers and numbers["temperature"] == 0.8
+    summary = json.loads(Path(run.summary).read_text())
+    assert set(summary["eval"]) == {"sft:tinyworld-arith", "sft:tinyworld-unknown"}
+    assert "`raychat eval` results" in run.report.read_text()
+
+
 def test_distill_on_this_run_then_skipped_and_resumed(post_trained: RunDir, write_module) -> None:
     """The distill stage end to end (tests/test_distill.py's checks), teacher models/sft, on this run:
     last in the module, as it adds models the tests above do not expect."""

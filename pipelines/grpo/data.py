@@ -13,7 +13,6 @@ asks exactly the problems that would have come next.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -43,20 +42,9 @@ class Prompt:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows, bad = [], 0
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                bad += 1
+    from lm.files import read_jsonl_objects
+
+    rows, bad = read_jsonl_objects(path, ConfigError)
     if bad:
         log.warning("grpo: %s: %d unreadable lines skipped", path, bad)
     return rows

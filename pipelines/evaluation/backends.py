@@ -1,0 +1,122 @@
+"""Where ``raychat eval``'s replies come from: a model directory or a running server.
+
+    replies = generate_local(model_dir, task, params, search_corpus, search_cfg)     # n texts per item
+    replies = generate_http("http://localhost:8000/v1", task, params, model="sft")
+
+- **Local**: the same path the post-training stages evaluate with (pipelines/chat_eval.py): one engine
+  actor holding the model, with the calculator and (when the run has one) the search index as tools,
+  fed through Ray Data; a task without tools never calls them.
+- **HTTP**: any OpenAI-compatible server (raychat's own, vLLM, a hosted API), one chat completion per
+  problem with ``n`` choices, several requests in flight. Only standard fields are sent, so a
+  third-party server accepts them; raychat's server runs its search and calculator itself, as it
+  does for any client. A reply is the message's text; tool calls a server ran are not part of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lm.engine import SamplingParams
+from pipelines.errors import ConfigError
+from pipelines.evaluation.tasks import Item, Task
+
+log = logging.getLogger("raychat.eval")
+
+
+def generate_local(
+    model_dir: Path,
+    task: Task,
+    params: SamplingParams,
+    search_corpus: Path | None = None,
+    search_cfg: Any = None,
+) -> list[list[str]]:
+    from lm.chat_messages import text_of
+    from pipelines.chat_eval import ChatSession
+    from pipelines.sft.config import ChatEvalConfig
+
+    with ChatSession(model_dir, ChatEvalConfig(), search_corpus=search_corpus, search=search_cfg) as session:
+        prompts = [session.prompt_ids(item.messages) for item in task.items]
+        samples = session.generate(prompts, params, tools=task.tools)
+        return [[text_of(session.reply(s)) for s in per_item] for per_item in samples]
+
+
+class ServerError(Exception):
+    """The server refused or failed a request; the message says which and why."""
+
+
+def generate_http(
+    base_url: str,
+    task: Task,
+    params: SamplingParams,
+    model: str | None = None,
+    api_key: str | None = None,
+    concurrency: int = 8,
+    timeout_s: float = 300.0,
+) -> tuple[str, list[list[str]]]:
+    """(the model asked, n reply texts per item) from ``base_url``'s chat completions endpoint
+    (``base_url`` as the OpenAI client takes it, ``.../v1``)."""
+    import httpx
+
+    from pipelines.runtime import Progress
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s) as client:
+        model = model or _only_model(client, base_url)
+        progress = Progress(f"generating ({model} at {base_url})", len(task.items) * params.n, "samples")
+        lock = threading.Lock()
+
+        def ask(item: Item) -> list[str]:
+            body: dict[str, Any] = {
+                "model": model,
+                "messages": item.messages,
+                "n": params.n,
+                "temperature": params.temperature,
+                "max_tokens": params.max_tokens,
+            }
+            if params.seed is not None:
+                body["seed"] = params.seed
+            try:
+                r = client.post("/chat/completions", json=body)
+            except httpx.HTTPError as e:
+                raise ServerError(f"{base_url}: {type(e).__name__}: {e}") from None
+            if r.status_code >= 400:
+                raise ServerError(f"{base_url}/chat/completions: HTTP {r.status_code}: {_error_text(r)}")
+            choices = sorted(r.json().get("choices") or [], key=lambda c: c.get("index", 0))
+            with lock:
+                progress.update(len(choices))
+            return [(c.get("message") or {}).get("content") or "" for c in choices]
+
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            return model, list(pool.map(ask, task.items))
+
+
+def _only_model(client: Any, base_url: str) -> str:
+    """The server's one model; with several, the user has to say which (``--served-model``)."""
+    import httpx
+
+    try:
+        r = client.get("/models")
+    except httpx.HTTPError as e:
+        raise ServerError(f"{base_url}: cannot reach the server ({type(e).__name__}: {e})") from None
+    if r.status_code >= 400:
+        raise ServerError(f"{base_url}/models: HTTP {r.status_code}: {_error_text(r)}")
+    ids = [m.get("id") for m in r.json().get("data") or [] if isinstance(m, dict)]
+    if len(ids) != 1:
+        listed = ", ".join(map(str, ids)) or "none"
+        raise ConfigError(f"{base_url} serves {len(ids)} models ({listed}); name one with --served-model")
+    return str(ids[0])
+
+
+def _error_text(response: Any) -> str:
+    """The error message of an OpenAI-shaped error body, else the start of the body."""
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    except ValueError:
+        pass
+    return response.text[:300]
