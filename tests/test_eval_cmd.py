@@ -137,3 +137,16 @@ def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: --model or --base-url is required
         main(["eval", "--task", "gsm8k"])
     assert e.value.code == 2
+
+
+def test_a_server_that_is_not_there_is_one_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["eval", "--base-url", f"http://127.0.0.1:{port}/v1", "--task", "jsonl"]
+    assert main([*argv, "--data", str(_qa_file(tmp_path)), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"raychat eval: http://127.0.0.1:{port}/v1/models: cannot reach the server")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -58,65 +59,80 @@ def generate_http(
     timeout_s: float = 300.0,
 ) -> tuple[str, list[list[str]]]:
     """(the model asked, n reply texts per item) from ``base_url``'s chat completions endpoint
-    (``base_url`` as the OpenAI client takes it, ``.../v1``)."""
-    import httpx
-
+    (``base_url`` as the OpenAI client takes it, ``.../v1``). Plain ``urllib``: no HTTP client
+    library is needed to judge a server."""
     from pipelines.runtime import Progress
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s) as client:
-        model = model or _only_model(client, base_url)
-        progress = Progress(f"generating ({model} at {base_url})", len(task.items) * params.n, "samples")
-        lock = threading.Lock()
+    api = _Api(base_url, api_key, timeout_s)
+    model = model or _only_model(api)
+    progress = Progress(f"generating ({model} at {base_url})", len(task.items) * params.n, "samples")
+    lock = threading.Lock()
 
-        def ask(item: Item) -> list[str]:
-            body: dict[str, Any] = {
-                "model": model,
-                "messages": item.messages,
-                "n": params.n,
-                "temperature": params.temperature,
-                "max_tokens": params.max_tokens,
-            }
-            if params.seed is not None:
-                body["seed"] = params.seed
-            try:
-                r = client.post("/chat/completions", json=body)
-            except httpx.HTTPError as e:
-                raise ServerError(f"{base_url}: {type(e).__name__}: {e}") from None
-            if r.status_code >= 400:
-                raise ServerError(f"{base_url}/chat/completions: HTTP {r.status_code}: {_error_text(r)}")
-            choices = sorted(r.json().get("choices") or [], key=lambda c: c.get("index", 0))
-            with lock:
-                progress.update(len(choices))
-            return [(c.get("message") or {}).get("content") or "" for c in choices]
+    def ask(item: Item) -> list[str]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": item.messages,
+            "n": params.n,
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        choices = sorted(
+            api.call("/chat/completions", body).get("choices") or [], key=lambda c: c.get("index", 0)
+        )
+        with lock:
+            progress.update(len(choices))
+        return [(c.get("message") or {}).get("content") or "" for c in choices]
 
-        with ThreadPoolExecutor(max(1, concurrency)) as pool:
-            return model, list(pool.map(ask, task.items))
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        return model, list(pool.map(ask, task.items))
 
 
-def _only_model(client: Any, base_url: str) -> str:
+class _Api:
+    """JSON over HTTP to an OpenAI-compatible base URL; every failure a ServerError naming the call."""
+
+    def __init__(self, base_url: str, api_key: str | None, timeout_s: float) -> None:
+        self.base_url, self.timeout_s = base_url.rstrip("/"), timeout_s
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def call(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import urllib.error
+        import urllib.request
+
+        url = self.base_url + path
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            url, data=data, headers=self.headers, method="GET" if body is None else "POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            raise ServerError(f"{url}: HTTP {e.code}: {_error_text(e.read())}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ServerError(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})") from None
+        except ValueError as e:
+            raise ServerError(f"{url}: the answer is not JSON ({e})") from None
+
+
+def _only_model(api: _Api) -> str:
     """The server's one model; with several, the user has to say which (``--served-model``)."""
-    import httpx
-
-    try:
-        r = client.get("/models")
-    except httpx.HTTPError as e:
-        raise ServerError(f"{base_url}: cannot reach the server ({type(e).__name__}: {e})") from None
-    if r.status_code >= 400:
-        raise ServerError(f"{base_url}/models: HTTP {r.status_code}: {_error_text(r)}")
-    ids = [m.get("id") for m in r.json().get("data") or [] if isinstance(m, dict)]
+    ids = [m.get("id") for m in api.call("/models").get("data") or [] if isinstance(m, dict)]
     if len(ids) != 1:
         listed = ", ".join(map(str, ids)) or "none"
-        raise ConfigError(f"{base_url} serves {len(ids)} models ({listed}); name one with --served-model")
+        raise ConfigError(f"{api.base_url} serves {len(ids)} models ({listed}); name one with --served-model")
     return str(ids[0])
 
 
-def _error_text(response: Any) -> str:
+def _error_text(body: bytes) -> str:
     """The error message of an OpenAI-shaped error body, else the start of the body."""
     try:
-        error = response.json().get("error")
+        error = json.loads(body).get("error")
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
-    except ValueError:
+    except (ValueError, AttributeError):
         pass
-    return response.text[:300]
+    return body[:300].decode("utf-8", "replace")
