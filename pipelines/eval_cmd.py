@@ -27,6 +27,7 @@ from typing import Any
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("raychat.eval")
+MAX_SAMPLES = 128
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -46,13 +47,20 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
         "--limit",
         type=int,
         default=None,
-        help="at most this many problems (the first ones; a seeded sample of a world set)",
+        help="at most this many problems: a file's first ones; a world set's seeded sample, as the stages take it (default: sft.eval.max_per_set)",
     )
     p.add_argument(
         "--temperature", type=float, default=None, help="default: 0 (greedy) for one sample, 0.8 for more"
     )
-    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per reply (default: the task's)")
-    p.add_argument("--seed", type=int, default=0, help="the samples' seed and the world sets' sampling")
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="new tokens per reply (default: sft.eval.max_new_tokens for a world set, 256 for a file)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="the samples' seed (default: none, fresh samples each run)"
+    )
     p.add_argument(
         "--reward",
         default=None,
@@ -62,7 +70,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--question-field", default="question")
     p.add_argument("--answer-field", default="answer")
     p.add_argument(
-        "--tools", action="store_true", help="gsm8k/jsonl with --model: let replies call the calculator"
+        "--tools",
+        action="store_true",
+        help="gsm8k/jsonl with --model: let replies call the calculator (and the run's search index)",
     )
     p.add_argument(
         "--served-model",
@@ -86,13 +96,39 @@ def _run_dir_of(args: argparse.Namespace, cfg: Any) -> Path:
 
 
 def _checked(args: argparse.Namespace) -> None:
+    """Flags that cannot work together, or values no backend takes, refused before anything starts."""
     if args.samples < 1:
         raise ConfigError("-n must be at least 1")
+    if args.samples > MAX_SAMPLES:
+        raise ConfigError(f"-n is at most {MAX_SAMPLES} (OpenAI's own limit; the engine holds n at once)")
+    if args.samples > 1 and args.temperature == 0:
+        raise ConfigError(
+            "-n above 1 with --temperature 0 gives n copies of one greedy reply; give a temperature"
+        )
+    if args.temperature is not None and args.temperature < 0:
+        raise ConfigError("--temperature must be at least 0")
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
-    if args.model and not (Path(args.model) / "config.json").is_file():
-        what = "does not exist" if not Path(args.model).exists() else "has no config.json"
-        raise ConfigError(f"model directory {args.model} {what}; give one a training stage wrote")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError("--max-tokens must be at least 1")
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if args.model:
+        server_only = [
+            f for f, v in (("--served-model", args.served_model), ("--api-key", args.api_key)) if v
+        ]
+        if server_only:
+            raise ConfigError(f"{', '.join(server_only)} go with --base-url, not --model")
+        if not (Path(args.model) / "config.json").is_file():
+            what = "does not exist" if not Path(args.model).exists() else "has no config.json"
+            raise ConfigError(f"model directory {args.model} {what}; give one a training stage wrote")
+    else:
+        if args.tools:
+            raise ConfigError("--tools goes with --model: a server runs whatever tools it has itself")
+        if not args.run_dir:  # else the results would land in the config's run (the demo's, by default)
+            raise ConfigError(
+                "--base-url needs --run-dir: the run whose sets to ask and where to keep the results"
+            )
 
 
 def main_eval(args: argparse.Namespace) -> int:
@@ -118,8 +154,9 @@ def main_eval(args: argparse.Namespace) -> int:
             data=args.data,
             world_data=world_data_dir(run),
             data_cfg=cfg.sft_data,
+            eval_cfg=cfg.sft.eval,
             limit=args.limit,
-            seed=args.seed,
+            seed=cfg.seed,  # the world sets' rows are sampled as the stages sample them
             reward=args.reward,
             system=args.system,
             question_field=args.question_field,
@@ -152,18 +189,34 @@ def main_eval(args: argparse.Namespace) -> int:
             init_ray(cfg.ray)
             corpus = run.world / "search_index.jsonl"
             replies = generate_local(
-                Path(args.model), task, params, corpus if corpus.is_file() else None, cfg.sft_data
+                Path(args.model),
+                task,
+                params,
+                corpus if corpus.is_file() else None,
+                cfg.sft_data,
+                cfg.sft.eval,
             )
             model, source = Path(args.model).name, str(Path(args.model).resolve())
     except (ConfigError, ServerError) as e:
         print(f"raychat eval: {e}", file=sys.stderr)
         return 2
-    numbers = record(run, task, model, source, replies, params, time.time() - started)
+    except Exception as e:  # noqa: BLE001 - the engine actor could not load or run the model: say so
+        if not args.model:
+            raise
+        print(
+            f"raychat eval: {args.model}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+            file=sys.stderr,
+        )
+        return 1
+    label = f"served:{model}" if args.base_url else model
+    if args.data:
+        label += f":{Path(args.data).stem}"
+    numbers = record(run, task, label, source, replies, params, time.time() - started)
     if Path(run.at("report")).is_file():  # the run's report shows the evaluation beside the stages
         write_report_safely(
             Graph(load_config(args.config, [*args.overrides, f"run_dir={json.dumps(run.location)}"]))
         )
-    print(json.dumps(numbers, indent=2) if args.json else _table(model, task.name, numbers))
+    print(json.dumps(numbers, indent=2) if args.json else _table(label, task.name, numbers))
     return 0
 
 

@@ -111,6 +111,7 @@ def test_the_record_keeps_every_reply_its_verdict_and_the_numbers(tmp_path):
     assert numbers["problems"] == 3 and numbers["problems_without_reply"] == 1
     assert numbers["accuracy"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
     assert numbers["pass@2"] == pytest.approx(2 / 3)
+    assert numbers["pass@1"] == pytest.approx(numbers["accuracy"])  # n samples each: the same estimate
     rows = [json.loads(line) for line in Path(numbers["replies_file"]).read_text().splitlines()]
     assert Path(numbers["replies_file"]).name == "my_model__jsonl.jsonl"
     assert [r["right"] for r in rows] == [[True, False], [True, True], [False, False]]
@@ -121,19 +122,36 @@ def test_the_record_keeps_every_reply_its_verdict_and_the_numbers(tmp_path):
     assert "| my/model | jsonl | 3 | 2 | 0.500 +- 0.289 | pass@2 0.667 | 0.8 |" in section
 
 
+def _one_line_error(capsys, fragment: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("raychat eval: ") and fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_the_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nope"), "--task", "gsm8k"]) == 2
-    err = capsys.readouterr().err
-    assert (
-        err.startswith("raychat eval: model directory") and "does not exist" in err and "Traceback" not in err
-    )
+    _one_line_error(capsys, "does not exist")
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    assert main(["eval", "--model", str(model), "--task", "gsm8k", "--run-dir", str(tmp_path)]) == 2
-    assert "give --data PATH" in capsys.readouterr().err
-    assert main(["eval", "--model", str(model), "--task", "jsonl", "-n", "0"]) == 2
-    assert "-n must be at least 1" in capsys.readouterr().err
+    local = ["eval", "--model", str(model), "--run-dir", str(tmp_path)]
+    data = ["--task", "jsonl", "--data", str(_qa_file(tmp_path))]
+    for argv, fragment in [
+        ([*local, "--task", "gsm8k"], "give --data PATH"),
+        ([*local, "--task", "gsm8k", "--data", str(tmp_path)], "is a directory"),
+        ([*local, *data, "-n", "0"], "-n must be at least 1"),
+        ([*local, *data, "-n", "500"], "-n is at most 128"),
+        ([*local, *data, "-n", "2", "--temperature", "0"], "n copies of one greedy reply"),
+        ([*local, *data, "--max-tokens", "0"], "--max-tokens must be at least 1"),
+        ([*local, *data, "--served-model", "x"], "--served-model go with --base-url"),
+        (["eval", "--base-url", "http://127.0.0.1:1/v1", *data], "--base-url needs --run-dir"),
+        (
+            ["eval", "--base-url", "http://h/v1", "--run-dir", str(tmp_path), *data, "--tools"],
+            "--tools goes with --model",
+        ),
+    ]:
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, fragment)
     with pytest.raises(SystemExit) as e:  # argparse: --model or --base-url is required
         main(["eval", "--task", "gsm8k"])
     assert e.value.code == 2
@@ -147,6 +165,73 @@ def test_a_server_that_is_not_there_is_one_line(tmp_path, capsys):
         port = s.getsockname()[1]
     argv = ["eval", "--base-url", f"http://127.0.0.1:{port}/v1", "--task", "jsonl"]
     assert main([*argv, "--data", str(_qa_file(tmp_path)), "--run-dir", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"raychat eval: http://127.0.0.1:{port}/v1/models: cannot reach the server")
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    _one_line_error(capsys, f"http://127.0.0.1:{port}/v1/models: cannot reach the server")
+
+
+class _QuirkyServer:
+    """A real HTTP server on localhost with the quirks third-party servers have: it ignores ``n``
+    (one choice per request), answers the first request to each question 503 with Retry-After, and
+    says something that is not an OpenAI answer for one question."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen: dict[str, int] = {}
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: object, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "quirky"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                question = body["messages"][-1]["content"]
+                seen[question] = seen.get(question, 0) + 1
+                if seen[question] == 1:
+                    self._send(503, {"error": {"message": "busy"}}, {"Retry-After": "0"})
+                elif "cat" in question:
+                    self._send(200, ["not", "an", "answer"])
+                else:
+                    answer = question.split("is ")[-1].rstrip("?")
+                    self._send(
+                        200, {"choices": [{"index": 0, "message": {"content": f"#### {eval(answer)}"}}]}
+                    )
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_server_that_ignores_n_is_asked_again_and_a_busy_one_retried(tmp_path):
+    from pipelines.evaluation.backends import ServerError, generate_http
+
+    quirky = _QuirkyServer()
+    try:
+        task = load_task("jsonl", data=str(_qa_file(tmp_path)), limit=2)  # 2 + 3, 10 * 10
+        params = SamplingParams(temperature=0.8, n=3, max_tokens=8)
+        model, replies = generate_http(quirky.url, task, params, concurrency=2)
+        assert model == "quirky" and replies == [["#### 5"] * 3, ["#### 100"] * 3]
+        # per question: a 503, then the n=3 request answered once, then two n=1 requests
+        assert sorted(r["n"] for r in quirky.requests) == [1, 1, 1, 1, 3, 3, 3, 3]
+        assert all("seed" not in r for r in quirky.requests)  # no seed unless one is given
+        cat = load_task("jsonl", data=str(_qa_file(tmp_path)))
+        with pytest.raises(ServerError, match="not a JSON object"):
+            generate_http(quirky.url, cat, params, model="quirky")
+    finally:
+        quirky.server.shutdown()

@@ -601,7 +601,7 @@ def test_raychat_eval_judges_a_served_model_with_the_openai_api(server, client, 
             model="sft", messages=ask(row["question"]), max_tokens=8, temperature=0.0, seed=0
         )
         assert got["replies"] == [direct.choices[0].message.content or ""]
-    assert set(json.loads((run / "metrics" / "summary.json").read_text())["eval"]) == {"sft:jsonl"}
+    assert set(json.loads((run / "metrics" / "summary.json").read_text())["eval"]) == {"served:sft:qa:jsonl"}
 
     assert main([*base, "--served-model", "gpt-9"]) == 2
     assert "HTTP 404" in capsys.readouterr().err

@@ -151,11 +151,14 @@ def test_raychat_eval_gives_the_stages_own_numbers(post_trained: RunDir, capsys)
         numbers = json.loads(capsys.readouterr().out)
         assert numbers["problems"] == stored[condition]["n"] == 6, task
         assert numbers["accuracy"] == pytest.approx(stored[condition]["primary"]), task
+    assert main([*base, "--task", "tinyworld-facts"]) == 0  # the defaults: the run's eval settings
+    numbers = json.loads(capsys.readouterr().out)
+    assert numbers["problems"] == stored["known"]["n"] == 6 and numbers["max_tokens"] == 16
     assert main([*base, "--task", "tinyworld-arith", "--limit", "4", "-n", "2", "--max-tokens", "48"]) == 0
     numbers = json.loads(capsys.readouterr().out)
     assert numbers["samples"] == 8 and "pass@2" in numbers and numbers["temperature"] == 0.8
     summary = json.loads(Path(run.summary).read_text())
-    assert set(summary["eval"]) == {"sft:tinyworld-arith", "sft:tinyworld-unknown"}
+    assert set(summary["eval"]) == {"sft:tinyworld-arith", "sft:tinyworld-unknown", "sft:tinyworld-facts"}
     assert "`raychat eval` results" in run.report.read_text()
 
 

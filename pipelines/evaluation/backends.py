@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ def generate_local(
     params: SamplingParams,
     search_corpus: Path | None = None,
     search_cfg: Any = None,
+    eval_cfg: Any = None,
 ) -> list[list[str]]:
     from lm.chat_messages import text_of
     from pipelines.chat_eval import ChatSession
     from pipelines.sft.config import ChatEvalConfig
 
-    with ChatSession(model_dir, ChatEvalConfig(), search_corpus=search_corpus, search=search_cfg) as session:
+    settings = eval_cfg or ChatEvalConfig()
+    with ChatSession(model_dir, settings, search_corpus=search_corpus, search=search_cfg) as session:
         prompts = [session.prompt_ids(item.messages) for item in task.items]
         samples = session.generate(prompts, params, tools=task.tools)
         return [[text_of(session.reply(s)) for s in per_item] for per_item in samples]
@@ -68,25 +71,49 @@ def generate_http(
     progress = Progress(f"generating ({model} at {base_url})", len(task.items) * params.n, "samples")
     lock = threading.Lock()
 
-    def ask(item: Item) -> list[str]:
-        body: dict[str, Any] = {
+    def body(item: Item, n: int, seed: int | None) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "model": model,
             "messages": item.messages,
-            "n": params.n,
+            "n": n,
             "temperature": params.temperature,
             "max_tokens": params.max_tokens,
         }
-        if params.seed is not None:
-            body["seed"] = params.seed
-        choices = sorted(
-            api.call("/chat/completions", body).get("choices") or [], key=lambda c: c.get("index", 0)
-        )
-        with lock:
-            progress.update(len(choices))
-        return [(c.get("message") or {}).get("content") or "" for c in choices]
+        if seed is not None:  # only when asked for: a seed on every request would pin every sample
+            out["seed"] = seed
+        return out
 
-    with ThreadPoolExecutor(max(1, concurrency)) as pool:
-        return model, list(pool.map(ask, task.items))
+    def ask(item: Item) -> list[str]:
+        texts = _texts(api.call("/chat/completions", body(item, params.n, params.seed)), api)
+        # servers that ignore n (Ollama's OpenAI layer, for one) answer once: ask again for the rest
+        for j in range(len(texts), params.n):
+            seed = None if params.seed is None else params.seed + j
+            texts += _texts(api.call("/chat/completions", body(item, 1, seed)), api)[:1]
+        with lock:
+            progress.update(len(texts))
+        return texts
+
+    pool = ThreadPoolExecutor(max(1, concurrency))
+    futures = [pool.submit(ask, item) for item in task.items]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        return model, [f.result() for f in futures]
+    finally:  # one failure ends the run: requests not yet sent are not sent (a hosted API bills them)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _texts(answer: dict[str, Any], api: _Api) -> list[str]:
+    """The choices' message texts in index order; a body of another shape is the server's error."""
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise ServerError(f"{api.base_url}/chat/completions: no list of choices in the answer")
+    ordered = sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+    texts = []
+    for c in ordered:
+        message = c.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        texts.append(content if isinstance(content, str) else "")
+    return texts
 
 
 class _Api:
@@ -98,24 +125,51 @@ class _Api:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 
-    def call(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, path: str, body: dict[str, Any] | None = None, tries: int = 4) -> dict[str, Any]:
+        """The JSON object the server answers; a busy server (429, 5xx) or a dropped connection is
+        tried again after 1, 2, 4 s (or its Retry-After), other errors at once are the user's."""
+        import http.client
         import urllib.error
         import urllib.request
 
         url = self.base_url + path
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            url, data=data, headers=self.headers, method="GET" if body is None else "POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as e:
-            raise ServerError(f"{url}: HTTP {e.code}: {_error_text(e.read())}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise ServerError(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})") from None
-        except ValueError as e:
-            raise ServerError(f"{url}: the answer is not JSON ({e})") from None
+        for attempt in range(tries):
+            request = urllib.request.Request(
+                url, data=data, headers=self.headers, method="GET" if body is None else "POST"
+            )
+            wait = float(2**attempt)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    answer = json.loads(response.read())
+                if not isinstance(answer, dict):
+                    raise ServerError(f"{url}: the answer is not a JSON object")
+                return answer
+            except urllib.error.HTTPError as e:
+                error = ServerError(f"{url}: HTTP {e.code}: {_error_text(e.read())}{_hint(e.code, url)}")
+                if e.code != 429 and e.code < 500:
+                    raise error from None
+                retry_after = e.headers.get("Retry-After") if e.headers else None
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    wait = min(float(retry_after), 60.0)
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+                if isinstance(e, http.client.InvalidURL):
+                    raise ServerError(f"{url}: not a usable URL ({e})") from None
+                error = ServerError(f"{url}: cannot reach the server ({getattr(e, 'reason', e)})")
+                if isinstance(getattr(e, "reason", e), ConnectionRefusedError):  # nothing listens there
+                    raise error from None
+            except ValueError as e:
+                raise ServerError(f"{url}: the answer is not JSON ({e})") from None
+            if attempt + 1 < tries:
+                log.info("%s; trying again in %.0f s", error, wait)
+                time.sleep(wait)
+        raise error
+
+
+def _hint(code: int, url: str) -> str:
+    if code == 404 and "/v1/" not in url:
+        return " (an OpenAI-compatible server's base URL usually ends in /v1)"
+    return ""
 
 
 def _only_model(api: _Api) -> str:

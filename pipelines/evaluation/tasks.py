@@ -53,6 +53,9 @@ class Item:
 
 @dataclass
 class Task:
+    """A task ready to ask: its problems, the verdict on one reply, whether replies may call tools,
+    their token limit, and what the numbers should carry along (skipped rows, the reward)."""
+
     name: str
     items: list[Item]
     judge: Callable[[Item, str], bool]
@@ -67,6 +70,7 @@ def load_task(
     data: str | None = None,
     world_data: Path | None = None,
     data_cfg: Any = None,
+    eval_cfg: Any = None,
     limit: int | None = None,
     seed: int = 0,
     reward: str | None = None,
@@ -88,7 +92,7 @@ def load_task(
                 f"task {name} needs the tiny world's held-out sets in {where}/splits (the sft stage "
                 "writes them); give --run-dir of a run that has them"
             )
-        return _world_task(name, world_data, data_cfg, limit, seed)
+        return _world_task(name, world_data, data_cfg, eval_cfg, limit, seed)
     raise ConfigError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
 
 
@@ -103,20 +107,23 @@ def _file_task(
     tools: bool,
 ) -> Task:
     from lm.files import read_jsonl_objects
-    from lm.rewards import get_reward
+    from lm.rewards import RewardItem, RuleScorer
 
+    if path.is_dir():
+        raise ConfigError(f"--data {path} is a directory; give a JSONL file")
     if not path.is_file():
         raise ConfigError(f"--data {path}: no such file")
     rows, unreadable = read_jsonl_objects(path, ConfigError)
     reward_name = reward or "numeric_accuracy"
-    try:
-        fn = get_reward(reward_name)
-    except (KeyError, ValueError, ImportError, AttributeError) as e:
+    try:  # the rollouts' scorer: a per-reply time limit; a reward that raises or returns NaN scores 0
+        scorer = RuleScorer({"rules": [{"name": reward_name}]})
+    except (ValueError, ImportError, AttributeError) as e:
         raise ConfigError(f"--reward {reward_name}: {e}") from None
     items, incomplete = [], 0
     for i, row in enumerate(rows):
         question, answer = row.get(question_field), row.get(answer_field)
-        if not isinstance(question, str) or not question.strip() or answer is None or str(answer) == "":
+        scalar = isinstance(answer, str | int | float) and not isinstance(answer, bool) and str(answer) != ""
+        if not isinstance(question, str) or not question.strip() or not scalar:
             incomplete += 1
             continue
         asked = [{"role": "user", "content": question.strip()}]
@@ -132,10 +139,7 @@ def _file_task(
         )
 
     def judge(item: Item, reply: str) -> bool:
-        try:
-            return float(fn(reply, item.reference)) >= 0.5
-        except Exception:  # noqa: BLE001 - a user's reward that raises scores the reply wrong, not the run
-            return False
+        return scorer.score_one(RewardItem(item.id, reply, item.reference)).reward >= 0.5
 
     notes = {
         "data": str(path),
@@ -146,7 +150,11 @@ def _file_task(
     return Task(name, items, judge, tools=tools, max_tokens=256, notes=notes)
 
 
-def _world_task(name: str, world_data: Path, data_cfg: Any, limit: int | None, seed: int) -> Task:
+def _world_task(
+    name: str, world_data: Path, data_cfg: Any, eval_cfg: Any, limit: int | None, seed: int
+) -> Task:
+    """Asked as the stages ask: their rows (``limit`` defaults to ``sft.eval.max_per_set``, sampled
+    with the run's seed), prompts, tools and token limit (``sft.eval.max_new_tokens``)."""
     from pipelines.chat_eval import CONDITIONS, messages_for, read_set
     from pipelines.sft.config import ChatEvalConfig
     from pipelines.sft.world_config import SFTDataConfig
@@ -155,12 +163,18 @@ def _world_task(name: str, world_data: Path, data_cfg: Any, limit: int | None, s
     condition_name = WORLD_TASKS[name][0]
     condition = CONDITIONS[condition_name]
     cfg = data_cfg or SFTDataConfig()
-    rows = read_set(world_data, condition.set_name, limit, seed)
+    ecfg = eval_cfg or ChatEvalConfig()
+    try:
+        rows = read_set(world_data, condition.set_name, limit or ecfg.max_per_set, seed)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    except ValueError as e:  # a corrupt line in a split file
+        raise ConfigError(f"{world_data / 'splits' / (condition.set_name + '.jsonl')}: {e}") from None
     items = [Item(str(i), messages_for(condition_name, row, cfg), row) for i, row in enumerate(rows)]
 
     def judge(item: Item, reply: str) -> bool:
         return bool(score_set(condition.set_name, [item.reference], [reply], cfg).get(condition.primary))
 
-    max_tokens = ChatEvalConfig().max_new_tokens.get(condition.set_name, 64)
+    max_tokens = ecfg.max_new_tokens.get(condition.set_name, 64)
     notes = {"set": condition.set_name, "condition": condition_name, "judged_by": condition.primary}
     return Task(name, items, judge, tools=condition.tools, max_tokens=max_tokens, notes=notes)
