@@ -138,6 +138,20 @@ def _run_command(cfg: RunConfig, stages: str | None, force: bool) -> int:
     return 0
 
 
+def _report_command(cfg: RunConfig) -> int:
+    from pipelines.report import write_report
+    from pipelines.run_dir import read_summary
+
+    run = RunDir(cfg.run_dir)
+    if not read_summary(run):  # a mistyped --run-dir: say so rather than write an empty report there
+        raise ConfigError(
+            f"nothing to report in {run.location}: no stage has left its numbers there "
+            "(metrics/summary.json); check --run-dir or the config's run_dir"
+        )
+    print(write_report(Graph(cfg)))
+    return 0
+
+
 def _stage_command(args: argparse.Namespace) -> int:
     module = None
     overrides = _overrides(args)
@@ -182,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny = TINY_CONFIG if TINY_CONFIG.is_file() else None
             return run_demo(load_config(args.config or tiny, _overrides(args)), force=args.force)
         if args.command == "report":
-            from pipelines.report import write_report
-
-            print(write_report(Graph(load_config(args.config, _overrides(args)))))
-            return 0
+            return _report_command(load_config(args.config, _overrides(args)))
         if args.command == "run":
             return _run_command(load_config(args.config, _overrides(args)), args.stages, args.force)
         return _stage_command(args)

@@ -22,3 +22,20 @@ def test_the_summary_says_what_each_stage_did(tmp_path) -> None:
     assert "| clean | kept 1,173 of 2,000 records (59%); rejected 807, 20 unreadable | 12 |" in lines
     assert any(line.startswith("| pretrain | (KeyError") for line in lines)
     assert not any(line.startswith(("| tokenize", "| sft")) for line in lines)  # only stages that ran
+
+
+def test_report_on_a_run_dir_with_no_numbers_fails_instead_of_writing_an_empty_report(
+    tmp_path, capsys
+) -> None:
+    from pipelines.cli import main
+
+    typo = tmp_path / "runs" / "tinny"
+    assert main(["report", "--run-dir", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert f"nothing to report in {typo}" in err and "--run-dir" in err
+    assert not typo.exists()  # nothing written where the user did not mean
+
+    run = tmp_path / "run"
+    update_summary(RunDir(run), "probe", {"answers": 12})  # numbers of a stage this graph lacks
+    assert main(["report", "--run-dir", str(run)]) == 0
+    assert '"answers": 12' in (run / "report.md").read_text()
