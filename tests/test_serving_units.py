@@ -331,6 +331,25 @@ def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
     assert "no model to serve" in lines[0] and "cannot listen" in lines[1] and "ray.num_cpus is 1" in lines[2]
 
 
+def test_a_host_this_machine_lacks_is_blamed_on_the_host_not_the_port(tmp_path, capsys):
+    import socket
+
+    from pipelines.cli import main
+
+    base_model_dir(tmp_path / "run" / "models" / "base")
+    run = ["serve", "--run-dir", str(tmp_path / "run")]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main([*run, "--port", port]) == 2
+    assert main([*run, "--host", "198.51.100.7"]) == 2  # TEST-NET-2: no interface has it
+    busy_line, absent = capsys.readouterr().err.strip().splitlines()
+    assert busy_line.endswith("(choose another --port)"), busy_line
+    assert absent.startswith("raychat: cannot listen on 198.51.100.7:8000: ") and "check --host" in absent
+    assert "choose another --port" not in absent
+
+
 def test_a_reward_model_in_the_run_is_not_served(tmp_path):
     """models/rm scores text (LlamaForSequenceClassification): the run's other models are served without
     it, and naming it is refused with the reason."""
