@@ -88,7 +88,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         and chosen not in {s.name for s in STAGES}
     ):
         # a stage the run config declares (stages: {name: {kind: ...}}); checked once the config is read
-        _stage_parser(sub, chosen, "a stage declared in the run config")
+        _stage_parser(
+            sub,
+            chosen,
+            f"'{chosen}' is not a raychat command: it runs only as a stage that the run config "
+            f"(--config) declares, stages: {{{chosen}: {{kind: K}}}} with K one of "
+            f"{', '.join(s.name for s in STAGES)}",
+        )
 
     p = sub.add_parser("run", help="run stages in graph order, skipping those whose outputs are complete")
     _common_args(p)

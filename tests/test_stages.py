@@ -358,3 +358,14 @@ def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
     g = Graph(load_config(None, [f"run_dir={tmp_path}", *declared]))
     assert g.consumes("rm_idk") == ["idk", "world"] and g.producer("models/rm_idk") == "rm_idk"
     assert g.built_on("sft") == ["idk", "rm", "rm_idk", "grpo", "distill"]
+
+
+def test_help_for_a_name_that_is_no_command_says_so(capsys) -> None:
+    from pipelines.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser(["eval", "--help"]).parse_args(["eval", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "'eval' is not a raychat command" in out and "stages: {eval: {kind: K}}" in out, out
+    assert "K one of world, clean, tokenize, pretrain" in out
