@@ -189,8 +189,8 @@ def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object")
     data = {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
-    try:
-        return kind.model_validate(data)
+    try:  # strict, as OpenAI is: "stream": "yes", "max_tokens": true or "10" are refused, not coerced
+        return kind.model_validate(data, strict=True)
     except ValidationError as e:
         raise _validation_error(e) from None
 

@@ -158,6 +158,25 @@ def test_request_validation_names_the_field():
         assert set(e.value.body()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_request_types_are_strict_as_openai_is():
+    """A value of the wrong JSON type is a 400 naming the field, never coerced: "stream": "yes" was read
+    as a streaming request, "max_tokens": true as 1, "echo": "yes" as true and a prompt [true] as token 1."""
+    m = [{"role": "user", "content": "hi"}]
+    for body, kind, param in (
+        ({"model": "m", "messages": m, "stream": "yes"}, ChatCompletionRequest, "stream"),
+        ({"model": "m", "messages": m, "max_tokens": True}, ChatCompletionRequest, "max_tokens"),
+        ({"model": "m", "messages": m, "n": "2"}, ChatCompletionRequest, "n"),
+        ({"model": "m", "messages": m, "logprobs": "true"}, ChatCompletionRequest, "logprobs"),
+        ({"model": "m", "prompt": "a", "echo": "yes"}, CompletionRequest, "echo"),
+        ({"model": "m", "prompt": [True, False]}, CompletionRequest, "prompt"),
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(body, kind)
+        assert e.value.status == 400 and e.value.param == param, (body, e.value.message)
+    ok = parse({"model": "m", "messages": m, "temperature": 1, "top_p": 1, "seed": 3}, ChatCompletionRequest)
+    assert ok.temperature == 1.0 and ok.top_p == 1.0  # a JSON integer is still a number
+
+
 def test_completion_prompt_shapes():
     assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
     assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
