@@ -28,7 +28,7 @@ from typing import Any
 
 from pipelines.config import COMMANDS, RunConfig, load_config
 from pipelines.errors import ConfigError, StageFailed
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import RunDir, is_done
 from pipelines.runner import log_to_run, preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
 from pipelines.shorthands import add_shorthands, shorthand_overrides
@@ -40,7 +40,11 @@ TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="run config YAML (defaults are the tiny demo's)")
+    p.add_argument(
+        "--config",
+        help="run config YAML (default: the built-in settings, which are not configs/tiny.yaml's: "
+        "give the config a run was made with, e.g. --config configs/tiny.yaml for make demo's runs/tiny)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -130,8 +134,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_command(cfg: RunConfig, stages: str | None, force: bool) -> int:
+def _warn_without_config(config: str | None, graph: Graph, stage: str | None = None) -> None:
+    """Without --config the built-in settings apply; on a run that stages already wrote (made with a
+    config file, say make demo's runs/tiny with configs/tiny.yaml) they can differ from what made it,
+    and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside).
+    The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise."""
+    if config is not None:
+        return
+    run = RunDir(graph.cfg.run_dir)
+    done = [s.name for s in graph if not s.long_running and s.name != stage and is_done(run, s.name)]
+    if done:
+        log.warning(
+            "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
+            "file made this run (make demo: configs/tiny.yaml), pass it with --config, or this stage may "
+            "redo its work on other data",
+            run.location,
+            ", ".join(done),
+        )
+
+
+def _run_command(cfg: RunConfig, stages: str | None, force: bool, config: str | None = None) -> int:
     graph = Graph(cfg)
+    _warn_without_config(config, graph)
     if stages:
         names = [s.strip() for s in stages.split(",") if s.strip()]
         unknown = [n for n in names if n not in graph]
@@ -169,6 +193,7 @@ def _stage_command(args: argparse.Namespace) -> int:
             overrides += module.cli_overrides(args)
     graph = Graph(load_config(args.config, overrides))
     graph[args.stage]  # noqa: B018 - an unknown (undeclared) stage is a ConfigError naming the stages
+    _warn_without_config(args.config, graph, args.stage)
     log_to_run(RunDir(graph.cfg.run_dir))
     preflight(graph, args.stage)
     init_ray(graph.cfg.ray)
@@ -204,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report_command(load_config(args.config, _overrides(args)))
         if args.command == "run":
-            return _run_command(load_config(args.config, _overrides(args)), args.stages, args.force)
+            return _run_command(
+                load_config(args.config, _overrides(args)), args.stages, args.force, args.config
+            )
         return _stage_command(args)
     except ConfigError as e:
         print(f"raychat: {e}", file=sys.stderr)

@@ -369,3 +369,34 @@ def test_help_for_a_name_that_is_no_command_says_so(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "'eval' is not a raychat command" in out and "stages: {eval: {kind: K}}" in out, out
     assert "K one of world, clean, tokenize, pretrain" in out
+
+
+def test_a_stage_without_config_on_a_run_stages_wrote_warns(tmp_path, caplog) -> None:
+    """The built-in settings are not configs/tiny.yaml's: `raychat sft` on make demo's runs/tiny without
+    --config retrained on other arithmetic data and set the demo's SFT checkpoints aside, unannounced."""
+    import logging
+
+    from pipelines.cli import main
+    from pipelines.run_dir import RunDir, mark_done
+
+    fresh, made = tmp_path / "fresh", tmp_path / "made"
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        assert main(["sft", "--run-dir", str(fresh)]) == 2  # no base model: fails in preflight
+    assert "no --config" not in caplog.text  # nothing written there yet: nothing to warn about
+    mark_done(RunDir(made), "sft")
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        main(["sft", "--run-dir", str(made)])  # the stage's own earlier run is no surprise
+    assert "no --config" not in caplog.text
+    mark_done(RunDir(made), "world")
+    mark_done(RunDir(made), "pretrain")
+    for argv in (["sft", "--run-dir", str(made)], ["run", "--stages", "sft", "--run-dir", str(made)]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="raychat"):
+            main(argv)
+        assert f"no --config: using the built-in settings on {made}" in caplog.text, argv
+        assert "stages (world, pretrain" in caplog.text and "configs/tiny.yaml" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+        assert main(["sft", "--config", str(tiny), "--run-dir", str(made)]) == 2
+    assert "no --config" not in caplog.text
