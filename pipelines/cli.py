@@ -63,7 +63,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     extra = list(args.overrides)
-    if getattr(args, "run_dir", None):
+    if getattr(args, "run_dir", None) is not None:  # --run-dir '' is refused, not the default run
         extra.append(f"run_dir={json.dumps(args.run_dir)}")
     return extra
 

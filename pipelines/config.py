@@ -44,7 +44,9 @@ class StageInstance(StrictModel):
 
 
 class _RunSettings(StrictModel):
-    run_dir: str = Field("runs/tiny", description="local path or pyarrow filesystem URI of the run")
+    run_dir: str = Field(
+        "runs/tiny", min_length=1, description="local path or pyarrow filesystem URI of the run"
+    )
     seed: int = 0
     ray: RayConfig = RayConfig()
     stages: dict[str, StageInstance] = Field(

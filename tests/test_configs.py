@@ -160,3 +160,13 @@ def test_the_r1_recipe_runs_its_steps_in_order(name: str) -> None:
         "sft_rs"
     )  # RL teacher, base student
     assert g.consumes("grpo_final")[0] == "sft_rs" and g.consumes("distill")[0] == "grpo_final"
+
+
+def test_an_empty_run_dir_is_refused_not_the_current_folder(capsys) -> None:
+    """`--set run_dir=` ran the stage in the current folder (the checkout), `--run-dir ''` on runs/tiny."""
+    from pipelines.cli import main
+
+    for argv in (["sft", "--set", "run_dir="], ["sft", "--run-dir", ""]):  # the latter ran on runs/tiny
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "run_dir: String should have at least 1 character" in err, (argv, err)
