@@ -314,6 +314,16 @@ def test_missing_inputs_fail_before_any_work_naming_them(tmp_path, capsys, no_ra
     assert not (tmp_path / "run" / "data" / "_work").exists()  # nothing was started
 
 
+def test_inputs_of_no_known_format_are_named_with_why(tmp_path, capsys, no_ray):
+    """A plain text file (tinyshakespeare's input.txt) said only "no readable input files in [...]"."""
+    text = tmp_path / "input.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    code, err = run_cli(capsys, "--input", str(text), "--output", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith(f"raychat: clean: no readable input files in ['{text}']: ")
+    assert "match one of warc, jsonl, json, parquet, html" in err
+
+
 def test_the_real_command_prints_one_line_and_exits_non_zero(tmp_path):
     """The same through ``python -m pipelines.clean``, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -122,8 +122,15 @@ def preflight(cfg: RunConfig, name: str = "clean") -> None:
             "(set clean.missing_inputs=skip to clean the others)"
         )
     if not files:
-        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+        raise ConfigError(no_readable_inputs(clean.inputs, input_errors))
     check_steps(clean)
+
+
+def no_readable_inputs(inputs: list[str], input_errors: list[dict[str, Any]]) -> str:
+    """Why nothing can be read, with the first problems (a plain .txt file is no format clean reads)."""
+    why = "; ".join(str(e.get("error") or e.get("reason")) for e in input_errors[:3])
+    more = f" (and {len(input_errors) - 3} more)" if len(input_errors) > 3 else ""
+    return f"clean: no readable input files in {inputs}" + (f": {why}{more}" if why else "")
 
 
 def missing_inputs(input_errors: list[dict[str, Any]]) -> list[str]:
@@ -159,7 +166,7 @@ def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
     for e in input_errors:
         log.warning("clean: input problem: %s: %s", e.get("file_path"), e.get("error") or e.get("reason"))
     if not files:
-        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+        raise ConfigError(no_readable_inputs(clean.inputs, input_errors))
     log.info("clean: %d input files, steps: %s", len(files), ",".join(clean.steps))
     if implied := implied_steps(clean.steps):
         log.info(
