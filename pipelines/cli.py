@@ -139,8 +139,8 @@ def _warn_without_config(config: str | None, graph: Graph, stage: str | None = N
     config file, say make demo's runs/tiny with configs/tiny.yaml) they can differ from what made it,
     and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside).
     The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise."""
-    if config is not None:
-        return
+    if config is not None or (stage is not None and graph[stage].long_running):
+        return  # a server redoes no work: `raychat serve --run-dir runs/tiny` is how the demo is served
     run = RunDir(graph.cfg.run_dir)
     done = [s.name for s in graph if not s.long_running and s.name != stage and is_done(run, s.name)]
     if done:

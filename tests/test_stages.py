@@ -397,6 +397,9 @@ def test_a_stage_without_config_on_a_run_stages_wrote_warns(tmp_path, caplog) ->
         assert "stages (world, pretrain" in caplog.text and "configs/tiny.yaml" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="raychat"):
+        assert main(["serve", "--run-dir", str(made)]) == 2  # no model to serve
+    assert "no --config" not in caplog.text  # serving the demo's run without a config is as documented
+    with caplog.at_level(logging.WARNING, logger="raychat"):
         tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
         assert main(["sft", "--config", str(tiny), "--run-dir", str(made)]) == 2
     assert "no --config" not in caplog.text
