@@ -177,6 +177,24 @@ def test_request_types_are_strict_as_openai_is():
     assert ok.temperature == 1.0 and ok.top_p == 1.0  # a JSON integer is still a number
 
 
+def test_null_optional_fields_mean_their_defaults():
+    """OpenAI's optional fields are nullable; "n": null was a 400 and a completion's "max_tokens": null
+    generated to the end of the context instead of OpenAI's default 16."""
+    m = [{"role": "user", "content": "hi"}]
+    nulls = dict.fromkeys(("n", "stream", "logprobs", "stop", "seed", "temperature", "top_p", "max_tokens"))
+    chat = parse({"model": "m", "messages": m, **nulls, "stream_options": None, "tools": None})
+    assert chat.n == 1 and chat.stream is False and chat.logprobs is False and chat.stops == []
+    completion = parse({"model": "m", "prompt": "a", **nulls, "echo": None}, CompletionRequest)
+    assert completion.max_tokens == 16 and completion.n == 1 and completion.echo is False
+    for body, kind in (
+        ({"model": None, "messages": m}, ChatCompletionRequest),
+        ({"model": "m", "prompt": None}, CompletionRequest),
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(body, kind)  # a required field stays required
+        assert e.value.status == 400
+
+
 def test_completion_prompt_shapes():
     assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
     assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
