@@ -39,12 +39,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        help="run config YAML (default: the built-in settings, which are not configs/tiny.yaml's: "
-        "give the config a run was made with, e.g. --config configs/tiny.yaml for make demo's runs/tiny)",
-    )
+CONFIG_HELP = (
+    "run config YAML (default: the built-in settings, which are not configs/tiny.yaml's: "
+    "give the config a run was made with, e.g. --config configs/tiny.yaml for make demo's runs/tiny)"
+)
+
+
+def _common_args(p: argparse.ArgumentParser, config_help: str = CONFIG_HELP) -> None:
+    p.add_argument("--config", help=config_help)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -106,7 +108,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
     p = sub.add_parser("demo", help="the tiny lifecycle on an embedded local Ray (CPU, minutes)")
-    _common_args(p)
+    _common_args(p, "run config YAML (default: configs/tiny.yaml)")
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
     p = sub.add_parser("report", help="write <run>/report.md again from what the stages left")

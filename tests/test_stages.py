@@ -403,3 +403,12 @@ def test_a_stage_without_config_on_a_run_stages_wrote_warns(tmp_path, caplog) ->
         tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
         assert main(["sft", "--config", str(tiny), "--run-dir", str(made)]) == 2
     assert "no --config" not in caplog.text
+
+
+def test_config_help_says_what_the_default_is(capsys) -> None:
+    from pipelines.cli import build_parser
+
+    for command, default in (("demo", "(default: configs/tiny.yaml)"), ("sft", "(default: the built-in")):
+        with pytest.raises(SystemExit):
+            build_parser([command, "--help"]).parse_args([command, "--help"])
+        assert default in " ".join(capsys.readouterr().out.split()), command
