@@ -30,9 +30,9 @@ __all__ = ["ConfigError", "RayConfig", "RunConfig", "StageInstance", "load_confi
 class RayConfig(StrictModel):
     """How a job starts Ray when it is not inside a cluster (inside one, these are ignored)."""
 
-    num_cpus: int | None = Field(None, description="CPUs of the embedded local cluster; None = all")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local cluster; None = all")
     object_store_memory_mb: int | None = Field(
-        None, description="cap on the local object store; None = Ray's default"
+        None, ge=1, description="cap on the local object store; None = Ray's default"
     )
     include_dashboard: bool = False
 
