@@ -64,10 +64,15 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.input:
         out.append("clean.inputs=" + _yaml_list(args.input))
-    if args.output:  # quoted: --set values are YAML, where 2024, yes or ~ are not strings
-        out.append("run_dir=" + json.dumps(args.output))
-    if args.steps:
-        out.append("clean.steps=" + _yaml_list([s for s in args.steps.split(",") if s.strip()]))
+    if args.output is not None:  # quoted: --set values are YAML, where 2024, yes or ~ are not strings
+        out.append("run_dir=" + json.dumps(args.output))  # '' is refused, not the default runs/tiny
+    if args.steps is not None:
+        steps = [s for s in args.steps.split(",") if s.strip()]
+        if not steps:
+            raise ConfigError(
+                "--steps is empty: name the steps, e.g. --steps extract,pii, or leave it out for all"
+            )
+        out.append("clean.steps=" + _yaml_list(steps))
     return out
 
 
