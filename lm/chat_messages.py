@@ -68,6 +68,8 @@ def normalize_message(message: Any, index: int = 0) -> Message:
     where = f"message {index}"
     if not isinstance(message, Mapping):
         raise ChatFormatError(f"{where}: a message is a JSON object, got {type(message).__name__}")
+    if message.get("role") is None:
+        raise ChatFormatError(f"{where}: 'role' is missing (roles: {', '.join(ROLES)})")
     role = message.get("role")
     role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
     if role not in ROLES:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pipelines.config import COMMANDS, RunConfig, load_config
 from pipelines.errors import ConfigError, StageFailed
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import RunDir, is_done
 from pipelines.runner import log_to_run, preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
 from pipelines.shorthands import add_shorthands, shorthand_overrides
@@ -39,8 +39,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="run config YAML (defaults are the tiny demo's)")
+CONFIG_HELP = (
+    "run config YAML (default: the built-in settings, which are not configs/tiny.yaml's: "
+    "give the config a run was made with, e.g. --config configs/tiny.yaml for make demo's runs/tiny)"
+)
+
+
+def _common_args(p: argparse.ArgumentParser, config_help: str = CONFIG_HELP) -> None:
+    p.add_argument("--config", help=config_help)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -59,7 +65,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     extra = list(args.overrides)
-    if getattr(args, "run_dir", None):
+    if getattr(args, "run_dir", None) is not None:  # --run-dir '' is refused, not the default run
         extra.append(f"run_dir={json.dumps(args.run_dir)}")
     return extra
 
@@ -88,7 +94,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         and chosen not in {s.name for s in STAGES}
     ):
         # a stage the run config declares (stages: {name: {kind: ...}}); checked once the config is read
-        _stage_parser(sub, chosen, "a stage declared in the run config")
+        _stage_parser(
+            sub,
+            chosen,
+            f"'{chosen}' is not a raychat command: it runs only as a stage that the run config "
+            f"(--config) declares, stages: {{{chosen}: {{kind: K}}}} with K one of "
+            f"{', '.join(s.name for s in STAGES)}",
+        )
 
     p = sub.add_parser("run", help="run stages in graph order, skipping those whose outputs are complete")
     _common_args(p)
@@ -96,7 +108,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
     p = sub.add_parser("demo", help="the tiny lifecycle on an embedded local Ray (CPU, minutes)")
-    _common_args(p)
+    _common_args(p, "run config YAML (default: configs/tiny.yaml)")
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
     p = sub.add_parser("report", help="write <run>/report.md again from what the stages left")
@@ -131,8 +143,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_command(cfg: RunConfig, stages: str | None, force: bool) -> int:
+def _warn_without_config(config: str | None, graph: Graph, stage: str | None = None) -> None:
+    """Without --config the built-in settings apply; on a run that stages already wrote (made with a
+    config file, say make demo's runs/tiny with configs/tiny.yaml) they can differ from what made it,
+    and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside).
+    The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise."""
+    if config is not None or (stage is not None and graph[stage].long_running):
+        return  # a server redoes no work: `raychat serve --run-dir runs/tiny` is how the demo is served
+    run = RunDir(graph.cfg.run_dir)
+    done = [s.name for s in graph if not s.long_running and s.name != stage and is_done(run, s.name)]
+    if done:
+        log.warning(
+            "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
+            "file made this run (make demo: configs/tiny.yaml), pass it with --config, or this stage may "
+            "redo its work on other data",
+            run.location,
+            ", ".join(done),
+        )
+
+
+def _run_command(cfg: RunConfig, stages: str | None, force: bool, config: str | None = None) -> int:
     graph = Graph(cfg)
+    _warn_without_config(config, graph)
     if stages:
         names = [s.strip() for s in stages.split(",") if s.strip()]
         unknown = [n for n in names if n not in graph]
@@ -142,6 +174,20 @@ def _run_command(cfg: RunConfig, stages: str | None, force: bool) -> int:
         names = [s.name for s in graph if not s.long_running]
     results = run_stages(graph, names, force=force)
     print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def _report_command(cfg: RunConfig) -> int:
+    from pipelines.report import write_report
+    from pipelines.run_dir import read_summary
+
+    run = RunDir(cfg.run_dir)
+    if not read_summary(run):  # a mistyped --run-dir: say so rather than write an empty report there
+        raise ConfigError(
+            f"nothing to report in {run.location}: no stage has left its numbers there "
+            "(metrics/summary.json); check --run-dir or the config's run_dir"
+        )
+    print(write_report(Graph(cfg)))
     return 0
 
 
@@ -156,6 +202,7 @@ def _stage_command(args: argparse.Namespace) -> int:
             overrides += module.cli_overrides(args)
     graph = Graph(load_config(args.config, overrides))
     graph[args.stage]  # noqa: B018 - an unknown (undeclared) stage is a ConfigError naming the stages
+    _warn_without_config(args.config, graph, args.stage)
     log_to_run(RunDir(graph.cfg.run_dir))
     preflight(graph, args.stage)
     init_ray(graph.cfg.ray)
@@ -193,12 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             tiny = TINY_CONFIG if TINY_CONFIG.is_file() else None
             return run_demo(load_config(args.config or tiny, _overrides(args)), force=args.force)
         if args.command == "report":
-            from pipelines.report import write_report
-
-            print(write_report(Graph(load_config(args.config, _overrides(args)))))
-            return 0
+            return _report_command(load_config(args.config, _overrides(args)))
         if args.command == "run":
-            return _run_command(load_config(args.config, _overrides(args)), args.stages, args.force)
+            return _run_command(
+                load_config(args.config, _overrides(args)), args.stages, args.force, args.config
+            )
         return _stage_command(args)
     except ConfigError as e:
         print(f"raychat: {e}", file=sys.stderr)

@@ -30,9 +30,9 @@ __all__ = ["ConfigError", "RayConfig", "RunConfig", "StageInstance", "load_confi
 class RayConfig(StrictModel):
     """How a job starts Ray when it is not inside a cluster (inside one, these are ignored)."""
 
-    num_cpus: int | None = Field(None, description="CPUs of the embedded local cluster; None = all")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local cluster; None = all")
     object_store_memory_mb: int | None = Field(
-        None, description="cap on the local object store; None = Ray's default"
+        None, ge=1, description="cap on the local object store; None = Ray's default"
     )
     include_dashboard: bool = False
 
@@ -44,7 +44,9 @@ class StageInstance(StrictModel):
 
 
 class _RunSettings(StrictModel):
-    run_dir: str = Field("runs/tiny", description="local path or pyarrow filesystem URI of the run")
+    run_dir: str = Field(
+        "runs/tiny", min_length=1, description="local path or pyarrow filesystem URI of the run"
+    )
     seed: int = 0
     ray: RayConfig = RayConfig()
     stages: dict[str, StageInstance] = Field(

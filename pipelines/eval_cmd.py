@@ -227,9 +227,3 @@ def _table(model: str, task: str, n: dict[str, Any]) -> str:
         lines.append(f"  {key:<9} {n[key]:.3f} +- {n[key + '_stderr']:.3f}")
     lines.append(f"  replies and verdicts: {n['replies_file']}")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # python -m pipelines.eval_cmd ... (e.g. under ray job submit): raychat eval ...
-    from pipelines.cli import main
-
-    sys.exit(main(["eval", *sys.argv[1:]]))

@@ -77,7 +77,11 @@ def main_sample(args: argparse.Namespace) -> int:
             for i in range(args.num_samples)
         ]
     except ValueError as e:
-        print(f"raychat sample: bad sampling settings: {e}", file=sys.stderr)
+        print(f"raychat sample: bad sampling settings: {_settings_problems(e)}", file=sys.stderr)
+        return 2
+    device_problem = _device_problem(args.device)
+    if device_problem:
+        print(f"raychat sample: {device_problem}", file=sys.stderr)
         return 2
     prompt_ids = ([] if args.no_bos else [tokenizer.eot_id]) + tokenizer.encode(args.prompt)
     if not prompt_ids:
@@ -115,6 +119,41 @@ def main_sample(args: argparse.Namespace) -> int:
             )
             print(args.prompt + text)
     return 0
+
+
+FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "max_tokens": "--max-tokens"}
+
+
+def _settings_problems(e: ValueError) -> str:
+    """A pydantic error as one line naming the flags (``--top-p: Input should be ...``)."""
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    return "; ".join(
+        f"{FLAGS.get(str(err['loc'][0]), err['loc'][0]) if err['loc'] else 'settings'}: {err['msg']}"
+        for err in errors()
+    )
+
+
+def _device_problem(device: str | None) -> str | None:
+    """Why ``--device`` cannot run the torch engine here (an unknown name, no such GPU), else None."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device}: not a torch device (cpu, cuda, cuda:N, mps)"
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"--device {device}: no CUDA GPU is visible; use --device cpu"
+        if dev.index is not None and dev.index >= count:
+            return f"--device {device}: only {count} CUDA GPU(s) visible (cuda:0 to cuda:{count - 1})"
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: MPS is not available here; use --device cpu"
+    return None
 
 
 def _decode(tokenizer, ids: list[int]) -> str:

@@ -15,6 +15,7 @@ use is found by ``preflight``, before Ray starts: one line on stderr and exit st
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -165,6 +166,8 @@ def _check_port(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as e:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {e.strerror or e} (choose another --port)"
-            ) from None
+            # a taken or privileged port is the port's fault; an address this machine lacks or a name
+            # that does not resolve is the host's
+            port_fault = e.errno in (errno.EADDRINUSE, errno.EACCES)
+            hint = "choose another --port" if port_fault else "check --host: an address of this machine"
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e} ({hint})") from None

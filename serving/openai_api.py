@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls"})
 MAX_STOP = 16
+REQUIRED = frozenset({"model", "messages", "prompt"})
 MAX_STOP_CHARS = 256
 
 
@@ -188,9 +189,11 @@ def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
         raise OpenAIError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object")
-    data = {k: v for k, v in data.items() if k not in IGNORED_FIELDS}
-    try:
-        return kind.model_validate(data)
+    # null means "the default" for every optional field, as in OpenAI's API ("n": null, "stream": null,
+    # "max_tokens": null from clients that send every key); the required ones stay and are refused
+    data = {k: v for k, v in data.items() if k not in IGNORED_FIELDS and (v is not None or k in REQUIRED)}
+    try:  # strict, as OpenAI is: "stream": "yes", "max_tokens": true or "10" are refused, not coerced
+        return kind.model_validate(data, strict=True)
     except ValidationError as e:
         raise _validation_error(e) from None
 

@@ -458,3 +458,8 @@ def test_jinja_template_shares_text_templates_injection_weakness(gpt2, hf_tokeni
     ours = ChatFormat(gpt2).render_conversation(conv).ids
     im_start = gpt2.token_id("<|im_start|>")
     assert list(theirs).count(im_start) == 2 and ours.count(im_start) == 1
+
+
+def test_a_message_without_a_role_says_the_role_is_missing(chat: ChatFormat) -> None:
+    with pytest.raises(ChatFormatError, match=r"message 1: 'role' is missing \(roles: system, user"):
+        chat.render_conversation([{"role": "user", "content": "a"}, {"content": "b"}])

@@ -314,6 +314,32 @@ def test_missing_inputs_fail_before_any_work_naming_them(tmp_path, capsys, no_ra
     assert not (tmp_path / "run" / "data" / "_work").exists()  # nothing was started
 
 
+def test_inputs_of_no_known_format_are_named_with_why(tmp_path, capsys, no_ray):
+    """A plain text file (tinyshakespeare's input.txt) said only "no readable input files in [...]"."""
+    text = tmp_path / "input.txt"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
+    code, err = run_cli(capsys, "--input", str(text), "--output", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 0, err
+    assert err.startswith(f"raychat: clean: no readable input files in ['{text}']: ")
+    assert "match one of warc, jsonl, json, parquet, html" in err
+
+
+def test_an_empty_output_or_steps_is_refused_not_the_default(tmp_path, capsys, monkeypatch, no_ray):
+    """`--output ''` (an unset shell variable) cleaned into the default run dir, runs/tiny; `--steps ''`
+    ran every step."""
+    monkeypatch.chdir(tmp_path)  # where the default run dir would be
+    (tmp_path / "in.jsonl").write_text('{"text": "x"}\n')
+    code, err = run_cli(capsys, "--input", str(tmp_path / "in.jsonl"), "--output", "")
+    assert code == 2 and "run_dir: String should have at least 1 character" in err, err
+    code, err = run_cli(capsys, "--input", "in.jsonl", "--output", "run", "--steps", "")
+    assert (
+        code == 2
+        and err
+        == "raychat: --steps is empty: name the steps, e.g. --steps extract,pii, or leave it out for all"
+    )
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "run" / "data").exists()
+
+
 def test_the_real_command_prints_one_line_and_exits_non_zero(tmp_path):
     """The same through ``python -m pipelines.clean``, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -160,3 +160,24 @@ def test_the_r1_recipe_runs_its_steps_in_order(name: str) -> None:
         "sft_rs"
     )  # RL teacher, base student
     assert g.consumes("grpo_final")[0] == "sft_rs" and g.consumes("distill")[0] == "grpo_final"
+
+
+def test_an_empty_run_dir_is_refused_not_the_current_folder(capsys) -> None:
+    """`--set run_dir=` ran the stage in the current folder (the checkout), `--run-dir ''` on runs/tiny."""
+    from pipelines.cli import main
+
+    for argv in (["sft", "--set", "run_dir="], ["sft", "--run-dir", ""]):  # the latter ran on runs/tiny
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "run_dir: String should have at least 1 character" in err, (argv, err)
+
+
+def test_a_local_ray_with_no_cpu_is_refused(tmp_path, capsys) -> None:
+    """ray.num_cpus=0 started a Ray with no CPU, where pretraining waited for ever for its worker;
+    a negative count was a ValueError traceback from ray.init."""
+    from pipelines.cli import main
+
+    for key in ("ray.num_cpus=0", "ray.num_cpus=-2", "ray.object_store_memory_mb=0"):
+        assert main(["pretrain", "--set", key, "--run-dir", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert "Input should be greater than or equal to 1" in err and key.split("=")[0] in err, (key, err)

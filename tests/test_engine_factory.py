@@ -149,3 +149,21 @@ def test_sample_cli_errors(tmp_path, model_dir, capsys) -> None:
     directory, _ = model_dir
     assert _sample_cli(["--model", str(directory), "--top-p", "0", "--engine", "torch"]) == 2
     assert "bad sampling settings" in capsys.readouterr().err
+
+
+def test_sample_cli_bad_settings_and_devices_are_one_line(model_dir, capsys) -> None:
+    import torch
+
+    directory, _ = model_dir
+    base = ["--model", str(directory), "--engine", "torch", "-n", "1", "--max-tokens", "2"]
+    assert _sample_cli(base + ["--temperature", "-1", "--top-p", "5", "--top-k", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pydantic" not in err, err
+    assert err.startswith("raychat sample: bad sampling settings: --temperature: ")
+    assert "--top-p: " in err and "--top-k: " in err
+    bad_devices = ["banana", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad_devices:  # was a torch traceback (RuntimeError / AssertionError), exit 1
+        assert _sample_cli(base + ["--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"raychat sample: --device {device}: ") and err.count("\n") == 1, err
+    assert _sample_cli(base + ["--device", "cpu"]) == 0

@@ -45,3 +45,20 @@ def test_the_grpo_line_gives_the_standard_error_and_the_control() -> None:
     assert summary_line({**numbers, "control_sft_accuracy": 0.4}).endswith(
         "; the SFT control for the same CPU time 0.400"
     )
+
+
+def test_report_on_a_run_dir_with_no_numbers_fails_instead_of_writing_an_empty_report(
+    tmp_path, capsys
+) -> None:
+    from pipelines.cli import main
+
+    typo = tmp_path / "runs" / "tinny"
+    assert main(["report", "--run-dir", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert f"nothing to report in {typo}" in err and "--run-dir" in err
+    assert not typo.exists()  # nothing written where the user did not mean
+
+    run = tmp_path / "run"
+    update_summary(RunDir(run), "probe", {"answers": 12})  # numbers of a stage this graph lacks
+    assert main(["report", "--run-dir", str(run)]) == 0
+    assert '"answers": 12' in (run / "report.md").read_text()

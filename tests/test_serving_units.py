@@ -158,6 +158,43 @@ def test_request_validation_names_the_field():
         assert set(e.value.body()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_request_types_are_strict_as_openai_is():
+    """A value of the wrong JSON type is a 400 naming the field, never coerced: "stream": "yes" was read
+    as a streaming request, "max_tokens": true as 1, "echo": "yes" as true and a prompt [true] as token 1."""
+    m = [{"role": "user", "content": "hi"}]
+    for body, kind, param in (
+        ({"model": "m", "messages": m, "stream": "yes"}, ChatCompletionRequest, "stream"),
+        ({"model": "m", "messages": m, "max_tokens": True}, ChatCompletionRequest, "max_tokens"),
+        ({"model": "m", "messages": m, "n": "2"}, ChatCompletionRequest, "n"),
+        ({"model": "m", "messages": m, "logprobs": "true"}, ChatCompletionRequest, "logprobs"),
+        ({"model": "m", "prompt": "a", "echo": "yes"}, CompletionRequest, "echo"),
+        ({"model": "m", "prompt": [True, False]}, CompletionRequest, "prompt"),
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(body, kind)
+        assert e.value.status == 400 and e.value.param == param, (body, e.value.message)
+    ok = parse({"model": "m", "messages": m, "temperature": 1, "top_p": 1, "seed": 3}, ChatCompletionRequest)
+    assert ok.temperature == 1.0 and ok.top_p == 1.0  # a JSON integer is still a number
+
+
+def test_null_optional_fields_mean_their_defaults():
+    """OpenAI's optional fields are nullable; "n": null was a 400 and a completion's "max_tokens": null
+    generated to the end of the context instead of OpenAI's default 16."""
+    m = [{"role": "user", "content": "hi"}]
+    nulls = dict.fromkeys(("n", "stream", "logprobs", "stop", "seed", "temperature", "top_p", "max_tokens"))
+    chat = parse({"model": "m", "messages": m, **nulls, "stream_options": None, "tools": None})
+    assert chat.n == 1 and chat.stream is False and chat.logprobs is False and chat.stops == []
+    completion = parse({"model": "m", "prompt": "a", **nulls, "echo": None}, CompletionRequest)
+    assert completion.max_tokens == 16 and completion.n == 1 and completion.echo is False
+    for body, kind in (
+        ({"model": None, "messages": m}, ChatCompletionRequest),
+        ({"model": "m", "prompt": None}, CompletionRequest),
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse(body, kind)  # a required field stays required
+        assert e.value.status == 400
+
+
 def test_completion_prompt_shapes():
     assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
     assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
@@ -329,6 +366,25 @@ def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("raychat: ") for line in lines), lines
     assert "no model to serve" in lines[0] and "cannot listen" in lines[1] and "ray.num_cpus is 1" in lines[2]
+
+
+def test_a_host_this_machine_lacks_is_blamed_on_the_host_not_the_port(tmp_path, capsys):
+    import socket
+
+    from pipelines.cli import main
+
+    base_model_dir(tmp_path / "run" / "models" / "base")
+    run = ["serve", "--run-dir", str(tmp_path / "run")]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main([*run, "--port", port]) == 2
+    assert main([*run, "--host", "198.51.100.7"]) == 2  # TEST-NET-2: no interface has it
+    busy_line, absent = capsys.readouterr().err.strip().splitlines()
+    assert busy_line.endswith("(choose another --port)"), busy_line
+    assert absent.startswith("raychat: cannot listen on 198.51.100.7:8000: ") and "check --host" in absent
+    assert "choose another --port" not in absent
 
 
 def test_a_reward_model_in_the_run_is_not_served(tmp_path):

@@ -358,3 +358,57 @@ def test_the_reward_model_consumes_what_its_init_names(tmp_path) -> None:
     g = Graph(load_config(None, [f"run_dir={tmp_path}", *declared]))
     assert g.consumes("rm_idk") == ["idk", "world"] and g.producer("models/rm_idk") == "rm_idk"
     assert g.built_on("sft") == ["idk", "rm", "rm_idk", "grpo", "distill"]
+
+
+def test_help_for_a_name_that_is_no_command_says_so(capsys) -> None:
+    from pipelines.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser(["finetune", "--help"]).parse_args(["finetune", "--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "'finetune' is not a raychat command" in out and "stages: {finetune: {kind: K}}" in out, out
+    assert "K one of world, clean, tokenize, pretrain" in out
+
+
+def test_a_stage_without_config_on_a_run_stages_wrote_warns(tmp_path, caplog) -> None:
+    """The built-in settings are not configs/tiny.yaml's: `raychat sft` on make demo's runs/tiny without
+    --config retrained on other arithmetic data and set the demo's SFT checkpoints aside, unannounced."""
+    import logging
+
+    from pipelines.cli import main
+    from pipelines.run_dir import RunDir, mark_done
+
+    fresh, made = tmp_path / "fresh", tmp_path / "made"
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        assert main(["sft", "--run-dir", str(fresh)]) == 2  # no base model: fails in preflight
+    assert "no --config" not in caplog.text  # nothing written there yet: nothing to warn about
+    mark_done(RunDir(made), "sft")
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        main(["sft", "--run-dir", str(made)])  # the stage's own earlier run is no surprise
+    assert "no --config" not in caplog.text
+    mark_done(RunDir(made), "world")
+    mark_done(RunDir(made), "pretrain")
+    for argv in (["sft", "--run-dir", str(made)], ["run", "--stages", "sft", "--run-dir", str(made)]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="raychat"):
+            main(argv)
+        assert f"no --config: using the built-in settings on {made}" in caplog.text, argv
+        assert "stages (world, pretrain" in caplog.text and "configs/tiny.yaml" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        assert main(["serve", "--run-dir", str(made)]) == 2  # no model to serve
+    assert "no --config" not in caplog.text  # serving the demo's run without a config is as documented
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+        assert main(["sft", "--config", str(tiny), "--run-dir", str(made)]) == 2
+    assert "no --config" not in caplog.text
+
+
+def test_config_help_says_what_the_default_is(capsys) -> None:
+    from pipelines.cli import build_parser
+
+    for command, default in (("demo", "(default: configs/tiny.yaml)"), ("sft", "(default: the built-in")):
+        with pytest.raises(SystemExit):
+            build_parser([command, "--help"]).parse_args([command, "--help"])
+        assert default in " ".join(capsys.readouterr().out.split()), command

@@ -333,3 +333,13 @@ def test_rewrite_keeps_files_codecs_and_row_groups_and_a_bad_page_is_one_line(
     assert {p: p.read_bytes() for p in (run / "tokens").rglob("*") if p.is_file()} == shards
     assert (folder / "z.parquet").read_bytes() == bytes(raw)
     assert sorted(p.name for p in folder.iterdir()) == ["z.parquet"]
+
+
+def test_an_empty_output_is_refused_not_the_default_run(tmp_path, monkeypatch, capsys) -> None:
+    """`raychat tokenize --output ''` (an unset shell variable) went to the default run dir, runs/tiny."""
+    from pipelines.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["tokenize", "--output", ""]) == 2
+    assert "run_dir: String should have at least 1 character" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

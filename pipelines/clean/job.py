@@ -64,10 +64,15 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.input:
         out.append("clean.inputs=" + _yaml_list(args.input))
-    if args.output:  # quoted: --set values are YAML, where 2024, yes or ~ are not strings
-        out.append("run_dir=" + json.dumps(args.output))
-    if args.steps:
-        out.append("clean.steps=" + _yaml_list([s for s in args.steps.split(",") if s.strip()]))
+    if args.output is not None:  # quoted: --set values are YAML, where 2024, yes or ~ are not strings
+        out.append("run_dir=" + json.dumps(args.output))  # '' is refused, not the default runs/tiny
+    if args.steps is not None:
+        steps = [s for s in args.steps.split(",") if s.strip()]
+        if not steps:
+            raise ConfigError(
+                "--steps is empty: name the steps, e.g. --steps extract,pii, or leave it out for all"
+            )
+        out.append("clean.steps=" + _yaml_list(steps))
     return out
 
 
@@ -122,8 +127,15 @@ def preflight(cfg: RunConfig, name: str = "clean") -> None:
             "(set clean.missing_inputs=skip to clean the others)"
         )
     if not files:
-        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+        raise ConfigError(no_readable_inputs(clean.inputs, input_errors))
     check_steps(clean)
+
+
+def no_readable_inputs(inputs: list[str], input_errors: list[dict[str, Any]]) -> str:
+    """Why nothing can be read, with the first problems (a plain .txt file is no format clean reads)."""
+    why = "; ".join(str(e.get("error") or e.get("reason")) for e in input_errors[:3])
+    more = f" (and {len(input_errors) - 3} more)" if len(input_errors) > 3 else ""
+    return f"clean: no readable input files in {inputs}" + (f": {why}{more}" if why else "")
 
 
 def missing_inputs(input_errors: list[dict[str, Any]]) -> list[str]:
@@ -159,7 +171,7 @@ def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
     for e in input_errors:
         log.warning("clean: input problem: %s: %s", e.get("file_path"), e.get("error") or e.get("reason"))
     if not files:
-        raise ConfigError(f"clean: no readable input files in {clean.inputs}")
+        raise ConfigError(no_readable_inputs(clean.inputs, input_errors))
     log.info("clean: %d input files, steps: %s", len(files), ",".join(clean.steps))
     if implied := implied_steps(clean.steps):
         log.info(

@@ -104,7 +104,7 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     out = []
     if args.input:
         out.append(f"tokenize.input={json.dumps(args.input)}")
-    if args.output:
+    if args.output is not None:  # '' is refused, not the default runs/tiny
         out.append(f"run_dir={json.dumps(args.output)}")
     if args.tokenizer:
         out.append(f"tokenize.tokenizer={json.dumps(args.tokenizer)}")
