@@ -6,12 +6,15 @@ a stage reports are pipelines/errors.py's.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,7 +68,70 @@ def init_ray(cfg: RayConfig) -> None:
     # the workers' own output (training ranks' lines, actors' logs) stays in Ray's session logs unless
     # --verbose: their progress reaches the console through status files (pipelines/console.py)
     ray.init(log_to_driver=verbose, **kwargs)
+    atexit.register(shutdown_and_reap)  # runs before Ray's own exit hook (atexit is last in, first out)
     _after_init()
+
+
+def shutdown_and_reap(grace_s: float = 5.0) -> list[int]:
+    """Shut the embedded cluster down, then kill the worker processes that outlive it; return their pids.
+
+    Ray 2.60's worker processes can deadlock in their own exit (a mutex taken twice while the core
+    worker's event loop shuts down): seen here as a Ray Train controller that had finished its run and
+    logged "Shutdown completed successfully", then sat at 539 MB for an hour after `make demo` ended,
+    its raylet gone. The workers are the raylet's descendants, noted before the shutdown; any still
+    alive ``grace_s`` after it are killed. Only for a cluster this process started, never one it joined.
+    """
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not ray.is_initialized() or not node.head or os.environ.get("RAY_ADDRESS"):
+        return []
+    roots = [proc.pid for _, proc in node.live_processes()]
+    workers = [w for w in _descendants(roots) if w[0] not in roots]
+    ray.shutdown()
+    give_up = time.monotonic() + grace_s
+    while time.monotonic() < give_up and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    killed = []
+    for pid, started in workers:
+        if _alive((pid, started)):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    if killed:
+        log.info("Ray worker processes still alive after the cluster shut down, killed: %s", killed)
+    return killed
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, from /proc; None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[1]), int(fields[19])) if fields[0] != "Z" else None
+
+
+def _descendants(roots: list[int]) -> list[tuple[int, int]]:
+    """Every live process below ``roots``, as (pid, start time): the start time tells a reused pid."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            children.setdefault(stat[0], []).append(int(entry.name))
+            started[int(entry.name)] = stat[1]
+    out, todo = [], list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append((child, started[child]))
+            todo.append(child)
+    return out
+
+
+def _alive(worker: tuple[int, int]) -> bool:
+    stat = _proc_stat(worker[0])
+    return stat is not None and stat[1] == worker[1]
 
 
 # Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default) and
