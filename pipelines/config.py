@@ -119,6 +119,9 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+_SECRET = re.compile(r"api_keys?|token|secret|password", re.IGNORECASE)
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -128,6 +131,8 @@ def _describe(error: ValidationError) -> str:
         else:
             got = item.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"
+            if _SECRET.search(key):  # an error message must not print an API key to the console or a log
+                shown = "a value not shown: it may be a secret"
             lines.append(f"  {key}: {item['msg']} (got {shown[:80]})")
     return "invalid config:\n" + "\n".join(lines)
 

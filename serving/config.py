@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lm.config_base import StrictModel
 from pipelines.sft.world_config import SFTDataConfig
@@ -129,6 +129,17 @@ class ServeConfig(StrictModel):
     api_keys: list[SecretStr] = Field(
         default_factory=list, description=f"bearer tokens; also {API_KEYS_ENV} (comma-separated)"
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_key(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # a blank key was dropped, and a list of only blank keys served with no authentication at all
+        if any(not k.get_secret_value().strip() for k in keys):
+            raise ValueError(
+                "an empty key would leave the server open to anyone: remove it or give a real key"
+            )
+        return keys
+
     tools: ToolSettings = ToolSettings()
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     replica: ReplicaSettings = ReplicaSettings()

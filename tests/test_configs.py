@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_config
+from pipelines.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -181,3 +182,15 @@ def test_a_local_ray_with_no_cpu_is_refused(tmp_path, capsys) -> None:
         assert main(["pretrain", "--set", key, "--run-dir", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err
         assert "Input should be greater than or equal to 1" in err and key.split("=")[0] in err, (key, err)
+
+
+def test_a_blank_api_key_is_refused_and_no_key_is_printed() -> None:
+    """A blank key was dropped, and a list of only blank keys served with no authentication at all; an
+    error about the keys must not print them."""
+    with pytest.raises(ConfigError, match="an empty key would leave the server open") as e:
+        load_config(None, ['serve.api_keys=["topsecret", " "]'])
+    assert "topsecret" not in str(e.value)
+    assert (
+        load_config(None, ['serve.api_keys=["topsecret"]']).serve.api_keys[0].get_secret_value()
+        == "topsecret"
+    )
