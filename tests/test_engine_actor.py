@@ -170,7 +170,9 @@ def test_a_full_queue_refuses_with_a_clear_error(ray_session, model_dir) -> None
         assert ray_session.get(small.stats.remote())["requests_refused"] == 1
         ray_session.cancel(running)
         ray_session.cancel(queued)
-        assert wait_for(small, ray_session, lambda s: s["outstanding_requests"] == 0)["running"] == 0
+        # a cancel frees the caller's place at once and the engine's slot at the loop's next turn
+        idle = wait_for(small, ray_session, lambda s: s["outstanding_requests"] == 0 and s["running"] == 0)
+        assert (idle["outstanding_requests"], idle["running"], idle["queued"]) == (0, 0, 0)
         assert len(ray_session.get(small.generate.remote([prompt], GREEDY))) == 1  # room again
     finally:
         ray_session.kill(small)
