@@ -170,6 +170,10 @@ def write_pair_data(
             src.report[f"{split}_pairs"] = len(kept)
             for reason, n in dropped.items():
                 index["dropped"][f"{split} {reason}"] = n
+    if index["dropped"]:  # a user's file of long pairs can lose most of them to seq_len: say so here
+        total = sum(index["dropped"].values())
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(index["dropped"].items()))
+        log.warning("rm: %d pairs left out (%s); the counts are in %s", total, reasons, out / "index.json")
     train_sizes = [len(s) for s in sets["train"]]
     if not sum(train_sizes):
         raise ValueError("no training pair fits: every pair was dropped (see rm_data/index.json 'dropped')")
