@@ -62,3 +62,15 @@ def test_report_on_a_run_dir_with_no_numbers_fails_instead_of_writing_an_empty_r
     update_summary(RunDir(run), "probe", {"answers": 12})  # numbers of a stage this graph lacks
     assert main(["report", "--run-dir", str(run)]) == 0
     assert '"answers": 12' in (run / "report.md").read_text()
+
+
+def test_the_sft_line_says_when_there_was_no_held_out_evaluation() -> None:
+    """SFT on a user's own data (no tiny world) has no held-out sets: the line says so instead of
+    listing identity, search and arithmetic as '-'."""
+    from pipelines.sft.job import summary_line
+
+    line = summary_line({"val_loss_start": 9.5, "val_loss": 1.25})
+    assert line.startswith("chat model: validation loss 9.50 -> 1.25; no held-out evaluation")
+    assert "raychat eval" in line and "identity" not in line
+    full = summary_line({"val_loss_start": 9.5, "val_loss": 1.25, "identity_accuracy": 0.9})
+    assert "identity 0.90" in full

@@ -35,6 +35,7 @@ from pipelines.shorthands import TRAINING
 
 log = logging.getLogger("raychat.sft")
 # the numbers the console shows when the stage ends (pipelines/console.py)
+NO_EVAL = "no held-out evaluation (no tiny world in this run, or sft.eval off; raychat eval judges any model)"
 HEADLINE = ("val_loss", "identity_accuracy", "search_accuracy_with_tool", "reasoning_first_accuracy")
 STAGE = "sft"
 EVAL_CONDITIONS = [
@@ -55,6 +56,8 @@ def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
         return number(n, key, 2)
 
+    if n.get("identity_accuracy") is None:  # a run without the tiny world (a user's own data) or eval off
+        return f"chat model: validation loss {f('val_loss_start')} -> {f('val_loss')}; {NO_EVAL}"
     return (
         f"chat model: validation loss {f('val_loss_start')} -> {f('val_loss')}; identity {f('identity_accuracy')}, "
         f"search {f('search_accuracy_with_tool')} with the tool / {f('search_accuracy_without_tool')} without, "
@@ -175,12 +178,16 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from pipelines.sft.report import sft_fragment
 
     sft_fragment(run_dir, numbers, results, ablation, name)
-    log.info(
-        "sft: done: %d steps, val loss %s -> %s, identity %s, search %s with the tool / %s without -> %s",
-        numbers["steps"], _r(numbers.get("val_loss_start")), _r(numbers.get("val_loss")),
-        _r(numbers.get("identity_accuracy")), _r(numbers.get("search_accuracy_with_tool")),
-        _r(numbers.get("search_accuracy_without_tool")), numbers["model_dir"],
-    )  # fmt: skip
+    if results:
+        log.info(
+            "sft: done: %d steps, val loss %s -> %s, identity %s, search %s with the tool / %s without -> %s",
+            numbers["steps"], _r(numbers.get("val_loss_start")), _r(numbers.get("val_loss")),
+            _r(numbers.get("identity_accuracy")), _r(numbers.get("search_accuracy_with_tool")),
+            _r(numbers.get("search_accuracy_without_tool")), numbers["model_dir"],
+        )  # fmt: skip
+    else:
+        log.info("sft: done: %d steps, val loss %s -> %s; %s -> %s", numbers["steps"],
+                 _r(numbers.get("val_loss_start")), _r(numbers.get("val_loss")), NO_EVAL, numbers["model_dir"])  # fmt: skip
     return numbers
 
 
