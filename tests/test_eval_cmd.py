@@ -52,7 +52,7 @@ def test_a_qa_file_keeps_good_rows_counts_bad_ones_and_judges_by_the_reward(tmp_
 
 def test_gsm8k_train_answers_are_right_and_other_numbers_wrong():
     if not GSM8K.is_file():
-        pytest.skip(f"{GSM8K} is not here")
+        pytest.skip(f"no shared data dir: {GSM8K} (GSM8K train) is not beside the checkout")
     task = load_task("gsm8k", data=str(GSM8K), limit=50)
     assert len(task.items) == 50
     for item in task.items:
