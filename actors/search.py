@@ -7,7 +7,8 @@
     engine.generate(prompts, params, tool_hooks=[hook])
 
 The corpus is any JSONL / JSON / parquet files (globs and folders too) of documents with a text field
-(``title``, ``id``, ``url`` optional): the tiny world's search-only index, or a user's collection. With
+(``title``, ``id``, ``url`` optional), or plain text files (``.txt``, ``.md``; one document each, titled
+by the file name): the tiny world's search-only index, or a user's collection. With
 ``index_dir`` the built index is saved there and later actors load it instead of rebuilding. The actor
 is named (``name``), so generator pools, Ray Data batch generation and Serve replicas in one cluster
 share one index; ``start_search_actor`` returns the running one when it exists.
@@ -55,6 +56,7 @@ class SearchServer:
     ) -> None:
         started = time.perf_counter()
         self.k, self.max_chars = k, max_chars
+        self.fields = (id_field, title_field, text_field)  # what a plain text file's record is keyed by
         self.problems: list[str] = []
         if index_dir and (Path(index_dir) / "raychat_search.json").is_file():
             self.index = SearchIndex.load(index_dir)
@@ -84,7 +86,7 @@ class SearchServer:
             raise SearchIndexError(f"search corpus {corpus!r}: no data files ({'; '.join(self.problems)})")
         docs = []
         for path in files:
-            for item in read_records(path):
+            for item in read_records(path, self.fields):
                 if isinstance(item, Record) and isinstance(item.value, dict):
                     docs.append(item.value)
                 else:

@@ -21,7 +21,7 @@ from pipelines.decode import sniff
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("warc", "jsonl", "json", "parquet", "html")
+FORMATS = ("warc", "jsonl", "json", "parquet", "html", "text")
 
 
 # name suffix (after any compression suffix) -> format
@@ -38,6 +38,10 @@ _EXT_FORMAT = {
     ".html": "html",
     ".htm": "html",
     ".xhtml": "html",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".markdown": "text",
 }
 
 
@@ -80,7 +84,8 @@ def input_error(file_path: str, reason: str, error: str) -> dict[str, Any]:
 
 
 def _wanted_in_folder(name: str) -> bool:
-    """Files a folder contributes: known data extensions; hidden, _SUCCESS/_metadata and docs are not."""
+    """Files a folder contributes: known data extensions (text files too, see
+    ``_without_notes_beside_data``); hidden files and _SUCCESS/_metadata are not."""
     if name.startswith((".", "_")):
         return False
     return format_from_name(name) is not None
@@ -265,6 +270,25 @@ def _join_uri(uri_base: str, inner_base: str, inner_path: str) -> str:
     return uri_base + rel
 
 
+def _without_notes_beside_data(spec: str, files: list[InputFile]) -> list[InputFile]:
+    """A folder or glob's text files, unless it also holds files of a data format.
+
+    Why: a folder of ``.txt`` books or ``.md`` notes is text to clean, but a crawl folder's
+    ``README.md`` or ``PROVENANCE.md`` beside its WARC files is documentation, not a web page. A text
+    file named on its own is always read.
+    """
+    text = [f for f in files if f.format == "text"]
+    if not text or len(text) == len(files):
+        return files
+    log.info(
+        "%s: skipping %d text file(s) beside its data files (e.g. %s); name them on their own to read them",
+        spec,
+        len(text),
+        text[0].path,
+    )
+    return [f for f in files if f.format != "text"]
+
+
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[InputFile], list[dict[str, Any]]]:
     """Files, globs (``**`` crosses folders) and folders (recursive), local or URIs, into files to read.
 
@@ -278,6 +302,7 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[InputFile], list[dict[str
     for spec in inputs:
         spec = str(spec)
         got, errs = _expand_uri(spec) if storage.is_uri(spec) else _expand_local(spec)
+        got = _without_notes_beside_data(spec, got)
         errors += errs
         for f in got:
             if f.path not in seen:

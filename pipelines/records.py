@@ -1,4 +1,4 @@
-"""Records of JSON-lines, JSON-array and parquet files, each with its place; problems with theirs.
+"""Records of JSON-lines, JSON-array, parquet and plain text files, each with its place; problems with theirs.
 
 Used by the chat-data loaders (pipelines/sft) and the search corpus (actors/search.py). A file is
 JSON lines, a JSON array (pretty-printed or not) or parquet, optionally compressed (gzip, bz2, xz,
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import storage
-from pipelines.decode import open_decompressed, sniff
-from pipelines.inputs import expand_inputs
+from pipelines.decode import binary_kind, decode_text, open_decompressed, sniff
+from pipelines.inputs import expand_inputs, format_from_name
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,21 @@ def list_files(spec: str | list[str]) -> tuple[list[str], list[Problem]]:
     return [f.path for f in files], problems
 
 
-def read_records(path: str) -> Iterator[Record | Problem]:
-    """Every record of one file, in order; problems in their place."""
+def read_records(
+    path: str, text_fields: tuple[str, str, str] = ("id", "title", "text")
+) -> Iterator[Record | Problem]:
+    """Every record of one file, in order; problems in their place.
+
+    A plain text file (``.txt``, ``.md``: a note, a book) is one record whose ``text_fields`` (id,
+    title, text) are its path, its name without the extension, and its whole content.
+    """
     try:
         compression, fmt = sniff(path)
     except OSError as e:
         yield Problem(path, "unreadable", f"cannot open: {e}")
+        return
+    if format_from_name(path.rsplit("/", 1)[-1]) == "text" and fmt not in ("parquet", "warc"):
+        yield from _text_file(path, compression, text_fields)
         return
     if fmt == "parquet":
         yield from _parquet(path)
@@ -79,6 +88,27 @@ def read_records(path: str) -> Iterator[Record | Problem]:
         yield from _json_array(path, text, start)
     else:
         yield from _json_lines(path, text)
+
+
+def _text_file(
+    path: str, compression: str | None, fields: tuple[str, str, str]
+) -> Iterator[Record | Problem]:
+    try:
+        data = _read_bytes(path, compression)
+    except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
+        yield Problem(path, "unreadable", f"cannot read the {compression or 'plain'} file: {e}")
+        return
+    if kind := binary_kind(data):
+        yield Problem(path, "not_text", f"the file is {kind}, not text")
+        return
+    text = decode_text(data)[0].lstrip("\ufeff")
+    if not text.strip():
+        yield Problem(path, "empty_file", "the file holds no text")
+        return
+    name = path.rsplit("/", 1)[-1]
+    stem = name.split(".", 1)[0] if not name.startswith(".") else name
+    id_field, title_field, text_field = fields
+    yield Record(path, {id_field: path, title_field: stem, text_field: text})
 
 
 def _read_bytes(path: str, compression: str | None) -> bytes:

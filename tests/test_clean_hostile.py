@@ -315,13 +315,14 @@ def test_missing_inputs_fail_before_any_work_naming_them(tmp_path, capsys, no_ra
 
 
 def test_inputs_of_no_known_format_are_named_with_why(tmp_path, capsys, no_ray):
-    """A plain text file (tinyshakespeare's input.txt) said only "no readable input files in [...]"."""
-    text = tmp_path / "input.txt"
+    """A file of no format we know said only "no readable input files in [...]" (plain text files,
+    such as tinyshakespeare's input.txt, are read now: tests/test_readers.py)."""
+    text = tmp_path / "input.dat"
     text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n")
     code, err = run_cli(capsys, "--input", str(text), "--output", str(tmp_path / "run"))
     assert code == 2 and err.count("\n") == 0, err
     assert err.startswith(f"raychat: clean: no readable input files in ['{text}']: ")
-    assert "match one of warc, jsonl, json, parquet, html" in err
+    assert "match one of warc, jsonl, json, parquet, html, text" in err
 
 
 def test_an_empty_output_or_steps_is_refused_not_the_default(tmp_path, capsys, monkeypatch, no_ray):

@@ -320,6 +320,79 @@ def test_html_folder_skips_non_data_files(tmp_path):
     assert "page b" not in records[1]["content"] and "vents host b" in records[1]["content"]
 
 
+def test_plain_text_files_are_one_document_each(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("Call me Ishmael. Some years ago, never mind how long precisely.")
+    (books / "b.md").write_text("[![build](badge.svg)](ci)\n\n# Notes\n\n{not json} and <b>not html</b>")
+    (books / "c.txt").write_bytes(
+        "Café au lait, crème brûlée, déjà vu, à la carte, naïveté.".encode("latin-1")
+    )
+    (books / "d.txt.gz").write_bytes(gzip.compress(b"A gzipped chapter."))
+    (books / "e.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(256))  # an image saved as .txt
+    (books / "f.txt").write_bytes(b"")
+    files, errors = expand_inputs([str(books)])
+    assert not errors and [f.format for f in files] == ["text"] * 6
+    got = {Path(f.path).name: list(read_file(f)) for f in files}
+    kept = {name: items[0] for name, items in got.items() if not items[0].get("_error")}
+    assert sorted(kept) == ["a.txt", "b.md", "c.txt", "d.txt.gz"]
+    assert all(r["content_type"] == "text" and r["source_format"] == "text" for r in kept.values())
+    assert kept["b.md"]["content"].startswith("[![build]")  # "[" and "{" do not make it JSON
+    assert kept["c.txt"]["content"].startswith("Café au lait") and kept["c.txt"]["decode_errors"] == 0
+    assert kept["d.txt.gz"]["content"] == "A gzipped chapter."
+    assert [got["e.txt"][0]["reason"], got["f.txt"][0]["reason"]] == ["non_text_payload", "empty_file"]
+    assert all(set(as_row(items[0])) == set(ROW_FIELDS) for items in got.values())
+
+
+def test_real_text_files_split_as_their_layout_says(shared_data):
+    text = shared_data / "text"
+    stories = list(
+        read_file(InputFile(str(text / "tinystories_sample.txt"), "text"), ReadConfig(text_split="separator"))
+    )
+    assert_one_outcome_each(stories, 5)
+    assert all(r["content"][:3] in ("Onc", "One") and "<|endoftext|>" not in r["content"] for r in stories)
+    wiki = list(read_file(InputFile(str(text / "wiki_demo.txt"), "text"), ReadConfig(text_split="line")))
+    assert_one_outcome_each(wiki, 30)  # one Wikipedia article a line
+    assert wiki[0]["content"].startswith("Anarchism is a political philosophy")
+    (play,) = read_file(InputFile(str(text / "tinyshakespeare_input.txt"), "text"))  # text_split: file
+    assert len(play["content"]) == 1115394 and play["content"].startswith("First Citizen:")
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 20])  # pieces and ends split across reads, and not
+def test_text_split_streams_pieces_and_reports_the_bad_ones(tmp_path, monkeypatch, chunk):
+    from pipelines.clean.formats import text as text_format
+
+    monkeypatch.setattr(text_format, "CHUNK", chunk)
+    long = "x" * 300
+    body = f"first para\r\nstill first\r\n\r\n  \n\n{long}\n\nthird, café\n\n\n"
+    path = tmp_path / "paras.txt"
+    path.write_bytes(body.encode())  # "é" is two bytes: a 7-byte read splits it
+    items = list(
+        read_file(InputFile(str(path), "text"), ReadConfig(text_split="paragraph", max_document_bytes=100))
+    )
+    assert_one_outcome_each(items, 3)
+    docs, errors = split(items)
+    assert [d["content"] for d in docs] == ["first para\r\nstill first", "third, café"]
+    assert [e["reason"] for e in errors] == ["document_too_large"] and errors[0]["record_index"] == 1
+    lines = "".join(f"line {i}\n" for i in range(2000)).encode()
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(lines)[:-200])  # a download that stopped early
+    items = list(read_file(InputFile(str(tmp_path / "cut.txt.gz"), "text"), ReadConfig(text_split="line")))
+    docs, errors = split(items)
+    assert [e["reason"] for e in errors] == ["truncated_input"] and len(docs) > 100
+    assert [d["content"] for d in docs] == [f"line {i}" for i in range(len(docs))]
+
+
+def test_text_files_beside_data_files_are_notes_unless_named(tmp_path):
+    write_jsonl(tmp_path / "part.jsonl", [C4_ROW])
+    (tmp_path / "README.md").write_text("# How this dump was made")
+    files, errors = expand_inputs([str(tmp_path)])
+    assert not errors and [Path(f.path).name for f in files] == ["part.jsonl"]
+    globbed, _ = expand_inputs([str(tmp_path / "*")])
+    assert [Path(f.path).name for f in globbed] == ["part.jsonl"]
+    named, _ = expand_inputs([str(tmp_path / "README.md")])
+    assert [r["content"] for f in named for r in read_file(f)] == ["# How this dump was made"]
+
+
 def test_globs_folders_and_file_uri(tmp_path):
     for d in ("x", "x/y"):
         (tmp_path / d).mkdir(exist_ok=True)
@@ -585,8 +658,8 @@ def test_unreadable_and_missing_paths(tmp_path):
     )
     assert [Path(f.path).name for f in files] == ["ok.jsonl"]
     reasons = {(Path(e["file_path"]).name, e["reason"]) for e in errors}
-    (tmp_path / "README.md").write_text("# not data")
-    _, only_docs = expand_inputs([str(tmp_path / "*.md")])
+    (tmp_path / "report.rtf").write_text("{\\rtf1 not data}")
+    _, only_docs = expand_inputs([str(tmp_path / "*.rtf")])
     assert [e["reason"] for e in only_docs] == ["no_match"] and "non-data" in only_docs[0]["error"]
     assert reasons == {
         ("dangling.jsonl", "unreadable"),

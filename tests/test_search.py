@@ -213,3 +213,17 @@ def test_search_server_counts_bad_corpus_records(tmp_path: Path) -> None:
     assert server.answer("flying kite") == "[1] Kites: A kite is a tethered flying toy."
     with pytest.raises(SearchIndexError, match="give a corpus"):
         SearchServer()
+
+
+def test_search_server_indexes_a_folder_of_text_files(tmp_path: Path) -> None:
+    from actors.search import SearchServer
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "kites.md").write_text("# Kites\n\nA kite is a tethered flying toy.")
+    (notes / "boats.txt").write_text("A junk is a Chinese sailing ship.")
+    (notes / "empty.txt").write_text("  \n")
+    server = SearchServer(corpus=str(notes), k=1, title_field="name", text_field="body")
+    assert server.info()["skipped_records"] == 1  # the empty note, counted
+    assert server.answer("sailing ship") == "[1] boats: A junk is a Chinese sailing ship."
+    assert server.search("tethered kite")[0]["doc_id"] == str(notes / "kites.md")

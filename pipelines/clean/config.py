@@ -67,6 +67,18 @@ class ReadConfig(StrictModel):
         description="WARC payload types read as HTML; other payloads (images, PDF) become error rows",
     )
     parquet_batch_rows: int = Field(1024, gt=0, description="rows per parquet read (one row group slice)")
+    text_split: Literal["file", "line", "paragraph", "separator"] = Field(
+        "file",
+        description=(
+            "how a plain text file (.txt, .md) becomes documents: the whole file (a book, a note), "
+            "each non-blank line (LLaMA-Factory's wiki_demo.txt, one article a line), each paragraph "
+            "between blank lines, or each piece between text_separator's (TinyStories); as Hugging "
+            "Face datasets' text loader's sample_by"
+        ),
+    )
+    text_separator: str = Field(
+        "<|endoftext|>", min_length=1, description="what ends a document when text_split is 'separator'"
+    )
 
 
 class ExtractConfig(StrictModel):

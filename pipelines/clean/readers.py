@@ -7,11 +7,13 @@ testable without a cluster. The pieces, each with one job:
 - pipelines/inputs.py: files, globs, folders and URIs to the files to read (shared with the SFT data);
 - pipelines/decode.py: compression and format from the first bytes, streams that survive a break,
   text from bytes in any charset, binary payloads told apart (shared too);
-- pipelines/clean/formats/: one module per format (warc, jsonl: JSON lines and arrays, parquet, html);
+- pipelines/clean/formats/: one module per format (warc, jsonl: JSON lines and arrays, parquet, html,
+  text);
 - pipelines/clean/documents.py: the document and error rows they yield (the accounting rule).
 
 Formats are told by the bytes, not the name: the name only chooses which files a folder contributes.
 A ``.jsonl`` that is really gzip, or a ``.warc.gz`` that is not compressed, is read for what it is.
+The exception is a text file (``.txt``, ``.md``): its first character says nothing about its format.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipelines.clean.documents import error_row
 from pipelines.clean.formats.html import read_html
 from pipelines.clean.formats.jsonl import read_json
 from pipelines.clean.formats.parquet import read_parquet
+from pipelines.clean.formats.text import read_text
 from pipelines.clean.formats.warc import read_warc
 from pipelines.decode import sniff_file
 from pipelines.inputs import InputFile
@@ -36,6 +39,7 @@ READERS = {
     "json": read_json,
     "parquet": read_parquet,
     "html": read_html,
+    "text": read_text,
 }
 
 
@@ -60,6 +64,8 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
         )
         yield error_row(f.path, None, "empty_file", what)
         return
+    if f.format == "text" and sniffed in ("json", "jsonl", "html"):
+        sniffed = None  # text may start with "[", "{" or "<" (Markdown links, code, comments): the name wins
     fmt = sniffed or f.format
     if sniffed and f.format and sniffed != f.format and {sniffed, f.format} != {"json", "jsonl"}:
         log.warning(
