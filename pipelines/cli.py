@@ -29,7 +29,7 @@ from typing import Any
 from pipelines.config import COMMANDS, RunConfig, load_config
 from pipelines.errors import ConfigError, StageFailed
 from pipelines.run_dir import RunDir, is_done
-from pipelines.runner import log_to_run, preflight, run_stage, run_stages
+from pipelines.runner import forgotten_if_refused, log_to_run, preflight, run_stage, run_stages
 from pipelines.runtime import init_ray, setup_logging
 from pipelines.shorthands import add_shorthands, shorthand_overrides
 from pipelines.stages import STAGES, Graph
@@ -203,8 +203,10 @@ def _stage_command(args: argparse.Namespace) -> int:
     graph = Graph(load_config(args.config, overrides))
     graph[args.stage]  # noqa: B018 - an unknown (undeclared) stage is a ConfigError naming the stages
     _warn_without_config(args.config, graph, args.stage)
-    log_to_run(RunDir(graph.cfg.run_dir))
-    preflight(graph, args.stage)
+    run = RunDir(graph.cfg.run_dir)
+    with forgotten_if_refused(run):
+        log_to_run(run)
+        preflight(graph, args.stage)
     init_ray(graph.cfg.ray)
     numbers = run_stage(graph, args.stage, force=args.force)
     print(json.dumps(numbers, indent=2, default=str))

@@ -159,6 +159,20 @@ def log_to(path: Path) -> None:
     quiet_ray_loggers()
 
 
+def stop_log_to() -> None:
+    """Logging to a file stops (the run directory it was in is being removed)."""
+    global _file
+    if _file is None:
+        return
+    for logger in (
+        logging.getLogger(),
+        *(logging.getLogger(n) for n in ("ray", "ray.data", "ray.train", "ray.serve")),
+    ):
+        logger.removeHandler(_file)
+    _file.close()
+    _file = None
+
+
 def quiet_ray_loggers() -> None:
     """Ray's loggers do not propagate to the root and print through their own console handlers: in the
     quiet mode those print only errors, and the log file gets their records too. Called again after

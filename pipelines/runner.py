@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pipelines import console, storage
@@ -38,6 +41,31 @@ def preflight(graph: Graph, name: str) -> None:
     module = graph[name].module()
     if hasattr(module, "preflight"):
         module.preflight(cfg, name)
+
+
+@contextlib.contextmanager
+def forgotten_if_refused(run: RunDir) -> Iterator[None]:
+    """The run directory this command creates is removed again when the command is refused before any
+    work (a ``ConfigError`` from preflight): a mistyped ``--run-dir`` leaves no empty run behind
+    (``raychat sft --run-dir runs/tyni`` made ``runs/tyni/logs`` and ``metrics`` to say that
+    ``models/base`` is missing). A directory that existed before is left as it is."""
+    made = None if run.is_remote else _first_missing(Path(run.location).absolute())
+    try:
+        yield
+    except ConfigError:
+        if made is not None and made.exists():
+            console.stop_log_to()
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would make), or None."""
+    if path.exists() or path.is_symlink():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True) -> dict[str, Any]:

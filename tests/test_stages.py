@@ -412,3 +412,21 @@ def test_config_help_says_what_the_default_is(capsys) -> None:
         with pytest.raises(SystemExit):
             build_parser([command, "--help"]).parse_args([command, "--help"])
         assert default in " ".join(capsys.readouterr().out.split()), command
+
+
+def test_a_mistyped_run_dir_is_refused_and_left_uncreated(tmp_path, capsys, monkeypatch) -> None:
+    """`raychat sft --run-dir runs/tyni` said that models/base is missing and left runs/tyni/logs and
+    metrics behind; a run directory that existed keeps what it had."""
+
+    def refuse(_cfg):
+        raise AssertionError("Ray was started before the problem was reported")
+
+    monkeypatch.setattr(cli, "init_ray", refuse)
+    typo = tmp_path / "runs" / "tyni"
+    assert cli.main(["sft", "--run-dir", str(typo)]) == 2
+    assert "no model at" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    kept = tmp_path / "mine"
+    (kept / "notes").mkdir(parents=True)
+    assert cli.main(["sft", "--run-dir", str(kept)]) == 2
+    assert (kept / "notes").is_dir() and (kept / "logs" / "raychat.log").is_file()
