@@ -119,7 +119,9 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-_SECRET = re.compile(r"api_keys?|token|secret|password", re.IGNORECASE)
+# a key whose value may be a credential: api_key(s), auth_token, secret, password, but not
+# tokenize.input, max_tokens or tokenizer (words that only contain "token")
+_SECRET = re.compile(r"(^|_)(api_keys?|token|secrets?|passwords?|credentials?)$", re.IGNORECASE)
 
 
 def _describe(error: ValidationError) -> str:
@@ -131,7 +133,9 @@ def _describe(error: ValidationError) -> str:
         else:
             got = item.get("input")
             shown = repr(got) if not isinstance(got, dict) else "a mapping"
-            if _SECRET.search(key):  # an error message must not print an API key to the console or a log
+            if any(
+                _SECRET.search(str(part)) for part in item["loc"]
+            ):  # an error message must not print an API key to the console or a log
                 shown = "a value not shown: it may be a secret"
             lines.append(f"  {key}: {item['msg']} (got {shown[:80]})")
     return "invalid config:\n" + "\n".join(lines)

@@ -194,3 +194,28 @@ def test_a_blank_api_key_is_refused_and_no_key_is_printed() -> None:
         load_config(None, ['serve.api_keys=["topsecret"]']).serve.api_keys[0].get_secret_value()
         == "topsecret"
     )
+
+
+def test_config_errors_show_values_unless_the_key_may_hold_a_secret() -> None:
+    """`tokenize.input: ""` was reported as "a value not shown: it may be a secret" (the key holds "token")."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ['tokenize.input=""', "sft.eval.max_new_tokens.search_eval=-1"])
+    assert "tokenize.input: String should have at least 1 character (got '')" in str(e.value)
+    assert "(got -1)" in str(e.value) and "not shown" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["serve.api_keys=12345"])
+    assert "12345" not in str(e.value) and "not shown" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("pretrain.resources_per_worker={CPU: -1}", "cannot ask for a negative amount"),
+        ("sft.resources_per_worker={}", "asks for nothing"),
+        ("sft.eval.max_new_tokens.known_eval=0", "Input should be greater than 0"),
+    ],
+)
+def test_worker_resources_and_reply_lengths_must_be_possible(override, message) -> None:
+    """`{CPU: -1}` reached Ray Train; a reply of 0 or -1 new tokens reached the engine."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

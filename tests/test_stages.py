@@ -414,19 +414,24 @@ def test_config_help_says_what_the_default_is(capsys) -> None:
         assert default in " ".join(capsys.readouterr().out.split()), command
 
 
-def test_a_mistyped_run_dir_is_refused_and_left_uncreated(tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "stage, says",
+    [("sft", "no model at"), ("tokenize", "no clean parquet folder"), ("pretrain", "index.json not found")],
+)
+def test_a_mistyped_run_dir_is_refused_and_left_uncreated(tmp_path, capsys, monkeypatch, stage, says) -> None:
     """`raychat sft --run-dir runs/tyni` said that models/base is missing and left runs/tyni/logs and
-    metrics behind; a run directory that existed keeps what it had."""
+    metrics behind (tokenize and pretrain said it after Ray started); a run directory that existed
+    keeps what it had."""
 
     def refuse(_cfg):
         raise AssertionError("Ray was started before the problem was reported")
 
     monkeypatch.setattr(cli, "init_ray", refuse)
     typo = tmp_path / "runs" / "tyni"
-    assert cli.main(["sft", "--run-dir", str(typo)]) == 2
-    assert "no model at" in capsys.readouterr().err
+    assert cli.main([stage, "--run-dir", str(typo)]) == 2
+    assert says in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
     kept = tmp_path / "mine"
     (kept / "notes").mkdir(parents=True)
-    assert cli.main(["sft", "--run-dir", str(kept)]) == 2
+    assert cli.main([stage, "--run-dir", str(kept)]) == 2
     assert (kept / "notes").is_dir() and (kept / "logs" / "raychat.log").is_file()

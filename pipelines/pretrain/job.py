@@ -107,6 +107,12 @@ def prepare(cfg: RunConfig, name: str = "pretrain") -> tuple[PretrainTask, Any, 
     return task, tokenizer, facts
 
 
+def preflight(cfg: RunConfig, name: str = "pretrain") -> None:
+    """The token shards, tokenizer and settings, before Ray starts (pipelines/runner.py): a run dir
+    without tokens is one line, and no run dir is left behind for a mistyped one."""
+    prepare(cfg, name)
+
+
 def data_fingerprint(tokens_dir: Path, tokenizer_dir: Path) -> str:
     """Which token shards and tokenizer a checkpoint was trained on (index.json names every shard with
     its token and document counts; the tokenizer's ranks and specials fix what the ids mean)."""

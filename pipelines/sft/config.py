@@ -8,7 +8,7 @@ trains. Every default is the tiny CPU demo's; ``configs/quality-cpu.yaml`` shows
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from lm.config_base import StrictModel
 from pipelines.sft.source_config import SourceConfig
@@ -40,7 +40,7 @@ class ChatEvalConfig(StrictModel):
     max_per_set: int | None = Field(
         None, ge=1, description="questions per held-out set (a seeded sample); null = all of them"
     )
-    max_new_tokens: dict[str, int] = Field(
+    max_new_tokens: dict[str, PositiveInt] = Field(
         default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS),
         description="new tokens per reply, by held-out set (tool results count)",
     )

@@ -56,7 +56,7 @@ class TokenizeConfig(StrictModel):
     seed: int = Field(
         0, description="salt of the train/val split hash and of the tokenizer's training sample"
     )
-    input: str | None = Field(None, description="clean parquet folder; None = <run>/data/clean")
+    input: str | None = Field(None, min_length=1, description="clean parquet folder; None = <run>/data/clean")
     text_column: str = "text"
     id_column: str = Field("id", description="what the split hash reads; rows without one hash their text")
     write_clean: bool = Field(

@@ -102,7 +102,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
 def cli_overrides(args: argparse.Namespace) -> list[str]:
     # values are JSON strings, which YAML reads back verbatim (paths with ':' or spaces stay strings)
     out = []
-    if args.input:
+    if args.input is not None:  # '' is refused, not the default <run>/data/clean
         out.append(f"tokenize.input={json.dumps(args.input)}")
     if args.output is not None:  # '' is refused, not the default runs/tiny
         out.append(f"run_dir={json.dumps(args.output)}")
@@ -251,6 +251,11 @@ def _resolve_input(tc: TokenizeConfig, run: RunDir) -> Path:
             "drop the rest; tokenize the whole folder or set tokenize.write_clean=false"
         )
     return input_dir
+
+
+def preflight(cfg: RunConfig, name: str = "tokenize") -> None:
+    """The input folder, before Ray starts (pipelines/runner.py)."""
+    _resolve_input(getattr(cfg, name), RunDir(cfg.run_dir))
 
 
 def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:

@@ -67,6 +67,13 @@ class TrainingConfig(StepConfig):
             and not self.resources_per_worker.get("GPU")
         ):
             raise ValueError("use_gpu is set but resources_per_worker asks for no GPU")
+        if self.resources_per_worker is not None:
+            if bad := {k: v for k, v in self.resources_per_worker.items() if v < 0}:
+                raise ValueError(f"resources_per_worker: a worker cannot ask for a negative amount ({bad})")
+            if not any(self.resources_per_worker.values()):
+                raise ValueError(
+                    "resources_per_worker asks for nothing: give a worker at least some CPU or GPU"
+                )
         return self
 
     def worker_resources(self) -> dict[str, float]:
