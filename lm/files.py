@@ -76,3 +76,12 @@ def read_jsonl_objects(
         else:
             bad += 1
     return rows, bad
+
+
+def model_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a model directory (missing, or without ``config.json``), or None: what every
+    command taking ``--model`` checks before it loads anything, in the same words."""
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return None
+    return f"model directory {p} {'does not exist' if not p.exists() else 'has no config.json'}"

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from lm.files import model_dir_problem
 from pipelines.chat_render import ReplyPrinter, Style
 from pipelines.chat_tools import ChatError, Tools, load_search
 
@@ -334,10 +335,8 @@ def _sampling(args: argparse.Namespace, context: int) -> Any:
 def start_session(args: argparse.Namespace, out: TextIO, notes: TextIO) -> ChatSession:
     """Load the model, the tokenizer and the tools, and print the banner; ChatError says what is wrong."""
     model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        raise ChatError(f"model directory {model_dir} does not exist")
-    if not (model_dir / "config.json").is_file():
-        raise ChatError(f"{model_dir} has no config.json; give a model directory written by a training stage")
+    if problem := model_dir_problem(model_dir):
+        raise ChatError(f"{problem}; give a model directory written by a training stage")
     from lm.chat import ChatFormat
     from lm.checkpoint import CheckpointError
     from lm.engine import make_engine

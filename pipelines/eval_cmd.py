@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lm.files import model_dir_problem
 from pipelines.errors import ConfigError
 
 log = logging.getLogger("raychat.eval")
@@ -119,9 +120,8 @@ def _checked(args: argparse.Namespace) -> None:
         ]
         if server_only:
             raise ConfigError(f"{', '.join(server_only)} go with --base-url, not --model")
-        if not (Path(args.model) / "config.json").is_file():
-            what = "does not exist" if not Path(args.model).exists() else "has no config.json"
-            raise ConfigError(f"model directory {args.model} {what}; give one a training stage wrote")
+        if problem := model_dir_problem(args.model):
+            raise ConfigError(f"{problem}; give one a training stage wrote")
     else:
         if args.tools:
             raise ConfigError("--tools goes with --model: a server runs whatever tools it has itself")

@@ -45,14 +45,13 @@ def add_sample_args(parser: argparse.ArgumentParser) -> None:
 def main_sample(args: argparse.Namespace) -> int:
     from lm.checkpoint import CheckpointError
     from lm.engine import SamplingParams, VLLMUnavailable, make_engine
+    from lm.files import model_dir_problem
     from lm.tokenizer import TokenizerError, load_tokenizer
 
     model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        what = "does not exist" if not model_dir.exists() else "has no config.json"
+    if problem := model_dir_problem(model_dir):
         print(
-            f"raychat sample: model directory {model_dir} {what}; give a directory written by a "
-            "training stage (e.g. runs/tiny/models/base)",
+            f"raychat sample: {problem}; give a directory written by a training stage (e.g. runs/tiny/models/base)",
             file=sys.stderr,
         )
         return 2
