@@ -84,7 +84,7 @@ def input_error(file_path: str, reason: str, error: str) -> dict[str, Any]:
 
 
 def _wanted_in_folder(name: str) -> bool:
-    """Files a folder contributes: known data extensions (text files too, see
+    """Files a folder contributes: known data extensions (text files too, less documentation: see
     ``_without_notes_beside_data``); hidden files and _SUCCESS/_metadata are not."""
     if name.startswith((".", "_")):
         return False
@@ -270,23 +270,37 @@ def _join_uri(uri_base: str, inner_base: str, inner_path: str) -> str:
     return uri_base + rel
 
 
-def _without_notes_beside_data(spec: str, files: list[InputFile]) -> list[InputFile]:
-    """A folder or glob's text files, unless it also holds files of a data format.
+# a project's documentation files, by their stem: README.md, LICENSE, PROVENANCE.md, CHANGELOG.txt, ...
+_DOC_NAME = re.compile(
+    r"(readme|licen[cs]e|copying|notice|changelog|changes|authors|contributors|contributing|citation|"
+    r"provenance|code_of_conduct|security)([._-].*)?",
+    re.IGNORECASE,
+)
 
-    Why: a folder of ``.txt`` books or ``.md`` notes is text to clean, but a crawl folder's
-    ``README.md`` or ``PROVENANCE.md`` beside its WARC files is documentation, not a web page. A text
-    file named on its own is always read.
+
+def _without_notes_beside_data(spec: str, files: list[InputFile]) -> list[InputFile]:
+    """A folder or glob's files without the documentation beside its data.
+
+    Why: a folder of ``.txt`` books or ``.md`` notes is text to clean, but a crawl's ``README.md`` or
+    ``PROVENANCE.md`` beside its WARC files is about the data, not data. Only text files named like
+    a project's documentation are left out, and only where the folder also holds files of a data
+    format (WARC, JSON, parquet, HTML); a file named on its own is always read.
     """
-    text = [f for f in files if f.format == "text"]
-    if not text or len(text) == len(files):
+    if not any(f.format != "text" for f in files):
+        return files
+    docs = [
+        f for f in files if f.format == "text" and _DOC_NAME.fullmatch(os.path.basename(f.path).split("?")[0])
+    ]
+    if not docs:
         return files
     log.info(
-        "%s: skipping %d text file(s) beside its data files (e.g. %s); name them on their own to read them",
+        "%s: leaving out %d documentation file(s) beside the data (%s); name one on its own to read it",
         spec,
-        len(text),
-        text[0].path,
+        len(docs),
+        ", ".join(os.path.basename(f.path) for f in docs[:3]) + (", ..." if len(docs) > 3 else ""),
+        extra={"console": True},
     )
-    return [f for f in files if f.format != "text"]
+    return [f for f in files if f not in docs]
 
 
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[InputFile], list[dict[str, Any]]]:

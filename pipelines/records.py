@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 from pipelines import storage
 from pipelines.decode import binary_kind, decode_text, open_decompressed, sniff
-from pipelines.inputs import expand_inputs, format_from_name
+from pipelines.inputs import COMPRESSION_EXT, expand_inputs, format_from_name
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,19 @@ def _text_file(
     if not text.strip():
         yield Problem(path, "empty_file", "the file holds no text")
         return
-    name = path.rsplit("/", 1)[-1]
-    stem = name.split(".", 1)[0] if not name.startswith(".") else name
+    stem = text_title(path)
     id_field, title_field, text_field = fields
     yield Record(path, {id_field: path, title_field: stem, text_field: text})
+
+
+def text_title(path: str) -> str:
+    """A text file's name without its text and compression extensions: "v2.1 notes.md.gz" -> "v2.1 notes"."""
+    name = path.rsplit("/", 1)[-1]
+    for _ in range(2):
+        stem, ext = os.path.splitext(name)
+        if stem and (ext.lower() in COMPRESSION_EXT or format_from_name(name) == "text" and ext):
+            name = stem
+    return name
 
 
 def _read_bytes(path: str, compression: str | None) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,18 +45,32 @@ def preflight(graph: Graph, name: str) -> None:
 
 @contextlib.contextmanager
 def forgotten_if_refused(run: RunDir) -> Iterator[None]:
-    """The run directory this command creates is removed again when the command is refused before any
-    work (a ``ConfigError`` from preflight): a mistyped ``--run-dir`` leaves no empty run behind
-    (``raychat sft --run-dir runs/tyni`` made ``runs/tyni/logs`` and ``metrics`` to say that
-    ``models/base`` is missing). A directory that existed before is left as it is."""
-    made = None if run.is_remote else _first_missing(Path(run.location).absolute())
+    """The run directory this command creates is taken away again when the command is refused before
+    any work (a ``ConfigError``, e.g. from preflight): a mistyped ``--run-dir`` leaves no empty run
+    behind (``raychat sft --run-dir runs/tyni`` made ``runs/tyni/logs`` and ``metrics`` to say that
+    ``models/base`` is missing). Only what this command made goes: its log file and folders left
+    empty; a file anyone else put there meanwhile (a sweep's other run under the same new parent)
+    keeps its folders."""
+    made = new_run_folder(run)
     try:
         yield
     except ConfigError:
-        if made is not None and made.exists():
-            console.stop_log_to()
-            shutil.rmtree(made, ignore_errors=True)
+        forget_new_run(run, made)
         raise
+
+
+def new_run_folder(run: RunDir) -> Path | None:
+    """The outermost folder that creating ``run`` would make (None: it exists, or is on a store)."""
+    return None if run.is_remote else _first_missing(Path(run.location).absolute())
+
+
+def forget_new_run(run: RunDir, made: Path | None) -> None:
+    """Take away what a refused command made of a new run directory (``new_run_folder``'s answer)."""
+    if made is not None and made.is_dir():
+        console.stop_log_to()
+        with contextlib.suppress(OSError):
+            run.log_file.unlink(missing_ok=True)
+        _remove_empty_folders(made)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -66,6 +80,13 @@ def _first_missing(path: Path) -> Path | None:
     while not path.parent.exists() and path.parent != path:
         path = path.parent
     return path
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """``top`` and the folders under it that hold nothing (deepest first); nothing else is touched."""
+    for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):  # not empty (or gone): left as it is
+            os.rmdir(folder)
 
 
 def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True) -> dict[str, Any]:
@@ -110,8 +131,9 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
     """``names`` in graph order; each is checked (``preflight``) just before it runs: before Ray starts
     for the first one, and after the earlier stages made what a later one reads. A long-running stage
     among them runs last (it returns only when stopped). report.md is written at the end, also when a
-    stage failed (with what the others did)."""
+    stage failed (with what the others did), unless no stage has run or is complete."""
     run = RunDir(graph.cfg.run_dir)
+    made = new_run_folder(run)
     log_to_run(run)
     ordered = graph.order(names)
     ordered = [n for n in ordered if not graph[n].long_running] + [
@@ -132,11 +154,17 @@ def run_stages(graph: Graph, names: list[str], force: bool = False) -> dict[str,
                     log.warning(
                         "stage %s: it consumes %s, which is not complete in %s", name, needed, run.location
                     )
-            preflight(graph, name)
+            try:
+                preflight(graph, name)
+            except ConfigError:
+                if not results:  # refused before anything ran: a mistyped run dir is not left behind
+                    forget_new_run(run, made)
+                raise
             init_ray(graph.cfg.ray)
             results[name] = run_stage(graph, name, force=force, report=False)
     finally:
-        write_report_safely(graph)
+        if results or any(is_done(run, n) for n in ordered):
+            write_report_safely(graph)
     return results
 
 

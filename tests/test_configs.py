@@ -210,8 +210,9 @@ def test_config_errors_show_values_unless_the_key_may_hold_a_secret() -> None:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("pretrain.resources_per_worker={CPU: -1}", "cannot ask for a negative amount"),
-        ("sft.resources_per_worker={}", "asks for nothing"),
+        ("pretrain.resources_per_worker={CPU: -1}", "must be finite and not negative"),
+        ("sft.resources_per_worker={CPU: 0}", "asks for nothing"),
+        ("rm.resources_per_worker={CPU: .nan}", "must be finite"),
         ("sft.eval.max_new_tokens.known_eval=0", "Input should be greater than 0"),
     ],
 )

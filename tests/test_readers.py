@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
@@ -308,7 +309,7 @@ def test_html_folder_skips_non_data_files(tmp_path):
     (site / "a.html").write_text(ARTICLE.format("a"))
     (site / "sub" / "b.html.gz").write_bytes(gzip.compress(ARTICLE.format("b").encode()))
     (site / "PROVENANCE.md").write_text("# where this came from")
-    (site / "notes.txt").write_text("not data")
+    (site / "LICENSE.txt").write_text("not data")
     (site / ".hidden.html").write_text(ARTICLE.format("hidden"))
     (site / "_SUCCESS").write_text("")
     files, errors = expand_inputs([str(site)])
@@ -382,15 +383,91 @@ def test_text_split_streams_pieces_and_reports_the_bad_ones(tmp_path, monkeypatc
     assert [d["content"] for d in docs] == [f"line {i}" for i in range(len(docs))]
 
 
-def test_text_files_beside_data_files_are_notes_unless_named(tmp_path):
+def test_text_split_charset_bom_and_byte_limit(tmp_path, monkeypatch):
+    from pipelines.clean.formats import text as text_format
+
+    monkeypatch.setattr(text_format, "CHUNK", 64)  # the head that sets the charset is pure ASCII
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_bytes(b"ascii line\n" * 8 + "café crème\n".encode("latin-1") + "日本語の文\n".encode())
+    got = split(
+        list(read_file(InputFile(str(mixed), "text"), ReadConfig(text_split="line", max_document_bytes=12)))
+    )
+    assert [d["content"] for d in got[0]][-1:] == ["café crème"] and got[0][-1]["decode_errors"] == 0
+    assert [e["reason"] for e in got[1]] == ["document_too_large"]  # 5 characters, 15 bytes: over 12
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(codecs.BOM_UTF8 + b"hello\nworld\n")
+    assert [r["content"] for r in read_file(InputFile(str(bom), "text"), ReadConfig(text_split="line"))] == [
+        "hello",
+        "world",
+    ]
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes(codecs.BOM_UTF16_LE + "héllo\n\nwörld".encode("utf-16-le"))
+    paras = list(read_file(InputFile(str(u16), "text"), ReadConfig(text_split="paragraph")))
+    assert [r["content"] for r in paras] == ["héllo", "wörld"]
+
+
+def test_text_split_after_a_too_large_piece_keeps_the_next_one(tmp_path, monkeypatch):
+    """A long blank line in a paragraph break that crossed a read, right after a piece too large to
+    keep, swallowed the next paragraph: no document and no error row."""
+    from pipelines.clean.formats import text as text_format
+
+    monkeypatch.setattr(text_format, "CHUNK", 1024)
+    path = tmp_path / "p.txt"
+    path.write_bytes(b"w" * 1000 + b"\r\n" + b"\t" * 60 + b"\r\n" + b"second paragraph\n")
+    items = list(
+        read_file(InputFile(str(path), "text"), ReadConfig(text_split="paragraph", max_document_bytes=500))
+    )
+    assert [(i["record_index"], i.get("reason") or i["content"]) for i in items] == [
+        (0, "document_too_large"),
+        (1, "second paragraph"),
+    ]
+
+
+def test_text_split_agrees_with_splitting_the_whole_text_at_any_read_size(tmp_path, monkeypatch):
+    """Pieces, ends and characters cut across reads of 1 to 13 bytes give what splitting the whole
+    text at once gives (a seeded fuzz of 600 files)."""
+    import random
+    import re
+
+    from pipelines.clean.formats import text as text_format
+
+    ends = {"line": r"\r?\n", "paragraph": r"\r?\n(?:[ \t]*\r?\n)+", "separator": re.escape("<|endoftext|>")}
+    atoms = ["a", "b", " ", "\n", "\r\n", "\t", "é", "日", "😀", "<|e", "<|endoftext|>", "\n  \n", "\n\n"]
+    rng = random.Random(0)
+    path = tmp_path / "f.txt"
+    for _ in range(600):
+        mode, limit = rng.choice(list(ends)), rng.choice([5, 50, 1000])
+        body = "x" + "".join(rng.choice(atoms) for _ in range(rng.randint(0, 60)))
+        path.write_bytes(body.encode())
+        monkeypatch.setattr(text_format, "CHUNK", rng.choice([1, 2, 3, 5, 8, 13]))
+        items = list(
+            read_file(InputFile(str(path), "text"), ReadConfig(text_split=mode, max_document_bytes=limit))
+        )
+        expected = []
+        for piece in re.split(ends[mode], body):
+            if piece.strip():
+                kept = re.sub(r"\A(?:[ \t]*\r?\n)+", "", piece).rstrip(" \t\r\n")
+                expected.append(None if len(kept.encode()) > limit else kept)
+        assert [None if i.get("_error") else i["content"] for i in items] == expected, (mode, limit, body)
+        assert_one_outcome_each(items, len(expected))
+
+
+def test_documentation_beside_data_files_is_left_out_unless_named(tmp_path):
     write_jsonl(tmp_path / "part.jsonl", [C4_ROW])
     (tmp_path / "README.md").write_text("# How this dump was made")
+    (tmp_path / "PROVENANCE.md").write_text("# Where it came from")
+    (tmp_path / "chapter-1.txt").write_text("It was a bright cold day in April.")
     files, errors = expand_inputs([str(tmp_path)])
-    assert not errors and [Path(f.path).name for f in files] == ["part.jsonl"]
+    assert not errors and [Path(f.path).name for f in files] == ["chapter-1.txt", "part.jsonl"]
     globbed, _ = expand_inputs([str(tmp_path / "*")])
-    assert [Path(f.path).name for f in globbed] == ["part.jsonl"]
+    assert [Path(f.path).name for f in globbed] == ["chapter-1.txt", "part.jsonl"]
     named, _ = expand_inputs([str(tmp_path / "README.md")])
     assert [r["content"] for f in named for r in read_file(f)] == ["# How this dump was made"]
+    notes = tmp_path / "notes"  # a folder of documents only: its README is one of them
+    notes.mkdir()
+    (notes / "README.md").write_text("# My notes")
+    (notes / "ideas.md").write_text("# Ideas")
+    assert len(expand_inputs([str(notes)])[0]) == 2
 
 
 def test_globs_folders_and_file_uri(tmp_path):
@@ -453,7 +530,7 @@ def test_names_that_lie(tmp_path):
 
 def test_extensionless_file_is_sniffed(tmp_path):
     write_jsonl(tmp_path / "part-00000", [C4_ROW])
-    (tmp_path / "blob").write_bytes(os.urandom(64))
+    (tmp_path / "blob").write_bytes(b"\x00\x01 not a format we know" * 3)  # random bytes may start with "{"
     files, _ = expand_inputs([str(tmp_path)])
     assert [Path(f.path).name for f in files] == ["part-00000"] and files[0].format == "jsonl"
     _, errors = expand_inputs([str(tmp_path / "blob")])  # named explicitly: reported, not skipped

@@ -221,9 +221,9 @@ def test_search_server_indexes_a_folder_of_text_files(tmp_path: Path) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "kites.md").write_text("# Kites\n\nA kite is a tethered flying toy.")
-    (notes / "boats.txt").write_text("A junk is a Chinese sailing ship.")
+    (notes / "v2.1 boats.txt").write_text("A junk is a Chinese sailing ship.")
     (notes / "empty.txt").write_text("  \n")
     server = SearchServer(corpus=str(notes), k=1, title_field="name", text_field="body")
     assert server.info()["skipped_records"] == 1  # the empty note, counted
-    assert server.answer("sailing ship") == "[1] boats: A junk is a Chinese sailing ship."
+    assert server.answer("sailing ship") == "[1] v2.1 boats: A junk is a Chinese sailing ship."
     assert server.search("tethered kite")[0]["doc_id"] == str(notes / "kites.md")

@@ -431,7 +431,25 @@ def test_a_mistyped_run_dir_is_refused_and_left_uncreated(tmp_path, capsys, monk
     assert cli.main([stage, "--run-dir", str(typo)]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    assert cli.main(["run", "--stages", stage, "--run-dir", str(typo)]) == 2  # the same through `run`
+    assert not (tmp_path / "runs").exists()
     kept = tmp_path / "mine"
     (kept / "notes").mkdir(parents=True)
     assert cli.main([stage, "--run-dir", str(kept)]) == 2
     assert (kept / "notes").is_dir() and (kept / "logs" / "raychat.log").is_file()
+
+
+def test_a_refused_run_takes_away_only_what_it_made(tmp_path, monkeypatch) -> None:
+    """Two runs of a sweep under a new parent: the refused one must not take the other one's files
+    (it once removed the whole new parent folder)."""
+    from pipelines.errors import ConfigError
+    from pipelines.runner import forgotten_if_refused, log_to_run
+
+    sweep = tmp_path / "sweep"
+    with pytest.raises(ConfigError), forgotten_if_refused(RunDir(sweep / "lr2")):
+        log_to_run(RunDir(sweep / "lr2"))
+        (sweep / "lr1" / "data").mkdir(parents=True)  # the other run, started meanwhile
+        (sweep / "lr1" / "data" / "part-0.parquet").write_bytes(b"PAR1")
+        raise ConfigError("refused")
+    assert (sweep / "lr1" / "data" / "part-0.parquet").read_bytes() == b"PAR1"
+    assert sorted(p.name for p in sweep.iterdir()) == ["lr1"]

@@ -8,6 +8,7 @@ redeclaring the field.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -67,9 +68,9 @@ class TrainingConfig(StepConfig):
             and not self.resources_per_worker.get("GPU")
         ):
             raise ValueError("use_gpu is set but resources_per_worker asks for no GPU")
-        if self.resources_per_worker is not None:
-            if bad := {k: v for k, v in self.resources_per_worker.items() if v < 0}:
-                raise ValueError(f"resources_per_worker: a worker cannot ask for a negative amount ({bad})")
+        if self.resources_per_worker:  # {} is null: Ray's defaults
+            if bad := {k: v for k, v in self.resources_per_worker.items() if not 0 <= v < math.inf}:
+                raise ValueError(f"resources_per_worker: amounts must be finite and not negative ({bad})")
             if not any(self.resources_per_worker.values()):
                 raise ValueError(
                     "resources_per_worker asks for nothing: give a worker at least some CPU or GPU"

@@ -25,6 +25,8 @@ from pipelines.inputs import InputFile
 
 CHUNK = 1 << 20
 _ENDS = {"line": r"\r?\n", "paragraph": r"\r?\n(?:[ \t]*\r?\n)+"}
+_TAIL_BREAK = re.compile(r"[\r\n][ \t\r\n]*\Z")
+_BLANK_LINES_AT_START = re.compile(r"\A(?:[ \t]*\r?\n)+")
 
 
 def read_text(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
@@ -77,46 +79,88 @@ def _whole_file(f: InputFile, stream: BreakGuard, cfg: ReadConfig) -> Iterator[d
 
 
 def _split_file(f: InputFile, stream: BreakGuard, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
-    """Documents between the ends ``text_split`` names, decoded chunk by chunk in the charset the
-    head says; the piece after the last end is a document too."""
+    """Documents between the ends ``text_split`` names; the piece after the last end is one too.
+
+    The charset comes from the head. UTF-8 (the usual guess) is decoded with ``surrogateescape``, so a
+    piece that turns out not to be UTF-8 after all (an ASCII head, Latin-1 further on) keeps its bytes
+    and is decoded on its own as a whole file would be, not replaced by U+FFFD.
+    """
     head = stream.read(CHUNK)
     if kind := binary_kind(head):
         yield _not_text(f, kind)
         return
-    cut = head.rfind(b"\n") + 1 or len(head)  # judge the charset on whole lines, not a split character
-    encoding = decode_text(head[:cut])[1]
-    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    end = re.compile(_ENDS.get(cfg.text_split) or re.escape(cfg.text_separator))
-    limit = cfg.max_document_bytes  # in characters here: at least as many bytes, so never too lenient
-    index, buffer, skipping, chunk = 0, "", False, head
+    encoding = _head_encoding(head)
+    errors = "surrogateescape" if encoding == "utf-8" else "replace"
+    decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
+    is_regex = cfg.text_split in _ENDS
+    end = re.compile(_ENDS[cfg.text_split] if is_regex else re.escape(cfg.text_separator))
+    limit = cfg.max_document_bytes  # a piece of more characters than this has more bytes too
+    index, buffer, skipping, chunk, first = 0, "", False, head, True
     while True:
         last = not chunk
-        buffer += decoder.decode(chunk, final=last)
+        text = decoder.decode(chunk, final=last)
+        if first and text:
+            text, first = text.lstrip("\ufeff"), False
+        buffer += text
         start = 0
         for m in end.finditer(buffer):
             piece, start = buffer[start : m.start()], m.end()
             if skipping:  # the rest of a piece already reported as too large
                 skipping = False
             elif piece.strip():
-                yield _piece(f, index, piece, encoding, limit, cfg)
+                yield _piece(f, index, piece, encoding, cfg)
                 index += 1
         buffer = buffer[start:]
-        if len(buffer) > limit and not skipping:
+        keep = _possible_end(buffer, is_regex, cfg.text_separator)  # an end the next read may complete
+        if keep > limit and not skipping and len(buffer[:keep].strip()) > limit:
             yield _too_large(f, index, cfg)
             index, skipping = index + 1, True
         if skipping:
-            buffer = buffer[-len(cfg.text_separator) - 2 :]  # keep enough to see an end split by chunks
+            buffer = buffer[keep:]
         if last:
             break
         chunk = stream.read(CHUNK)
     if stream.error is not None:
         yield broken(f, index, stream.error)  # the cut-off piece is not a document
     elif buffer.strip() and not skipping:
-        yield _piece(f, index, buffer, encoding, limit, cfg)
+        yield _piece(f, index, buffer, encoding, cfg)
 
 
-def _piece(f: InputFile, index: int, text: str, encoding: str, limit: int, cfg: ReadConfig) -> dict[str, Any]:
-    text = text.strip("\r\n")
-    if len(text) > limit:
+def _head_encoding(head: bytes) -> str:
+    """The charset of a file from its first bytes: UTF-8 when they are (a character cut at the end
+    of the read does not count against it), else what ``decode_text`` finds on whole lines."""
+    if not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+            return "utf-8"
+        except UnicodeDecodeError:
+            pass
+    cut = head.rfind(b"\n") + 1 or len(head)
+    return decode_text(head[:cut])[1]
+
+
+def _possible_end(buffer: str, is_regex: bool, separator: str) -> int:
+    """Where an end that the next read may complete could start in ``buffer`` (its length if none):
+    a run of line breaks and blanks at the tail for lines and paragraphs, a separator's prefix else."""
+    if is_regex:
+        m = _TAIL_BREAK.search(buffer)
+        return m.start() if m else len(buffer)
+    for n in range(min(len(separator) - 1, len(buffer)), 0, -1):
+        if separator.startswith(buffer[-n:]):
+            return len(buffer) - n
+    return len(buffer)
+
+
+def _piece(f: InputFile, index: int, text: str, encoding: str, cfg: ReadConfig) -> dict[str, Any]:
+    text = _BLANK_LINES_AT_START.sub("", text).rstrip(" \t\r\n")
+    if encoding == "utf-8":
+        raw = text.encode("utf-8", "surrogateescape")
+        if len(raw) > cfg.max_document_bytes:
+            return _too_large(f, index, cfg)
+        if raw != text.encode("utf-8", "replace"):  # escaped bytes: this piece is not UTF-8
+            text, encoding, bad = decode_text(raw)
+            return _doc(f, index, text, encoding, bad)
+        return _doc(f, index, text, encoding, 0)
+    if len(text.encode("utf-8")) > cfg.max_document_bytes:
         return _too_large(f, index, cfg)
     return _doc(f, index, text, encoding, text.count("\ufffd"))
