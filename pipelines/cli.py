@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import COMMANDS, RunConfig, load_config
-from pipelines.errors import ConfigError, StageFailed
+from pipelines.errors import ConfigError, Interrupted, StageFailed
 from pipelines.run_dir import RunDir, is_done
 from pipelines.runner import forgotten_if_refused, log_to_run, preflight, run_stage, run_stages
-from pipelines.runtime import init_ray, setup_logging
+from pipelines.runtime import init_ray, interruption, setup_logging
 from pipelines.shorthands import add_shorthands, shorthand_overrides
 from pipelines.stages import STAGES, Graph
 
@@ -171,10 +171,33 @@ def _run_command(cfg: RunConfig, stages: str | None, force: bool, config: str | 
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages are: {', '.join(graph.names)}")
     else:  # a long-running stage (a server) runs only when named
-        names = [s.name for s in graph if not s.long_running]
+        names = _without_an_unasked_world(graph, [s.name for s in graph if not s.long_running])
     results = run_stages(graph, names, force=force)
     print(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def _without_an_unasked_world(graph: Graph, names: list[str]) -> list[str]:
+    """A run whose clean stage reads the user's own data leaves out the tiny world, and the stages
+    that cannot run without it, unless ``--stages`` names them.
+
+    Why: every stage defaults to the tiny world where it has nothing else (GRPO's problems, the
+    reward model's pairs, SFT's conversations), so ``raychat run`` on a config for one's own crawl
+    built the world and quietly mixed its made-up facts into the chat model.
+    """
+    if "world" not in graph or "clean" not in graph or "world" in graph.consumes("clean"):
+        return names
+    left_out = {"world", *graph.needing("world")}
+    if not left_out & set(names):
+        return names
+    shown = ", ".join(n for n in graph.names if n in left_out)
+    log.info(
+        "raychat run: leaving out %s: the clean stage reads your own data, and these are (or need) "
+        "the tiny world; name them with --stages to run them",
+        shown,
+        extra={"console": True},
+    )
+    return [n for n in names if n not in left_out]
 
 
 def _report_command(cfg: RunConfig) -> int:
@@ -254,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as e:
         print(f"raychat: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"raychat: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        stop = interruption()
+        print(f"raychat: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 def stage_main(name: str) -> None:

@@ -17,3 +17,13 @@ class StageFailed(RuntimeError):
 
     The CLI prints the message as one line and exits with status 1, and the stage is not marked done.
     """
+
+
+class Interrupted(RuntimeError):
+    """The command was stopped from outside (Ctrl-C, SIGTERM from ``timeout``, ``ray job stop`` or a
+    scheduler): the CLI prints the message as one line and exits with ``exit_code`` (128 + the
+    signal's number, as a shell reports it), with no traceback and no stack dump."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -110,10 +110,15 @@ def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True)
     numbers.setdefault("seconds", round(time.time() - started, 2))
     # the stages built on this one were made from its old outputs: they are no longer complete (a stage
     # that fails leaves them be, as stages swap their outputs in only when they finish)
-    for later in graph.built_on(name):
-        if is_done(run, later):
-            log.info("stage %s: its input %s was redone, so it will run again", later, name)
-            clear_done(run, later)
+    redo = [later for later in graph.built_on(name) if is_done(run, later)]
+    for later in redo:
+        clear_done(run, later)
+    if redo:  # on the console: a user who reran one stage should not find the others undone later
+        log.info(
+            "stage %s: %s %s built on its old outputs, so %s no longer complete (raychat run redoes %s)",
+            name, ", ".join(redo), "was" if len(redo) == 1 else "were", "it is" if len(redo) == 1 else "they are",
+            "it" if len(redo) == 1 else "them", extra={"console": True},
+        )  # fmt: skip
     update_summary(run, name, numbers)
     if not stage.long_running:
         mark_done(run, name, {"seconds": numbers["seconds"], "consumes": graph.consumes(name)})

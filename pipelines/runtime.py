@@ -12,10 +12,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pipelines.errors import Interrupted
 
 if TYPE_CHECKING:
     from pipelines.config import RayConfig
@@ -150,9 +153,41 @@ def set_local_cluster_env() -> None:
 def _after_init() -> None:
     from pipelines import console
 
+    _stop_cleanly_on_sigterm()
+
     if "ray.data" in sys.modules:  # imported already (Ray Train imports it): route its loggers now
         console.quiet_ray_loggers()
     log.info("Ray session logs (the workers' output): %s", _session_dir())
+
+
+_STOP_SIGNAL: list[int] = []  # the signal that stopped this process, when it was SIGTERM
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    """SIGTERM ends the command as Ctrl-C does: one line, exit 143, the embedded cluster shut down.
+
+    Why: ``ray.init`` leaves the C++ core's handler on SIGTERM, which printed a stack dump of about
+    40 lines and aborted (exit 134) when ``timeout``, ``ray job stop`` or a batch scheduler stopped a
+    stage. A Python handler (set after ``ray.init``, so it is the one that runs) raises
+    ``KeyboardInterrupt``: the one exception a blocking ``ray.get`` lets through (Ray's signal check
+    drops any other), and ``interruption`` then says which signal it was.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        _STOP_SIGNAL.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def interruption(prefix: str = "") -> Interrupted:
+    """What stopped the command (a SIGTERM seen by ``_stop_cleanly_on_sigterm``, else Ctrl-C), as the
+    error the CLI prints in one line with the shell's exit status (128 + the signal)."""
+    if _STOP_SIGNAL:
+        return Interrupted(f"{prefix}stopped by SIGTERM", 128 + _STOP_SIGNAL[-1])
+    return Interrupted(f"{prefix}stopped (Ctrl-C)", 128 + signal.SIGINT)
 
 
 def quiet_ray_data() -> Any:

@@ -146,7 +146,8 @@ def rm_default_init(cfg: Any) -> str:
 
 def _rm_consumes(s: RMConfig, cfg: Any) -> list[str]:
     # its model (rm.init, by default the SFT model), and the tiny world when it makes pairs from it
-    return [*_model_consumed(s.init, cfg, rm_default_init(cfg)), *(["world?"] if s.world.enabled else [])]
+    world = [] if not s.world.enabled else ["world?"] if s.sources else ["world"]  # its only pairs, or more
+    return [*_model_consumed(s.init, cfg, rm_default_init(cfg)), *world]
 
 
 def _grpo_consumes(s: GRPOConfig, cfg: Any) -> list[str]:
@@ -179,7 +180,9 @@ def _distill_consumes(s: Any, cfg: Any) -> list[str]:
     # time), the sft stage's data (prompts, held-out sets, the control's mixture), a student init
     teacher = ["models/rl?", "sft"] if s.teacher is None else _model_consumed(s.teacher, cfg, "sft")
     start = _model_consumed(s.student_init, cfg, "sft") if s.student_init else []
-    return [*teacher, "sft", *start]
+    # the default prompts are the world's problems, which the sft stage writes out with its data
+    world = ["world"] if any(points_into(p, cfg.run_dir, "sft_data") for p in s.prompts) else []
+    return [*teacher, "sft", *start, *world]
 
 
 STAGES: tuple[Stage, ...] = (
@@ -221,7 +224,7 @@ STAGES: tuple[Stage, ...] = (
         "idk",
         IDKStageConfig,
         "probe the SFT model, train it to say 'I don't know', measure before/after",
-        consumes=lambda s, cfg: ["sft"],
+        consumes=lambda s, cfg: ["sft", "world"],  # its probe questions are the world's (via sft_data)
         produces=lambda s: [f"models/{s.output_name}"],
     ),
     Stage(
@@ -287,6 +290,7 @@ class Graph:
         for name, entry in (getattr(cfg, "stages", None) or {}).items():
             stages.append(instance(entry.kind, name, registry))
         self.stages = {s.name: s for s in stages}
+        self._required: dict[str, list[str]] = {}  # the inputs a stage cannot run without (no "?")
         self._inputs = {s.name: self._resolve(s) for s in stages}
         # ties broken by the registry's order, an instance right after the stage it is another of
         position = {s.name: float(i) for i, s in enumerate(registry)}
@@ -323,6 +327,19 @@ class Graph:
         wanted = {self[n].name for n in names}
         return [n for n in self.names if n in wanted]
 
+    def needing(self, name: str) -> list[str]:
+        """Every stage that cannot run without ``name``, directly or through others (optional inputs,
+        such as the tiny world's conversations for SFT, do not count)."""
+        found: set[str] = set()
+        frontier = [self[name].name]
+        while frontier:
+            current = frontier.pop()
+            for other, inputs in self._required.items():
+                if current in inputs and other not in found:
+                    found.add(other)
+                    frontier.append(other)
+        return [n for n in self.names if n in found]
+
     def built_on(self, name: str) -> list[str]:
         """Every stage that consumes ``name``, directly or through others: what redoing it invalidates.
         Long-running stages are not among them (they hold no done marker)."""
@@ -349,6 +366,8 @@ class Graph:
                 )
             if found is not None and found != stage.name and found not in out:
                 out.append(found)
+            if found is not None and found != stage.name and not optional:
+                self._required.setdefault(stage.name, []).append(found)
         return out
 
     def _topological(self, registry_order: list[str]) -> list[str]:

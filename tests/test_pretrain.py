@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -509,7 +510,7 @@ def _write_checkpoint_meta(root: Path, step: int, meta: dict) -> Path:
 
 
 def test_a_checkpoint_of_another_model_seq_len_or_seed_fails_once_on_the_driver(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, caplog
 ):
     """Refused before Ray Train starts (inside the workers it would be retried max_failures times)."""
     from pipelines.pretrain import job
@@ -555,6 +556,18 @@ def test_a_checkpoint_of_another_model_seq_len_or_seed_fails_once_on_the_driver(
     assert aside is not None and (aside / "checkpoint_step0000002").is_dir()
     driver.check_resumable(spec)  # nothing left to resume from
 
+    # a checkpoint past the steps asked for is refused (it was exported as it was, --max-steps 10
+    # giving a 200-step model); one short of a longer run goes on, saying the schedule changed
+    total = task.total_steps
+    _write_checkpoint_meta(tmp_path, total + 5, {**meta, "step": total + 5, "total_steps": total + 5})
+    with pytest.raises(ConfigError, match=rf"at step {total + 5}, past the {total} steps.*--force"):
+        driver.check_resumable(spec)
+    shutil.rmtree(tmp_path / "checkpoints" / "pretrain" / f"checkpoint_step{total + 5:07d}")
+    _write_checkpoint_meta(tmp_path, 3, {**meta, "step": 3, "total_steps": total // 2})
+    caplog.set_level("INFO", logger="raychat.train")
+    driver.check_resumable(spec)
+    assert f"resuming at step 3 of a run now set to {total} steps (it was {total // 2})" in caplog.text
+
 
 def test_the_latest_checkpoint_is_the_one_ray_train_committed(tmp_path):
     from pipelines.train.driver import SNAPSHOT_FILE, latest_checkpoint
@@ -567,3 +580,50 @@ def test_the_latest_checkpoint_is_the_one_ray_train_committed(tmp_path):
     snapshot = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_step0000008"}}
     (storage / SNAPSHOT_FILE).write_text(json.dumps(snapshot))
     assert latest_checkpoint(storage).name == "checkpoint_step0000008"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum, code, said", [(15, 143, "stopped by SIGTERM"), (2, 130, "stopped (Ctrl-C)")]
+)
+def test_a_stopped_pretrain_says_where_it_will_go_on_in_one_line(tmp_path, signum, code, said):
+    """Ctrl-C ended `raychat pretrain` with exit 1 and nothing on the console; SIGTERM (timeout, ray
+    job stop) with Ray's C++ stack dump (~40 lines) and exit 134. Both now say where the same
+    command goes on from, and leave no Ray process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    make_token_run(tmp_path, num_docs=600)
+    argv = [sys.executable, "-m", "pipelines.cli", "pretrain", "--run-dir", str(tmp_path)]
+    for setting in ("seq_len=32", "global_batch_tokens=512", "micro_batch_size=8", "max_steps=100000"):
+        argv += ["--set", f"pretrain.{setting}"]
+    argv += ["--set", "pretrain.checkpoint_every=5", "--set", "ray.num_cpus=1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    checkpoints = tmp_path / "checkpoints" / "pretrain"
+    deadline = time.time() + 240
+    while not list(checkpoints.glob("checkpoint_step*/meta.json")) and time.time() < deadline:
+        time.sleep(1)
+    assert proc.poll() is None, proc.stderr.read()
+    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(
+        signum
+    )  # a terminal's Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == code, err
+    assert last.startswith(f"raychat: pretrain: {said}; the same command goes on from its checkpoint at step")
+    assert "SIGTERM received" not in err and "Traceback" not in err
+    time.sleep(2)
+    left = [p for p in Path("/proc").glob("[0-9]*") if _session_of(p) == proc.pid]
+    assert not left, [(p.name, (p / "cmdline").read_bytes()[:80]) for p in left]
+
+
+def _session_of(proc_dir: Path) -> int | None:
+    try:
+        fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[4]) if fields[0] != "Z" else None  # the session id; a zombie is already gone

@@ -242,10 +242,10 @@ def test_the_lifecycles_edges_follow_where_inputs_point(tmp_path) -> None:
         ["clean"],
         ["tokenize"],
         ["pretrain", "world"],
-        ["sft"],
+        ["sft", "world"],  # idk: the world's facts to probe (the sft stage writes them out)
         ["sft", "world"],
         ["sft", "world"],
-        ["grpo", "sft"],  # distill: the most trained chat model (rl, else sft) and the sft stage's data
+        ["grpo", "sft", "world"],  # distill: the most trained chat model (rl, else sft), the world's problems
         ["pretrain", "sft", "idk", "rm", "grpo", "distill"],  # serve: every model the run makes
     ]
     assert g.built_on("world") == ["clean", "tokenize", "pretrain", "sft", "idk", "rm", "grpo", "distill"]
@@ -453,3 +453,32 @@ def test_a_refused_run_takes_away_only_what_it_made(tmp_path, monkeypatch) -> No
         raise ConfigError("refused")
     assert (sweep / "lr1" / "data" / "part-0.parquet").read_bytes() == b"PAR1"
     assert sorted(p.name for p in sweep.iterdir()) == ["lr1"]
+
+
+def test_a_run_on_ones_own_data_leaves_the_tiny_world_out(tmp_path, caplog) -> None:
+    """`raychat run` on a config cleaning the user's own files built the tiny world and mixed its
+    made-up facts into the chat model (SFT's conversations), then ran idk, rm, grpo and distill on it."""
+    from pipelines.cli import _without_an_unasked_world
+
+    every = lambda g: [s.name for s in g if not s.long_running]  # noqa: E731
+    own = Graph(load_config(None, [f"run_dir={tmp_path}", f"clean.inputs=[{tmp_path}/mine.jsonl]"]))
+    caplog.set_level("INFO", logger="raychat")
+    assert _without_an_unasked_world(own, every(own)) == ["clean", "tokenize", "pretrain", "sft"]
+    assert "leaving out world, idk, rm, grpo, distill" in caplog.text
+    with_pairs = Graph(
+        load_config(
+            None,
+            [
+                f"run_dir={tmp_path}",
+                f"clean.inputs=[{tmp_path}/mine.jsonl]",
+                f"rm.sources=[{{path: {tmp_path}}}]",
+            ],
+        )
+    )
+    assert "rm" in _without_an_unasked_world(
+        with_pairs, every(with_pairs)
+    )  # its own pairs: the world is optional
+    demo = Graph(
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", [f"run_dir={tmp_path}"])
+    )
+    assert _without_an_unasked_world(demo, every(demo)) == every(demo)

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from lm.train.trainer import Trainer
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, Interrupted
 from pipelines.run_dir import RunDir
-from pipelines.runtime import init_ray
+from pipelines.runtime import init_ray, interruption
 from pipelines.train.config import TrainingConfig
 from pipelines.train.loop import META_FILE, FitSpec, incompatibilities, read_meta, train_loop_per_worker
 
@@ -65,10 +65,26 @@ def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: Ray Train's own Ctrl-C handler exits
+        stop = interruption()
+        raise Interrupted(_stopped(spec, str(stop)), stop.exit_code) from None
     if result.checkpoint is None:
         raise RuntimeError(f"{spec.stage}: training ended without a checkpoint under {spec.storage}")
     return result
+
+
+def _stopped(spec: FitSpec, why: str) -> str:
+    """What an interrupted fit says: why, and where the same command will go on from."""
+    latest = latest_checkpoint(spec.storage)
+    if latest is None:
+        return f"{spec.stage}: {why} before its first checkpoint; the same command starts it again"
+    try:
+        step = read_meta(latest).get("step")
+    except (OSError, json.JSONDecodeError):
+        step = "?"
+    return f"{spec.stage}: {why}; the same command goes on from its checkpoint at step {step} ({latest})"
 
 
 def latest_checkpoint(storage: Path) -> Path | None:
@@ -95,6 +111,15 @@ def check_resumable(spec: FitSpec) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{spec.stage}: cannot read {latest / META_FILE} ({e})") from None
     problems = incompatibilities(meta, spec.task)
+    step, total = meta.get("step", 0), spec.task.total_steps
+    if step > total:  # the model would come out with more steps than asked for, unsaid
+        problems.append(f"it is at step {step}, past the {total} steps this run is set to")
+    elif step < total and meta.get("total_steps", total) != total:
+        log.info(
+            "%s: resuming at step %d of a run now set to %d steps (it was %d): the learning-rate "
+            "schedule follows the new length from here",
+            spec.stage, step, total, meta["total_steps"], extra={"console": True},
+        )  # fmt: skip
     if problems:
         raise ConfigError(
             f"{spec.stage}: the checkpoint in {latest} was made with different settings "

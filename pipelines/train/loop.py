@@ -236,6 +236,7 @@ def save_and_report(
         meta = {
             "stage": spec.stage,
             "step": step,
+            "total_steps": task.total_steps,
             "position": position,
             **progress,
             "world_size": trainer.world_size,
