@@ -355,3 +355,27 @@ def test_reward_model_is_llama_for_sequence_classification_and_learns_preference
     for _ in range(59):
         out = trainer.train_step([pairs(8), pairs(3)], bradley_terry_loss)
     assert out["loss"] < 0.3 < first["loss"] and out["accuracy"] > 0.9
+
+
+def test_the_validation_table_shows_only_what_the_stage_recorded() -> None:
+    """SFT's table had a 'tokens seen' column of zeros and 'val bits/byte' of nan on every row."""
+    from pipelines.train.curves import markdown
+
+    sft = markdown(
+        {},
+        [
+            {"step": 0, "examples_seen": 0, "val_loss": 9.6},
+            {"step": 55, "examples_seen": 1873, "val_loss": 1.62},
+        ],
+    )
+    assert sft.splitlines()[0] == "| step | examples seen | val loss |" and "nan" not in sft
+    assert "| 55 | 1,873 | 1.6200 |" in sft
+    pretrain = markdown(
+        {"val_loss": 1.41, "unigram_entropy": 5.7, "val_bpb": 0.41},
+        [{"step": 150, "tokens_seen": 307200, "samples_seen": 2400, "val_loss": 1.41, "val_bpb": 0.41}],
+    )
+    assert (
+        "| step | tokens seen | val loss | val bits/byte |" in pretrain
+        and "(0.4100 bits per byte)" in pretrain
+    )
+    assert "nan" not in markdown({"val_loss": 1.0, "unigram_entropy": 5.0}, [])

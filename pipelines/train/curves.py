@@ -83,17 +83,25 @@ def markdown(numbers: dict[str, Any], evals: list[dict[str, Any]]) -> str:
     lines = []
     val, unigram = numbers.get("val_loss"), numbers.get("unigram_entropy")
     if val is not None and unigram:
+        bpb = numbers.get("val_bpb")
         lines.append(
-            f"Validation loss {val:.4f} nats/token ({numbers.get('val_bpb', float('nan')):.4f} bits per byte) "
+            f"Validation loss {val:.4f} nats/token{f' ({bpb:.4f} bits per byte)' if bpb is not None else ''} "
             f"against {unigram:.4f} nats for the best context-free (unigram) model of the same tokens: "
             f"{100 * (1 - val / unigram):.1f}% lower, so the model predicts from context."
         )
         lines.append("")
     if evals:
-        lines += ["| step | tokens seen | val loss | val bits/byte |", "| ---: | ---: | ---: | ---: |"]
-        lines += [
-            f"| {r['step']:,} | {r.get('tokens_seen', 0):,} | {r['val_loss']:.4f} | {r.get('val_bpb', float('nan')):.4f} |"
-            for r in evals
-        ]
+        # a column only where the stage records it (SFT counts examples, not tokens, and has no bits/byte)
+        columns = [("step", "step", "{:,}"), ("tokens_seen", "tokens seen", "{:,}")]
+        columns += [("examples_seen", "examples seen", "{:,}"), ("val_loss", "val loss", "{:.4f}")]
+        columns += [("val_bpb", "val bits/byte", "{:.4f}")]
+        shown = [c for c in columns if any(r.get(c[0]) is not None for r in evals)]
+        if "tokens_seen" in {c[0] for c in shown}:
+            shown = [c for c in shown if c[0] != "examples_seen"]
+        lines.append("| " + " | ".join(title for _, title, _ in shown) + " |")
+        lines.append("|" + " ---: |" * len(shown))
+        for r in evals:
+            cells = [fmt.format(r[key]) if r.get(key) is not None else "" for key, _, fmt in shown]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
