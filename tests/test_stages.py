@@ -482,3 +482,15 @@ def test_a_run_on_ones_own_data_leaves_the_tiny_world_out(tmp_path, caplog) -> N
         load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", [f"run_dir={tmp_path}"])
     )
     assert _without_an_unasked_world(demo, every(demo)) == every(demo)
+
+
+def test_a_tokenizer_that_cannot_load_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch) -> None:
+    """`tokenize --tokenizer gpt2:/nonexistent` said so only after Ray had started."""
+
+    def refuse(_cfg):
+        raise AssertionError("Ray was started before the problem was reported")
+
+    monkeypatch.setattr(cli, "init_ray", refuse)
+    (tmp_path / "data" / "clean").mkdir(parents=True)
+    assert cli.main(["tokenize", "--run-dir", str(tmp_path), "--tokenizer", f"gpt2:{tmp_path}/none"]) == 2
+    assert f"tokenize.tokenizer: gpt2:{tmp_path}/none: vocab.bpe not found" in capsys.readouterr().err

@@ -254,8 +254,16 @@ def _resolve_input(tc: TokenizeConfig, run: RunDir) -> Path:
 
 
 def preflight(cfg: RunConfig, name: str = "tokenize") -> None:
-    """The input folder, before Ray starts (pipelines/runner.py)."""
-    _resolve_input(getattr(cfg, name), RunDir(cfg.run_dir))
+    """The input folder and a tokenizer to load (not one to train), before Ray starts."""
+    tc = getattr(cfg, name)
+    _resolve_input(tc, RunDir(cfg.run_dir))
+    if tc.tokenizer != "train":
+        from lm.tokenizer import TokenizerError, load_tokenizer
+
+        try:
+            load_tokenizer(tc.tokenizer, pattern=tc.pattern)
+        except TokenizerError as e:  # the same words as when it is loaded for the run
+            raise ConfigError(f"tokenize.tokenizer: {e}") from None
 
 
 def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
