@@ -353,8 +353,10 @@ def test_the_real_command_prints_one_line_and_exits_non_zero(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("raychat: clean: 1 of 1 inputs match no file")
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"raychat: clean: the input matches no file: {tmp_path / 'gone.jsonl'}"  # no "1 of 1"
     assert "Traceback" not in out.stderr and "Started a local Ray instance" not in out.stderr
+    assert not (tmp_path / "runs").exists()  # the default run dir it would have made is not left behind
 
 
 def test_truncated_gzip_json_array_keeps_the_items_before_the_break(tmp_path):
@@ -367,3 +369,18 @@ def test_truncated_gzip_json_array_keeps_the_items_before_the_break(tmp_path):
     assert 0 < len(kept) < 200 and [i["id"] for i in kept] == [f"d{i}" for i in range(len(kept))]
     assert len(errors) == 1 and errors[0]["reason"] == "truncated_input"
     assert errors[0]["record_index"] == len(kept)
+
+
+def test_a_clean_that_keeps_nothing_names_the_commonest_reasons():
+    """An Alpaca file given to clean exited 0 with 'clean 0, rejected 0' and nothing on the console
+    about its 999 records without a text field; the glance said '0 unreadable' beside a file error."""
+    from pipelines.clean.job import _top_reasons, summary_line
+
+    drops = {"read": {"no_text": 999}, "gopher_quality": {"too_few_words": 3, "too_many_words": 12}}
+    assert (
+        _top_reasons(drops)
+        == "read/no_text 999, gopher_quality/too_many_words 12, gopher_quality/too_few_words 3"
+    )
+    assert _top_reasons({}) == "none"
+    line = summary_line({"records": 10, "clean": 0, "rejected": 2, "record_errors": 7, "file_errors": 1})
+    assert line.endswith("7 unreadable, 1 unreadable files")

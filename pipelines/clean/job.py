@@ -45,6 +45,7 @@ def summary_line(n: dict[str, Any]) -> str:
     return (
         f"kept {n['clean']:,} of {n['records']:,} records ({share:.0%}); rejected {n['rejected']:,}, "
         f"{n.get('record_errors', 0):,} unreadable"
+        + (f", {n['file_errors']:,} unreadable files" if n.get("file_errors") else "")
     )
 
 
@@ -122,6 +123,8 @@ def preflight(cfg: RunConfig, name: str = "clean") -> None:
     files, input_errors = expand_inputs(clean.inputs)
     missing = missing_inputs(input_errors)
     if missing and clean.missing_inputs == "fail":
+        if len(clean.inputs) == 1:
+            raise ConfigError(f"clean: the input matches no file: {missing[0]}")
         raise ConfigError(
             f"clean: {len(missing)} of {len(clean.inputs)} inputs match no file: {', '.join(missing)} "
             "(set clean.missing_inputs=skip to clean the others)"
@@ -199,6 +202,13 @@ def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
             f"record errors (counted {stats['clean']} clean, {stats['rejected']} rejected, "
             f"{stats['record_errors']} record errors); see {run_dir.at('stats')}"
         )
+    if stats["clean"] == 0:  # a run that kept nothing is most likely a wrong input or setting: say why
+        log.warning(
+            "clean: no document kept of %d records (%d rejected by a filter, %d unreadable records, %d "
+            "unreadable files); commonest reasons: %s; see %s",
+            stats["records"], stats["rejected"], stats["record_errors"], stats["file_errors"],
+            _top_reasons(stats.get("drops", {})), run_dir.at("stats"),
+        )  # fmt: skip
     log.info(
         "clean: %d records -> %d clean, %d rejected, %d errors (%.1f docs/s)",
         stats["records"],
@@ -219,6 +229,18 @@ def run(cfg: RunConfig, name: str = "clean") -> dict[str, Any]:
             "languages",
         )
     }
+
+
+def _top_reasons(counts: dict[str, Any], limit: int = 3) -> str:
+    """The commonest reasons of a ``{step: {reason: n}}`` count (stats.json's ``drops``): ``step/reason n``."""
+    flat: dict[str, int] = {}
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{reason}": n for reason, n in value.items() if isinstance(n, int)})
+        elif isinstance(value, int):
+            flat[key] = value
+    top = sorted(flat.items(), key=lambda kv: -kv[1])[:limit]
+    return ", ".join(f"{reason} {n:,}" for reason, n in top) or "none"
 
 
 def check_steps(clean: CleanConfig) -> None:
