@@ -330,28 +330,26 @@ class Graph:
     def needing(self, name: str) -> list[str]:
         """Every stage that cannot run without ``name``, directly or through others (optional inputs,
         such as the tiny world's conversations for SFT, do not count)."""
-        found: set[str] = set()
-        frontier = [self[name].name]
-        while frontier:
-            current = frontier.pop()
-            for other, inputs in self._required.items():
-                if current in inputs and other not in found:
-                    found.add(other)
-                    frontier.append(other)
+        found = self._downstream(name, self._required)
         return [n for n in self.names if n in found]
 
     def built_on(self, name: str) -> list[str]:
         """Every stage that consumes ``name``, directly or through others: what redoing it invalidates.
         Long-running stages are not among them (they hold no done marker)."""
+        found = self._downstream(name, self._inputs)
+        return [n for n in self.names if n in found and not self.stages[n].long_running]
+
+    def _downstream(self, name: str, edges: dict[str, list[str]]) -> set[str]:
+        """The stages reached from ``name`` along ``edges`` (stage -> the stages it takes from)."""
         found: set[str] = set()
         frontier = [self[name].name]
         while frontier:
             current = frontier.pop()
-            for other, inputs in self._inputs.items():
+            for other, inputs in edges.items():
                 if current in inputs and other not in found:
                     found.add(other)
                     frontier.append(other)
-        return [n for n in self.names if n in found and not self.stages[n].long_running]
+        return found
 
     def _resolve(self, stage: Stage) -> list[str]:
         out: list[str] = []
