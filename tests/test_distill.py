@@ -154,18 +154,18 @@ def test_config_and_graph(tmp_path) -> None:
     with pytest.raises(ValueError, match="must differ"):
         DistillConfig(output_name="x", control_output_name="x")
     g = Graph(load_config(None, [f"run_dir={tmp_path}"]))
-    assert g.consumes("distill") == ["grpo", "sft"]  # grpo makes models/rl: the RL model teaches
+    assert g.consumes("distill") == ["grpo", "sft", "world"]  # grpo makes models/rl: the RL model teaches
     no_rl = Graph(load_config(None, [f"run_dir={tmp_path}", "grpo.output_name=rl_other"]))
-    assert no_rl.consumes("distill") == ["sft"]  # no stage makes models/rl: the sft model teaches
+    assert no_rl.consumes("distill") == ["sft", "world"]  # no stage makes models/rl: the sft model teaches
     assert g.producer("models/student") == "distill" and g.producer("models/student_sft_only") == "distill"
     idk_teacher = Graph(
         load_config(None, [f"run_dir={tmp_path}", "distill.teacher={run_dir}/models/sft_idk"])
     )
-    assert idk_teacher.consumes("distill") == ["idk", "sft"]
+    assert idk_teacher.consumes("distill") == ["idk", "sft", "world"]  # the world: its default prompts
     assert "distill" in idk_teacher.built_on("idk")
     # the demo's student starts from its own smaller base, a pretrain instance run before distill
     demo = Graph(load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", []))
-    assert demo.consumes("distill") == ["grpo", "sft", "pretrain_student"]
+    assert demo.consumes("distill") == ["grpo", "sft", "pretrain_student", "world"]
     assert demo.producer("models/base_student") == "pretrain_student"
     assert [s.name for s in demo].index("pretrain_student") < [s.name for s in demo].index("distill")
 
