@@ -79,6 +79,15 @@ def format_from_name(name: str) -> str | None:
     return _EXT_FORMAT.get(ext)
 
 
+def told_format(by_name: str | None, by_bytes: str | None) -> str | None:
+    """A file's format: what its first bytes say, else its name's. Text is the exception: a ``.txt``
+    or ``.md`` may start with "[", "{" or "<" (Markdown links, code, comments), which says nothing,
+    so its name wins unless the bytes are a binary container (parquet, WARC)."""
+    if by_name == "text" and by_bytes in ("json", "jsonl", "html"):
+        return "text"
+    return by_bytes or by_name
+
+
 def input_error(file_path: str, reason: str, error: str) -> dict[str, Any]:
     return {"file_path": file_path, "step": "read", "reason": reason, "error": error}
 

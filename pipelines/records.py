@@ -26,7 +26,8 @@ from typing import Any
 
 from pipelines import storage
 from pipelines.decode import binary_kind, decode_text, open_decompressed, sniff
-from pipelines.inputs import COMPRESSION_EXT, expand_inputs, format_from_name
+from pipelines.errors import ConfigError
+from pipelines.inputs import COMPRESSION_EXT, expand_inputs, format_from_name, told_format
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,18 @@ def list_files(spec: str | list[str]) -> tuple[list[str], list[Problem]]:
     return [f.path for f in files], problems
 
 
+def require_source_files(key: str, sources: list[Any]) -> None:
+    """``ConfigError`` naming the first source (``key[i]``) whose ``path`` names no file: a mistyped
+    path, said before Ray starts (the sft and rm stages' preflight)."""
+    for i, source in enumerate(sources):
+        files, missing = list_files(source.path)
+        if not files:
+            raise ConfigError(
+                f"{key}[{i}] ({source.label}): no data files at {source.path} "
+                f"({'; '.join(map(str, missing)) or 'no match'})"
+            )
+
+
 def read_records(
     path: str, text_fields: tuple[str, str, str] = ("id", "title", "text")
 ) -> Iterator[Record | Problem]:
@@ -69,7 +82,7 @@ def read_records(
     except OSError as e:
         yield Problem(path, "unreadable", f"cannot open: {e}")
         return
-    if format_from_name(path.rsplit("/", 1)[-1]) == "text" and fmt not in ("parquet", "warc"):
+    if told_format(format_from_name(path.rsplit("/", 1)[-1]), fmt) == "text":
         yield from _text_file(path, compression, text_fields)
         return
     if fmt == "parquet":

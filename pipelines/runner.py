@@ -115,9 +115,8 @@ def run_stage(graph: Graph, name: str, force: bool = False, report: bool = True)
         clear_done(run, later)
     if redo:  # on the console: a user who reran one stage should not find the others undone later
         log.info(
-            "stage %s: %s %s built on its old outputs, so %s no longer complete (raychat run redoes %s)",
-            name, ", ".join(redo), "was" if len(redo) == 1 else "were", "it is" if len(redo) == 1 else "they are",
-            "it" if len(redo) == 1 else "them", extra={"console": True},
+            "stage %s: no longer complete, being built on its old outputs: %s (raychat run redoes them)",
+            name, ", ".join(redo), extra={"console": True},
         )  # fmt: skip
     update_summary(run, name, numbers)
     if not stage.long_running:

@@ -182,12 +182,12 @@ def _stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
-def interruption(prefix: str = "") -> Interrupted:
+def interruption() -> Interrupted:
     """What stopped the command (a SIGTERM seen by ``_stop_cleanly_on_sigterm``, else Ctrl-C), as the
     error the CLI prints in one line with the shell's exit status (128 + the signal)."""
     if _STOP_SIGNAL:
-        return Interrupted(f"{prefix}stopped by SIGTERM", 128 + _STOP_SIGNAL[-1])
-    return Interrupted(f"{prefix}stopped (Ctrl-C)", 128 + signal.SIGINT)
+        return Interrupted("stopped by SIGTERM", 128 + _STOP_SIGNAL[-1])
+    return Interrupted("stopped (Ctrl-C)", 128 + signal.SIGINT)
 
 
 def quiet_ray_data() -> Any:

@@ -30,7 +30,7 @@ from pipelines.clean.formats.parquet import read_parquet
 from pipelines.clean.formats.text import read_text
 from pipelines.clean.formats.warc import read_warc
 from pipelines.decode import sniff_file
-from pipelines.inputs import InputFile
+from pipelines.inputs import InputFile, told_format
 
 log = logging.getLogger(__name__)
 READERS = {
@@ -64,10 +64,8 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
         )
         yield error_row(f.path, None, "empty_file", what)
         return
-    if f.format == "text" and sniffed in ("json", "jsonl", "html"):
-        sniffed = None  # text may start with "[", "{" or "<" (Markdown links, code, comments): the name wins
-    fmt = sniffed or f.format
-    if sniffed and f.format and sniffed != f.format and {sniffed, f.format} != {"json", "jsonl"}:
+    fmt = told_format(f.format, sniffed)
+    if fmt == sniffed and f.format and sniffed != f.format and {sniffed, f.format} != {"json", "jsonl"}:
         log.warning(
             "%s: the name says %s but the bytes say %s; reading it as %s", f.path, f.format, sniffed, sniffed
         )

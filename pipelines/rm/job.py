@@ -71,7 +71,7 @@ def data_dir(run: RunDir, name: str = STAGE) -> Path:
 
 def preflight(cfg: RunConfig, name: str = STAGE) -> None:
     """Before Ray starts: the init model and every source's files exist, tracking is installed."""
-    from pipelines.records import list_files
+    from pipelines.records import require_source_files
 
     settings = getattr(cfg, name)
     init = init_dir(cfg, name)
@@ -83,12 +83,7 @@ def preflight(cfg: RunConfig, name: str = STAGE) -> None:
             else f"run the {default} stage first, or set {name}.init (e.g. {{run_dir}}/models/base)"
         )
         raise ConfigError(f"{name}: no model to start from at {init} ({hint})")
-    for i, src in enumerate(settings.sources):
-        files, missing = list_files(src.path)
-        if not files:
-            raise ConfigError(
-                f"{name}.sources[{i}] ({src.label}): no files at {src.path} ({'; '.join(map(str, missing))})"
-            )
+    require_source_files(f"{name}.sources", settings.sources)
     world = RunDir(Path(cfg.run_dir)).world / "facts.json"
     if not settings.sources and not (settings.world.enabled and world.is_file()):
         raise ConfigError(

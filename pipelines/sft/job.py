@@ -114,19 +114,13 @@ def load_conversations(
 def preflight(cfg: RunConfig, name: str = STAGE) -> None:
     """A model to start from and a tokenizer with the chat tokens, checked before Ray starts. (Run
     after the stages before it, so models/base exists by then in ``raychat run``.)"""
-    from pipelines.records import list_files
+    from pipelines.records import require_source_files
     from pipelines.sft.train import ChatModelSource
 
     run = RunDir(Path(cfg.run_dir).resolve())
     settings = getattr(cfg, name)
     ChatModelSource.resolve(run, settings)
-    for i, source in enumerate(settings.sources):  # a mistyped path, before Ray starts
-        files, missing = list_files(source.path)
-        if not files:
-            raise ConfigError(
-                f"{name}.sources[{i}] ({source.label}): no data files at {source.path} "
-                f"({'; '.join(map(str, missing)) or 'no match'})"
-            )
+    require_source_files(f"{name}.sources", settings.sources)
     if not settings.sources and not (settings.world_kinds and (run.world / "facts.json").is_file()):
         raise ConfigError(
             f"{name}: no training data: give {name}.sources, or run the world stage for the tiny world's"
