@@ -140,7 +140,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from pipelines.chat_cmd import add_chat_args
 
         add_chat_args(p)
+    for p in sub.choices.values():  # what parse_args refuses an argument with (a stage's command is "stage")
+        p.set_defaults(command_parser=p)
     return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line, with an argument the command does not take refused by the command's own
+    parser: ``raychat sample --model M hello extra`` says ``raychat sample: error: unrecognized
+    arguments: hello extra`` under the sample usage. Why: argparse hands a subcommand's leftovers up
+    to the top-level parser, whose error shows the list of every command and not the one run."""
+    args, extra = build_parser(argv).parse_known_args(argv)
+    if extra:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _warn_without_config(config: str | None, graph: Graph, stage: str | None = None) -> None:
@@ -239,7 +252,7 @@ def _stage_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    args = parse_args(argv)
     if getattr(args, "verbose", False):
         setup_logging(verbose=True)
     try:

@@ -6,7 +6,10 @@
 The prompt is encoded with the tokenizer saved in the model directory and, as in pretraining, follows an
 ``<|endoftext|>`` (a document start; ``--no-bos`` leaves it out). Sample i uses seed ``--seed + i``, so a
 run is reproducible when ``--seed`` is given. ``--json`` prints one JSON object per sample:
-``{"text", "token_ids", "finish_reason", "prompt"}`` with the generated tokens only.
+``{"text", "token_ids", "finish_reason", "prompt"}`` with the generated tokens only. Prompt and reply
+share the model's context (its ``max_seq_len``): when the prompt leaves fewer tokens than
+``--max-tokens``, one warning line on stderr says where the replies will stop, and sampling goes on,
+so that a reply cut at the context is not taken for the model's own ending.
 """
 
 from __future__ import annotations
@@ -96,6 +99,13 @@ def main_sample(args: argparse.Namespace) -> int:
     except (CheckpointError, VLLMUnavailable) as e:
         print(f"raychat sample: {e}", file=sys.stderr)
         return 2
+    room = engine.max_seq_len - len(prompt_ids)
+    if 0 < room < args.max_tokens:  # no room at all is the engine's error below
+        print(
+            f"raychat sample: warning: replies stop at {room} tokens, not --max-tokens {args.max_tokens}: "
+            f"the model's context is {engine.max_seq_len} tokens and the prompt takes {len(prompt_ids)}",
+            file=sys.stderr,
+        )
     try:
         results = engine.generate([prompt_ids] * args.num_samples, params)
     except ValueError as e:  # for example a prompt longer than the model's context
