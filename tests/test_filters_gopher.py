@@ -184,3 +184,69 @@ def test_thresholds_out_of_range_fail_when_the_config_is_read(config_class, sett
         config_class(**setting)
     if not isinstance(next(iter(setting.values())), dict):
         config_class(**dict.fromkeys(setting))  # None still turns the rule off
+
+
+# ---- what a rejected row says ----
+
+
+def test_every_gopher_rejection_says_the_measured_value_and_the_threshold() -> None:
+    """The reason stays the counted rule; the detail is the number it measured against the threshold."""
+    from pipelines.clean.filters.base import run_steps
+
+    phrase = "we ship every order within two business days from our warehouse in Leeds"
+    words = ARTICLE.split()
+    repeated = f"{' '.join(words[:40])} {phrase}. {' '.join(words[40:80])} {phrase}. {' '.join(words[80:])}"
+    repeated += f" {phrase}. {phrase}."
+    quality, repetition = GopherQualityFilter(), GopherRepetitionFilter()
+    cases = [
+        (quality, "Welcome to the home page of the mill museum.", "too_few_words", "word count 9 < 50"),
+        (
+            quality,
+            " ".join(["a", "be", "to", "of", "an"] * 12),
+            "mean_word_length_low",
+            "mean word length 1.8 < 3",
+        ),
+        (
+            quality,
+            ARTICLE + " #travel #summer #mill #river" * 20,
+            "too_many_hashes",
+            "'#' per token 80/307 = 0.261 > 0.1",
+        ),
+        (
+            quality,
+            "\n".join(f"Read the whole story about the mill and the river number {i}..." for i in range(6))
+            + "\n"
+            + ARTICLE,
+            "too_many_ellipsis_lines",
+            "lines ending with an ellipsis 6/9 = 0.667 > 0.3",
+        ),
+        (
+            quality,
+            " ".join(["Millbrook", "river", "grain", "mill", "museum", "flood", "valley", "diary"] * 10),
+            "too_few_stop_words",
+            "distinct stop words 0 < 2",
+        ),
+        (
+            repetition,
+            "Buy cheap watches online today.\n" * 8 + ARTICLE,
+            "dup_line_frac",
+            "duplicate lines 7/11 = 0.636 > 0.3",
+        ),
+        (
+            repetition,
+            "Click here to win a free phone now! " * 30,
+            "top_2_gram",
+            "characters in the most frequent 2-gram 300/1080 = 0.278 > 0.2",
+        ),
+        (repetition, repeated, "dup_6_gram", "characters in repeated 6-grams 164/1054 = 0.156 > 0.14"),
+    ]
+    for step, text, reason, detail in cases:
+        result = run_steps([step], [{"text": text, "id": reason}])
+        assert [(r["reason"], r["detail"]) for r in result.rejected] == [(reason, detail)]
+
+
+def test_a_measured_value_next_to_its_threshold_shows_the_digits_that_differ() -> None:
+    """A mean word length of 10.004 over 10 must not read "10 > 10"."""
+    text = "abcdefghij " * 249 + "abcdefghijk"
+    drop = GopherQualityFilter().decide({"text": text})
+    assert drop == "mean_word_length_high" and drop.detail == "mean word length 10.004 > 10"

@@ -4,6 +4,11 @@
 
 Repetition catches boilerplate and spam that repeat lines, paragraphs or phrases; quality catches
 pages that are too short or long, made of symbols or lists, or not written in sentences.
+
+A rejection's reason names the rule (a counted, low-cardinality string); its ``detail`` is the
+measured value against the threshold (``'#' per token 31/100 = 0.31 > 0.1``), so a rejected row says
+how far it missed and a threshold can be judged from the rejected data alone. The detail is written
+only once a rule has rejected the document: the comparisons alone decide, as fast as without it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,23 @@ from pipelines.clean.filters.text_stats import NGramStats, find_duplicates, toke
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
+
+
+def _measured(what: str, value: float, sign: str, threshold: float) -> str:
+    """``"<what> <value> <sign> <threshold>"``; a fraction has as many digits as it takes to differ
+    from the threshold (0.1004 over 0.1 must not read "0.1 > 0.1")."""
+    limit = str(threshold) if isinstance(threshold, int) else f"{threshold:g}"
+    if isinstance(value, int):
+        return f"{what} {value} {sign} {limit}"
+    digits = 3
+    while (shown := f"{value:.{digits}g}") == limit and digits < 17:
+        digits += 1
+    return f"{what} {shown} {sign} {limit}"
+
+
+def _fraction(what: str, count: int, total: int, sign: str, threshold: float) -> str:
+    """``"<what> <count>/<total> = <fraction> <sign> <threshold>"``: the counts behind a ratio rule."""
+    return _measured(f"{what} {count}/{total} =", count / total, sign, threshold)
 
 
 class GopherRepetitionFilter(Filter):
@@ -39,24 +61,39 @@ class GopherRepetitionFilter(Filter):
         paragraphs = _PARAGRAPH_BREAK.split(text.strip())
         n_dup, dup_chars = find_duplicates(paragraphs)
         if cfg.dup_para_frac is not None and n_dup / len(paragraphs) > cfg.dup_para_frac:
-            return "dup_para_frac"
+            detail = _fraction("duplicate paragraphs", n_dup, len(paragraphs), ">", cfg.dup_para_frac)
+            return self.drop("dup_para_frac", detail)
         if cfg.dup_para_char_frac is not None and dup_chars / n_chars > cfg.dup_para_char_frac:
-            return "dup_para_char_frac"
+            detail = _fraction(
+                "characters in duplicate paragraphs", dup_chars, n_chars, ">", cfg.dup_para_char_frac
+            )
+            return self.drop("dup_para_char_frac", detail)
 
         lines = _LINE_BREAK.split(text)
         n_dup, dup_chars = find_duplicates(lines)
         if cfg.dup_line_frac is not None and n_dup / len(lines) > cfg.dup_line_frac:
-            return "dup_line_frac"
+            return self.drop(
+                "dup_line_frac", _fraction("duplicate lines", n_dup, len(lines), ">", cfg.dup_line_frac)
+            )
         if cfg.dup_line_char_frac is not None and dup_chars / n_chars > cfg.dup_line_char_frac:
-            return "dup_line_char_frac"
+            detail = _fraction(
+                "characters in duplicate lines", dup_chars, n_chars, ">", cfg.dup_line_char_frac
+            )
+            return self.drop("dup_line_char_frac", detail)
 
         stats = NGramStats(tokenize(text))
         for n, max_frac in self._top:
             if stats.top_ngram_exceeds(n, max_frac * n_chars):
-                return f"top_{n}_gram"
+                what = f"characters in the most frequent {n}-gram"
+                return self.drop(
+                    f"top_{n}_gram", _fraction(what, stats.top_ngram_chars(n), n_chars, ">", max_frac)
+                )
         for n, max_frac in self._dup:
             if stats.duplicate_ngrams_exceed(n, max_frac * n_chars):
-                return f"dup_{n}_gram"
+                what = f"characters in repeated {n}-grams"
+                return self.drop(
+                    f"dup_{n}_gram", _fraction(what, stats.duplicate_ngram_chars(n), n_chars, ">", max_frac)
+                )
         return None
 
 
@@ -82,38 +119,53 @@ class GopherQualityFilter(Filter):
         # words are the tokens that are not only punctuation ("...", "$"); ratios divide by all tokens
         n_words, word_chars, n_alpha = word_counts(tokens)
         if n_tokens == 0 or (cfg.min_words is not None and n_words < cfg.min_words):
-            return "too_few_words"
+            detail = _measured("word count", n_words, "<", cfg.min_words) if cfg.min_words else "no words"
+            return self.drop("too_few_words", detail)
         if cfg.max_words is not None and n_words > cfg.max_words:
-            return "too_many_words"
+            return self.drop("too_many_words", _measured("word count", n_words, ">", cfg.max_words))
 
         if n_words:
             mean_length = word_chars / n_words
             if cfg.min_mean_word_length is not None and mean_length < cfg.min_mean_word_length:
-                return "mean_word_length_low"
+                detail = _measured("mean word length", mean_length, "<", cfg.min_mean_word_length)
+                return self.drop("mean_word_length_low", detail)
             if cfg.max_mean_word_length is not None and mean_length > cfg.max_mean_word_length:
-                return "mean_word_length_high"
+                detail = _measured("mean word length", mean_length, ">", cfg.max_mean_word_length)
+                return self.drop("mean_word_length_high", detail)
 
         if cfg.max_symbol_word_ratio is not None:
-            if text.count("#") / n_tokens > cfg.max_symbol_word_ratio:
-                return "too_many_hashes"
-            if (text.count("...") + text.count("…")) / n_tokens > cfg.max_symbol_word_ratio:
-                return "too_many_ellipses"
+            hashes = text.count("#")
+            if hashes / n_tokens > cfg.max_symbol_word_ratio:
+                detail = _fraction("'#' per token", hashes, n_tokens, ">", cfg.max_symbol_word_ratio)
+                return self.drop("too_many_hashes", detail)
+            ellipses = text.count("...") + text.count("…")
+            if ellipses / n_tokens > cfg.max_symbol_word_ratio:
+                detail = _fraction("ellipses per token", ellipses, n_tokens, ">", cfg.max_symbol_word_ratio)
+                return self.drop("too_many_ellipses", detail)
 
         lines = text.splitlines()
         if lines:
             if cfg.max_bullet_lines_ratio is not None:
                 bullets = sum(1 for line in lines if line.lstrip().startswith(_BULLETS))
                 if bullets / len(lines) > cfg.max_bullet_lines_ratio:
-                    return "too_many_bullet_lines"
+                    what = "lines starting with a bullet"
+                    detail = _fraction(what, bullets, len(lines), ">", cfg.max_bullet_lines_ratio)
+                    return self.drop("too_many_bullet_lines", detail)
             if cfg.max_ellipsis_lines_ratio is not None:
                 ellipses = sum(1 for line in lines if line.rstrip().endswith(_ELLIPSES))
                 if ellipses / len(lines) > cfg.max_ellipsis_lines_ratio:
-                    return "too_many_ellipsis_lines"
+                    what = "lines ending with an ellipsis"
+                    detail = _fraction(what, ellipses, len(lines), ">", cfg.max_ellipsis_lines_ratio)
+                    return self.drop("too_many_ellipsis_lines", detail)
 
         if cfg.min_alpha_words_ratio is not None:
             if n_alpha / n_tokens < cfg.min_alpha_words_ratio:
-                return "too_few_alpha_words"
+                detail = _fraction("tokens with a letter", n_alpha, n_tokens, "<", cfg.min_alpha_words_ratio)
+                return self.drop("too_few_alpha_words", detail)
 
-        if cfg.min_stop_words is not None and len(self._stop_words.intersection(tokens)) < cfg.min_stop_words:
-            return "too_few_stop_words"
+        if cfg.min_stop_words is not None:
+            stop_words = len(self._stop_words.intersection(tokens))
+            if stop_words < cfg.min_stop_words:
+                detail = _measured("distinct stop words", stop_words, "<", cfg.min_stop_words)
+                return self.drop("too_few_stop_words", detail)
         return None
