@@ -119,15 +119,17 @@ def test_the_control_leaves_out_conversations_longer_than_its_rows(caplog) -> No
     """The control reuses the sft mixture at distill.seq_len: too-long ones are counted, not warned."""
     from lm.chat import ChatFormat
     from lm.tokenizer import R50K_PATTERN, Tokenizer
-    from pipelines.sft.data import TOO_LONG, render_examples
+    from pipelines.sft.data import TOO_LONG, log_skipped, render_examples
 
     tok = Tokenizer.from_ranks("bytes", R50K_PATTERN, {bytes([b]): b for b in range(256)})
     short = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
     long = {"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "4"}]}
     with caplog.at_level("INFO"):
-        kept = render_examples([short, long, short], ChatFormat(tok), 64, skips_expected=True)
+        kept = render_examples([short, long, short], ChatFormat(tok), 64)
+        log_skipped("distill_control", kept, render_examples([short], ChatFormat(tok), 64), expected=True)
     assert len(kept) == 2 and kept.skipped == {TOO_LONG: 1}
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "distill_control: 1 of 4 conversations skipped" in caplog.text
 
 
 def test_problems_are_read_from_world_and_gsm8k_rows(tmp_path) -> None:

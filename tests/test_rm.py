@@ -551,6 +551,38 @@ def test_a_short_run_beats_chance_on_held_out_pairs(run_dir: Path):
         assert after[f"heldout_accuracy/{group}"] > 0.6, after
 
 
+def test_a_changed_initial_model_is_named_as_what_changed(run_dir: Path, tmp_path: Path):
+    """The rm's checkpoints cover its pairs and the weights it starts from; a re-trained init model
+    with the same pairs was said to be "the training data changed"."""
+    import shutil
+
+    from pipelines.config import load_config
+    from pipelines.rm.job import prepare
+    from pipelines.train.loop import incompatibilities, what_changed
+
+    init = tmp_path / "base"
+    shutil.copytree(run_dir / "models" / "base", init)
+    cfg = load_config(None, [f"run_dir={run_dir}", *SHORT_RUN, f"rm.init={init}"])
+    before, _, _ = prepare(cfg)
+    meta = {
+        "position": 0,
+        "data_fingerprint": before.data_fingerprint(),
+        "input_fingerprints": before.fingerprint_parts(),
+    }
+    (init / "raychat.json").write_text(json.dumps({"stage": "pretrain", "steps": 2}))  # trained again
+    after, _, _ = prepare(cfg)
+    assert what_changed(meta, after) == "the initial model"
+    assert incompatibilities(meta, after) == ["the initial model changed since it was written"]
+    meta = {
+        "position": 0,
+        "data_fingerprint": after.data_fingerprint(),
+        "input_fingerprints": after.fingerprint_parts(),
+    }
+    fewer = load_config(None, [f"run_dir={run_dir}", *SHORT_RUN, f"rm.init={init}", "rm.world.per_kind=200"])
+    assert what_changed(meta, prepare(fewer)[0]) == "the training data"
+    prepare(cfg)  # the run's rm_data as the other tests left it
+
+
 # -- the stage and the reward pool (Ray) -----------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+TRAINING_DATA = "the training data"  # what a data fingerprint covers unless a task names more inputs
+
 if TYPE_CHECKING:
     import torch
 
@@ -73,6 +75,13 @@ class TrainTask:
     def data_fingerprint(self) -> str | None:
         """Which data a checkpoint was trained on; checkpoints of other data are set aside, not resumed."""
         return None
+
+    def fingerprint_parts(self) -> dict[str, str]:
+        """What ``data_fingerprint`` covers, by name ("the initial model": its hash), recorded in every
+        checkpoint so that one set aside is said to be stale because of the input that changed. A task
+        whose fingerprint covers more than its data names the parts; by default it is all data."""
+        fingerprint = self.data_fingerprint()
+        return {} if fingerprint is None else {TRAINING_DATA: fingerprint}
 
     def progress(self, position: Any) -> dict[str, Any]:
         """What the position means, for metrics and checkpoint meta (e.g. tokens_seen, epoch)."""

@@ -23,7 +23,6 @@ has its own settings, data, checkpoints and numbers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from pipelines.errors import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.shorthands import TRAINING
 from pipelines.stages import rm_default_init
+from pipelines.train.fingerprints import INITIAL_MODEL, TRAINING_DATA, model_fingerprint
 from pipelines.train.tracking import TrackingUnavailable, check_tracking_available
 
 if TYPE_CHECKING:
@@ -193,10 +193,6 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
                 f"{name}: no held-out pairs to measure the model on; keep the tiny world's pairs or set a "
                 "source's heldout_fraction above 0"
             )
-    h = hashlib.sha256(index["fingerprint"].encode())
-    for f in ("config.json", "raychat.json"):  # the weights it starts from: redoing sft retrains the rm
-        if (init / f).is_file():
-            h.update((init / f).read_bytes())
     task = RMTask(
         rm=settings,
         model_config=model_config,
@@ -208,7 +204,8 @@ def prepare(cfg: RunConfig, name: str = STAGE) -> tuple[RMTask, Any, dict[str, A
         seq_len=seq_len,
         pad_id=chat.special_ids.get("<|pad|>", tokenizer.eot_id),
         seed=seed,
-        fingerprint=h.hexdigest()[:16],
+        # the weights it starts from too: redoing sft retrains the rm
+        fingerprints={TRAINING_DATA: index["fingerprint"], INITIAL_MODEL: model_fingerprint(init)},
     )
     return task, tokenizer, index
 

@@ -11,7 +11,7 @@ margin, and the accuracy of each group (a source, or a kind of world pair).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from lm.reward_model import RewardModel, bradley_terry_loss, sequence_rewards
 from lm.train.task import TrainTask
 from pipelines.rm.config import RMConfig
 from pipelines.rm.data import PairBatches, PairSet, eval_batches
+from pipelines.train.fingerprints import NamedInputs
 
 if TYPE_CHECKING:
     from lm.train.trainer import Trainer
@@ -32,7 +33,7 @@ EVAL_BATCH_PAIRS = 64
 
 
 @dataclass
-class RMTask(TrainTask):
+class RMTask(NamedInputs, TrainTask):
     rm: RMConfig
     model_config: ModelConfig
     init_dir: str  # absolute: Ray workers change directory
@@ -43,7 +44,7 @@ class RMTask(TrainTask):
     seq_len: int
     pad_id: int
     seed: int
-    fingerprint: str = ""
+    fingerprints: dict[str, str] = field(default_factory=dict)  # the pairs and the initial model
 
     def __post_init__(self) -> None:
         steps = self.rm.max_steps or -(-int(self.rm.epochs * self.mixture_pairs) // self.rm.batch_pairs)
@@ -135,9 +136,6 @@ class RMTask(TrainTask):
 
     def identity(self) -> dict[str, Any]:
         return {"model_config": self.model_config.model_dump(), "seq_len": self.seq_len, "seed": self.seed}
-
-    def data_fingerprint(self) -> str | None:
-        return self.fingerprint
 
     def progress(self, position: int) -> dict[str, Any]:
         return {"pairs_seen": position, "epoch": position / self.mixture_pairs}

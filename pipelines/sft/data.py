@@ -87,15 +87,13 @@ class Examples:
 TOO_LONG = "too long: its first reply starts past seq_len"
 
 
-def render_examples(
-    conversations: Sequence[Any], chat: ChatFormat, seq_len: int, skips_expected: bool = False
-) -> Examples:
+def render_examples(conversations: Sequence[Any], chat: ChatFormat, seq_len: int) -> Examples:
     """Render each conversation to at most ``seq_len + 1`` tokens (a row of ``seq_len`` inputs).
 
     A conversation that is malformed, or whose first trained token does not fit, is skipped and
-    counted by reason; one whose first reply had to be cut is kept and counted (``cut``). Skips are a
-    warning about the user's data, unless the caller knowingly trains at a shorter row than the data
-    was written for (``skips_expected``: the distill stage's control on the sft mixture).
+    counted by reason; one whose first reply had to be cut is kept and counted (``cut``). Nothing is
+    logged here: a stage renders its training and validation sets (the ablation its sets twice), and
+    ``log_skipped`` says once what the stage left out.
     """
     ids: list[np.ndarray] = []
     masks: list[np.ndarray] = []
@@ -121,10 +119,24 @@ def render_examples(
         np.cumsum([len(x) for x in ids], out=offsets[1:])
     flat = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
     flat_mask = np.concatenate(masks) if masks else np.zeros(0, dtype=np.uint8)
-    if skipped:
-        level = logging.INFO if skips_expected else logging.WARNING
-        log.log(level, "sft: %d conversations skipped (%s)", sum(skipped.values()), dict(skipped))
     return Examples(flat, flat_mask, offsets, skipped, cut)
+
+
+def log_skipped(stage: str, train: Examples, val: Examples, expected: bool = False) -> None:
+    """One line for the conversations a stage left out, training and validation together, with the
+    reasons. A warning about the user's data, unless the caller knowingly trains at a shorter row than
+    the data was written for (``expected``: the distill stage's control on the sft mixture): INFO."""
+    skipped = train.skipped + val.skipped
+    if not skipped:
+        return
+    n = sum(skipped.values())
+    n_val = sum(val.skipped.values())
+    log.log(
+        logging.INFO if expected else logging.WARNING,
+        "%s: %d of %d conversations skipped (%d training, %d validation): %s",
+        stage, n, len(train) + len(val) + n, n - n_val, n_val,
+        "; ".join(f"{reason} ({count})" for reason, count in skipped.most_common()),
+    )  # fmt: skip
 
 
 class ExampleStream:

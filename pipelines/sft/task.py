@@ -13,7 +13,7 @@ cross-entropy, comparable with a plain fine-tune's, and ``val_kl`` is added.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,13 +26,14 @@ from lm.train.losses import Loss, next_token_loss
 from lm.train.models import pretrained_model
 from lm.train.task import TrainTask
 from pipelines.sft.data import Examples, ExampleStream, eval_rows, pack_step, rows_for_rank
+from pipelines.train.fingerprints import NamedInputs
 
 if TYPE_CHECKING:
     from lm.train.trainer import Trainer
 
 
 @dataclass
-class SFTTask(TrainTask):
+class SFTTask(NamedInputs, TrainTask):
     init_dir: str  # absolute: Ray workers change directory
     model_config: ModelConfig  # the init model's, with max_seq_len at least seq_len
     train_file: str
@@ -44,7 +45,9 @@ class SFTTask(TrainTask):
     seed: int
     pad_id: int
     num_examples: int
-    fingerprint: str = ""
+    # what it trains from, by name ("the initial model": its fingerprint); in this order they make
+    # ``data_fingerprint``, and the one that changed is named when old checkpoints are set aside
+    fingerprints: dict[str, str] = field(default_factory=dict)
     logit: LogitDistillation | None = None  # train against this teacher's distributions too
 
     def __post_init__(self) -> None:
@@ -116,9 +119,6 @@ class SFTTask(TrainTask):
             "batch_rows": self.batch_rows,
             "seed": self.seed,
         }
-
-    def data_fingerprint(self) -> str | None:
-        return self.fingerprint
 
     def progress(self, position: int) -> dict[str, Any]:
         return {"examples_seen": position, "epoch": position / self.num_examples}

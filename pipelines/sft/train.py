@@ -14,7 +14,6 @@ and the tokenizer files hold the Jinja ``chat_template`` (lm/chat_template.py), 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -86,26 +85,6 @@ def split_validation(
     return [c for c in conversations if id(c) not in ids], held
 
 
-def fingerprint(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode() if isinstance(p, str) else p)
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _init_fingerprint(model_dir: Path) -> str:
-    """Which init weights: a re-pretrained base (new raychat.json, new weights) means a new fine-tune."""
-    parts = [
-        (model_dir / n).read_bytes() for n in ("config.json", "raychat.json") if (model_dir / n).is_file()
-    ]
-    weights = model_dir / "model.safetensors"
-    if weights.is_file():
-        st = weights.stat()
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    return fingerprint(*parts)
-
-
 def export_chat_model(model: Any, out_dir: Path, tokenizer: Any, meta: dict[str, Any]) -> Path:
     """A chat model directory: the weights, the tokenizer with the chat template, and
     ``generation_config.json`` ending replies at ``<|im_end|>`` (and ``<|endoftext|>``)."""
@@ -134,20 +113,24 @@ def train_chat_model(
     logit-distilled student, lm/train/logit_distill.py); a changed teacher or setting retrains.
     ``skips_expected``: conversations that do not fit ``sft.seq_len`` are left out without a warning
     (counted in ``skipped`` all the same).
+    Its checkpoints record what it trains from by name (the training and validation data, the initial
+    model, a teacher and its settings), so old ones that no longer fit are set aside saying which changed.
     Returns the run's numbers: steps, examples, trained tokens, losses, tokens/s, the model directory.
     """
     from lm.chat import ChatFormat
-    from pipelines.sft.data import ExampleStream, count_steps, render_examples
+    from pipelines.sft.data import ExampleStream, count_steps, log_skipped, render_examples
     from pipelines.sft.task import SFTTask
     from pipelines.train.curves import read_history
     from pipelines.train.driver import fit, load_trained
+    from pipelines.train.fingerprints import INITIAL_MODEL, TRAINING_DATA, model_fingerprint
     from pipelines.train.loop import FitSpec
 
     run = RunDir(Path(cfg.run_dir).resolve())
     tok = source.tokenizer
     chat = ChatFormat(tok)
-    examples = render_examples(train, chat, sft.seq_len, skips_expected)
-    val_examples = render_examples(val, chat, sft.seq_len, skips_expected)
+    examples = render_examples(train, chat, sft.seq_len)
+    val_examples = render_examples(val, chat, sft.seq_len)
+    log_skipped(stage, examples, val_examples, skips_expected)
     if not len(examples):
         raise ConfigError(f"{stage}: no trainable conversations ({dict(examples.skipped) or 'none given'})")
     data_dir = run.scratch(stage, "tokens")
@@ -175,16 +158,19 @@ def train_chat_model(
         seed=seed,
         pad_id=tok.eot_id,
         num_examples=len(examples),
-        fingerprint=fingerprint(
-            examples.fingerprint(),
-            val_examples.fingerprint(),
-            _init_fingerprint(source.model_dir),
-            *(
-                [_init_fingerprint(Path(logit.teacher_dir)), json.dumps(dataclasses.asdict(logit))]
+        fingerprints={
+            TRAINING_DATA: examples.fingerprint(),
+            "the validation data": val_examples.fingerprint(),
+            INITIAL_MODEL: model_fingerprint(source.model_dir),
+            **(
+                {
+                    "the teacher model": model_fingerprint(Path(logit.teacher_dir)),
+                    "the logit-distillation settings": json.dumps(dataclasses.asdict(logit)),
+                }
                 if logit is not None
-                else []
+                else {}
             ),
-        ),
+        },
         logit=logit,
     )
     trained_tokens = examples.trained_tokens()

@@ -28,7 +28,14 @@ from pipelines.errors import ConfigError, Interrupted
 from pipelines.run_dir import RunDir
 from pipelines.runtime import init_ray, interruption
 from pipelines.train.config import TrainingConfig
-from pipelines.train.loop import META_FILE, FitSpec, incompatibilities, read_meta, train_loop_per_worker
+from pipelines.train.loop import (
+    META_FILE,
+    FitSpec,
+    incompatibilities,
+    read_meta,
+    train_loop_per_worker,
+    what_changed,
+)
 
 if TYPE_CHECKING:
     from pipelines.config import RayConfig
@@ -129,7 +136,8 @@ def check_resumable(spec: FitSpec) -> None:
 
 
 def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:
-    """Move away checkpoints of other data, so that redoing tokenize (or clean) retrains from scratch.
+    """Move away checkpoints of other inputs, so that redoing tokenize (or clean, or the model a
+    fine-tune starts from) retrains from scratch, saying which input changed.
 
     Ray Train resumes from whatever its storage holds; weights trained on the old data would be
     continued on, or exported with, a tokenizer they never saw. They are renamed, not deleted.
@@ -139,12 +147,13 @@ def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:
     if latest is None or fingerprint is None:
         return None
     try:
-        seen = read_meta(latest).get("data_fingerprint")
+        meta = read_meta(latest)
     except (OSError, json.JSONDecodeError):
         return None  # check_resumable says what is wrong with it
+    seen = meta.get("data_fingerprint")
     if seen is None or seen == fingerprint:
         return None
-    return set_aside(spec.run, spec.stage, "the training data changed since they were written")
+    return set_aside(spec.run, spec.stage, f"{what_changed(meta, spec.task)} changed since they were written")
 
 
 def set_aside(run: RunDir, stage: str, why: str) -> Path | None:

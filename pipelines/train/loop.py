@@ -33,6 +33,7 @@ from pipelines.console import write_status
 from pipelines.run_dir import MetricsWriter, RunDir
 from pipelines.runtime import format_seconds, setup_logging
 from pipelines.train.config import TrainingConfig
+from pipelines.train.fingerprints import TRAINING_DATA
 from pipelines.train.tracking import make_tracker
 
 log = logging.getLogger("raychat.train")
@@ -78,8 +79,24 @@ def incompatibilities(meta: dict[str, Any], task: TrainTask) -> list[str]:
             problems.append(f"{key} {meta.get(key)} != {value}")
     fingerprint = task.data_fingerprint()
     if meta.get("data_fingerprint", fingerprint) != fingerprint:
-        problems.append("the training data changed since it was written")
+        problems.append(f"{what_changed(meta, task)} changed since it was written")
     return problems
+
+
+def what_changed(meta: dict[str, Any], task: TrainTask) -> str:
+    """The inputs whose fingerprints differ between a checkpoint's ``meta`` and ``task`` ("the initial
+    model"), for a checkpoint whose ``data_fingerprint`` differs. One written before checkpoints named
+    their inputs gets every input the task names, joined by "or"."""
+    now, then = task.fingerprint_parts(), meta.get("input_fingerprints")
+    if isinstance(then, dict):
+        changed = [name for name in {**then, **now} if then.get(name) != now.get(name)]
+        if changed:
+            return _join(changed, "and")
+    return _join(list(now), "or") or TRAINING_DATA
+
+
+def _join(names: list[str], word: str) -> str:
+    return f"{', '.join(names[:-1])} {word} {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
@@ -233,24 +250,34 @@ def save_and_report(
     with tempfile.TemporaryDirectory(prefix="raychat-ckpt-", ignore_cleanup_errors=True) as tmp:
         d = Path(tmp)
         trainer.save(d, state)
-        meta = {
-            "stage": spec.stage,
-            "step": step,
-            "total_steps": task.total_steps,
-            "position": position,
-            **progress,
-            "world_size": trainer.world_size,
-            **task.identity(),
-            "data_fingerprint": task.data_fingerprint(),
-            "last": last,
-            "tokens_per_s": tokens_per_s,
-        }
+        meta = checkpoint_meta(spec, step, position, trainer.world_size, last, tokens_per_s)
         (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"checkpoint_step{step:07d}",
         )
+
+
+def checkpoint_meta(
+    spec: FitSpec, step: int, position: Any, world_size: int, last: dict[str, Any], tokens_per_s: float | None
+) -> dict[str, Any]:
+    """A checkpoint's ``meta.json``: where training stands, and what the next run is compared with
+    (``incompatibilities``; the driver's set-aside of checkpoints whose inputs changed)."""
+    task = spec.task
+    return {
+        "stage": spec.stage,
+        "step": step,
+        "total_steps": task.total_steps,
+        "position": position,
+        **task.progress(position),
+        "world_size": world_size,
+        **task.identity(),
+        "data_fingerprint": task.data_fingerprint(),
+        "input_fingerprints": task.fingerprint_parts(),
+        "last": last,
+        "tokens_per_s": tokens_per_s,
+    }
 
 
 def progress_line(
