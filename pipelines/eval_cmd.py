@@ -175,6 +175,11 @@ def main_eval(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         print(f"raychat eval: {e}", file=sys.stderr)
         return 2
+    if args.model and args.data:
+        from pipelines.evaluation.contamination import contamination_warning
+
+        if warning := contamination_warning(args.model, args.data):
+            print(f"raychat eval: {warning}", file=sys.stderr)
     started = time.time()
     try:
         if args.base_url:

@@ -258,6 +258,9 @@ def check_end_to_end_then_skipped_and_resumed(
     for model in ("student", "student_sft_only", "student_logit"):
         config = json.loads((run_dir / "models" / model / "config.json").read_text())
         assert config["hidden_size"] == 32 and config["num_hidden_layers"] == 1
+    for model in ("student", "student_logit"):  # raychat eval warns on the file they learnt
+        trained_on = json.loads((run_dir / "models" / model / "raychat.json").read_text())["trained_on"]
+        assert [f["path"] for f in trained_on] == [str((data / "train.jsonl").resolve())]
     report = (run_dir / "report.md").read_text()
     assert "## distill" in report and "plots/distill_accuracy.png" in report
     assert "Logit distillation (KL weight 0.5, temperature 1.0, over the teacher's top-16" in report

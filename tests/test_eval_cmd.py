@@ -235,3 +235,53 @@ def test_a_server_that_ignores_n_is_asked_again_and_a_busy_one_retried(tmp_path)
             generate_http(quirky.url, cat, params, model="quirky")
     finally:
         quirky.server.shutdown()
+
+
+def _trained_model(model: Path, stage: str, data: list[Path], init: Path | None = None) -> Path:
+    """A model directory as far as the contamination check reads it: raychat.json, written the way
+    the training stages write it."""
+    from pipelines.evaluation.contamination import TRAINED_ON, trained_on_record
+
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    meta = {"stage": stage, TRAINED_ON: trained_on_record(data), **({"init": str(init)} if init else {})}
+    (model / "raychat.json").write_text(json.dumps(meta))
+    return model
+
+
+def test_evaluating_on_the_models_training_data_warns_of_contamination(tmp_path, capsys, monkeypatch):
+    """A model fine-tuned on a file, or one fine-tuned from that model, is warned about on that file
+    (however the path is spelled) and on a copy of it, and not on other data of the same size."""
+    from pipelines import runtime
+
+    train = _qa_file(tmp_path)
+    models = tmp_path / "models"
+    base = _trained_model(models / "base", "pretrain", [])
+    sft = _trained_model(models / "sft", "sft", [train], init=base)
+    rl = _trained_model(models / "rl", "grpo", [], init=sft)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(train.read_bytes())
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(train.read_text().replace("10 * 10", "10 * 11"))  # the same size, other bytes
+    assert held_out.stat().st_size == train.stat().st_size
+
+    def stop(_cfg):  # the warning comes before Ray would start: stop there
+        raise ConfigError("stopped before Ray")
+
+    monkeypatch.setattr(runtime, "init_ray", stop)
+
+    def warnings(model: Path, data: Path | str) -> list[str]:
+        assert main(["eval", "--model", str(model), "--task", "jsonl", "--data", str(data)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1] == "raychat eval: stopped before Ray", lines
+        return lines[:-1]
+
+    monkeypatch.chdir(tmp_path / "models")
+    for model, data in ((sft, train), (rl, train), (rl, f"../{train.name}")):
+        (line,) = warnings(model, data)
+        assert line.startswith(f"raychat eval: warning: {data} is training data of {sft} (stage sft): ")
+        assert "overstate the model (contamination)" in line
+    (line,) = warnings(rl, copy)
+    assert f"{copy} has the same bytes as {train}, which is training data of {sft}" in line
+    assert warnings(rl, held_out) == []
+    assert warnings(base, train) == []  # not fine-tuned on it

@@ -230,6 +230,10 @@ def test_a_crashed_run_resumes_from_its_checkpoint(ray_session, toy, tmp_path) -
     metrics = [json.loads(x) for x in (tmp_path / "metrics" / f"{name}.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(1, 7))
     assert (tmp_path / "models" / "rl_final" / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "models" / "rl_final" / "raychat.json").read_text())
+    assert [f["path"] for f in meta["trained_on"]] == [
+        str((toy["root"] / "train.jsonl").resolve())
+    ]  # problems
     assert not (tmp_path / "metrics" / "grpo.jsonl").exists() and not (tmp_path / "models" / "rl").exists()
     # the records up to the checkpoint (step 2) are the first run's own
     kept = [r for r in records(tmp_path, name) if r.get("status") == "trained" and r["step"] <= 2]

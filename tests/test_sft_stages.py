@@ -96,6 +96,14 @@ def test_the_stages_write_chat_models_numbers_and_the_report(post_trained: RunDi
         generation = json.loads((model / "generation_config.json").read_text())
         assert len(generation["eos_token_id"]) == 2, name  # <|endoftext|> and <|im_end|>
         assert "chat_template" in json.loads((model / "tokenizer_config.json").read_text())
+    # each model records the files its conversations came from, for raychat eval's contamination warning
+    from pipelines.evaluation.contamination import contamination_warning, sha256_of
+
+    trained_on = json.loads((run.model("sft") / "raychat.json").read_text())["trained_on"]
+    assert trained_on and all(f["sha256"] == sha256_of(Path(f["path"])) for f in trained_on)
+    assert all(Path(f["path"]).is_relative_to(run.root) for f in trained_on)  # the world's sft data
+    warning = contamination_warning(run.model("sft"), trained_on[0]["path"])
+    assert warning is not None and f"training data of {run.model('sft')} (stage sft)" in warning
     sft = summary["sft"]
     assert sft["steps"] == 12 and sft["val_loss"] < sft["val_loss_start"]
     assert sft["n"]["search_with_tool"] == 6 and sft["n"]["probes_calculator"] == 6

@@ -178,7 +178,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     teacher_source = ChatModelSource.resolve(run_dir, cfg.sft, init=str(teacher))
     start = student_source(run_dir, name, d, teacher_source, seed)
     settings = training_settings(d, cfg.sft)
-    student_data = _as_conversations(traces + others, seed)
+    student_data = _as_conversations(traces + others, seed, out / "train.jsonl")
     train, val = split_validation(student_data, d.val_conversations, seed)
     meta = {"teacher": str(teacher), "distill_data": str(out / "train.jsonl")}
     student = train_chat_model(cfg, name, settings, train, val, d.output_name, start, meta=meta)
@@ -290,13 +290,16 @@ def _train_logit_student(
     }
 
 
-def _as_conversations(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """The written records as the trainer's conversations (checked like any ``messages`` source)."""
+def _as_conversations(rows: list[dict[str, Any]], seed: int, written_to: Path) -> list[dict[str, Any]]:
+    """The written records as the trainer's conversations (checked like any ``messages`` source),
+    each from the file they were written to, which the students' raychat.json then records."""
     import random
 
     from lm.chat_messages import normalize_conversation
 
     convs = [normalize_conversation(r) for r in rows]
+    for c in convs:
+        c["meta"] = {**(c.get("meta") or {}), "file": str(written_to)}
     random.Random(f"distill-order:{seed}").shuffle(convs)
     return convs
 

@@ -87,6 +87,14 @@ def world_splits(cfg: Any, run: Any) -> Path:
     return built
 
 
+def problem_files(cfg: GRPOConfig, world_data: Path | None) -> list[Path]:
+    """The file ``load_problems`` reads the training problems from (recorded in the policy's
+    raychat.json, so that ``raychat eval`` warns when asked to score it)."""
+    if cfg.data.source == "world":
+        return [world_data / "splits" / "arithmetic_rl_train.jsonl"] if world_data is not None else []
+    return [Path(cfg.data.train_path)] if cfg.data.train_path else []
+
+
 def load_problems(cfg: GRPOConfig, world_data: Path | None, seed: int) -> tuple[list[Problem], list[Problem]]:
     """(training problems, held-out problems) as the config says; ``world_data`` is ``world_splits``'
     directory, for ``data.source: world``."""
@@ -95,7 +103,8 @@ def load_problems(cfg: GRPOConfig, world_data: Path | None, seed: int) -> tuple[
         if world_data is None:
             raise ConfigError("grpo.data.source is world but the run has no world data")
         splits = world_data / "splits"
-        train = problems_from_rows(_read_jsonl(splits / "arithmetic_rl_train.jsonl"), "train-", cfg)
+        (train_file,) = problem_files(cfg, world_data)
+        train = problems_from_rows(_read_jsonl(train_file), "train-", cfg)
         test = problems_from_rows(_read_jsonl(splits / "arithmetic_test.jsonl"), "test-", cfg)
     else:
         if not d.train_path:

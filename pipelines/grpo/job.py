@@ -166,7 +166,8 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     from actors.learner import LearnerSpec
     from lm.chat import ChatFormat
     from lm.tokenizer import load_tokenizer
-    from pipelines.grpo.data import PromptSource, load_problems, world_splits
+    from pipelines.evaluation.contamination import TRAINED_ON, trained_on_record
+    from pipelines.grpo.data import PromptSource, load_problems, problem_files, world_splits
     from pipelines.grpo.evaluate import evaluate
     from pipelines.grpo.launcher import launch
     from pipelines.grpo.loop import Checkpoints, LoopState, push_weights, read_driver, run_loop
@@ -254,7 +255,13 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         out_dir = topo.learner.export(
             str(run_dir.model(g.output_name)),
             str(model),
-            {"stage": name, "init": str(model), "steps": state.version, "source_run": str(run_dir.root)},
+            {
+                "stage": name,
+                "init": str(model),
+                "steps": state.version,
+                "source_run": str(run_dir.root),
+                TRAINED_ON: trained_on_record(problem_files(g, world_data)),  # raychat eval's warning
+            },
         )
         log.info("grpo: evaluating the trained policy on %d held-out problems", len(test))
         after = evaluate(topo.generators, test, chat, g, seed)

@@ -6,7 +6,7 @@
         SourceConfig(path="../shared/data/gsm8k/train.jsonl", format="gsm8k", epochs=2),
         SourceConfig(path="oasst/*.jsonl.gz", format="oasst", oasst_languages=["en"], max_records=5000),
     ], seed=0))
-    mix.conversations        # shuffled, each with meta {"source", "where", "format", ...}
+    mix.conversations        # shuffled, each with meta {"source", "where", "file", "format", ...}
     print(mix.summary())     # per source: read, kept, skipped by reason, used, epochs
 
 Pure Python, no Ray: the SFT, RL and distillation stages call it on the driver (or inside a Ray Data
@@ -116,7 +116,8 @@ def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[
         fmt = cfg.format if cfg.format != "auto" else _detect(path, records)
         report.formats[path] = fmt
         for where, conv in _convert(fmt, records, cfg, report):
-            conv["meta"] = {"source": cfg.label, "where": where, "format": fmt, **conv.get("meta", {})}
+            meta = {"source": cfg.label, "where": where, "file": path, "format": fmt}
+            conv["meta"] = {**meta, **conv.get("meta", {})}
             out.append(conv)
             if cfg.max_records is not None and len(out) >= cfg.max_records:
                 break

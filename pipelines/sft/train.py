@@ -95,6 +95,11 @@ def export_chat_model(model: Any, out_dir: Path, tokenizer: Any, meta: dict[str,
     return save_pretrained(model, out_dir, tokenizer=tokenizer, meta=meta, eos_token_ids=eos)
 
 
+def _source_files(conversations: list[Conversation]) -> set[str]:
+    """The files the conversations were read from (``meta.file``, set by pipelines/sft/sources.py)."""
+    return {m["file"] for c in conversations if isinstance(m := c.get("meta"), dict) and m.get("file")}
+
+
 def train_chat_model(
     cfg: RunConfig,
     stage: str,
@@ -118,6 +123,7 @@ def train_chat_model(
     Returns the run's numbers: steps, examples, trained tokens, losses, tokens/s, the model directory.
     """
     from lm.chat import ChatFormat
+    from pipelines.evaluation.contamination import TRAINED_ON, trained_on_record
     from pipelines.sft.data import ExampleStream, count_steps, log_skipped, render_examples
     from pipelines.sft.task import SFTTask
     from pipelines.train.curves import read_history
@@ -195,6 +201,7 @@ def train_chat_model(
             "source_run": str(run.root),
             "examples": len(examples),
             "val_loss": ckpt["last"].get("val_loss"),
+            TRAINED_ON: trained_on_record(_source_files([*train, *val])),  # raychat eval's warning
             **(meta or {}),
         },
     )
