@@ -158,8 +158,10 @@ def test_async_grpo_raises_the_reward_within_the_staleness_bound(ray_session, to
 
 
 @pytest.mark.slow
-def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path) -> None:
+def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path, caplog) -> None:
     from pipelines.grpo.job import run
+
+    caplog.set_level("INFO", logger="raychat")
 
     control = {
         "enabled": True,
@@ -176,6 +178,12 @@ def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path)
     assert numbers["control_sft_cpu_s"] >= 3 and numbers["control_sft_steps"] >= 1
     assert 0 <= numbers["control_sft_accuracy"] <= 1
     assert "SFT control" in (tmp_path / "metrics" / "grpo.results.md").read_text()
+    # minutes of evaluation and control training after the last step show on the console: the
+    # evaluations' progress lines, the control's line through the stage's status file
+    shown = {r.progress_key for r in caplog.records if getattr(r, "progress", False)}
+    assert {"evaluating (sft)", "evaluating (rl)", "evaluating (rl_control_sft)"} <= shown, shown
+    status = (tmp_path / "metrics" / "grpo.status").read_text()
+    assert status.startswith("grpo_control step ") and "/3 s | ETA " in status, status
 
 
 @pytest.fixture(scope="module")

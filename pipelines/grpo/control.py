@@ -23,9 +23,14 @@ import logging
 import math
 import random
 import time
+from pathlib import Path
 from typing import Any
 
+from pipelines.console import write_status
+from pipelines.runtime import format_seconds
+
 log = logging.getLogger("raychat.grpo")
+STATUS_EVERY_S = 2.0  # how often the control writes its progress line
 
 
 def read_conversations(path: str) -> list[dict[str, Any]]:
@@ -52,9 +57,12 @@ def cold_start_sft(
     seed: int = 0,
     stage: str = "grpo_control",
     threads: int | None = None,
+    status_file: str | None = None,
 ) -> dict[str, Any]:
     """Train ``init_dir``'s model on ``conversations`` (messages JSONL) until ``cpu_seconds`` of this
-    process or ``max_steps``, whichever comes first; save it to ``out_dir``; return what happened."""
+    process or ``max_steps``, whichever comes first; save it to ``out_dir``; return what happened.
+    ``status_file``: where its progress line goes every few seconds (the console's live line: the
+    control trains for minutes inside a Ray task, whose own output stays off the console)."""
     import torch
 
     from lm.chat import ChatFormat
@@ -89,6 +97,7 @@ def cold_start_sft(
     rng = random.Random(seed)
     order: list[int] = []
     losses, steps, seen = [], 0, 0
+    shown = time.perf_counter()
     while steps < steps_cap and (cpu_seconds is None or time.process_time() - cpu_start < cpu_seconds):
         if len(order) < rows_per_step:
             fresh = list(range(len(examples)))
@@ -99,6 +108,12 @@ def cold_start_sft(
         losses.append(trainer.train_step([rows.batch()], next_token_loss)["loss"])
         steps += 1
         seen += len(chosen)
+        if status_file is not None and time.perf_counter() - shown >= STATUS_EVERY_S:
+            shown = time.perf_counter()
+            cpu_used, wall = time.process_time() - cpu_start, shown - wall_start
+            write_status(
+                Path(status_file), _status_line(stage, steps, losses[-1], cpu_used, wall, cpu_seconds)
+            )
     out = save_pretrained(
         trainer.model,
         out_dir,
@@ -115,6 +130,19 @@ def cold_start_sft(
         "cpu_s": time.process_time() - cpu_start,
         "wall_s": time.perf_counter() - wall_start,
     }
+
+
+def _status_line(
+    stage: str, steps: int, loss: float, cpu_used: float, wall: float, budget: float | None
+) -> str:
+    """``grpo_control step 40 | loss 0.9100 | CPU 120/356 s | ETA 1m10s``: the budget is CPU time, so
+    the ETA is the CPU left at the CPU-seconds-per-second seen so far."""
+    line = f"{stage} step {steps} | loss {loss:.4f}"
+    if budget:
+        rate = cpu_used / max(wall, 1e-9)
+        eta = max(budget - cpu_used, 0.0) / rate if rate > 0 else float("inf")
+        line += f" | CPU {cpu_used:.0f}/{budget:.0f} s | ETA {format_seconds(eta)}"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

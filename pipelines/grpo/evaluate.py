@@ -24,14 +24,21 @@ from lm.rewards import RewardItem, RuleScorer
 from pipelines.grpo.config import GRPOConfig
 from pipelines.grpo.data import Problem, messages
 from pipelines.grpo.replies import ReplyReader
+from pipelines.runtime import Progress
 
 CHUNK = 16  # prompts per generate call
 EXAMPLES = 3
 
 
 def evaluate(
-    generators: list[Any], problems: list[Problem], chat: Any, cfg: GRPOConfig, seed: int = 0
+    generators: list[Any],
+    problems: list[Problem],
+    chat: Any,
+    cfg: GRPOConfig,
+    seed: int = 0,
+    label: str = "policy",
 ) -> dict[str, Any]:
+    """``label`` names the model in the progress line (``evaluating (rl)``)."""
     e = cfg.eval
     params = SamplingParams(
         temperature=e.temperature,
@@ -52,9 +59,15 @@ def evaluate(
         for k, idx in enumerate(chunks)
     ]
     replies: list[list[Any]] = [[] for _ in problems]
-    for idx, results in zip(chunks, ray.get(calls), strict=True):
+    progress = Progress(f"evaluating ({label})", len(prompts) * e.samples, "samples")
+    pending = dict(zip(calls, chunks, strict=True))
+    while pending:
+        (ready,), _ = ray.wait(list(pending), num_returns=1)
+        idx = pending.pop(ready)
+        results = ray.get(ready)
         for r in results:
             replies[idx[r.request_id]].append(r)
+        progress.update(len(results))
     scorer = RuleScorer(cfg.rewards.model_copy(update={"rm": None}))
     key = cfg.accuracy_key()
     reader = ReplyReader(chat, cfg.self_correction_markers)

@@ -222,7 +222,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         if driver is None:
             metrics_path.write_text("")
             log.info("grpo: evaluating the starting model on %d held-out problems", len(test))
-            before = evaluate(topo.generators, test, chat, g, seed)
+            before = evaluate(topo.generators, test, chat, g, seed, label=model.name)
             atomic.write_json(before_path, before)
             state, samples, collector_state = LoopState(), SampleLog(samples_path), None
             cpu_before = 0.0
@@ -264,7 +264,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
             },
         )
         log.info("grpo: evaluating the trained policy on %d held-out problems", len(test))
-        after = evaluate(topo.generators, test, chat, g, seed)
+        after = evaluate(topo.generators, test, chat, g, seed, label=g.output_name)
         counts = dict(collector.counts)
         if topo.rewards is not None:
             counts |= {f"reward_{k}": v for k, v in topo.rewards.counts.items()}
@@ -279,7 +279,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
 
     control = None
     if g.control.enabled:
-        control = _run_control(g, model, run_dir, test, chat, cpu_used, seed)
+        control = _run_control(g, name, model, run_dir, test, chat, cpu_used, seed)
     atomic.write_json(after_path, after)
     return write_results(run_dir, name, g, before, after, control, counts, state, cpu_used, wall, out_dir)
 
@@ -325,7 +325,7 @@ def _cpu_seconds(topo: Any, tally: _CpuTally) -> float:
 
 
 def _run_control(
-    g: Any, model: Path, run_dir: RunDir, test: list, chat: Any, cpu_used: float, seed: int
+    g: Any, stage: str, model: Path, run_dir: RunDir, test: list, chat: Any, cpu_used: float, seed: int
 ) -> dict[str, Any]:
     """The SFT control (pipelines/grpo/control.py) for GRPO's CPU time, evaluated like the policy."""
     import ray
@@ -352,12 +352,13 @@ def _run_control(
             cpu_seconds=budget,
             seed=seed,
             threads=c.num_cpus,
+            status_file=str(run_dir.status_file(stage)),  # the stage's live line on the console
         )
     )
     tools = _tools(g, chat.tokenizer, run_dir)
     actor = start_generator(EngineActorConfig(model_dir=out, device="cpu"), tools, num_cpus=1, max_restarts=0)
     try:
-        result["eval"] = evaluate([actor], test, chat, g, seed)
+        result["eval"] = evaluate([actor], test, chat, g, seed, label=g.control_name)
     finally:
         ray.kill(actor, no_restart=True)
     return result
