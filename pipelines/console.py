@@ -52,6 +52,7 @@ class ConsoleHandler(logging.Handler):
         self.verbose = verbose
         self.live = False  # a progress line is on the screen without its newline
         self.last_printed: dict[str, float] = {}
+        self.last_message: dict[str, str] = {}  # per progress key, in a pipe
         self.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         self.plain = logging.Formatter(FORMAT, datefmt="%H:%M:%S")
 
@@ -107,7 +108,11 @@ class ConsoleHandler(logging.Handler):
             final = bool(getattr(record, "final", False))
             if not final and now - self.last_printed.get(key, -1e9) < PIPE_EVERY_S:
                 return
+            message = record.getMessage()  # the text without its time
+            if final and self.last_message.get(key) == message:
+                return  # the final line was the last one printed already
             self.last_printed[key] = now
+            self.last_message[key] = message
             self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -208,34 +213,50 @@ def write_status(path: Path, line: str) -> None:
 
 @contextlib.contextmanager
 def watch_status(path: Path, stage: str, every_s: float = 1.0) -> Iterator[None]:
-    """While the block runs, the newest line in ``path`` becomes the stage's live progress line."""
+    """While the block runs, the newest line in ``path`` becomes the stage's live progress line, and so
+    does that of any other status file beside it that changes meanwhile: fits the stage runs under
+    names of their own (the sft stage's ablation fine-tunes, the distill stage's control students)
+    would otherwise train for minutes with nothing on the console. Stages run one at a time, so a
+    status file that changes while this one runs is this stage's work."""
     log = logging.getLogger(f"raychat.{stage}")
     stop = threading.Event()
-
-    def poll() -> None:
-        seen = 0.0
-        while not stop.wait(every_s):
-            try:
-                mtime = path.stat().st_mtime
-                if mtime != seen:
-                    seen = mtime
-                    log.info("%s", path.read_text().strip(), extra={"progress": True, "progress_key": stage})
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=poll, name=f"status-{stage}", daemon=True)
     with contextlib.suppress(OSError):
         path.unlink()  # a line from an earlier run is not this run's progress
+    last = {status: _mtime(status) for status in path.parent.glob("*.status")}  # earlier stages' lines
+    touched: set[Path] = set()
+
+    def show(final: bool = False) -> None:
+        for status in sorted(path.parent.glob("*.status")):
+            mtime = _mtime(status)
+            if mtime != last.get(status):
+                last[status] = mtime
+                touched.add(status)
+            elif not (final and status in touched):
+                continue
+            with contextlib.suppress(OSError):
+                text = status.read_text().strip()
+                key = stage if status == path else status.name.removesuffix(".status")
+                log.info("%s", text, extra={"progress": True, "progress_key": key, "final": final})
+
+    def poll() -> None:
+        while not stop.wait(every_s):
+            show()
+
+    thread = threading.Thread(target=poll, name=f"status-{stage}", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join(timeout=5)
-        if path.is_file():
-            with contextlib.suppress(OSError):
-                text = path.read_text().strip()
-                log.info("%s", text, extra={"progress": True, "progress_key": stage, "final": True})
+        show(final=True)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def headline(numbers: dict[str, Any], keys: tuple[str, ...] = (), limit: int = 5) -> str:

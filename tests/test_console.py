@@ -61,6 +61,8 @@ def test_progress_is_one_live_line_on_a_terminal_and_throttled_in_a_pipe(monkeyp
     h.emit(_record("raychat", logging.INFO, "step 50/50", progress=True, progress_key="p", final=True))
     lines = pipe.getvalue().splitlines()
     assert [line.split(" ", 1)[1] for line in lines] == ["step 0/50", "step 50/50"]  # first, then final
+    h.emit(_record("raychat", logging.INFO, "step 50/50", progress=True, progress_key="p", final=True))
+    assert pipe.getvalue().splitlines() == lines  # the same final line again (a second read): once
 
 
 def test_a_status_file_becomes_the_stage_progress(tmp_path: Path) -> None:
@@ -90,6 +92,45 @@ def test_a_status_file_becomes_the_stage_progress(tmp_path: Path) -> None:
     texts = [r.getMessage() for r in seen]
     assert texts[0] == "sft step 3/10 | ETA 0m07s" and texts[-1] == "sft step 10/10 | ETA 0m00s"
     assert all(getattr(r, "progress", False) for r in seen) and getattr(seen[-1], "final", False)
+
+
+def test_fits_a_stage_runs_under_other_names_show_too(tmp_path: Path) -> None:
+    """The sft stage's ablation fine-tunes write ``sft_ablation_*.status``: minutes of training that
+    showed nothing while the stage's own file stood still. An earlier stage's file that does not
+    change is not shown."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logger = logging.getLogger("raychat.sft")
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "pretrain.status").write_text("pretrain step 150/150")
+    ablation = metrics / "sft_ablation_reasoning.status"
+    try:
+        with console.watch_status(metrics / "sft.status", "sft", every_s=0.05):
+            console.write_status(metrics / "sft.status", "sft step 341/341")
+            console.write_status(ablation, "sft_ablation_reasoning step 4/40")
+            deadline = time.monotonic() + 5
+            while len(seen) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.05)
+            console.write_status(ablation, "sft_ablation_reasoning step 40/40")
+    finally:
+        logger.removeHandler(keep)
+    shown = [(r.progress_key, r.getMessage()) for r in seen]
+    assert ("sft", "sft step 341/341") in shown
+    assert ("sft_ablation_reasoning", "sft_ablation_reasoning step 4/40") in shown
+    assert shown[-2:] in (
+        [("sft", "sft step 341/341"), ("sft_ablation_reasoning", "sft_ablation_reasoning step 40/40")],
+        [("sft_ablation_reasoning", "sft_ablation_reasoning step 40/40"), ("sft", "sft step 341/341")],
+    )
+    assert not [r for r in seen if r.progress_key == "pretrain"]
 
 
 def test_headline_numbers() -> None:
