@@ -184,7 +184,11 @@ class _Evaluator:
                 )
             if isinstance(node.op, ast.Div | ast.FloorDiv | ast.Mod) and b == 0:
                 raise CalculatorError("division by zero")
-            return self._check(op(a, b))
+            try:
+                value = op(a, b)
+            except (OverflowError, ValueError):  # a float quotient past inf floored (1e99 // 1e-300)
+                raise CalculatorError("result too large") from None
+            return self._check(value)
         if isinstance(node, ast.Name):
             if node.id in CONSTANTS:
                 return CONSTANTS[node.id]

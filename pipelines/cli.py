@@ -150,9 +150,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser: ``raychat sample --model M hello extra`` says ``raychat sample: error: unrecognized
     arguments: hello extra`` under the sample usage. Why: argparse hands a subcommand's leftovers up
     to the top-level parser, whose error shows the list of every command and not the one run."""
-    args, extra = build_parser(argv).parse_known_args(argv)
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    command_parser = vars(args).pop("command_parser", None)
     if extra:
-        args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        word = command_parser.prog.split()[-1] if command_parser else None
+        after = argv[argv.index(word) + 1 :] if word in argv else []
+        # a stray argument before the command word (raychat --bogus sample) is the top level's
+        owner = command_parser if command_parser and all(x in after for x in extra) else parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 

@@ -285,3 +285,6 @@ def test_evaluating_on_the_models_training_data_warns_of_contamination(tmp_path,
     assert f"{copy} has the same bytes as {train}, which is training data of {sft}" in line
     assert warnings(rl, held_out) == []
     assert warnings(base, train) == []  # not fine-tuned on it
+    train.write_text(train.read_text() + train.read_text())  # appended to since: it may still hold them
+    (line,) = warnings(rl, train)
+    assert line.startswith(f"raychat eval: warning: {train} was training data of {sft} (stage sft) and has ")

@@ -250,3 +250,10 @@ def test_a_measured_value_next_to_its_threshold_shows_the_digits_that_differ() -
     text = "abcdefghij " * 249 + "abcdefghijk"
     drop = GopherQualityFilter().decide({"text": text})
     assert drop == "mean_word_length_high" and drop.detail == "mean word length 10.004 > 10"
+    from pipelines.clean.filters.gopher import _fraction, _measured
+
+    # the shown value is on the threshold's side of the sign, and the threshold is shown in full
+    assert _measured("x", 0.12345, ">", 0.1234) == "x 0.1235 > 0.1234"
+    assert _fraction("x", 1, 3, ">", 0.3333) == "x 1/3 = 0.33333 > 0.3333"
+    assert _measured("x", 0.0999996, "<", 0.1) == "x 0.0999996 < 0.1"
+    assert _measured("x", 0.5, ">", 0.123456789) == "x 0.5 > 0.123456789"

@@ -182,6 +182,8 @@ def test_staleness_zero_is_the_synchronous_algorithm(ray_session, toy, tmp_path,
     # evaluations' progress lines, the control's line through the stage's status file
     shown = {r.progress_key for r in caplog.records if getattr(r, "progress", False)}
     assert {"evaluating (sft)", "evaluating (rl)", "evaluating (rl_control_sft)"} <= shown, shown
+    meta = json.loads((tmp_path / "models" / "rl_control_sft" / "raychat.json").read_text())
+    assert [f["path"] for f in meta["trained_on"]] == [str((toy["root"] / "sft.jsonl").resolve())]
     status = (tmp_path / "metrics" / "grpo.status").read_text()
     assert status.startswith("grpo_control step ") and "/3 s | ETA " in status, status
 

@@ -419,3 +419,21 @@ def test_the_source_settings_offer_exactly_the_formats_there_are() -> None:
 
     assert source_config.FORMATS == formats.FORMATS
     assert source_config.CALCULATOR_MODES == formats.CALCULATOR_MODES
+
+
+def test_the_file_a_conversation_came_from_is_ours_whatever_the_record_says(tmp_path) -> None:
+    """A record's own meta is kept, but cannot replace the file it was read from (which a model's
+    raychat.json records as trained_on): a code dataset's ``meta.file`` of 123 crashed the export."""
+    from pipelines.sft.sources import SOURCE_FILE
+    from pipelines.sft.train import _source_files
+
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}],
+         "meta": {"file": 123, SOURCE_FILE: ["not", "a", "path"], "kind": "code"}}
+        for i in range(3)
+    ]  # fmt: skip
+    path = _jsonl(tmp_path / "code.jsonl", rows)
+    convs, _ = load_source(SourceConfig(path=str(path)))
+    assert [c["meta"]["file"] for c in convs] == [123] * 3 and convs[0]["meta"]["kind"] == "code"
+    assert {c["meta"][SOURCE_FILE] for c in convs} == {str(path)}
+    assert _source_files([*convs, {"messages": []}, {"meta": {SOURCE_FILE: 7}}]) == {str(path)}

@@ -296,10 +296,11 @@ def _as_conversations(rows: list[dict[str, Any]], seed: int, written_to: Path) -
     import random
 
     from lm.chat_messages import normalize_conversation
+    from pipelines.sft.sources import SOURCE_FILE
 
     convs = [normalize_conversation(r) for r in rows]
     for c in convs:
-        c["meta"] = {**(c.get("meta") or {}), "file": str(written_to)}
+        c["meta"] = {**(c.get("meta") or {}), SOURCE_FILE: str(written_to)}
     random.Random(f"distill-order:{seed}").shuffle(convs)
     return convs
 

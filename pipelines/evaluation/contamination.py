@@ -69,7 +69,7 @@ def training_files(model_dir: str | Path) -> Iterator[TrainingFile]:
         for f in meta.get(TRAINED_ON) or []:
             if isinstance(f, dict) and {"path", "bytes", "sha256"} <= f.keys():
                 yield TrainingFile(
-                    str(f["path"]), int(f["bytes"]), str(f["sha256"]), model, str(meta.get("stage"))
+                    str(f["path"]), int(f["bytes"]), str(f["sha256"]), model, str(meta.get("stage", "?"))
                 )
         init = meta.get("init")
         if not isinstance(init, str) or storage.is_uri(init):
@@ -77,30 +77,37 @@ def training_files(model_dir: str | Path) -> Iterator[TrainingFile]:
         model = Path(init).resolve()
 
 
-def trained_on(model_dir: str | Path, data: str | Path) -> TrainingFile | None:
-    """The recorded training file that ``data`` is: the same resolved path, else the same bytes (hashed
-    only when some recorded file has its size)."""
+def trained_on(model_dir: str | Path, data: str | Path) -> tuple[TrainingFile, bool] | None:
+    """The recorded training file that ``data`` is, and whether its bytes are the same: a file with
+    the same bytes (a renamed copy too), else the file at the same path (regenerated, appended to:
+    it may still hold the records). Hashed only when its size or path matches a recorded one."""
     path = Path(data).resolve()
     try:
         size = path.stat().st_size
     except OSError:
         return None  # the evaluation says what is wrong with it
-    digest = None
+    digest, same_path = None, None
     for f in training_files(model_dir):
-        if f.path == str(path):
-            return f
-        if f.size == size:
+        if f.size == size or f.path == str(path):
             digest = digest or sha256_of(path)
             if digest == f.sha256:
-                return f
-    return None
+                return f, True
+        if f.path == str(path) and same_path is None:
+            same_path = f
+    return (same_path, False) if same_path is not None else None
 
 
 def contamination_warning(model_dir: str | Path, data: str | Path) -> str | None:
     """The warning line for evaluating ``model_dir`` on ``data``, or None when it is not training data."""
-    f = trained_on(model_dir, data)
-    if f is None:
+    found = trained_on(model_dir, data)
+    if found is None:
         return None
+    f, same_bytes = found
+    if not same_bytes:
+        return (
+            f"warning: {data} was training data of {f.model} (stage {f.stage}) and has changed since; "
+            "if it still holds those records, scores on them overstate the model (contamination)"
+        )
     same = "is" if f.path == str(Path(data).resolve()) else f"has the same bytes as {f.path}, which is"
     return (
         f"warning: {data} {same} training data of {f.model} (stage {f.stage}): scores on it overstate "

@@ -73,6 +73,7 @@ def cold_start_sft(
     from lm.train.models import pretrained_model
     from lm.train.packing import pack
     from lm.train.trainer import Trainer
+    from pipelines.evaluation.contamination import TRAINED_ON, trained_on_record
 
     if cpu_seconds is None and max_steps is None:
         raise ValueError("give a CPU budget or a number of steps")
@@ -118,7 +119,13 @@ def cold_start_sft(
         trainer.model,
         out_dir,
         tokenizer=tokenizer,
-        meta={"stage": stage, "init": init_dir, "steps": steps, "conversations": conversations},
+        meta={
+            "stage": stage,
+            "init": init_dir,
+            "steps": steps,
+            "conversations": conversations,
+            TRAINED_ON: trained_on_record([conversations]),  # raychat eval's contamination warning
+        },
         eos_token_ids=eos_token_ids(init_dir),
     )
     return {

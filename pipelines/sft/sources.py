@@ -6,7 +6,7 @@
         SourceConfig(path="../shared/data/gsm8k/train.jsonl", format="gsm8k", epochs=2),
         SourceConfig(path="oasst/*.jsonl.gz", format="oasst", oasst_languages=["en"], max_records=5000),
     ], seed=0))
-    mix.conversations        # shuffled, each with meta {"source", "where", "file", "format", ...}
+    mix.conversations        # shuffled, each with meta {"source", "where", "format", ..., "source_file"}
     print(mix.summary())     # per source: read, kept, skipped by reason, used, epochs
 
 Pure Python, no Ray: the SFT, RL and distillation stages call it on the driver (or inside a Ray Data
@@ -44,6 +44,7 @@ from pipelines.sft.source_config import MixtureConfig, SourceConfig
 
 log = logging.getLogger("raychat")
 
+SOURCE_FILE = "source_file"  # the meta key of the file a conversation was read from
 DETECT_SAMPLE = 20  # records looked at to tell a file's format
 LOGGED_PROBLEMS = 5  # problems logged per source (all are counted)
 
@@ -116,8 +117,9 @@ def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[
         fmt = cfg.format if cfg.format != "auto" else _detect(path, records)
         report.formats[path] = fmt
         for where, conv in _convert(fmt, records, cfg, report):
-            meta = {"source": cfg.label, "where": where, "file": path, "format": fmt}
-            conv["meta"] = {**meta, **conv.get("meta", {})}
+            meta = {"source": cfg.label, "where": where, "format": fmt}
+            # the record's own meta may add to ours; the file it came from is ours alone (trained_on)
+            conv["meta"] = {**meta, **conv.get("meta", {}), SOURCE_FILE: path}
             out.append(conv)
             if cfg.max_records is not None and len(out) >= cfg.max_records:
                 break

@@ -96,8 +96,12 @@ def export_chat_model(model: Any, out_dir: Path, tokenizer: Any, meta: dict[str,
 
 
 def _source_files(conversations: list[Conversation]) -> set[str]:
-    """The files the conversations were read from (``meta.file``, set by pipelines/sft/sources.py)."""
-    return {m["file"] for c in conversations if isinstance(m := c.get("meta"), dict) and m.get("file")}
+    """The files the conversations were read from (``meta.source_file``, set by pipelines/sft/sources.py
+    and the distill stage)."""
+    from pipelines.sft.sources import SOURCE_FILE
+
+    found = (c.get("meta") for c in conversations)
+    return {m[SOURCE_FILE] for m in found if isinstance(m, dict) and isinstance(m.get(SOURCE_FILE), str)}
 
 
 def train_chat_model(

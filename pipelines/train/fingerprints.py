@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from lm.train.task import TRAINING_DATA
+from lm.train.task import TRAINING_DATA, TrainTask
 
 __all__ = ["INITIAL_MODEL", "TRAINING_DATA", "fingerprint", "model_fingerprint"]
 
@@ -28,15 +28,15 @@ def fingerprint(*parts: str | bytes) -> str:
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """Which weights a run starts from: its config, its raychat.json and the weights file's size and
-    time (a re-pretrained base rewrites all three; hashing gigabytes of weights would not be needed)."""
-    parts = [
-        (model_dir / n).read_bytes() for n in ("config.json", "raychat.json") if (model_dir / n).is_file()
-    ]
-    weights = model_dir / "model.safetensors"
-    if weights.is_file():
+    """Which weights a run starts from: its config, its raychat.json, a sharded checkpoint's index and
+    every weights file's name, size and time (a re-pretrained base rewrites them; hashing gigabytes of
+    weights is not needed to tell)."""
+    names = ("config.json", "raychat.json", "model.safetensors.index.json")
+    parts: list[str | bytes] = [(model_dir / n).read_bytes() for n in names if (model_dir / n).is_file()]
+    for weights in sorted(model_dir.glob("*.safetensors")):
         st = weights.stat()
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        size_time = f"{st.st_size}:{st.st_mtime_ns}"  # one file: as checkpoints before shards recorded it
+        parts.append(size_time if weights.name == "model.safetensors" else f"{weights.name}:{size_time}")
     return fingerprint(*parts)
 
 
@@ -46,6 +46,13 @@ class NamedInputs:
     checkpoint's message says changed. Mixed in before ``TrainTask``."""
 
     fingerprints: dict[str, str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if TrainTask in mro and mro.index(TrainTask) < mro.index(NamedInputs):
+            # TrainTask's data_fingerprint (None) would win: stale checkpoints would be resumed
+            raise TypeError(f"{cls.__name__}: list NamedInputs before TrainTask among its bases")
 
     def data_fingerprint(self) -> str | None:
         return fingerprint(*self.fingerprints.values()) if self.fingerprints else None

@@ -24,13 +24,15 @@ _LINE_BREAK = re.compile(r"\n+")
 
 
 def _measured(what: str, value: float, sign: str, threshold: float) -> str:
-    """``"<what> <value> <sign> <threshold>"``; a fraction has as many digits as it takes to differ
-    from the threshold (0.1004 over 0.1 must not read "0.1 > 0.1")."""
-    limit = str(threshold) if isinstance(threshold, int) else f"{threshold:g}"
+    """``"<what> <value> <sign> <threshold>"``; a fraction has as many digits as it takes for the shown
+    value to compare with the threshold as the sign says (0.1004 over 0.1 must not read "0.1 > 0.1",
+    nor 0.12345 over 0.1234 "0.123 > 0.1234"). The threshold is shown in full (10, 0.1, 0.1234567)."""
+    limit = f"{threshold:g}" if float(f"{threshold:g}") == threshold else repr(threshold)
     if isinstance(value, int):
         return f"{what} {value} {sign} {limit}"
+    holds = (lambda x: x > threshold) if sign == ">" else (lambda x: x < threshold)
     digits = 3
-    while (shown := f"{value:.{digits}g}") == limit and digits < 17:
+    while not holds(float(shown := f"{value:.{digits}g}")) and digits < 17:
         digits += 1
     return f"{what} {shown} {sign} {limit}"
 
