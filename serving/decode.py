@@ -151,9 +151,14 @@ class ReplyDecoder:
                 self.tool_uses.append(use)
                 piece.tools_started.append(use)
                 self._mode = "await"
-            elif name is None:
+                return
+            if name is None:
                 self._call.append(token)
-            return  # another control token inside a call: dropped, as parse_assistant does
+                return
+            # another control token abandons the call (the engine runs none whose body holds one, and
+            # lm/chat.py's parse_assistant reads it so); that token is read as in text: an opening
+            # token starts a new call, any other is dropped
+            self._mode = "text"
         if self._mode == "await":
             if name == RESULT_START:
                 self._mode, self._result = "result", []

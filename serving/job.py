@@ -98,14 +98,17 @@ def run(cfg: Any, name: str) -> dict[str, Any]:
         def _stop(*_: Any) -> None:
             stop["now"] = True
 
-        previous = signal.signal(signal.SIGTERM, _stop)
+        # SIGINT too, set here rather than left to KeyboardInterrupt: a server started in the
+        # background by a script (`raychat serve &` without job control) inherits SIGINT ignored
+        previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             while not stop["now"]:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         print("raychat: stopping", flush=True)
     return {
         "models": ", ".join(names),

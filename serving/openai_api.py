@@ -185,7 +185,9 @@ def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
     """The request body as ``kind``, or an OpenAIError (400) naming the field that is wrong."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise OpenAIError("the request body is not valid JSON here: nested too deeply") from None
+    except ValueError as e:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
         raise OpenAIError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object")

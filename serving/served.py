@@ -34,6 +34,7 @@ from serving.decode import Piece, ReplyDecoder
 from serving.openai_api import OpenAIError, overloaded
 from serving.resolve import ResolvedModel
 
+MIN_TOKENS_PER_MESSAGE = 3  # <|im_start|>, the role, <|im_end|>: a floor on any message's rendering
 log = logging.getLogger("raychat.serving")
 
 
@@ -139,6 +140,9 @@ class ServedModel:
             )
         if server_tools and self.tools_note:
             messages = with_note(messages, self.tools_note)
+        at_least = MIN_TOKENS_PER_MESSAGE * len(messages) + 1  # the reply's first token
+        if at_least > self.max_seq_len:  # refused before rendering: 100,000 messages took seconds
+            self._too_long(f"at least {at_least} tokens", "messages")
         conversation: dict[str, Any] = {"messages": messages}
         if fn_tools:
             conversation["tools"] = fn_tools
@@ -152,6 +156,8 @@ class ServedModel:
         encoded as plain text; token ids are taken as they are."""
         if isinstance(prompt, str):
             return [self.tokenizer.eot_id, *self.tokenizer.encode(prompt)]
+        if not prompt:  # refused here, before a stream of the other prompts has begun
+            raise OpenAIError(f"prompt {index}: empty token list: give at least one token", param="prompt")
         bad = [t for t in prompt if not 0 <= t < self.tokenizer.vocab_size]
         if bad:
             raise OpenAIError(f"prompt {index}: token id {bad[0]} is outside the vocabulary", param="prompt")
@@ -175,14 +181,12 @@ class ServedModel:
         asked = req.limit
         if room < 1 or (asked is not None and asked > room):
             want = f" + {asked} to generate" if asked is not None else ""
-            raise OpenAIError(
-                f"This model's maximum context length is {self.max_seq_len} tokens. However, you requested "
-                f"{prompt_len + (asked or 1)} tokens ({prompt_len} in the prompt{want}). Please reduce the "
-                "length of the messages or the completion.",
-                param="messages" if self.chat and hasattr(req, "messages") else "prompt",
-                code="context_length_exceeded",
-            )
+            requested = f"{prompt_len + (asked or 1)} tokens ({prompt_len} in the prompt{want})"
+            self._too_long(requested, "messages" if self.chat and hasattr(req, "messages") else "prompt")
         max_tokens = asked or min(room, default_max or room)
+        stops = list(self.chat_format.stop_token_ids) if self.chat_format else []
+        if req.ignore_eos:  # the end of a turn is this model's end of text: ignored too, as asked
+            stops = []
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
@@ -192,7 +196,15 @@ class ServedModel:
             seed=req.seed,
             logprobs=logprobs,
             ignore_eos=req.ignore_eos,
-            stop_token_ids=list(self.chat_format.stop_token_ids) if self.chat_format else [],
+            stop_token_ids=stops,
+        )
+
+    def _too_long(self, requested: str, param: str) -> None:
+        raise OpenAIError(
+            f"This model's maximum context length is {self.max_seq_len} tokens. However, you requested "
+            f"{requested}. Please reduce the length of the messages or the completion.",
+            param=param,
+            code="context_length_exceeded",
         )
 
     def decoder(self, chat: bool, stops: Sequence[str], logprobs: bool) -> ReplyDecoder:

@@ -127,6 +127,15 @@ def test_chat_answer_usage_and_finish(client):
     assert r.usage.completion_tokens == len(tok.encode("My name is raychat.")) + 1
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     assert r.id.startswith("chatcmpl-") and r.object == "chat.completion" and r.model == "sft"
+    # ignore_eos on a chat model: the end of its turn is ignored too (it stopped there before)
+    r = client.chat.completions.create(
+        model="sft",
+        messages=ask("What is your name?"),
+        max_tokens=30,
+        extra_body={"ignore_eos": True},
+        **GREEDY,
+    )
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 30
 
 
 def test_chat_stream_matches_whole_reply(client):
@@ -367,6 +376,26 @@ def test_completions_prompts_n_echo_logprobs(client):
             "not supported",
         ),
         (json.dumps({"model": "base", "messages": ask("hi")}).encode(), 400, "model", "base model"),
+        # were 500s in plain text: JSON too deep for the parser, an integer past Python's 4300 digits
+        (
+            b'{"model": "sft", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            400,
+            None,
+            "nested too deeply",
+        ),
+        (
+            b'{"model": "sft", "messages": [], "max_tokens": ' + b"9" * 5000 + b"}",
+            400,
+            None,
+            "not valid JSON",
+        ),
+        # 120,000 messages were rendered (5 s of a blocked replica) before the length was checked
+        (
+            json.dumps({"model": "sft", "messages": ask("a") * 120_000}).encode(),
+            400,
+            "messages",
+            "you requested at least 36000",  # 3 tokens a message at the least
+        ),
         (
             json.dumps({"model": "sft", "messages": ask("hi"), "stream": True, "tools": [WEATHER]}).encode(),
             400,
@@ -387,6 +416,8 @@ def test_bad_completion_requests(http, client):
     for body, fragment in [
         ({"model": "base", "prompt": [5, 99999]}, "outside the vocabulary"),
         ({"model": "base", "prompt": []}, "empty"),
+        # refused before a stream of the other prompts begins (was a 200, then an error mid-stream)
+        ({"model": "base", "prompt": [[5, 6, 7], []], "stream": True}, "prompt 1: empty token list"),
         ({"model": "base", "prompt": "x", "logprobs": 2}, "not supported"),
         ({"model": "base", "prompt": "x", "suffix": "y"}, "suffix"),
         ({"model": "base", "prompt": "x" * 300}, "maximum context length"),

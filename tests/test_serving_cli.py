@@ -51,6 +51,8 @@ def test_raychat_serve_run_dir(tmp_path_factory):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # as `raychat serve &` from a script starts it: SIGINT ignored, which the server must undo
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
 

@@ -407,3 +407,43 @@ def test_a_reward_model_in_the_run_is_not_served(tmp_path):
     listed = ServeConfig(run_models=False, models=[{"path": str(rm)}])
     with pytest.raises(ConfigError, match="is a reward model"):
         resolve_models(RunDir(run), listed)
+
+
+def test_overlapping_calls_are_read_alike_by_the_engine_the_decoder_and_parse_assistant():
+    """A model that opens a call inside another (the demo's sft model did, at temperature 0): the
+    engine ran the calculator on a body holding a search and its result, whose reply the decoder then
+    put in ``content``. Now another control token abandons a call everywhere: the calls the engine
+    runs are the calls the decoder reports, and their results never reach the content."""
+    from types import SimpleNamespace
+
+    from lm.engine.tools import start_tool_call, text_tool
+
+    asked: list[tuple[str, str]] = []
+    hooks = [
+        text_tool(
+            TOK, "<|search_start|>", "<|search_end|>", lambda q: asked.append(("search", q)) or "no results"
+        ),
+        text_tool(TOK, "<|calc_start|>", "<|calc_end|>", lambda e: asked.append(("calc", e)) or "5"),
+    ]
+    ids = TOK.encode("I'll search. ") + [sp("<|search_start|>")] + TOK.encode("Narts: ")
+    ids += [sp("<|calc_start|>")] + TOK.encode("80.2, ") + [sp("<|search_start|>")] + TOK.encode("Noins")
+    ids += [sp("<|search_end|>")]
+    generated: list[int] = []
+    for t in ids + ["result"] + TOK.encode("0/31") + [sp("<|calc_end|>")] + TOK.encode(" ok"):
+        if t == "result":
+            continue
+        generated.append(t)
+        call = start_tool_call(SimpleNamespace(prompt_ids=[], token_ids=generated, tool_hooks=hooks), t)
+        if call is not None:
+            generated += call.poll(None)  # the engine appends the reply
+    assert asked == [("search", "Noins")]  # the calculator was not run on the abandoned call
+    dec = ReplyDecoder(TOK, chat=True)
+    text, started, done = run(dec, generated)
+    assert text == "I'll search. 0/31 ok"
+    assert started == [{"index": 0, "type": "search", "query": "Noins", "offset": 13}]
+    assert done == [(0, "no results")]
+    parsed = CHAT.parse_assistant(generated).message["content"]
+    calls = [p for p in parsed if p["type"] != "text"]
+    assert [(p["type"], p.get("query") or p.get("expression"), p["result"]) for p in calls][-1] == (
+        "search", "Noins", "no results",
+    )  # fmt: skip

@@ -32,16 +32,20 @@ class ToolHook:
 
     ``callback(request, ids_between)`` gets the tokens strictly between the latest ``open_token_id`` and
     the ``close_token_id`` just sampled, and returns the tokens to append (for example
-    ``<|result_start|> ... <|result_end|>``), or a Future of them. A closing token with no opening token
-    before it (since the previous closing token) is an ordinary token. If the callback raises, its
-    Future fails, or no reply comes within ``timeout_s`` seconds (None: wait for ever), the sample ends
-    with finish_reason "tool_error".
+    ``<|result_start|> ... <|result_end|>``), or a Future of them. A call's body holds no control
+    token: another hook's opening or closing token, or one of ``breaks`` (the tokenizer's special
+    tokens), after the opening token abandons that call, so a closing token then is an ordinary token,
+    as is one with no opening token before it. That is how lm/chat.py's ``parse_assistant`` and the
+    server's reply decoder read a reply, so the calls run are the calls they report. If the callback
+    raises, its Future fails, or no reply comes within ``timeout_s`` seconds (None: wait for ever), the
+    sample ends with finish_reason "tool_error".
     """
 
     open_token_id: int
     close_token_id: int
     callback: Callable[[Request, list[int]], ToolReply]
     timeout_s: float | None = 60.0
+    breaks: frozenset[int] = frozenset()
 
 
 class ToolError(Exception):
@@ -95,14 +99,15 @@ def start_tool_call(request: Request, token: int) -> ToolCall | None:
     hook = next((h for h in request.tool_hooks if h.close_token_id == token), None)
     if hook is None:
         return None
+    controls = hook.breaks.union(*((h.open_token_id, h.close_token_id) for h in request.tool_hooks))
     seq = request.prompt_ids + request.token_ids
     open_at = None
     for i in range(len(seq) - 2, -1, -1):
-        if seq[i] == hook.close_token_id:
-            return None  # a stray closing token: the latest call was already answered
         if seq[i] == hook.open_token_id:
             open_at = i
             break
+        if seq[i] in controls:
+            return None  # a stray closing token, or a call another control token abandoned
     if open_at is None:
         return None
     try:
@@ -113,6 +118,8 @@ def start_tool_call(request: Request, token: int) -> ToolCall | None:
 
 
 class _Tokenizes(Protocol):
+    @property
+    def special_tokens(self) -> dict[str, int]: ...
     def token_id(self, special: str) -> int: ...
     def encode(self, text: str, allow_special: bool = False) -> list[int]: ...
     def decode(self, ids: Sequence[int]) -> str: ...
@@ -163,4 +170,5 @@ def text_tool(
         reply.add_done_callback(done)
         return tokens
 
-    return ToolHook(tokenizer.token_id(open_token), tokenizer.token_id(close_token), callback, timeout_s)
+    breaks = frozenset(tokenizer.special_tokens.values())
+    return ToolHook(tokenizer.token_id(open_token), tokenizer.token_id(close_token), callback, timeout_s, breaks)
