@@ -109,16 +109,15 @@ def _plain_content(content: Any, where: str) -> str:
     if isinstance(content, list):
         texts = []
         for j, part in enumerate(content):
-            if (
-                not isinstance(part, Mapping)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
+            if not isinstance(part, Mapping) or part.get("type") != "text":
                 kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
                 raise ChatFormatError(
                     f"{where}: content part {j} is {kind!r}; only text parts ({{'type': 'text', 'text': ...}}) "
                     "are supported here"
                 )
+            if not isinstance(part.get("text"), str):
+                got = type(part.get("text")).__name__ if "text" in part else "missing"
+                raise ChatFormatError(f"{where}: content part {j}: 'text' must be a string, got {got}")
             texts.append(part["text"])
         return TEXT_PARTS_SEPARATOR.join(texts)
     raise ChatFormatError(f"{where}: 'content' must be text or a list of parts, got {type(content).__name__}")

@@ -128,6 +128,22 @@ class ChatCompletionRequest(_Sampling):
     response_format: dict[str, Any] | None = None
     raychat_tools: list[str] | None = None
 
+    @field_validator("tools")
+    @classmethod
+    def _function_tools(cls, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        """OpenAI's shape, checked as OpenAI does: anything else would go into the prompt verbatim."""
+        for i, tool in enumerate(tools or []):
+            fn = tool.get("function")
+            if (
+                tool.get("type") != "function"
+                or not isinstance(fn, dict)
+                or not isinstance(fn.get("name"), str)
+            ):
+                raise ValueError(
+                    f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., ...}}}}"
+                )
+        return tools
+
     @model_validator(mode="after")
     def _chat_supported(self) -> ChatCompletionRequest:
         if self.top_logprobs:

@@ -376,6 +376,20 @@ def test_completions_prompts_n_echo_logprobs(client):
             "not supported",
         ),
         (json.dumps({"model": "base", "messages": ask("hi")}).encode(), 400, "model", "base model"),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "tools": [{"foo": 1}]}).encode(),
+            400,
+            "tools",
+            "tools[0] must be",
+        ),
+        (
+            json.dumps(
+                {"model": "sft", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}
+            ).encode(),
+            400,
+            "messages",
+            "'text' must be a string, got NoneType",
+        ),
         # were 500s in plain text: JSON too deep for the parser, an integer past Python's 4300 digits
         (
             b'{"model": "sft", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",

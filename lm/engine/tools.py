@@ -171,4 +171,6 @@ def text_tool(
         return tokens
 
     breaks = frozenset(tokenizer.special_tokens.values())
-    return ToolHook(tokenizer.token_id(open_token), tokenizer.token_id(close_token), callback, timeout_s, breaks)
+    return ToolHook(
+        tokenizer.token_id(open_token), tokenizer.token_id(close_token), callback, timeout_s, breaks
+    )
