@@ -42,6 +42,15 @@ class ChatFormatError(ValueError):
     """A conversation or message that cannot be rendered, described for a person."""
 
 
+def _json_only(value: Any, what: str) -> None:
+    """Refuse what cannot be rendered as JSON text (a parquet file's dates and bytes, NaN): the chat
+    format writes tools and arguments as JSON, and the model would learn whatever came out."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ChatFormatError(f"{what} holds a value that is not JSON ({e})") from None
+
+
 def normalize_conversation(conversation: Any) -> Conversation:
     """The canonical form of a conversation (a new dict; the input is not changed)."""
     if isinstance(conversation, list):
@@ -60,6 +69,7 @@ def normalize_conversation(conversation: Any) -> Conversation:
         if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
             raise ChatFormatError("'tools' must be a list of function descriptions (JSON objects)")
         out["tools"] = [dict(t) for t in tools]
+        _json_only(out["tools"], "'tools'")
     _check_tool_turns(out["messages"])
     return out
 
@@ -83,7 +93,7 @@ def normalize_message(message: Any, index: int = 0) -> Message:
             if not isinstance(calls, list):
                 raise ChatFormatError(f"{where}: 'tool_calls' must be a list")
             out["tool_calls"] = [_tool_call(c, f"{where}, tool call {j}") for j, c in enumerate(calls)]
-        if "weight" in message:
+        if message.get("weight") is not None:  # null is absent: a parquet file fills every key
             weight = message["weight"]
             if isinstance(weight, str) or weight not in (0, 1):
                 raise ChatFormatError(f"{where}: 'weight' must be 0 or 1, got {weight!r}")
@@ -91,7 +101,7 @@ def normalize_message(message: Any, index: int = 0) -> Message:
         if not out["content"] and not out.get("tool_calls") and content is None:
             raise ChatFormatError(f"{where}: an assistant message needs 'content' or 'tool_calls'")
         return out
-    if "weight" in message:
+    if message.get("weight") is not None:
         raise ChatFormatError(f"{where}: only assistant messages take a 'weight'")
     out["content"] = _plain_content(content, where)
     if role == "tool":
@@ -175,6 +185,7 @@ def _tool_call(call: Any, where: str) -> dict[str, Any]:
             raise ChatFormatError(f"{where}: 'arguments' is not valid JSON ({e.msg})") from None
     if not isinstance(args, Mapping):
         raise ChatFormatError(f"{where}: 'arguments' must be a JSON object, got {type(args).__name__}")
+    _json_only(args, f"{where}: 'arguments'")
     out: dict[str, Any] = {"type": "function", "function": {"name": fn["name"], "arguments": dict(args)}}
     if isinstance(call.get("id"), str):
         out["id"] = call["id"]

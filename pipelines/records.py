@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines import storage
-from pipelines.decode import binary_kind, decode_text, open_decompressed, sniff
+from pipelines.decode import BreakGuard, binary_kind, decode_text, open_decompressed, sniff
 from pipelines.errors import ConfigError
 from pipelines.inputs import COMPRESSION_EXT, expand_inputs, format_from_name, told_format
 
@@ -89,28 +89,41 @@ def read_records(
         yield from _parquet(path)
         return
     try:
-        data = _read_bytes(path, compression)
+        data, broken = _read_bytes(path, compression)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
         yield Problem(path, "unreadable", f"cannot read the {compression or 'plain'} file: {e}")
         return
     text = data.decode("utf-8", "replace").lstrip("\ufeff")
     if not text.strip():
-        yield Problem(path, "empty_file", "the file holds no records")
+        yield Problem(path, "empty_file" if broken is None else "unreadable", _empty(compression, broken))
         return
     start = _WS.match(text).end()
     if text[start] == "[":
         yield from _json_array(path, text, start)
     else:
         yield from _json_lines(path, text)
+    if broken is not None:  # the records before the break are kept (its cut-off line, if any, counted)
+        yield Problem(
+            path,
+            "unreadable",
+            f"the {compression or 'plain'} data breaks off after {len(data):,} bytes: {broken}",
+        )
 
 
 def _text_file(
     path: str, compression: str | None, fields: tuple[str, str, str]
 ) -> Iterator[Record | Problem]:
     try:
-        data = _read_bytes(path, compression)
+        data, broken = _read_bytes(path, compression)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
         yield Problem(path, "unreadable", f"cannot read the {compression or 'plain'} file: {e}")
+        return
+    if broken is not None:  # a note or a book is one record: a cut-off one is not kept as if whole
+        yield Problem(
+            path,
+            "unreadable",
+            f"the {compression or 'plain'} data breaks off after {len(data):,} bytes: {broken}",
+        )
         return
     if kind := binary_kind(data):
         yield Problem(path, "not_text", f"the file is {kind}, not text")
@@ -134,13 +147,24 @@ def text_title(path: str) -> str:
     return name
 
 
-def _read_bytes(path: str, compression: str | None) -> bytes:
+def _read_bytes(path: str, compression: str | None) -> tuple[bytes, BaseException | None]:
+    """The file's bytes, and what broke the decompression if it broke (truncated, corrupt): the bytes
+    before the break are kept, so the records in them are."""
     with storage.open_input(path) as raw, open_decompressed(raw, compression) as stream:
-        return stream.read()
+        guard = BreakGuard(stream)
+        return guard.read(), guard.error
+
+
+def _empty(compression: str | None, broken: BaseException | None) -> str:
+    if broken is None:
+        return "the file holds no records"
+    return f"the {compression or 'plain'} data breaks off before any record: {broken}"
 
 
 def _json_lines(path: str, text: str) -> Iterator[Record | Problem]:
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # lines end at "\n" only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which JSON
+    # strings hold unescaped (json.dumps(..., ensure_ascii=False) writes them so)
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -148,6 +172,10 @@ def _json_lines(path: str, text: str) -> Iterator[Record | Problem]:
             yield Record(where, json.loads(line))
         except json.JSONDecodeError as e:
             yield Problem(where, "invalid_json", f"invalid JSON ({e.msg} at column {e.colno}): {line[:80]!r}")
+        except RecursionError:
+            yield Problem(where, "invalid_json", "invalid JSON here: nested too deeply")
+        except ValueError as e:  # an integer of more than 4300 digits
+            yield Problem(where, "invalid_json", f"invalid JSON ({e})")
 
 
 def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
@@ -167,19 +195,21 @@ def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
             yield Problem(f"{path}:{line_at(pos)}", "invalid_json", "the JSON array is not closed with ']'")
             return
         if text[pos] == "]":
+            yield from _after_array(path, text, pos + 1, line_at)
             return
         start_line = line_at(pos)
         where = f"{path}:{start_line} (record {index})"
         try:
             value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
             resume = _next_element(text, pos)
             tail = (
                 f"reading goes on at line {line_at(resume)}"
                 if resume is not None
                 else "the rest of the array cannot be read"
             )
-            yield Problem(where, "invalid_json", f"invalid JSON ({e.msg} at line {e.lineno}); {tail}")
+            why = f"{e.msg} at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else _why(e)
+            yield Problem(where, "invalid_json", f"invalid JSON ({why}); {tail}")
             if resume is None:
                 return
             pos, index = resume, index + 1
@@ -190,12 +220,38 @@ def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
         if pos < len(text) and text[pos] == ",":
             pos += 1
         elif pos < len(text) and text[pos] == "]":
+            yield from _after_array(path, text, pos + 1, line_at)
             return
         else:
             yield Problem(
                 f"{path}:{line_at(pos)}", "invalid_json", "expected ',' or ']' after a record; reading stops"
             )
             return
+
+
+def _why(e: BaseException) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e)
+
+
+def _after_array(path: str, text: str, pos: int, line_at: Any) -> Iterator[Record | Problem]:
+    """After the array's ']': nothing but white space, else the rest was silently lost. JSON lines
+    after it (an array, then records appended line by line) are read as JSON lines."""
+    pos = _WS.match(text, pos).end()
+    if pos >= len(text):
+        return
+    first = line_at(pos)
+    yield Problem(
+        f"{path}:{first}", "trailing_data", "more data after the JSON array's ']': read as JSON lines"
+    )
+    for item in _json_lines(path, text[pos:]):
+        if isinstance(item, Record):  # line numbers of the whole file
+            yield Record(_shift(item.where, path, first - 1), item.value)
+        else:
+            yield Problem(_shift(item.where, path, first - 1), item.reason, item.detail)
+
+
+def _shift(where: str, path: str, lines: int) -> str:
+    return f"{path}:{int(where[len(path) + 1 :]) + lines}"
 
 
 def _next_element(text: str, pos: int) -> int | None:

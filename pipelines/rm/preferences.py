@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -237,7 +238,8 @@ def _detect(path: str, records: list[Record]) -> str:
     seen = [f for f in (detect_format(r.value) for r in records[:20]) if f]
     if not seen:
         raise SourceError(f"{path}: no record has 'chosen' and 'rejected'; is it a preference file?")
-    return max(set(seen), key=seen.count)
+    counts = Counter(seen)
+    return max(counts, key=lambda f: (counts[f], f))  # a tie decided by name: the same on every run
 
 
 def _skip(report: SourceReport, p: Problem) -> None:

@@ -46,7 +46,9 @@ def detect_format(value: Any) -> str | None:
         return None
     turns = value.get("conversations", value.get("messages"))
     if isinstance(turns, list) and turns and isinstance(turns[0], Mapping):
-        return "sharegpt" if "from" in turns[0] else "messages" if "role" in turns[0] else None
+        if "from" in turns[0] or ("conversations" in value and "role" in turns[0]):
+            return "sharegpt"  # which reads role/content turns under 'conversations' too
+        return "messages" if "role" in turns[0] else None
     if "message_id" in value and "role" in value and "parent_id" in value:
         return "oasst"
     if "message_tree_id" in value and isinstance(value.get("prompt"), Mapping):
@@ -332,10 +334,21 @@ def oasst_conversations(
             counts["deleted_or_failed_review"] += 1
             continue
         parent = row.get("parent_id")
+        if parent is not None and not isinstance(parent, str):
+            problems.append(Problem(where, "bad_parent_id", "'parent_id' is not text"))
+            continue
         if parent is not None and parent not in rows:
             problems.append(Problem(where, "orphan_message", f"its parent {parent} is not in the data"))
             continue
         children[parent].append(mid)
+    reached = _reached(children)
+    for mid, (where, _) in rows.items():
+        if mid not in reached and _on_a_cycle(mid, rows):
+            problems.append(
+                Problem(
+                    where, "not_in_a_tree", "its parents go round in a cycle and never reach a first prompt"
+                )
+            )
     out: list[tuple[str, Conversation]] = []
     for root in children[None]:
         where, row = rows[root]
@@ -370,13 +383,41 @@ def oasst_conversations(
     return out, problems, dict(counts)
 
 
+def _reached(children: Mapping[str | None, list[str]]) -> set[str]:
+    """The messages below the roots (parent None): the ones a conversation can be built through."""
+    reached: set[str] = set()
+    todo = list(children.get(None, []))
+    while todo:
+        mid = todo.pop()
+        if mid not in reached:
+            reached.add(mid)
+            todo += children.get(mid, [])
+    return reached
+
+
+def _on_a_cycle(mid: str, rows: Mapping[str, tuple[str, Mapping[str, Any]]]) -> bool:
+    """Whether following parents from ``mid`` comes round again (other unreached rows are below a
+    deleted or orphaned message, already counted there)."""
+    seen: set[str] = set()
+    while isinstance(mid, str) and mid in rows and mid not in seen:
+        seen.add(mid)
+        mid = rows[mid][1].get("parent_id")
+    return isinstance(mid, str) and mid in seen
+
+
+def _number(value: Any) -> float:
+    """A count or rank as written, or 0 when it is not a number (a hand-made export's "3")."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+    return value if ok else 0
+
+
 def _reply_order(row: Mapping[str, Any]) -> tuple[Any, ...]:
     rank = row.get("rank")
     ranked = isinstance(rank, int | float) and not (isinstance(rank, float) and math.isnan(rank))
     return (
         0 if ranked else 1,
         rank if ranked else 0,
-        -(row.get("review_count") or 0),
+        -_number(row.get("review_count")),
         str(row.get("created_date") or ""),
     )
 

@@ -106,11 +106,12 @@ def load_source(cfg: SourceConfig, max_bad_fraction: float = 1.0) -> tuple[list[
     report.files = files
     out: list[Conversation] = []
     for path in files:
-        items = list(read_records(path))
-        records = [r for r in items if isinstance(r, Record)]
-        for p in items:
-            if isinstance(p, Problem):
-                _problem(report, p)
+        records: list[Record] = []
+        for item in read_records(path):  # problems counted as they come: a million bad lines kept no list
+            if isinstance(item, Record):
+                records.append(item)
+            else:
+                _problem(report, item)
         report.records += len(records)
         if not records:
             continue  # its problems are counted; other files of the source may be fine
