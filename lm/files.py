@@ -63,7 +63,7 @@ def read_jsonl_objects(
     line: those are skipped and counted, never fatal; a file that is not UTF-8 raises ``error``."""
     rows: list[dict[str, Any]] = []
     bad = 0
-    for line in read_text(path, error).splitlines():
+    for line in read_text(path, error).split("\n"):
         if not line.strip():
             continue
         try:

@@ -166,3 +166,15 @@ def test_a_tie_between_preference_formats_is_decided_the_same_on_every_run(tmp_p
         for seed in range(2)  # the helper saw even seeds pick one format, odd the other
     }
     assert len(seen) == 1, seen
+
+
+def test_the_other_json_lines_readers_keep_a_line_separator_inside_a_string(tmp_path) -> None:
+    """raychat eval's data files, GRPO's problems (lm/files.py) and the held-out sets read JSON lines too."""
+    from lm.files import read_jsonl_objects
+    from pipelines.chat_eval import read_set
+
+    row = {"question": "a\u2028b", "answer": "1"}
+    (tmp_path / "splits").mkdir()
+    path = _lines(tmp_path / "splits" / "set.jsonl", row, row)
+    assert read_jsonl_objects(path, ValueError) == ([row, row], 0)
+    assert read_set(tmp_path, "set") == [row, row]

@@ -82,9 +82,10 @@ def sample_teacher(
     stamp = _stamp(teacher, problems, d, note)
     saved = read_json(out / "samples.stamp.json") or {}
     if saved.get("stamp") == stamp and (out / "samples.jsonl").is_file():
-        lines = (out / "samples.jsonl").read_text().splitlines()
+        # "\n" only: a sample's text may hold U+2028, which str.splitlines() would split at
+        lines = [line for line in (out / "samples.jsonl").read_text().split("\n") if line.strip()]
         log.info("distill: %d teacher samples already drawn (%s), reusing them", len(lines), out)
-        return [_candidate(json.loads(line)) for line in lines if line.strip()], True
+        return [_candidate(json.loads(line)) for line in lines], True
 
     asked = [messages(p, note) for p in problems]
     corpus = run.world / "search_index.jsonl" if s.tools else None

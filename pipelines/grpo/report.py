@@ -24,7 +24,7 @@ from pipelines.run_dir import RunDir, read_summary
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
