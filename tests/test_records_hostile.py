@@ -178,3 +178,12 @@ def test_the_other_json_lines_readers_keep_a_line_separator_inside_a_string(tmp_
     path = _lines(tmp_path / "splits" / "set.jsonl", row, row)
     assert read_jsonl_objects(path, ValueError) == ([row, row], 0)
     assert read_set(tmp_path, "set") == [row, row]
+
+
+def test_a_gsm8k_final_answer_is_ascii_digits() -> None:
+    """``\\d`` matches any script's digits: "#### ٣" became the answer "٣", which no reply matches."""
+    from pipelines.sft.formats import RecordError, from_gsm8k
+
+    with pytest.raises(RecordError, match="not a number"):
+        from_gsm8k({"question": "q", "answer": "x\n#### ٣"})
+    assert from_gsm8k({"question": "q", "answer": "x\n#### 1,000"})[0]["meta"]["answer"] == "1000"

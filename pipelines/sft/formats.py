@@ -232,7 +232,7 @@ def _function_calls(text: str, turn: int) -> list[dict[str, Any]]:
 
 CALCULATOR_MODES = ("tool", "strip", "keep")
 _ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?|-?\.\d+")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?|-?\.\d+", re.ASCII)  # "٣" is not a GSM8K answer
 
 
 def from_gsm8k(
