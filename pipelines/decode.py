@@ -202,17 +202,20 @@ def decode_text(data: bytes, declared: Iterable[str | None] = ()) -> tuple[str, 
         return lenient, "utf-8", bad
     for enc in _charset_candidates(data, declared):
         try:
-            name = codecs.lookup(enc).name
+            info = codecs.lookup(enc)
         except LookupError:
             continue
-        if name in ("utf-8", "ascii"):
+        name = info.name
+        # "hex", "base64", "zlib", "rot13" are codecs of Python's, not charsets: a page labelled so
+        # lost its record (LookupError), and a parquet file the rest of its rows
+        if name in ("utf-8", "ascii", "undefined") or not getattr(info, "_is_text_encoding", True):
             continue
         if name == "iso8859-1":
             name = "cp1252"  # browsers read a latin-1 label as windows-1252 (WHATWG Encoding)
         for codec in (name, "latin-1") if name == "cp1252" else (name,):
             try:
                 return data.decode(codec), codec, 0
-            except UnicodeDecodeError:
+            except (UnicodeError, LookupError):  # UnicodeError: a codec refusing these bytes wholesale
                 continue
     return lenient, "utf-8", bad
 

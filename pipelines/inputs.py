@@ -12,6 +12,7 @@ import glob as globlib
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -152,11 +153,21 @@ def _expand_local(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
         return files, errors
     if os.path.isdir(path):
         files, errors = [], []
-        for root, dirs, names in os.walk(path, onerror=lambda e, errs=errors: errs.append(_unreadable(e))):
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        seen: set[str] = set()  # real paths of the folders walked: a link back up is not a loop
+        walk = os.walk(path, onerror=lambda e, errs=errors: errs.append(_unreadable(e)), followlinks=True)
+        for root, dirs, names in walk:
+            seen.add(os.path.realpath(root))
+            # a linked folder is read as if it were there (was skipped without a word)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith((".", "_")) and os.path.realpath(os.path.join(root, d)) not in seen
+            )
             for name in sorted(names):
-                if name.startswith((".", "_")):
-                    continue
+                real = os.path.realpath(os.path.join(root, name))
+                if name.startswith((".", "_")) or real in seen:
+                    continue  # hidden, or a file already read through another link
+                seen.add(real)
                 f, e = _local_file(os.path.join(root, name), explicit=False)
                 files += f
                 errors += e
@@ -176,6 +187,8 @@ def _local_file(path: str, explicit: bool) -> tuple[list[InputFile], list[dict[s
     """One local file: readable and of a format we know (by name, or by its bytes when the name has none)."""
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a named pipe or a device waits for ever
+            return [], [input_error(path, "unreadable", "not a regular file (a pipe, socket or device)")]
         with open(path, "rb"):
             pass
     except OSError as e:

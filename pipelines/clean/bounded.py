@@ -46,9 +46,14 @@ def inflate_gzip(data: bytes, limit: int) -> bytes:
 
 @dataclass(frozen=True)
 class Oversized:
-    """A JSON array item that was not built because its text passed the bound (``size`` so far)."""
+    """A JSON array item that was not built because its text passed the bound (``size`` so far), or
+    because it nests deeper than ``MAX_JSON_DEPTH`` (``deep``)."""
 
     size: int
+    deep: bool = False
+
+
+MAX_JSON_DEPTH = 256  # nesting a record may have: no crawl or chat record comes near it
 
 
 class _Utf8Repairing:
@@ -92,28 +97,35 @@ def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
 
     reader = _Utf8Repairing(stream, limit + 2 * MiB)
     depth = 0
+    base = 0  # 1 inside a top-level array, whose items are the records; 0 between top-level values
     builder: Any = None
     size = 0
-    for _, event, value in ijson.parse(reader, use_float=True):
+    deep = False
+    # basic_parse, not parse: parse builds a prefix string per nesting level, so memory grew with the
+    # square of the depth (a 200 KB file of nested brackets took 23 GB). multiple_values: what follows
+    # the array (a second array, JSON lines appended after it) is read, not silently dropped.
+    for event, value in ijson.basic_parse(reader, use_float=True, multiple_values=True):
         reader.since_event = 0
-        if depth == 0:  # the array itself
-            depth = 1
+        if depth == 0 and event == "start_array":  # a top-level array: its items are the records
+            depth = base = 1
             continue
-        if depth == 1 and event == "end_array":
-            return
+        if depth == 1 and base == 1 and event == "end_array":
+            depth = base = 0
+            continue
         if builder is None and size == 0:
             builder = ijson.ObjectBuilder()
         if event in ("start_map", "start_array"):
             depth += 1
+            deep = deep or depth - base > MAX_JSON_DEPTH
         elif event in ("end_map", "end_array"):
             depth -= 1
         size += len(value) if isinstance(value, str) else 8
         if builder is not None:
-            if size > limit:
+            if size > limit or deep:
                 builder = None  # the rest of this item is read, but no longer kept
             else:
                 builder.event(event, value)
-        if depth == 1:  # the item is complete
+        if depth == base:  # the item is complete
             replaced, reader.replaced = reader.replaced, 0
-            yield (builder.value if builder is not None else Oversized(size)), replaced
-            builder, size = None, 0
+            yield (builder.value if builder is not None else Oversized(size, deep)), replaced
+            builder, size, deep = None, 0, False

@@ -11,6 +11,7 @@ takes the index of the first record that could not be read and nothing after it 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.clean.config import ReadConfig
@@ -46,6 +47,9 @@ ROW_FIELDS = RECORD_FIELDS + ("_error", "step", "reason", "error")
 
 
 DUMP_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
+# a record's own language is kept when it looks like a language tag ("en", "zh-Hans", "sr_Latn"): the
+# clean output is partitioned by it (language=xx/), and 300 characters or a "/" made a folder name fail
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(?:[_-][A-Za-z0-9]{1,8}){0,4}", re.ASCII)
 
 
 def error_row(
@@ -199,11 +203,30 @@ def from_mapping(
         content_type=content_type,
         source_format=source_format,
         record_index=index,
-        language=language if isinstance(language, str) else None,
-        language_score=float(score) if isinstance(score, int | float) else None,
+        language=language if isinstance(language, str) and LANGUAGE_TAG.fullmatch(language) else None,
+        language_score=_score(score),
         encoding=encoding,
         decode_errors=decode_errors,
     )
+
+
+def guarded(f: InputFile, index: int, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The record ``build`` makes, or a ``bad_record`` row for it: one record's surprise must not end
+    the rest of its file (a parquet file lost its remaining rows to one page's charset label)."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - this record's problem only
+        return error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
+
+
+def _score(value: Any) -> float | None:
+    """A record's own language score, or None when it is not a number a float can hold."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 400 digits
+        return None
 
 
 def is_error(item: dict[str, Any]) -> bool:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from pipelines import storage
-from pipelines.clean.bounded import Oversized, TooLarge, json_array_items
+from pipelines.clean.bounded import MAX_JSON_DEPTH, Oversized, TooLarge, json_array_items
 from pipelines.clean.config import MiB, ReadConfig
-from pipelines.clean.documents import broken, error_row, from_mapping
+from pipelines.clean.documents import broken, error_row, from_mapping, guarded
 from pipelines.decode import BreakGuard, open_decompressed, replacements
 from pipelines.inputs import InputFile
 
@@ -54,7 +54,9 @@ def read_json(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
     with storage.open_input(f.path) as raw, open_decompressed(raw, compression) as decompressed:
         stream = BreakGuard(decompressed)
         head = stream.read(4096)
-        first = head.lstrip(codecs.BOM_UTF8).lstrip()[:1]
+        if head.startswith(codecs.BOM_UTF8):  # not JSON: the parser would refuse the first record
+            head = head[len(codecs.BOM_UTF8) :]
+        first = head.lstrip()[:1]
         rest = _Prepended(head, stream)
         if first == b"[":
             yield from _read_json_array(f, rest, cfg)
@@ -102,11 +104,7 @@ def _read_jsonl(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str
         if line is None:
             yield error_row(f.path, index, "document_too_large", f"line of {size} bytes > the size limit")
         else:
-            try:
-                item = _json_line(f, line, index, cfg)
-            except Exception as e:  # noqa: BLE001 - this line's problem only
-                item = error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
-            yield item
+            yield guarded(f, index, lambda line=line, index=index: _json_line(f, line, index, cfg))
         index += 1
 
 
@@ -136,12 +134,17 @@ def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dic
     index = 0
     try:
         for obj, bad in json_array_items(stream, _json_limit(cfg)):
-            if isinstance(obj, Oversized):
+            if isinstance(obj, Oversized) and obj.deep:
+                why = f"array item nested deeper than {MAX_JSON_DEPTH} levels"
+                yield error_row(f.path, index, "invalid_json", why)
+            elif isinstance(obj, Oversized):
                 yield error_row(
                     f.path, index, "document_too_large", f"array item of more than {obj.size} bytes"
                 )
             else:
-                yield from_mapping(obj, f, index, cfg, "json", bad)
+                yield guarded(
+                    f, index, lambda obj=obj, i=index, b=bad: from_mapping(obj, f, i, cfg, "json", b)
+                )
             index += 1
     except (ijson.JSONError, TooLarge) as e:
         if stream.error is not None:  # the stream broke (truncated gzip): that is the cause

@@ -7,7 +7,7 @@ from typing import Any
 
 from pipelines import storage
 from pipelines.clean.config import ReadConfig
-from pipelines.clean.documents import broken, error_row, from_mapping
+from pipelines.clean.documents import broken, error_row, from_mapping, guarded
 from pipelines.inputs import InputFile
 
 
@@ -45,5 +45,5 @@ def read_parquet(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iter
                 yield broken(f, index, e)
                 return
             for row in batch.to_pylist():
-                yield from_mapping(row, f, index, cfg, "parquet")
+                yield guarded(f, index, lambda row=row, i=index: from_mapping(row, f, i, cfg, "parquet"))
                 index += 1

@@ -25,7 +25,6 @@ from pipelines.inputs import InputFile
 
 CHUNK = 1 << 20
 _ENDS = {"line": r"\r?\n", "paragraph": r"\r?\n(?:[ \t]*\r?\n)+"}
-_TAIL_BREAK = re.compile(r"[\r\n][ \t\r\n]*\Z")
 _BLANK_LINES_AT_START = re.compile(r"\A(?:[ \t]*\r?\n)+")
 
 
@@ -142,9 +141,10 @@ def _head_encoding(head: bytes) -> str:
 def _possible_end(buffer: str, is_regex: bool, separator: str) -> int:
     """Where an end that the next read may complete could start in ``buffer`` (its length if none):
     a run of line breaks and blanks at the tail for lines and paragraphs, a separator's prefix else."""
-    if is_regex:
-        m = _TAIL_BREAK.search(buffer)
-        return m.start() if m else len(buffer)
+    if is_regex:  # the first line break of the blank tail (a regex search was quadratic in the tail)
+        start = len(buffer.rstrip(" \t\r\n"))
+        breaks = [i for i in (buffer.find("\r", start), buffer.find("\n", start)) if i >= 0]
+        return min(breaks) if breaks else len(buffer)
     for n in range(min(len(separator) - 1, len(buffer)), 0, -1):
         if separator.startswith(buffer[-n:]):
             return len(buffer) - n
