@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,9 @@ def test_progress_is_one_live_line_on_a_terminal_and_throttled_in_a_pipe(monkeyp
     assert pipe.getvalue().splitlines() == lines  # the same final line again (a second read): once
 
 
-def test_a_status_file_becomes_the_stage_progress(tmp_path: Path) -> None:
+@pytest.fixture
+def sft_records() -> Iterator[list[logging.LogRecord]]:
+    """What the sft stage's logger says (the watcher logs a stage's progress lines there)."""
     seen: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):
@@ -76,53 +79,46 @@ def test_a_status_file_becomes_the_stage_progress(tmp_path: Path) -> None:
     logger = logging.getLogger("raychat.sft")
     logger.addHandler(keep)
     logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(keep)
+
+
+def test_a_status_file_becomes_the_stage_progress(tmp_path: Path, sft_records) -> None:
+    seen = sft_records
     status = tmp_path / "metrics" / "sft.status"
     status.parent.mkdir()
     status.write_text("stale line of an earlier run")
-    try:
-        with console.watch_status(status, "sft", every_s=0.05):
-            assert not status.exists()  # an old run's line is not this run's progress
-            console.write_status(status, "sft step 3/10 | ETA 0m07s")
-            deadline = time.monotonic() + 5
-            while not seen and time.monotonic() < deadline:
-                time.sleep(0.02)
-            console.write_status(status, "sft step 10/10 | ETA 0m00s")
-    finally:
-        logger.removeHandler(keep)
+    with console.watch_status(status, "sft", every_s=0.05):
+        assert not status.exists()  # an old run's line is not this run's progress
+        console.write_status(status, "sft step 3/10 | ETA 0m07s")
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        console.write_status(status, "sft step 10/10 | ETA 0m00s")
     texts = [r.getMessage() for r in seen]
     assert texts[0] == "sft step 3/10 | ETA 0m07s" and texts[-1] == "sft step 10/10 | ETA 0m00s"
     assert all(getattr(r, "progress", False) for r in seen) and getattr(seen[-1], "final", False)
 
 
-def test_fits_a_stage_runs_under_other_names_show_too(tmp_path: Path) -> None:
+def test_fits_a_stage_runs_under_other_names_show_too(tmp_path: Path, sft_records) -> None:
     """The sft stage's ablation fine-tunes write ``sft_ablation_*.status``: minutes of training that
     showed nothing while the stage's own file stood still. An earlier stage's file that does not
     change is not shown."""
-    seen: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    keep = Keep()
-    logger = logging.getLogger("raychat.sft")
-    logger.addHandler(keep)
-    logger.setLevel(logging.INFO)
+    seen = sft_records
     metrics = tmp_path / "metrics"
     metrics.mkdir()
     (metrics / "pretrain.status").write_text("pretrain step 150/150")
     ablation = metrics / "sft_ablation_reasoning.status"
-    try:
-        with console.watch_status(metrics / "sft.status", "sft", every_s=0.05):
-            console.write_status(metrics / "sft.status", "sft step 341/341")
-            console.write_status(ablation, "sft_ablation_reasoning step 4/40")
-            deadline = time.monotonic() + 5
-            while len(seen) < 2 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(0.05)
-            console.write_status(ablation, "sft_ablation_reasoning step 40/40")
-    finally:
-        logger.removeHandler(keep)
+    with console.watch_status(metrics / "sft.status", "sft", every_s=0.05):
+        console.write_status(metrics / "sft.status", "sft step 341/341")
+        console.write_status(ablation, "sft_ablation_reasoning step 4/40")
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)
+        console.write_status(ablation, "sft_ablation_reasoning step 40/40")
     shown = [(r.progress_key, r.getMessage()) for r in seen]
     assert ("sft", "sft step 341/341") in shown
     assert ("sft_ablation_reasoning", "sft_ablation_reasoning step 4/40") in shown
