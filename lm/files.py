@@ -55,6 +55,19 @@ def read_json_object(path: str | os.PathLike[str], error: type[Exception]) -> di
     return value
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The non-blank lines of JSON-lines text. Split at "\n" only: ``str.splitlines()`` also splits at
+    U+2028, U+2029 and U+0085, which JSON strings hold unescaped (``json.dumps(..., ensure_ascii=False)``
+    writes them so), and a record would be cut in two."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """Every value of a JSON-lines file this project wrote (metrics, samples, held-out sets), strictly:
+    a bad line raises, as it means a bug, not a user's odd record."""
+    return [json.loads(line) for line in jsonl_lines(Path(path).read_text(encoding="utf-8"))]
+
+
 def read_jsonl_objects(
     path: str | os.PathLike[str], error: type[Exception]
 ) -> tuple[list[dict[str, Any]], int]:
@@ -63,9 +76,7 @@ def read_jsonl_objects(
     line: those are skipped and counted, never fatal; a file that is not UTF-8 raises ``error``."""
     rows: list[dict[str, Any]] = []
     bad = 0
-    for line in read_text(path, error).split("\n"):
-        if not line.strip():
-            continue
+    for line in jsonl_lines(read_text(path, error)):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

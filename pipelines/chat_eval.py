@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.engine import SamplingParams
+from lm.files import read_jsonl
 from pipelines.sft.config import ChatEvalConfig
 from pipelines.sft.world_config import SFTDataConfig
 from pipelines.sft.world_scores import eval_messages, score_set
@@ -65,7 +66,7 @@ def read_set(data_dir: str | Path, set_name: str, max_rows: int | None = None, s
     path = Path(data_dir) / "splits" / f"{set_name}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; build the world SFT data first (the sft stage does)")
-    rows = [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    rows = read_jsonl(path)
     if max_rows is not None and len(rows) > max_rows:
         keep = sorted(random.Random(f"eval:{set_name}:{seed}").sample(range(len(rows)), max_rows))
         rows = [rows[i] for i in keep]

@@ -161,21 +161,19 @@ def _empty(compression: str | None, broken: BaseException | None) -> str:
     return f"the {compression or 'plain'} data breaks off before any record: {broken}"
 
 
-def _json_lines(path: str, text: str) -> Iterator[Record | Problem]:
+def _json_lines(path: str, text: str, first_line: int = 1) -> Iterator[Record | Problem]:
+    """``first_line``: the file's line number of ``text``'s first line (JSON lines after an array)."""
     # lines end at "\n" only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which JSON
     # strings hold unescaped (json.dumps(..., ensure_ascii=False) writes them so)
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, line in enumerate(text.split("\n"), first_line):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
             yield Record(where, json.loads(line))
-        except json.JSONDecodeError as e:
-            yield Problem(where, "invalid_json", f"invalid JSON ({e.msg} at column {e.colno}): {line[:80]!r}")
-        except RecursionError:
-            yield Problem(where, "invalid_json", "invalid JSON here: nested too deeply")
-        except ValueError as e:  # an integer of more than 4300 digits
-            yield Problem(where, "invalid_json", f"invalid JSON ({e})")
+        except (json.JSONDecodeError, RecursionError, ValueError) as e:
+            why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else _why(e)
+            yield Problem(where, "invalid_json", f"invalid JSON ({why}): {line[:80]!r}")
 
 
 def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
@@ -230,6 +228,8 @@ def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
 
 
 def _why(e: BaseException) -> str:
+    """What json refused other than its syntax: nesting past Python's recursion limit, or an integer
+    of more than 4300 digits (a ValueError)."""
     return "nested too deeply" if isinstance(e, RecursionError) else str(e)
 
 
@@ -243,15 +243,7 @@ def _after_array(path: str, text: str, pos: int, line_at: Any) -> Iterator[Recor
     yield Problem(
         f"{path}:{first}", "trailing_data", "more data after the JSON array's ']': read as JSON lines"
     )
-    for item in _json_lines(path, text[pos:]):
-        if isinstance(item, Record):  # line numbers of the whole file
-            yield Record(_shift(item.where, path, first - 1), item.value)
-        else:
-            yield Problem(_shift(item.where, path, first - 1), item.reason, item.detail)
-
-
-def _shift(where: str, path: str, lines: int) -> str:
-    return f"{path}:{int(where[len(path) + 1 :]) + lines}"
+    yield from _json_lines(path, text[pos:], first)
 
 
 def _next_element(text: str, pos: int) -> int | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lm import atomic
+from lm.files import read_jsonl
 from pipelines.distill.config import DistillConfig
 from pipelines.distill.prompts import Problem, messages
 from pipelines.distill.rejection import Candidate
@@ -82,10 +83,9 @@ def sample_teacher(
     stamp = _stamp(teacher, problems, d, note)
     saved = read_json(out / "samples.stamp.json") or {}
     if saved.get("stamp") == stamp and (out / "samples.jsonl").is_file():
-        # "\n" only: a sample's text may hold U+2028, which str.splitlines() would split at
-        lines = [line for line in (out / "samples.jsonl").read_text().split("\n") if line.strip()]
-        log.info("distill: %d teacher samples already drawn (%s), reusing them", len(lines), out)
-        return [_candidate(json.loads(line)) for line in lines], True
+        rows = read_jsonl(out / "samples.jsonl")
+        log.info("distill: %d teacher samples already drawn (%s), reusing them", len(rows), out)
+        return [_candidate(row) for row in rows], True
 
     asked = [messages(p, note) for p in problems]
     corpus = run.world / "search_index.jsonl" if s.tools else None

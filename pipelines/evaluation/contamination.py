@@ -26,15 +26,11 @@ from pipelines import storage
 
 TRAINED_ON = "trained_on"  # the key in raychat.json
 MAX_INIT_CHAIN = 32  # models fine-tuned from models...: a loop in hand-edited metadata stops here
-_CHUNK = 1 << 20
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def trained_on_record(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

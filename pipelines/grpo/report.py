@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lm import atomic
+from lm.files import read_jsonl
 from pipelines.grpo.config import GRPOConfig
 from pipelines.report import pyplot, save_plot, scalars, table
 from pipelines.run_dir import RunDir, read_summary
@@ -24,7 +25,7 @@ from pipelines.run_dir import RunDir, read_summary
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    return read_jsonl(path)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
