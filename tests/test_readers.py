@@ -122,107 +122,6 @@ DOLMA_ROW = {
 }
 
 
-# ---- WARC ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("version", ["1.0", "1.1"])
-def test_warc_html_responses_and_binary_payloads(tmp_path, version):
-    items = read_all(write_warc_gz(tmp_path / "crawl.warc.gz", a_crawl(3, version)))
-    records, errors = split(items)
-    assert_one_outcome_each(
-        items, 5
-    )  # 3 HTML + JPEG + PDF responses; warcinfo and requests are not documents
-    assert [r["url"] for r in records] == [f"http://example.org/{i}" for i in range(3)]
-    assert all(r["content_type"] == "html" and "Deep sea vents" in r["content"] for r in records)
-    assert all(r["dump"] == "CC-MAIN-2099-01" and r["id"] == r["warc_record_id"].strip() for r in records)
-    assert all(r["id"].startswith("<urn:uuid:") and r["source_format"] == "warc" for r in records)
-    # binary payloads are counted as error rows, with the payload type, not silently dropped
-    assert [(e["reason"], e["url"]) for e in errors] == [
-        ("non_html_payload", "http://example.org/cat.jpg"),
-        ("non_html_payload", "http://example.org/a.pdf"),
-    ]
-    assert "image/jpeg" in errors[0]["error"]
-
-
-def test_warc_uncompressed_resource_and_wet_conversion(tmp_path):
-    path = tmp_path / "mixed.warc"
-    path.write_bytes(
-        warc_record(
-            "resource",
-            ARTICLE.format("resources").encode(),
-            uri="http://r.example/",
-            content_type="text/html",
-        )
-        + warc_record("conversion", "Plain text from a WET file. Ünïcode.".encode(), uri="http://w.example/")
-        + warc_record("metadata", b"fetchTimeMs: 1", uri="http://w.example/")
-    )
-    items = read_all(path)
-    assert_one_outcome_each(items, 2)
-    assert [(i["content_type"], i["url"]) for i in items] == [
-        ("html", "http://r.example/"),
-        ("text", "http://w.example/"),
-    ]
-    assert items[1]["content"] == "Plain text from a WET file. Ünïcode."
-
-
-def test_warc_charset_from_http_header_meta_and_lf_only_headers(tmp_path):
-    latin = "<html><body><p>Café crème brûlée</p></body></html>".encode("cp1252")
-    cyrillic = '<html><head><meta charset="windows-1251"></head><body><p>Привет мир</p></body></html>'
-    lf_only = warc_record(  # ClueWeb09 style: HTTP header lines end in a bare LF
-        "response",
-        http_response("<p>Schöne Grüße</p>".encode("iso-8859-1"), "text/html; charset=ISO-8859-1", eol=b"\n"),
-        uri="http://lf.example/",
-        content_type="application/http;msgtype=response",
-        version="0.18",
-    )
-    path = write_warc_gz(
-        tmp_path / "charsets.warc.gz",
-        [
-            response("http://latin.example/", latin, "text/html; charset=windows-1252"),
-            response("http://ru.example/", cyrillic.encode("cp1251"), "text/html"),
-            lf_only,
-        ],
-    )
-    records, errors = split(read_all(path))
-    assert not errors
-    assert "Café crème brûlée" in records[0]["content"]
-    assert "Привет мир" in records[1]["content"] and records[1]["encoding"] == "cp1251"
-    assert "Schöne Grüße" in records[2]["content"]
-    assert all(r["decode_errors"] == 0 for r in records)
-
-
-def test_real_warc_files(shared_data):
-    warcio = pytest.importorskip("warcio.archiveiterator")
-    crawl = shared_data / "crawl"
-    expected = {  # documents per file, counted independently with warcio
-        p.name: sum(
-            1
-            for rec in warcio.ArchiveIterator(p.open("rb"))
-            if rec.rec_type in ("response", "resource", "conversion")
-        )
-        for p in crawl.rglob("*.gz")
-    }
-    files, errors = expand_inputs([str(crawl)])
-    assert not errors and {Path(f.path).name for f in files} == set(expected)
-    for f in files:
-        items = list(read_file(f))
-        if not expected[Path(f.path).name]:  # the WAT holds metadata records only: reported
-            assert [(i["reason"], i["record_index"]) for i in items] == [("empty_file", None)]
-            continue
-        assert_one_outcome_each(items, expected[Path(f.path).name])
-        assert not [i for i in items if i.get("_error")], f.path
-    assert [name for name, n in expected.items() if not n] == ["whirlwind.warc.wat.gz"]
-    quirk = list(read_file(InputFile(str(crawl / "clueweb09_resiliparse" / "clueweb-quirk.warc.gz"))))
-    assert len(quirk) == 29
-    # malformed WARC headers (WARC/0.18, day 294) and LF-only HTTP headers: read, and EUC-JP decoded
-    assert all(r["content_type"] == "html" and r["encoding"] == "euc_jp" for r in quirk)
-    assert "ヘッドポーター" in quirk[0]["content"]
-    wet = list(read_file(InputFile(str(crawl / "commoncrawl_whirlwind" / "whirlwind.warc.wet.gz"))))
-    assert wet[0]["content_type"] == "text" and "Escopete" in wet[0]["content"]
-    cc = list(read_file(InputFile(str(crawl / "commoncrawl_resiliparse" / "warcfile.warc.gz"))))
-    assert len(cc) == 16 and {r["dump"] for r in cc} == {"CC-MAIN-2020-34"}
-
-
 # ---- JSON, JSONL, parquet -------------------------------------------------------------------------
 
 
@@ -397,17 +296,6 @@ def test_truncated_gzip_keeps_what_came_before(tmp_path):
     assert [r["content"] for r in records] == [r["text"] for r in rows[: len(records)]]
     assert len(errors) == 1 and errors[0]["reason"] == "truncated_input"
     assert errors[0]["record_index"] == len(records) and f"record {len(records)}" in errors[0]["error"]
-    assert_one_outcome_each(items, len(records) + 1)
-
-
-def test_truncated_warc_gz(tmp_path):
-    whole = b"".join(gzip.compress(r) for r in a_crawl(40))
-    path = tmp_path / "cut.warc.gz"
-    path.write_bytes(whole[: int(len(whole) * 0.6)])
-    records, errors = split(items := read_all(path))
-    assert 10 < len(records) < 40
-    assert [r["url"] for r in records] == [f"http://example.org/{i}" for i in range(len(records))]
-    assert [e["reason"] for e in errors] == ["truncated_input"]
     assert_one_outcome_each(items, len(records) + 1)
 
 

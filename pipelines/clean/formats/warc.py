@@ -5,59 +5,147 @@ from __future__ import annotations
 
 import http.client
 import io
+import re
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from pipelines import storage
 from pipelines.clean.bounded import TooLarge, inflate_gzip
 from pipelines.clean.config import ReadConfig
 from pipelines.clean.documents import DUMP_RE, broken, document, error_row, html_document
+from pipelines.clean.formats.gzip_members import MemberGzip, Skipped
+from pipelines.clean.formats.warc_resync import ResyncStream
 from pipelines.decode import BreakGuard, decode_text, http_charset, open_decompressed
 from pipelines.inputs import InputFile
 
+CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
+
 
 def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from fastwarc.warc import WarcRecordType
 
-    wanted = (
-        WarcRecordType.response
-        | WarcRecordType.resource
-        | WarcRecordType.conversion
-        | WarcRecordType.warcinfo
+    document_types = (  # a tuple: fastwarc's record types are not hashable
+        WarcRecordType.response,
+        WarcRecordType.resource,
+        WarcRecordType.conversion,
     )
     html_types = {t.lower() for t in cfg.html_mime_types}
     dump: str | None = None
     index = 0
-    with storage.open_input(f.path) as raw, open_decompressed(raw, compression) as decompressed:
-        stream = BreakGuard(decompressed)
-        # parse_http=False: HTTP headers are parsed below with the standard library, which accepts the
-        # bare-LF header lines of older crawlers (ClueWeb09) that fastwarc's parser reads as garbage.
-        records = iter(ArchiveIterator(stream, parse_http=False, strict_mode=False, record_types=wanted))
+    with storage.open_input(f.path) as raw, _inflate(raw, compression) as decompressed:
+        guard = BreakGuard(decompressed)
+        stream = ResyncStream(guard)
+        records = _records(stream)
+        last: tuple[int, int] | None = None  # (stream position, content length) of the last record read
+        damage: _Damage | None = None  # a stretch fastwarc could not read, reported once it ends
+        broke: BaseException | None = None  # what ended the file early, if anything did
+        reported = 0  # damaged gzip members reported so far
         while True:
+            for skip in _settled_skips(decompressed)[reported:]:
+                yield error_row(f.path, index, "corrupt_record", skip.describe())
+                index, reported = index + 1, reported + 1
             try:
                 rec = next(records)
+                last = (rec.stream_pos, rec.content_length)
+                if damage is not None:
+                    yield damage.row(f, index, rec.stream_pos)
+                    index, damage = index + 1, None
                 if rec.record_type == WarcRecordType.warcinfo:
                     dump = _warcinfo_dump(rec.reader.read(64 * 1024)) or dump
                     continue
                 if (
-                    stream.error is not None
+                    guard.error is not None
                     and not (rec.headers.get("Content-Length") or "").strip().isdigit()
                 ):
                     raise EOFError("the stream ends inside this record's headers")
-                item = _warc_record(f, rec, index, dump, html_types, cfg)
+                if rec.record_type in document_types:
+                    item = _warc_record(f, rec, index, dump, html_types, cfg)
+                elif rec.headers.get("WARC-Type"):  # request, metadata, revisit, ...: not documents
+                    continue
+                else:
+                    item = error_row(
+                        f.path,
+                        index,
+                        "bad_record",
+                        "the record has no WARC-Type header (a damaged header?)",
+                        id=rec.headers.get("WARC-Record-ID"),
+                        url=rec.headers.get("WARC-Target-URI"),
+                    )
             except StopIteration:
-                if stream.error is not None:
-                    yield broken(f, index, stream.error)
-                return
-            except (EOFError, OSError) as e:  # the stream itself broke: one row, then stop
-                yield broken(f, index, e)
-                return
+                broke = guard.error
+                break
+            except (EOFError, OSError) as e:
+                if guard.error is not None or isinstance(e, EOFError):  # the stream itself broke
+                    broke = guard.error or e
+                    break
+                # a record header fastwarc cannot read: parse again from the next one
+                if damage is None:
+                    # damage starts where the last record ends (or a bound below, if it was too long to hold)
+                    start = 0 if last is None else stream.record_end(*last) or sum(last)
+                    damage = _Damage(start, f"{type(e).__name__}: {e}")
+                resumed = stream.restart(max(damage.start, damage.floor))
+                if resumed is None:
+                    break
+                damage.floor = resumed + 1
+                records = _records(stream)
+                continue
             except BaseException as e:  # noqa: BLE001 - this record's problem only (fastwarc panics are BaseExceptions)
                 if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit):
                     raise
                 item = error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
             yield item
             index += 1
+        if damage is not None:
+            yield damage.row(f, index, None)
+            index += 1
+        for skip in getattr(decompressed, "skipped", [])[reported:]:
+            yield error_row(f.path, index, "corrupt_record", skip.describe())
+            index += 1
+        if broke is not None:
+            yield broken(f, index, broke)
+
+
+def _inflate(raw: BinaryIO, compression: str | None) -> BinaryIO:
+    """A gzip-compressed WARC is read member by member, so a damaged member costs only its records."""
+    if compression == "gzip":
+        return MemberGzip(raw)  # type: ignore[return-value]
+    return open_decompressed(raw, compression)
+
+
+def _settled_skips(decompressed: Any) -> list[Skipped]:
+    """The damaged gzip stretches whose end is known (the last one may still grow)."""
+    return decompressed.settled() if isinstance(decompressed, MemberGzip) else []
+
+
+@dataclass
+class _Damage:
+    """Bytes between two readable records: what made fastwarc stop, and where the search may go on."""
+
+    start: int
+    error: str
+    floor: int = 0  # a restart never goes back to a header it already failed on
+
+    def row(self, f: InputFile, index: int, resumed_at: int | None) -> dict[str, Any]:
+        where = f"bytes {self.start}-{resumed_at} skipped" if resumed_at is not None else "no record after it"
+        return error_row(
+            f.path,
+            index,
+            "corrupt_record",
+            f"unreadable WARC record after byte {self.start} ({self.error}); {where}",
+        )
+
+
+def _records(stream: ResyncStream) -> Iterator[Any]:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    # every type, filtered in read_warc: fastwarc's own filter also drops records whose WARC-Type line
+    # was damaged, which must be counted, not vanish.
+    # parse_http=False: HTTP headers are parsed below with the standard library, which accepts the
+    # bare-LF header lines of older crawlers (ClueWeb09) that fastwarc's parser reads as garbage.
+    return iter(
+        ArchiveIterator(stream, parse_http=False, strict_mode=False, record_types=WarcRecordType.any_type)
+    )
 
 
 def _warcinfo_dump(block: bytes) -> str | None:
@@ -136,9 +224,39 @@ def _split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
     except http.client.HTTPException as e:
         raise ValueError(f"unreadable HTTP headers: {e}") from e
     body = fp.read()
+    transfer = (headers.get("Transfer-Encoding") or "").lower()
+    if transfer.rsplit(",", 1)[-1].strip() == "chunked" and CHUNK_SIZE_LINE.match(body):
+        # wget and browser-based crawlers keep the body as it came over the wire; Common Crawl
+        # de-chunks it and renames the header. A body that only claims to be chunked is kept as it is.
+        body = _dechunk(body)
     content_type = headers.get("Content-Type", "") or ""
     encoding = (headers.get("Content-Encoding") or "").strip().lower()
     if encoding in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
         # Common Crawl stores decoded bodies (and renames the header); other crawlers keep the gzip.
         body = inflate_gzip(body, max_body)
     return content_type.split(";")[0].strip().lower(), http_charset(content_type), body
+
+
+class _Wire:
+    """What ``http.client.HTTPResponse`` reads a response from: a socket's file, here over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BytesIO(data)
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return self.file
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body, by the standard library's HTTP client; a truncated one keeps
+    the chunks that arrived (a crawler may have stopped reading a page mid-transfer)."""
+    response = http.client.HTTPResponse(
+        _Wire(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    )
+    response.begin()
+    try:
+        return response.read()
+    except http.client.IncompleteRead as e:
+        return e.partial
+    except http.client.HTTPException as e:  # a chunk-size line too long, ...
+        raise ValueError(f"unreadable chunked body: {type(e).__name__}: {e}") from e
