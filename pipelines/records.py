@@ -12,6 +12,16 @@ detail)``; nothing raises for bad data. ``where`` is what a person needs to find
 ``data.parquet: row 7``. A JSON array with a syntax error in one element keeps the elements before
 it and, when the array is pretty-printed (each element starting on its own line at the same indent),
 picks up again at the next element.
+
+A record whose text is not valid Unicode is skipped and counted, never kept with its bytes replaced
+by U+FFFD: bytes that are not UTF-8 (``invalid_utf8``) or a ``\\ud800``-style escape of half a
+surrogate pair (``lone_surrogate``, which the tokenizer would silently turn into U+FFFD). Why skip
+rather than keep and count (as the clean stage does for web pages): every token of a chat example's
+reply is a training target, so a kept record teaches the model to write U+FFFD where the bytes were;
+a preference pair would be judged on mangled text; and a file saved in another encoding (cp1252)
+then shows up as mostly bad records, which stops its source ("is the format right?"), instead of
+training on garbled text under a count nobody reads. The other records of the file are kept, and
+the problem says where the first bad byte is, so the file can be fixed.
 """
 
 from __future__ import annotations
@@ -47,6 +57,10 @@ class Problem:
 
 
 _WS = re.compile(r"\s*")
+# what decoding with "surrogateescape" makes of each byte that is not UTF-8 (it keeps them apart
+# from valid text: no character read from valid UTF-8 falls in this range)
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # may be half of a valid pair
 
 
 def list_files(spec: str | list[str]) -> tuple[list[str], list[Problem]]:
@@ -93,7 +107,7 @@ def read_records(
     except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
         yield Problem(path, "unreadable", f"cannot read the {compression or 'plain'} file: {e}")
         return
-    text = data.decode("utf-8", "replace").lstrip("\ufeff")
+    text = data.decode("utf-8", "surrogateescape").lstrip("\ufeff")  # each record checked: _checked
     if not text.strip():
         yield Problem(path, "empty_file" if broken is None else "unreadable", _empty(compression, broken))
         return
@@ -170,10 +184,12 @@ def _json_lines(path: str, text: str, first_line: int = 1) -> Iterator[Record | 
             continue
         where = f"{path}:{lineno}"
         try:
-            yield Record(where, json.loads(line))
+            value = json.loads(line)
         except (json.JSONDecodeError, RecursionError, ValueError) as e:
             why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else _why(e)
             yield Problem(where, "invalid_json", f"invalid JSON ({why}): {line[:80]!r}")
+            continue
+        yield _checked(where, line, value, lineno, 1)
 
 
 def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
@@ -212,7 +228,7 @@ def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
                 return
             pos, index = resume, index + 1
             continue
-        yield Record(where, value)
+        yield _checked(where, text[pos:end], value, start_line, pos - text.rfind("\n", 0, pos))
         index += 1
         pos = _WS.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
@@ -225,6 +241,49 @@ def _json_array(path: str, text: str, pos: int) -> Iterator[Record | Problem]:
                 f"{path}:{line_at(pos)}", "invalid_json", "expected ',' or ']' after a record; reading stops"
             )
             return
+
+
+def _checked(where: str, raw: str, value: Any, line: int, column: int) -> Record | Problem:
+    """The record parsed from ``raw`` (its JSON text, which starts in the file at ``line``,
+    ``column``), or the problem that skips it when its text is not valid Unicode (the module docstring
+    says why skipped rather than kept)."""
+    if bad := _NOT_UTF8.search(raw):
+        before = raw.count("\n", 0, bad.start())
+        line += before
+        column = bad.start() - raw.rfind("\n", 0, bad.start()) + (column - 1 if not before else 0)
+        byte = ord(bad.group()) - 0xDC00
+        return Problem(
+            where,
+            "invalid_utf8",
+            f"not UTF-8 text (byte 0x{byte:02x} at line {line}, column {column}); the file is corrupt or "
+            "in another encoding",
+        )
+    if _SURROGATE_ESCAPE.search(raw) and (half := _lone_surrogate(value)):  # only then is it walked
+        return Problem(
+            where,
+            "lone_surrogate",
+            f"holds the escape \\u{ord(half):04x}, half of a surrogate pair without its other half: not a "
+            "character (UTF-8 cannot hold it; the tokenizer would write U+FFFD)",
+        )
+    return Record(where, value)
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first string character of ``value`` that UTF-8 cannot encode, if any: a loop, not
+    recursion, since a record may be nested as deep as json allows."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return item[e.start]
+        elif isinstance(item, dict):
+            todo += [*item, *item.values()]
+        elif isinstance(item, list):
+            todo += item
+    return None
 
 
 def _why(e: BaseException) -> str:

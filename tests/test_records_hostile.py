@@ -187,3 +187,55 @@ def test_a_gsm8k_final_answer_is_ascii_digits() -> None:
     with pytest.raises(RecordError, match="not a number"):
         from_gsm8k({"question": "q", "answer": "x\n#### ٣"})
     assert from_gsm8k({"question": "q", "answer": "x\n#### 1,000"})[0]["meta"]["answer"] == "1000"
+
+
+def test_bytes_that_are_not_utf8_skip_their_record_counted_not_replaced(tmp_path) -> None:
+    """A line saved in Latin-1 was read with U+FFFD for its "é", kept and counted nowhere: the model
+    then learned to write U+FFFD. Now the record is skipped and counted, its place and byte said."""
+    from pipelines.rm.config import PreferenceSourceConfig
+    from pipelines.rm.preferences import load_preferences
+
+    row = {
+        "messages": [
+            {"role": "user", "content": "Say it in French"},
+            {"role": "assistant", "content": "café"},
+        ]
+    }
+    good, latin1 = (json.dumps(row, ensure_ascii=False).encode(enc) for enc in ("utf-8", "latin-1"))
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"\n".join([good, latin1, good]) + b"\n")
+    records, problems = _read(path)
+    assert [r.where for r in records] == [f"{path}:1", f"{path}:3"] and records[0].value == row
+    assert [(p.where, p.reason) for p in problems] == [(f"{path}:2", "invalid_utf8")]
+    column = latin1.index(b"\xe9") + 1
+    assert f"byte 0xe9 at line 2, column {column}" in problems[0].detail
+    array = tmp_path / "b.json"  # an array's record is placed by the line it starts on
+    array.write_bytes(b"[\n  " + good + b",\n  " + latin1 + b",\n  " + good + b"\n]\n")
+    records, problems = _read(array)
+    assert len(records) == 2 and [(p.where, p.reason) for p in problems] == [
+        (f"{array}:3 (record 1)", "invalid_utf8")
+    ]
+    assert f"byte 0xe9 at line 3, column {column + 2}" in problems[0].detail
+    convs, report = load_source(SourceConfig(path=str(path)))
+    assert len(convs) == 2 and report.skipped == {"invalid_utf8": 1}
+    assert "\ufffd" not in json.dumps(convs, ensure_ascii=False)
+    pair = {"prompt": "Say it in French", "chosen": "café", "rejected": "cafe"}
+    good, latin1 = (json.dumps(pair, ensure_ascii=False).encode(enc) for enc in ("utf-8", "latin-1"))
+    (tmp_path / "p.jsonl").write_bytes(good + b"\n" + latin1 + b"\n")
+    pairs, report = load_preferences(PreferenceSourceConfig(path=str(tmp_path / "p.jsonl")))
+    assert len(pairs) == 1 and report.skipped == {"invalid_utf8": 1}
+
+
+def test_an_escaped_half_of_a_surrogate_pair_skips_its_record(tmp_path) -> None:
+    """json reads "\\ud800" as a lone surrogate, which the tokenizer silently wrote as U+FFFD."""
+    lone = '{"messages": [{"role": "user", "content": "hi \\ud800"}, {"role": "assistant", "content": "x"}]}'
+    pair = (
+        '{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}, {"role": "assistant", "content": "x"}]}'
+    )
+    escaped = (
+        '{"messages": [{"role": "user", "content": "\\\\ud800"}, {"role": "assistant", "content": "x"}]}'
+    )
+    records, problems = _read(_lines(tmp_path / "a.jsonl", pair, lone, escaped))
+    assert [r.value["messages"][0]["content"] for r in records] == ["\U0001f600", "\\ud800"]
+    assert [(p.where.rsplit(":", 1)[1], p.reason) for p in problems] == [("2", "lone_surrogate")]
+    assert "\\ud800" in problems[0].detail
