@@ -239,3 +239,25 @@ def test_an_escaped_half_of_a_surrogate_pair_skips_its_record(tmp_path) -> None:
     assert [r.value["messages"][0]["content"] for r in records] == ["\U0001f600", "\\ud800"]
     assert [(p.where.rsplit(":", 1)[1], p.reason) for p in problems] == [("2", "lone_surrogate")]
     assert "\\ud800" in problems[0].detail
+
+
+def test_a_seed_task_keeps_its_good_instances_and_counts_a_bad_one(shared_data, tmp_path) -> None:
+    """A Stanford seed task with one empty instance lost all of its instances."""
+    from pipelines.sft.formats import RecordError, from_alpaca
+
+    lines = (shared_data / "sft" / "alpaca_seed_tasks.jsonl").read_text().splitlines()[:3]
+    task = json.loads(lines[0])
+    first = task["instances"][0]
+    task["instances"] = [first, {"input": "", "output": ""}, {**first, "input": "again"}, "not an object"]
+    path = _lines(tmp_path / "seed.jsonl", task, *lines[1:])
+    convs, report = load_source(SourceConfig(path=str(path)))
+    prompts = [c["messages"][0]["content"] for c in convs]
+    assert len(convs) == 2 + sum(len(json.loads(line)["instances"]) for line in lines[1:])
+    assert prompts[:2] == [
+        task["instruction"] + (f"\n\n{first['input']}" if first["input"].strip() else ""),
+        task["instruction"] + "\n\nagain",
+    ]
+    assert report.skipped == {"empty_reply": 1, "not_an_object": 1}
+    assert [p.where for p in report.problems] == [f"{path}:1 (instance 1)", f"{path}:1 (instance 3)"]
+    with pytest.raises(RecordError, match="'output' is empty"):  # called alone, it says what is wrong
+        from_alpaca(task)

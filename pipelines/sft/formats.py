@@ -16,6 +16,8 @@
   (``"strip"``) or are left as text (``"keep"``).
 
 A converter raises ``RecordError`` for a record it cannot use; the caller counts it by ``reason``.
+A record that holds several examples (a seed task's instances) reports a bad one in ``skipped`` and
+keeps the others.
 """
 
 from __future__ import annotations
@@ -122,15 +124,29 @@ def _tools(tools: Any) -> list[Any]:
 # -- alpaca --------------------------------------------------------------------------------------
 
 
-def from_alpaca(value: Any, **_: Any) -> list[Conversation]:
+def from_alpaca(
+    value: Any, skipped: list[tuple[str, RecordError]] | None = None, **_: Any
+) -> list[Conversation]:
+    """One conversation, or one per instance of a Stanford seed task. A task's instances are
+    independent examples of one instruction, so a bad one (an empty output) costs only itself: it is
+    put in ``skipped`` as ``("instance i", error)`` for the caller to count, and the task's good
+    instances are kept. Without ``skipped``, the first bad instance raises, as a bad record does."""
     rec = _mapping(value)
     instruction = _text(rec, "instruction")
-    if "instances" in rec and "output" not in rec:  # Stanford Alpaca's seed tasks
-        instances = rec["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise RecordError("bad_instances", "'instances' must be a non-empty list")
-        return [_alpaca_one(instruction, _mapping(inst), rec) for inst in instances]
-    return [_alpaca_one(instruction, rec, rec)]
+    if "instances" not in rec or "output" in rec:
+        return [_alpaca_one(instruction, rec, rec)]
+    instances = rec["instances"]  # Stanford Alpaca's seed tasks
+    if not isinstance(instances, list) or not instances:
+        raise RecordError("bad_instances", "'instances' must be a non-empty list")
+    out: list[Conversation] = []
+    for i, inst in enumerate(instances):
+        try:
+            out.append(_alpaca_one(instruction, _mapping(inst), rec))
+        except RecordError as e:
+            if skipped is None:
+                raise
+            skipped.append((f"instance {i}", e))
+    return out
 
 
 def _alpaca_one(instruction: str, pair: Mapping[str, Any], rec: Mapping[str, Any]) -> Conversation:

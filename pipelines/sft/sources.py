@@ -201,14 +201,17 @@ def _convert(fmt: str, records: list[Record], cfg: SourceConfig, report: SourceR
     convert = CONVERTERS[fmt]
     notes: dict[str, int] = {}
     for rec in records:
+        parts: list[tuple[str, RecordError]] = []  # a seed task's bad instances, its good ones kept
         try:
-            convs = convert(rec.value, calculator=cfg.gsm8k_calculator, stats=notes)
+            convs = convert(rec.value, calculator=cfg.gsm8k_calculator, stats=notes, skipped=parts)
         except RecordError as e:
             _problem(report, Problem(rec.where, e.reason, str(e)))
             continue
         except Exception as e:  # noqa: BLE001 - a record that breaks a converter is that record's problem
             _problem(report, Problem(rec.where, "unexpected", f"{type(e).__name__}: {e}"))
             continue
+        for part, e in parts:
+            _problem(report, Problem(f"{rec.where} ({part})", e.reason, str(e)))
         for conv in convs:
             yield rec.where, conv
     report.notes.update(notes)
