@@ -306,6 +306,32 @@ def test_preference_formats_and_bad_records(tmp_path: Path):
     )
 
 
+def test_pairs_the_stage_cannot_use_are_refused_when_read(tmp_path: Path):
+    """An empty prompt or a reply of white space was trained on; a prompt ending with the assistant
+    was dropped only when the stage tokenized it (a log line per pair, as "ChatFormatError"). Now all
+    are skipped when the file is read, counted by reason, and what is read tokenizes whole."""
+    from pipelines.rm.config import PreferenceSourceConfig
+    from pipelines.rm.data import tokenize
+    from pipelines.rm.preferences import load_preferences
+
+    records = [
+        {"prompt": "", "chosen": "4.", "rejected": "5."},
+        {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": " \n"}],
+         "chosen": "Hi!", "rejected": "No."},
+        {"prompt": "What is 2+2?", "chosen": " \n\t", "rejected": "5."},
+        {"prompt": [USER, {"role": "assistant", "content": "Me."}], "chosen": "4.", "rejected": "5."},
+        {"prompt": "What is 2+2?", "chosen": "4.", "rejected": "5."},
+    ]  # fmt: skip
+    (tmp_path / "trl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    hh = {"chosen": "\n\nHuman: \n\nAssistant: yes", "rejected": "\n\nHuman: \n\nAssistant: no"}
+    (tmp_path / "hh.jsonl").write_text(json.dumps(hh) + "\n")
+    pairs, report = load_preferences(PreferenceSourceConfig(path=str(tmp_path / "*.jsonl"), name="mine"))
+    assert [p.where for p in pairs] == [f"{tmp_path / 'trl.jsonl'}:5"]
+    assert dict(report.skipped) == {"empty_prompt": 3, "empty_reply": 1, "prompt_ends_with_assistant": 1}
+    _, kept, dropped = tokenize(pairs, ChatFormat(BYTES), 128, {"mine": 0})
+    assert kept == [0] and not dropped
+
+
 def test_held_out_by_prompt_is_stable_and_keeps_shared_prompts_together():
     from pipelines.rm.data import hold_out
     from pipelines.rm.pairs import make_pair

@@ -15,7 +15,8 @@
 
 Bad records are skipped and counted by reason, the first few logged with their place
 (``file.jsonl:12: ...``): transcripts that do not parse, a chosen reply identical to the rejected one,
-an empty reply, replies that do not end with the assistant. A source with nothing usable, or more bad
+an empty or white-space reply, replies that do not end with the assistant, an empty prompt (no user
+turn with text) and a prompt that ends with the assistant. A source with nothing usable, or more bad
 records than ``max_bad_fraction``, is a ``SourceError`` naming it.
 """
 
@@ -70,16 +71,33 @@ def split_replies(
     return chosen[:k], chosen[k:], rejected[k:]
 
 
-def _check_replies(chosen: list[Message], rejected: list[Message]) -> None:
-    for name, reply in (("chosen", chosen), ("rejected", rejected)):
+def _says_nothing(message: Message) -> bool:
+    """A canonical message with nothing but white space: no text, no tool parts, no tool calls."""
+    content = message["content"]  # canonical: parts only when a tool part is among them
+    return isinstance(content, str) and not content.strip() and not message.get("tool_calls")
+
+
+def _check_pair(pair: PreferencePair) -> None:
+    """Refuse, when the file is read, a pair the reward stage cannot learn from, counted by reason
+    with the other bad records: a prompt ending with the assistant passed loading and was dropped
+    only when the stage tokenized it (a log line per pair, counted as ``ChatFormatError``); an empty
+    prompt or a reply of white space was trained on as if it said something."""
+    prompt = pair.prompt["messages"]
+    if not any(m["role"] == "user" and not _says_nothing(m) for m in prompt):
+        raise RecordError("empty_prompt", "the prompt is empty: no user turn says anything")
+    if prompt[-1]["role"] == "assistant":
+        raise RecordError(
+            "prompt_ends_with_assistant",
+            "the prompt ends with an assistant turn: the replies must follow a user or tool turn",
+        )
+    for name, reply in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if not reply:
             raise RecordError("empty_reply", f"the {name} conversation adds nothing to the prompt")
         if reply[-1]["role"] != "assistant":
             raise RecordError("reply_not_assistant", f"the {name} reply does not end with the assistant")
-        last = reply[-1]
-        if not last.get("content") and not last.get("tool_calls"):
-            raise RecordError("empty_reply", f"the {name} reply is empty")
-    if chosen == rejected:
+        if _says_nothing(reply[-1]):
+            raise RecordError("empty_reply", f"the {name} reply is empty or only white space")
+    if pair.chosen == pair.rejected:
         raise RecordError("identical", "the chosen and rejected replies are the same")
 
 
@@ -95,7 +113,7 @@ def _pair(
         pair = make_pair(prompt, chosen, rejected, group, where, tools=tools)
     except ChatFormatError as e:
         raise RecordError("bad_conversation", str(e)) from None
-    _check_replies(pair.chosen, pair.rejected)
+    _check_pair(pair)
     return pair
 
 
