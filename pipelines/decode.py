@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from pipelines import storage
 
 MiB = 1024 * 1024
+STEP = 64 * 1024  # the most BreakGuard asks of a decompressing stream at once
 
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:\-]{1,40})""", re.I)
 
@@ -102,13 +103,16 @@ class BreakGuard:
         # copying it out cost two copies of every byte of the file
         chunks: list[bytes] = []
         got = 0
+        # at most STEP a call: what the call that meets the break had decompressed is lost with it
+        # (pyarrow's zstd stream loses the whole request), so a smaller step loses less
         try:
             if n is None or n < 0:
-                while chunk := (self._read1(MiB) if self._read1 else self.stream.read(MiB)):
+                while chunk := (self._read1(STEP) if self._read1 else self.stream.read(STEP)):
                     chunks.append(chunk)
             else:
                 while got < n:
-                    chunk = self._read1(n - got) if self._read1 else self.stream.read(n - got)
+                    step = min(n - got, STEP)
+                    chunk = self._read1(step) if self._read1 else self.stream.read(step)
                     if not chunk:
                         break
                     chunks.append(chunk)

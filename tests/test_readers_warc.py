@@ -289,6 +289,18 @@ def test_chunked_bodies_are_dechunked_as_wget_stores_them(tmp_path: Path) -> Non
     assert "chunk" in errors[0]["error"]
 
 
+def test_a_page_with_more_headers_than_http_client_allows_is_read(tmp_path: Path) -> None:
+    cookies = [b"Set-Cookie: c%d=v; Path=/" % i for i in range(150)]  # http.client stops at 100
+    ct = b"Content-Type: text/html; charset=utf-8"
+    records = [
+        raw_response("http://h.example/many", [ct, *cookies], ARTICLE.format("headers").encode()),
+        raw_response("http://h.example/huge", [ct, b"X-Big: " + b"a" * 70_000], b"<p>x</p>"),
+    ]
+    good, errors = split(read_all(write_warc_gz(tmp_path / "h.warc.gz", records)))
+    assert urls(good) == ["http://h.example/many"] and "Deep sea vents host headers." in good[0]["content"]
+    assert [(e["reason"], e["url"]) for e in errors] == [("bad_http_response", "http://h.example/huge")]
+
+
 # ---- damaged gzip members -------------------------------------------------------------------------
 
 

@@ -83,7 +83,12 @@ class _Utf8Repairing:
         return text.encode("utf-8")
 
 
-def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
+def number_overflow(e: BaseException) -> bool:
+    """Whether ijson's C parser stopped at a number it cannot hold (which the Python parser reads)."""
+    return "integer overflow" in str(e) or "floating point) overflow" in str(e)
+
+
+def json_array_items(stream: Any, limit: int, exact_numbers: bool = False) -> Iterator[tuple[Any, int]]:
     """The items of a top-level JSON array, one at a time, each with the U+FFFD replacements made in it.
 
     Memory stays about one item (plus the parser's buffer), never the file. An item whose strings
@@ -92,6 +97,9 @@ def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
     plus 2 MiB bytes, raises ``TooLarge``, and the items before it have been yielded. Invalid JSON
     raises ``ijson.JSONError`` at the point where the parser stopped. (A lone surrogate escape such
     as ``"\\ud83d"`` comes out as ``?`` from ijson's C parser, where ``json.loads`` keeps it.)
+    The C parser (yajl) also refuses an integer past 2^63 or a number past a double's range
+    (``number_overflow``); ``exact_numbers`` parses with ijson's pure-Python parser instead, which
+    reads any number (as int or Decimal), about 2.5x slower.
     """
     import ijson
 
@@ -104,7 +112,11 @@ def json_array_items(stream: Any, limit: int) -> Iterator[tuple[Any, int]]:
     # basic_parse, not parse: parse builds a prefix string per nesting level, so memory grew with the
     # square of the depth (a 200 KB file of nested brackets took 23 GB). multiple_values: what follows
     # the array (a second array, JSON lines appended after it) is read, not silently dropped.
-    for event, value in ijson.basic_parse(reader, use_float=True, multiple_values=True):
+    if exact_numbers:  # numbers as int or Decimal: exact, whatever their size
+        events = ijson.get_backend("python").basic_parse(reader, multiple_values=True)
+    else:
+        events = ijson.basic_parse(reader, use_float=True, multiple_values=True)
+    for event, value in events:
         reader.since_event = 0
         if depth == 0 and event == "start_array":  # a top-level array: its items are the records
             depth = base = 1

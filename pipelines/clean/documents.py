@@ -10,8 +10,10 @@ takes the index of the first record that could not be read and nothing after it 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from pipelines.clean.config import ReadConfig
@@ -89,7 +91,7 @@ def document(**fields: Any) -> dict[str, Any]:
 
 def broken(f: InputFile, index: int, e: BaseException) -> dict[str, Any]:
     """The one error row of a file that breaks: where, and why."""
-    if isinstance(e, EOFError):
+    if isinstance(e, EOFError) or "truncated" in str(e).lower():  # pyarrow's zstd: OSError("Truncated ...")
         reason, what = "truncated_input", "the compressed stream ends early"
     else:
         reason, what = "corrupt_input", "the file cannot be read further"
@@ -221,12 +223,13 @@ def guarded(f: InputFile, index: int, build: Callable[[], dict[str, Any]]) -> di
 
 def _score(value: Any) -> float | None:
     """A record's own language score, or None when it is not a number a float can hold."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    if not isinstance(value, int | float | Decimal) or isinstance(value, bool):  # Decimal: exact JSON parse
         return None
     try:
-        return float(value)
+        score = float(value)
     except OverflowError:  # an integer of 400 digits
         return None
+    return score if math.isfinite(score) else None
 
 
 def is_error(item: dict[str, Any]) -> bool:

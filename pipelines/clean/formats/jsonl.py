@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 from pipelines import storage
-from pipelines.clean.bounded import MAX_JSON_DEPTH, Oversized, TooLarge, json_array_items
+from pipelines.clean.bounded import MAX_JSON_DEPTH, Oversized, TooLarge, json_array_items, number_overflow
 from pipelines.clean.config import MiB, ReadConfig
 from pipelines.clean.documents import broken, error_row, from_mapping, guarded
 from pipelines.decode import BreakGuard, open_decompressed, replacements
@@ -50,7 +50,10 @@ def _lines(stream: Any, limit: int) -> Iterator[tuple[bytes | None, int]]:
         yield (None if len(rest) > limit else rest), len(rest)
 
 
-def read_json(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
+def read_json(
+    f: InputFile, compression: str | None, cfg: ReadConfig, from_item: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """``from_item``: read a JSON array file again with the exact (slower) parser, from that item on."""
     with storage.open_input(f.path) as raw, open_decompressed(raw, compression) as decompressed:
         stream = BreakGuard(decompressed)
         head = stream.read(4096)
@@ -58,10 +61,12 @@ def read_json(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
             head = head[len(codecs.BOM_UTF8) :]
         first = head.lstrip()[:1]
         rest = _Prepended(head, stream)
-        if first == b"[":
-            yield from _read_json_array(f, rest, cfg)
-        else:
+        if first != b"[":
             yield from _read_jsonl(f, rest, cfg)
+            return
+        again = yield from _read_json_array(f, rest, cfg, from_item)
+    if again is not None:
+        yield from read_json(f, compression, cfg, again)
 
 
 class _Prepended:
@@ -122,18 +127,26 @@ def _json_line(f: InputFile, line: bytes, index: int, cfg: ReadConfig) -> dict[s
     return from_mapping(obj, f, index, cfg, "jsonl", bad)
 
 
-def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
+def _read_json_array(
+    f: InputFile, stream: Any, cfg: ReadConfig, from_item: int | None
+) -> Generator[dict[str, Any], None, int | None]:
     """A top-level JSON array, item by item (memory: one item, whatever the file's size).
 
     An item larger than the JSONL line limit is a ``document_too_large`` row and the next items
     follow; a single value too large to skip, invalid JSON or a broken stream end the file with one
-    row at the index where it stopped (the items before it are kept).
+    row at the index where it stopped (the items before it are kept). A number past 2^63 or a
+    double's range stops the fast parser: the index of its item is returned, to read the file again
+    from there with the exact one (``from_item``), which skips the items already read.
     """
     import ijson
 
     index = 0
+    exact = from_item is not None
     try:
-        for obj, bad in json_array_items(stream, _json_limit(cfg)):
+        for obj, bad in json_array_items(stream, _json_limit(cfg), exact_numbers=exact):
+            if index < (from_item or 0):
+                index += 1
+                continue
             if isinstance(obj, Oversized) and obj.deep:
                 why = f"array item nested deeper than {MAX_JSON_DEPTH} levels"
                 yield error_row(f.path, index, "invalid_json", why)
@@ -147,6 +160,8 @@ def _read_json_array(f: InputFile, stream: Any, cfg: ReadConfig) -> Iterator[dic
                 )
             index += 1
     except (ijson.JSONError, TooLarge) as e:
+        if not exact and number_overflow(e):
+            return index
         if stream.error is not None:  # the stream broke (truncated gzip): that is the cause
             yield broken(f, index, stream.error)
         elif isinstance(e, TooLarge):

@@ -1,25 +1,21 @@
-"""WARC, WET and WAT files (fastwarc): response, resource and conversion records; HTTP headers parsed with
-the standard library; a gzip-encoded body inflated to a bound."""
+"""WARC, WET and WAT files (fastwarc): response, resource and conversion records, read on past a
+damaged record or gzip member; the HTTP response inside a record is split by http_block.py."""
 
 from __future__ import annotations
 
-import http.client
-import io
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pipelines import storage
-from pipelines.clean.bounded import TooLarge, inflate_gzip
+from pipelines.clean.bounded import TooLarge
 from pipelines.clean.config import ReadConfig
 from pipelines.clean.documents import DUMP_RE, broken, document, error_row, html_document
 from pipelines.clean.formats.gzip_members import MemberGzip, Skipped
+from pipelines.clean.formats.http_block import split_http
 from pipelines.clean.formats.warc_resync import ResyncStream
 from pipelines.decode import BreakGuard, decode_text, http_charset, open_decompressed
 from pipelines.inputs import InputFile
-
-CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
 
 
 def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterator[dict[str, Any]]:
@@ -191,7 +187,7 @@ def _warc_record(
     warc_type = (headers.get("Content-Type") or "").lower()
     if rec.record_type == WarcRecordType.response and "application/http" in warc_type:
         try:
-            mime, charset, body = _split_http(block, cfg.max_document_bytes)
+            mime, charset, body = split_http(block, cfg.max_document_bytes)
         except TooLarge as e:  # a gzip bomb, or just a page too large once inflated
             return error_row(f.path, index, "document_too_large", str(e), **where)
         except ValueError as e:
@@ -208,55 +204,3 @@ def _warc_record(
             f.path, index, "non_html_payload", f"payload type {mime or 'unknown'!r} is not HTML", **where
         )
     return html_document(body, charset, **common)
-
-
-def _split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
-    """(mime type, charset, body) of an HTTP response block; tolerant of LF-only header lines.
-
-    A gzip-encoded body is inflated to at most ``max_body`` bytes (``TooLarge`` past it).
-    """
-    fp = io.BytesIO(block)
-    status = fp.readline(65537)
-    if not status.startswith(b"HTTP/"):
-        raise ValueError(f"the response record does not start with an HTTP status line: {status[:60]!r}")
-    try:
-        headers = http.client.parse_headers(fp)
-    except http.client.HTTPException as e:
-        raise ValueError(f"unreadable HTTP headers: {e}") from e
-    body = fp.read()
-    transfer = (headers.get("Transfer-Encoding") or "").lower()
-    if transfer.rsplit(",", 1)[-1].strip() == "chunked" and CHUNK_SIZE_LINE.match(body):
-        # wget and browser-based crawlers keep the body as it came over the wire; Common Crawl
-        # de-chunks it and renames the header. A body that only claims to be chunked is kept as it is.
-        body = _dechunk(body)
-    content_type = headers.get("Content-Type", "") or ""
-    encoding = (headers.get("Content-Encoding") or "").strip().lower()
-    if encoding in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
-        # Common Crawl stores decoded bodies (and renames the header); other crawlers keep the gzip.
-        body = inflate_gzip(body, max_body)
-    return content_type.split(";")[0].strip().lower(), http_charset(content_type), body
-
-
-class _Wire:
-    """What ``http.client.HTTPResponse`` reads a response from: a socket's file, here over bytes."""
-
-    def __init__(self, data: bytes) -> None:
-        self.file = io.BytesIO(data)
-
-    def makefile(self, mode: str) -> io.BytesIO:
-        return self.file
-
-
-def _dechunk(body: bytes) -> bytes:
-    """The payload of a chunked body, by the standard library's HTTP client; a truncated one keeps
-    the chunks that arrived (a crawler may have stopped reading a page mid-transfer)."""
-    response = http.client.HTTPResponse(
-        _Wire(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
-    )
-    response.begin()
-    try:
-        return response.read()
-    except http.client.IncompleteRead as e:
-        return e.partial
-    except http.client.HTTPException as e:  # a chunk-size line too long, ...
-        raise ValueError(f"unreadable chunked body: {type(e).__name__}: {e}") from e

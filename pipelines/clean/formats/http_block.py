@@ -1,0 +1,84 @@
+"""HTTP response blocks as crawlers store them in WARC records: the status line, headers (bare-LF
+lines of older crawlers accepted), and a body de-chunked and inflated as the headers say."""
+
+from __future__ import annotations
+
+import email.parser
+import http.client
+import io
+import re
+
+from pipelines.clean.bounded import inflate_gzip
+from pipelines.decode import http_charset
+
+CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
+MAX_HEADER_LINE = 65536  # http.client's own limit on a line
+MAX_HEADER_BYTES = 1 << 20
+
+
+def split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
+    """(mime type, charset, body) of an HTTP response block; tolerant of LF-only header lines.
+
+    A gzip-encoded body is inflated to at most ``max_body`` bytes (``TooLarge`` past it).
+    """
+    fp = io.BytesIO(block)
+    status = fp.readline(65537)
+    if not status.startswith(b"HTTP/"):
+        raise ValueError(f"the response record does not start with an HTTP status line: {status[:60]!r}")
+    headers = _read_headers(fp)
+    body = fp.read()
+    transfer = (headers.get("Transfer-Encoding") or "").lower()
+    if transfer.rsplit(",", 1)[-1].strip() == "chunked" and CHUNK_SIZE_LINE.match(body):
+        # wget and browser-based crawlers keep the body as it came over the wire; Common Crawl
+        # de-chunks it and renames the header. A body that only claims to be chunked is kept as it is.
+        body = _dechunk(body)
+    content_type = headers.get("Content-Type", "") or ""
+    encoding = (headers.get("Content-Encoding") or "").strip().lower()
+    if encoding in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
+        # Common Crawl stores decoded bodies (and renames the header); other crawlers keep the gzip.
+        body = inflate_gzip(body, max_body)
+    return content_type.split(";")[0].strip().lower(), http_charset(content_type), body
+
+
+class _Wire:
+    """What ``http.client.HTTPResponse`` reads a response from: a socket's file, here over bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BytesIO(data)
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return self.file
+
+
+def _dechunk(body: bytes) -> bytes:
+    """The payload of a chunked body, by the standard library's HTTP client; a truncated one keeps
+    the chunks that arrived (a crawler may have stopped reading a page mid-transfer)."""
+    response = http.client.HTTPResponse(
+        _Wire(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    )
+    response.begin()
+    try:
+        return response.read()
+    except http.client.IncompleteRead as e:
+        return e.partial
+    except http.client.HTTPException as e:  # a chunk-size line too long, ...
+        raise ValueError(f"unreadable chunked body: {type(e).__name__}: {e}") from e
+
+
+def _read_headers(fp: io.BytesIO) -> http.client.HTTPMessage:
+    """The header lines up to the blank one, parsed as ``http.client`` does but without its limit of
+    100 header lines: a page with many ``Set-Cookie`` or ``Link`` lines is still a page. Bounded by
+    bytes instead (the block itself is bounded by ``max_document_bytes``)."""
+    lines, total = [], 0
+    while True:
+        line = fp.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise ValueError(f"unreadable HTTP headers: a header line of more than {MAX_HEADER_LINE} bytes")
+        total += len(line)
+        if total > MAX_HEADER_BYTES:
+            raise ValueError(f"unreadable HTTP headers: more than {MAX_HEADER_BYTES} bytes of them")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        lines.append(line)
+    text = b"".join(lines).decode("iso-8859-1")  # what http.client decodes header bytes as
+    return email.parser.Parser(_class=http.client.HTTPMessage).parsestr(text)  # type: ignore[return-value]
