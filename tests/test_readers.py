@@ -200,6 +200,16 @@ def test_parquet_fineweb_schema_in_batches(tmp_path):
     assert items[-1]["dump"] == "CC-MAIN-2013-20" and items[-1]["source_format"] == "parquet"
 
 
+def test_a_binary_text_column_is_decoded(tmp_path):
+    texts = ["Plain UTF-8 text, ünïcödé.".encode(), "Café crème, in Latin-1 bytes".encode("latin-1")]
+    table = pa.table({"text": pa.array([*texts, b"\x89PNG\r\n\x1a\n" + bytes(300)], pa.binary())})
+    pq.write_table(table, tmp_path / "bin.parquet")
+    records, errors = split(items := read_all(tmp_path / "bin.parquet"))
+    assert_one_outcome_each(items, 3)
+    assert records[0]["content"] == "Plain UTF-8 text, ünïcödé." and "Café crème" in records[1]["content"]
+    assert [e["reason"] for e in errors] == ["non_html_payload"]
+
+
 def test_real_jsonl_files(shared_data):
     files, errors = expand_inputs([str(shared_data / "fineweb")])
     assert not errors

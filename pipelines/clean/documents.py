@@ -157,6 +157,11 @@ def from_mapping(
     content_type = "text"
     _, content = _first(obj, cfg.text_fields)
     encoding, html_bytes = "utf-8", None
+    if isinstance(content, bytes):  # a parquet binary column of text: decoded like a page's bytes
+        if kind := binary_kind(content):
+            return binary_error(kind, file_path=f.path, record_index=index, **where)
+        content, encoding, bad = decode_text(content)
+        decode_errors += bad
     if not isinstance(content, str):
         content_type = "html"
         _, content = _first(obj, cfg.html_fields)
