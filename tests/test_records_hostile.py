@@ -259,5 +259,5 @@ def test_a_seed_task_keeps_its_good_instances_and_counts_a_bad_one(shared_data, 
     ]
     assert report.skipped == {"empty_reply": 1, "not_an_object": 1}
     assert [p.where for p in report.problems] == [f"{path}:1 (instance 1)", f"{path}:1 (instance 3)"]
-    with pytest.raises(RecordError, match="'output' is empty"):  # called alone, it says what is wrong
+    with pytest.raises(RecordError, match="reply is empty"):  # called alone, it says what is wrong
         from_alpaca(task)

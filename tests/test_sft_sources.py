@@ -269,6 +269,72 @@ def test_sharegpt_system_and_parallel_function_calls(tmp_path) -> None:
     assert report.skipped == {"bad_function_call": 1}
 
 
+def test_a_reply_or_user_turn_of_white_space_is_refused_in_every_format(tmp_path) -> None:
+    """Only Alpaca refused an empty reply: messages and ShareGPT trained on a reply of " " or "\\n",
+    and on a reply to an empty user turn. Now each format counts them under one reason each."""
+    hi, hello = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}
+    call = {"role": "assistant", "content": " ", "tool_calls": [{"function": {"name": "now"}}]}
+    gpt = {"from": "gpt", "value": "Hello."}
+    rows = {
+        "messages": [
+            {"messages": [hi, hello]},
+            {"messages": [hi, {"role": "assistant", "content": " \n\t"}]},
+            {"messages": [hi, {"role": "assistant", "content": [{"type": "text", "text": "  "}]}]},
+            {"messages": [hi, hello, hi, {"role": "assistant", "content": "\n", "weight": 0}]},
+            {"messages": [{"role": "user", "content": "\n"}, hello]},
+            {"messages": [hi, call, {"role": "tool", "content": ""}, hello]},  # a call says something
+        ],
+        "sharegpt": [
+            {"conversations": [{"from": "human", "value": "Hi"}, gpt]},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "  "}]},
+            {"conversations": [{"from": "human", "value": "Hi"}, gpt, {"from": "gpt", "value": ""}]},
+            {"conversations": [{"from": "human", "value": " "}, gpt]},
+            {"conversations": [{"from": "system", "value": ""}, {"from": "human", "value": "Hi"}, gpt]},
+        ],
+        "alpaca": [
+            {"instruction": "Hi", "input": "", "output": "Hello."},
+            {"instruction": "Hi", "input": "", "output": "\u3000"},  # an ideographic space
+            {"instruction": "Hi", "input": "", "output": "Hello.", "history": [["Before?", " "]]},
+            {"instruction": " ", "input": "", "output": "Hello."},
+        ],
+        "gsm8k": [{"question": "1+1?", "answer": "#### 2"}, {"question": "\t", "answer": "#### 2"}],
+    }
+    expected = {
+        "messages": (2, {"empty_reply": 3, "empty_prompt": 1}),
+        "sharegpt": (2, {"empty_reply": 2, "empty_prompt": 1}),
+        "alpaca": (1, {"empty_reply": 2, "empty_prompt": 1}),
+        "gsm8k": (1, {"empty_prompt": 1}),
+    }
+    for fmt, records in rows.items():
+        path = _jsonl(tmp_path / f"{fmt}.jsonl", records)
+        convs, report = load_source(SourceConfig(path=str(path), format=fmt))
+        assert (len(convs), dict(report.skipped)) == expected[fmt], fmt
+        for m in (m for c in convs for m in c["messages"] if m["role"] in ("user", "assistant")):
+            assert m.get("tool_calls") or text_of(m).strip()
+
+
+def test_oasst_leaves_out_a_branch_of_white_space_and_takes_the_next_best_reply(tmp_path) -> None:
+    """The best-ranked reply was taken even when it was " \\n", and the tree trained on it."""
+    rows = [
+        _oasst_row("p1", None, "prompter", "What is a kite?"),
+        _oasst_row("a1", "p1", "assistant", " \n", rank=0),
+        _oasst_row("p2", "a1", "prompter", "Go on."),  # below the empty reply: left out with it
+        _oasst_row("a2", "p1", "assistant", "A tethered flying toy.", rank=1),
+        _oasst_row("p3", "a2", "prompter", "\t"),  # an empty follow-up: the conversation ends before it
+        _oasst_row("a3", "p3", "assistant", "Anything else?", rank=0),
+        _oasst_row("q1", None, "prompter", " ", tree="t2"),
+        _oasst_row("b1", "q1", "assistant", "An answer to nothing.", rank=0, tree="t2"),
+    ]
+    path = _jsonl(tmp_path / "oasst.jsonl", rows)
+    convs, report = load_source(SourceConfig(path=str(path), format="oasst"))
+    assert [[m["content"] for m in c["messages"]] for c in convs] == [
+        ["What is a kite?", "A tethered flying toy."]
+    ]
+    assert report.skipped == {"empty_reply": 1, "empty_prompt": 2}
+    assert [p.where.rsplit(":", 1)[1] for p in report.problems] == ["2", "5", "7"]
+    assert "message a1: the assistant's reply is empty or only white space" in report.problems[0].detail
+
+
 # -- files: formats on disk, broken files --------------------------------------------------------------------
 
 

@@ -17,7 +17,9 @@
 
 A converter raises ``RecordError`` for a record it cannot use; the caller counts it by ``reason``.
 A record that holds several examples (a seed task's instances) reports a bad one in ``skipped`` and
-keeps the others.
+keeps the others. A user turn or an assistant reply with nothing but white space is refused in every
+format by one check (``empty_turn``: ``empty_prompt``, ``empty_reply``; the preference reader's names),
+since a reply of nothing is a training target like any other.
 """
 
 from __future__ import annotations
@@ -78,16 +80,40 @@ def _text(rec: Mapping[str, Any], key: str, required: bool = True) -> str:
     return value
 
 
+EMPTY_REPLY = "empty_reply"
+EMPTY_PROMPT = "empty_prompt"
+# the turns that must say something, with the reason one that says nothing is counted under
+_MUST_SAY = {"assistant": (EMPTY_REPLY, "the assistant's reply"), "user": (EMPTY_PROMPT, "the user's turn")}
+
+
+def says_nothing(message: Mapping[str, Any]) -> bool:
+    """A canonical message with nothing but white space: no text, no tool parts, no tool calls."""
+    content = message["content"]  # canonical: parts only when a tool part is among them
+    return isinstance(content, str) and not content.strip() and not message.get("tool_calls")
+
+
+def empty_turn(message: Mapping[str, Any], where: str) -> RecordError | None:
+    """The error that refuses a user turn or an assistant reply of only white space (``where``
+    names it), else None. Every token of a reply is a training target, so an empty one teaches the
+    model to answer with nothing (or a newline), and a reply to an empty turn teaches it to answer a
+    question nobody asked. A system or tool turn may be empty (no system prompt; a function that
+    returned nothing)."""
+    if message["role"] not in _MUST_SAY or not says_nothing(message):
+        return None
+    reason, what = _MUST_SAY[message["role"]]
+    return RecordError(reason, f"{where}: {what} is empty or only white space")
+
+
 def finish(conversation: Conversation) -> Conversation:
-    """Check a converted conversation (canonical form, at least one assistant reply with something in
-    it) and return it normalized."""
+    """Check a converted conversation (canonical form, no user or assistant turn of only white space,
+    at least one assistant reply to learn from) and return it normalized."""
     try:
         conv = normalize_conversation(conversation)
     except ChatFormatError as e:
         raise RecordError("bad_conversation", str(e)) from None
     for i, m in enumerate(conv["messages"]):
-        if m["role"] == "assistant" and not (m["content"] or m.get("tool_calls")):
-            raise RecordError("empty_reply", f"message {i}: the assistant's reply is empty")
+        if error := empty_turn(m, f"message {i}"):
+            raise error
     if not any(m["role"] == "assistant" and m.get("weight", 1) for m in conv["messages"]):
         raise RecordError("no_reply", "no assistant reply to learn from")
     return conv
@@ -151,9 +177,7 @@ def from_alpaca(
 
 def _alpaca_one(instruction: str, pair: Mapping[str, Any], rec: Mapping[str, Any]) -> Conversation:
     extra = _text(pair, "input", required=False)
-    output = _text(pair, "output")
-    if not output.strip():
-        raise RecordError("empty_reply", "'output' is empty")
+    output = _text(pair, "output")  # empty, or an empty instruction: refused by finish()
     messages: list[dict[str, Any]] = []
     system = _text(rec, "system", required=False)
     if system:
@@ -166,8 +190,6 @@ def _alpaca_one(instruction: str, pair: Mapping[str, Any], rec: Mapping[str, Any
     for q, a in history:
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    if not prompt.strip():
-        raise RecordError("bad_instruction", "'instruction' is empty")
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     return finish({"messages": messages})
 
@@ -262,8 +284,8 @@ def from_gsm8k(
     number = final.strip().replace(",", "").replace("$", "")
     if not _NUMBER.fullmatch(number):
         raise RecordError("bad_final_answer", f"the final answer {final.strip()!r} is not a number")
-    if not question.strip():
-        raise RecordError("bad_question", "'question' is empty")
+    if error := empty_turn({"role": "user", "content": question}, "'question'"):
+        raise error  # before the calculator notes count its annotations
     stats = stats if stats is not None else {}
     content = _annotated(reasoning, calculator, stats) + [{"type": "text", "text": "####" + final}]
     conv = finish(
@@ -323,8 +345,11 @@ def oasst_conversations(
     (the lowest ``rank``, as oasst ranks siblings from 0 = best; unranked replies after ranked ones,
     then more reviews, then the earliest), until a message has no replies; a trailing prompter
     message is dropped. Deleted messages and those that failed review are left out with the branch
-    below them. ``languages`` keeps trees whose root prompt's ``lang`` is listed. Returns
-    (where, conversation) pairs, the rows that could not be used, and counts of what was left out.
+    below them (counted as a note: oasst's own moderation), and so is a message of only white space
+    (a skipped row, ``empty_reply`` or ``empty_prompt``): refusing the branch rather than the tree
+    lets the conversation go on through the next-best sibling. ``languages`` keeps trees whose root
+    prompt's ``lang`` is listed. Returns (where, conversation) pairs, the rows that could not be used,
+    and counts of what was left out.
     """
     rows: dict[str, tuple[str, Mapping[str, Any]]] = {}
     problems: list[Problem] = []
@@ -356,6 +381,9 @@ def oasst_conversations(
         if parent is not None and parent not in rows:
             problems.append(Problem(where, "orphan_message", f"its parent {parent} is not in the data"))
             continue
+        if error := empty_turn(_oasst_message(row), f"message {mid}"):
+            problems.append(Problem(where, error.reason, f"{error}; left out with the replies below it"))
+            continue
         children[parent].append(mid)
     reached = _reached(children)
     for mid, (where, _) in rows.items():
@@ -382,21 +410,18 @@ def oasst_conversations(
         if len(path) < 2:
             counts["no_reply"] += 1
             continue
-        messages = [
-            {
-                "role": "user" if rows[m][1]["role"] == "prompter" else "assistant",
-                "content": rows[m][1]["text"],
-            }
-            for m in path
-        ]
         try:
-            conv = finish({"messages": messages})
+            conv = finish({"messages": [_oasst_message(rows[m][1]) for m in path]})
         except RecordError as e:
             problems.append(Problem(where, e.reason, str(e)))
             continue
         conv["meta"] = {"message_tree_id": row.get("message_tree_id", root), "lang": row.get("lang")}
         out.append((where, conv))
     return out, problems, dict(counts)
+
+
+def _oasst_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"role": "user" if row["role"] == "prompter" else "assistant", "content": row["text"]}
 
 
 def _reached(children: Mapping[str | None, list[str]]) -> set[str]:
