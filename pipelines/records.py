@@ -21,7 +21,9 @@ reply is a training target, so a kept record teaches the model to write U+FFFD w
 a preference pair would be judged on mangled text; and a file saved in another encoding (cp1252)
 then shows up as mostly bad records, which stops its source ("is the format right?"), instead of
 training on garbled text under a count nobody reads. The other records of the file are kept, and
-the problem says where the first bad byte is, so the file can be fixed.
+the problem says where the first bad byte is, so the file can be fixed. A plain text file (a search
+corpus's document) is skipped the same way when its bytes cannot all be decoded (``_text_file`` says
+why that fits a search corpus); one in another encoding is read in its detected charset.
 """
 
 from __future__ import annotations
@@ -127,6 +129,17 @@ def read_records(
 def _text_file(
     path: str, compression: str | None, fields: tuple[str, str, str]
 ) -> Iterator[Record | Problem]:
+    """A plain text file as one record; skipped and counted (``invalid_utf8``, where its first bad
+    byte is) when its bytes cannot all be decoded, as a JSON record is, not kept with U+FFFD.
+
+    Why skip a search corpus's document: the model copies what a result says into its reply (the
+    search traces teach exactly that), and the replies of distillation and GRPO are trained on, so a
+    U+FFFD in a result becomes one in a trained reply; BM25 would index the broken words as other
+    words. A file in another encoding is not hit, as its charset is detected (cp1252, latin-1):
+    what is skipped is UTF-8 with corrupt bytes, which the problem places so the file can be fixed.
+    A file is one document, so the whole file is skipped, as a JSON-lines document with a bad byte
+    is: one rule for a document whichever way the corpus is stored.
+    """
     try:
         data, broken = _read_bytes(path, compression)
     except (OSError, EOFError, ValueError, lzma.LZMAError) as e:
@@ -142,7 +155,11 @@ def _text_file(
     if kind := binary_kind(data):
         yield Problem(path, "not_text", f"the file is {kind}, not text")
         return
-    text = decode_text(data)[0].lstrip("\ufeff")
+    text, encoding, replaced = decode_text(data)
+    if replaced:
+        yield _undecodable(path, data, encoding, replaced)
+        return
+    text = text.lstrip("\ufeff")
     if not text.strip():
         yield Problem(path, "empty_file", "the file holds no text")
         return
@@ -247,17 +264,8 @@ def _checked(where: str, raw: str, value: Any, line: int, column: int) -> Record
     """The record parsed from ``raw`` (its JSON text, which starts in the file at ``line``,
     ``column``), or the problem that skips it when its text is not valid Unicode (the module docstring
     says why skipped rather than kept)."""
-    if bad := _NOT_UTF8.search(raw):
-        before = raw.count("\n", 0, bad.start())
-        line += before
-        column = bad.start() - raw.rfind("\n", 0, bad.start()) + (column - 1 if not before else 0)
-        byte = ord(bad.group()) - 0xDC00
-        return Problem(
-            where,
-            "invalid_utf8",
-            f"not UTF-8 text (byte 0x{byte:02x} at line {line}, column {column}); the file is corrupt or "
-            "in another encoding",
-        )
+    if problem := _not_utf8(where, raw, line, column):
+        return problem
     if _SURROGATE_ESCAPE.search(raw) and (half := _lone_surrogate(value)):  # only then is it walked
         return Problem(
             where,
@@ -266,6 +274,33 @@ def _checked(where: str, raw: str, value: Any, line: int, column: int) -> Record
             "character (UTF-8 cannot hold it; the tokenizer would write U+FFFD)",
         )
     return Record(where, value)
+
+
+def _not_utf8(where: str, raw: str, line: int, column: int) -> Problem | None:
+    """The ``invalid_utf8`` problem placing the first byte of ``raw`` (decoded with
+    "surrogateescape"; it starts in the file at ``line``, ``column``) that is not UTF-8, if any."""
+    if not (bad := _NOT_UTF8.search(raw)):
+        return None
+    before = raw.count("\n", 0, bad.start())
+    line += before
+    column = bad.start() - raw.rfind("\n", 0, bad.start()) + (column - 1 if not before else 0)
+    byte = ord(bad.group()) - 0xDC00
+    return Problem(
+        where,
+        "invalid_utf8",
+        f"not UTF-8 text (byte 0x{byte:02x} at line {line}, column {column}); the file is corrupt or "
+        "in another encoding",
+    )
+
+
+def _undecodable(path: str, data: bytes, encoding: str, replaced: int) -> Problem:
+    """Why a text file whose decoding replaced ``replaced`` bytes is skipped: where its first byte
+    that is not UTF-8 is, or (a file with a UTF-16 byte order mark) how many were not ``encoding``."""
+    if encoding == "utf-8" and (
+        problem := _not_utf8(path, data.decode("utf-8", "surrogateescape").lstrip("\ufeff"), 1, 1)
+    ):
+        return problem
+    return Problem(path, "invalid_utf8", f"not {encoding} text (undecodable sequences: {replaced:,})")
 
 
 def _lone_surrogate(value: Any) -> str | None:

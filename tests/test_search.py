@@ -227,3 +227,28 @@ def test_search_server_indexes_a_folder_of_text_files(tmp_path: Path) -> None:
     assert server.info()["skipped_records"] == 1  # the empty note, counted
     assert server.answer("sailing ship") == "[1] v2.1 boats: A junk is a Chinese sailing ship."
     assert server.search("tethered kite")[0]["doc_id"] == str(notes / "kites.md")
+
+
+def test_search_server_skips_a_text_file_with_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """A text file's bad bytes were read as U+FFFD into the index, counted nowhere; now the file is
+    skipped and counted as a JSON document is (pipelines/records.py), its first bad byte placed. A
+    file in another encoding is no bad file: its charset is detected and it is kept."""
+    from actors.search import SearchServer
+    from pipelines.records import Problem, read_records
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "kites.txt").write_text("A kite is a tethered flying toy.")
+    broken = notes / "boats.txt"  # UTF-8 with one stray byte
+    broken.write_bytes("Boats\nA junk, naïve and déjà vu, is a ".encode() + b"\xff" + b"sailing ship.")
+    (notes / "cafe.txt").write_bytes("A café sells crème brûlée.".encode("cp1252"))
+    (notes / "utf16.txt").write_bytes(b"\xff\xfe" + "A raft floats.".encode("utf-16-le") + b"\x00\xd8")
+    (problem,) = read_records(str(broken))
+    assert isinstance(problem, Problem) and problem.reason == "invalid_utf8"
+    assert "byte 0xff at line 2, column 33" in problem.detail
+    (problem,) = read_records(str(notes / "utf16.txt"))
+    assert problem.reason == "invalid_utf8" and "not utf-16-le text" in problem.detail
+    server = SearchServer(corpus=str(notes), k=3)
+    assert server.info()["skipped_records"] == 2
+    assert [h["doc_id"] for h in server.search("sailing ship junk raft")] == []
+    assert server.answer("crème brûlée") == "[1] cafe: A café sells crème brûlée."
