@@ -32,7 +32,7 @@ from lm.chat_messages import ChatFormatError, Message, normalize_conversation
 from pipelines.records import Problem, Record, list_files, read_records
 from pipelines.rm.config import PreferenceSourceConfig
 from pipelines.rm.pairs import PreferencePair, make_pair
-from pipelines.sft.formats import RecordError, from_sharegpt
+from pipelines.sft.formats import EMPTY_PROMPT, EMPTY_REPLY, RecordError, from_sharegpt, says_nothing
 from pipelines.sft.sources import SourceError, SourceReport
 
 log = logging.getLogger("raychat")
@@ -71,20 +71,14 @@ def split_replies(
     return chosen[:k], chosen[k:], rejected[k:]
 
 
-def _says_nothing(message: Message) -> bool:
-    """A canonical message with nothing but white space: no text, no tool parts, no tool calls."""
-    content = message["content"]  # canonical: parts only when a tool part is among them
-    return isinstance(content, str) and not content.strip() and not message.get("tool_calls")
-
-
 def _check_pair(pair: PreferencePair) -> None:
     """Refuse, when the file is read, a pair the reward stage cannot learn from, counted by reason
     with the other bad records: a prompt ending with the assistant passed loading and was dropped
     only when the stage tokenized it (a log line per pair, counted as ``ChatFormatError``); an empty
     prompt or a reply of white space was trained on as if it said something."""
     prompt = pair.prompt["messages"]
-    if not any(m["role"] == "user" and not _says_nothing(m) for m in prompt):
-        raise RecordError("empty_prompt", "the prompt is empty: no user turn says anything")
+    if not any(m["role"] == "user" and not says_nothing(m) for m in prompt):
+        raise RecordError(EMPTY_PROMPT, "the prompt is empty: no user turn says anything")
     if prompt[-1]["role"] == "assistant":
         raise RecordError(
             "prompt_ends_with_assistant",
@@ -92,11 +86,11 @@ def _check_pair(pair: PreferencePair) -> None:
         )
     for name, reply in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if not reply:
-            raise RecordError("empty_reply", f"the {name} conversation adds nothing to the prompt")
+            raise RecordError(EMPTY_REPLY, f"the {name} conversation adds nothing to the prompt")
         if reply[-1]["role"] != "assistant":
             raise RecordError("reply_not_assistant", f"the {name} reply does not end with the assistant")
-        if _says_nothing(reply[-1]):
-            raise RecordError("empty_reply", f"the {name} reply is empty or only white space")
+        if says_nothing(reply[-1]):
+            raise RecordError(EMPTY_REPLY, f"the {name} reply is empty or only white space")
     if pair.chosen == pair.rejected:
         raise RecordError("identical", "the chosen and rejected replies are the same")
 
