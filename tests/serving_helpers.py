@@ -3,13 +3,24 @@
 The model is a 2-layer decoder over a byte-level tokenizer with every raychat special token, trained
 on a handful of conversations until it reproduces them under greedy decoding: so a question asked
 through the API gets a known answer, a calculator call or a search call, deterministically.
+
+Also the running application the HTTP tests share (``server``, ``client``, ``http`` and what they
+use): a test module binds the three fixtures to module names, where pytest finds them (an import
+alone reads to linters as unused, and ``pytest_plugins`` warns that this module, already imported,
+cannot be assertion-rewritten). Each module gets its own application (module scope): other modules
+start Serve on the session's Ray and need it gone.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
 import torch
 from engine_helpers import byte_tokenizer, tiny_model
 
@@ -145,3 +156,70 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- the application the HTTP tests share ------------------------------------------------------------
+
+KEYS = ["test-key-one", "test-key-two"]
+GREEDY = {"temperature": 0.0}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tmp_path_factory) -> Iterator[str]:
+    """The app over the run's models plus ``sft-tight`` (the same model with one slot and no queue:
+    the overload case), with API keys; its base URL."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    run = make_run(tmp_path_factory.mktemp("serving"))
+    port = free_port()
+    small = {"num_cpus": 0.25}
+    tight = {"path": str(run / "models" / "sft"), "name": "sft-tight", "max_batch_size": 1, "max_queued": 0}
+    app = build_app(
+        {
+            "run_dir": str(run),
+            "models": [tight | small],
+            "model_defaults": small,
+            "replica": {"num_cpus": 0.25},
+            "api_keys": KEYS,
+            "max_n": 8,
+        }
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app, name="raychat", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Any:
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEYS[1], timeout=60, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def http(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {KEYS[0]}"}) as c:
+        yield c
+
+
+def ask(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def stats(http: httpx.Client, model: str = "sft") -> dict:
+    return http.get("/v1/raychat/stats").json()["models"][model]
+
+
+def wait_idle(http: httpx.Client, model: str = "sft", timeout_s: float = 20.0) -> dict:
+    """The engine's stats once nothing runs or waits (the slots came back)."""
+    give_up = time.monotonic() + timeout_s
+    while True:
+        s = stats(http, model)
+        if (
+            s["running"] == 0 and s["queued"] == 0 and s["outstanding_requests"] == 0
+        ) or time.monotonic() > give_up:
+            return s
+        time.sleep(0.1)

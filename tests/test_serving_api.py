@@ -1,96 +1,30 @@
-"""The serving application through HTTP, driven by the real ``openai`` client (and httpx for what the
-client cannot send): chat and completions, streaming, n, seed, logprobs, stop strings, server tools,
-injection, errors, API keys, overload, a client that disconnects, 32 concurrent streams.
+"""The serving application's OpenAI API through HTTP, driven by the real ``openai`` client: chat and
+completions, streaming, n, seed, logprobs, stop strings, server tools, injection, function tools,
+the web chat in a headless browser, and ``raychat eval`` against the server.
+tests/test_serving_http.py has the HTTP side: errors, keys, methods and paths, overload,
+disconnects, concurrency.
 
-One Serve application for the module, over a tiny chat model trained to answer a few questions
-exactly (tests/serving_helpers.py), so expected replies are known.
+One Serve application for the module (tests/serving_helpers.py's ``server``), over a tiny chat model
+trained to answer a few questions exactly, so expected replies are known.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import LONG_STORY, TOOLS_NOTE, byte_tokenizer, free_port, make_run
+import serving_helpers
+from serving_helpers import GREEDY, KEYS, LONG_STORY, TOOLS_NOTE, WEATHER, ask, byte_tokenizer, wait_idle
 
 from lm.chat import ChatFormat
 
+# the module's application (tests/serving_helpers.py): pytest finds fixtures by these names
+server, client, http = serving_helpers.server, serving_helpers.client, serving_helpers.http
 pytestmark = pytest.mark.slow
 openai = pytest.importorskip("openai")
-KEYS = ["test-key-one", "test-key-two"]
-GREEDY = {"temperature": 0.0}
 REPO = Path(__file__).resolve().parents[1]
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
-
-
-@pytest.fixture(scope="module")
-def server(ray_session, tmp_path_factory):
-    from ray import serve
-
-    from serving.app import build_app
-
-    run = make_run(tmp_path_factory.mktemp("serving"))
-    port = free_port()
-    small = {"num_cpus": 0.25}
-    app = build_app(
-        {
-            "run_dir": str(run),
-            "models": [
-                # the same model with one slot and no queue: the overload case
-                {
-                    "path": str(run / "models" / "sft"),
-                    "name": "sft-tight",
-                    "max_batch_size": 1,
-                    "max_queued": 0,
-                }
-                | small
-            ],
-            "model_defaults": small,
-            "replica": {"num_cpus": 0.25},
-            "api_keys": KEYS,
-            "max_n": 8,
-        }
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app, name="raychat", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEYS[1], timeout=60, max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server, timeout=60, headers={"Authorization": f"Bearer {KEYS[0]}"}) as c:
-        yield c
-
-
-def ask(text: str) -> list[dict]:
-    return [{"role": "user", "content": text}]
-
-
-def stats(http, model: str = "sft") -> dict:
-    return http.get("/v1/raychat/stats").json()["models"][model]
-
-
-def wait_idle(http, model: str = "sft", timeout_s: float = 20.0) -> dict:
-    """The engine's stats once nothing runs or waits (the slots came back)."""
-    give_up = time.monotonic() + timeout_s
-    while True:
-        s = stats(http, model)
-        if (
-            s["running"] == 0 and s["queued"] == 0 and s["outstanding_requests"] == 0
-        ) or time.monotonic() > give_up:
-            return s
-        time.sleep(0.1)
-
 
 # -- models and health -------------------------------------------------------------------------------
 
@@ -307,220 +241,6 @@ def test_completions_prompts_n_echo_logprobs(client):
     plain = client.completions.create(model="base", prompt=[1, 2, 3], max_tokens=5, **GREEDY)
     assert "".join(c.choices[0].text for c in streamed if c.choices) == plain.choices[0].text
     assert streamed[-1].choices[0].finish_reason == "length"
-
-
-# -- errors --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "param", "fragment"),
-    [
-        (b"{not json", 400, None, "not valid JSON"),
-        (b"[1, 2]", 400, None, "JSON object"),
-        (b'{"model": "sft"}', 400, "messages", "Missing required parameter"),
-        (json.dumps({"model": "nope", "messages": ask("hi")}).encode(), 404, "model", "does not exist"),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "temperature": 3}).encode(),
-            400,
-            "temperature",
-            "less than",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "top_p": 0}).encode(),
-            400,
-            "top_p",
-            "greater than",
-        ),
-        (json.dumps({"model": "sft", "messages": ask("hi"), "n": 0}).encode(), 400, "n", "greater than"),
-        (json.dumps({"model": "sft", "messages": ask("hi"), "n": 9}).encode(), 400, "n", "at most 8"),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "max_tokens": -1}).encode(),
-            400,
-            "max_tokens",
-            "greater",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "max_tokens": 10_000}).encode(),
-            400,
-            "messages",
-            "maximum context length",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("x" * 600)}).encode(),
-            400,
-            "messages",
-            "maximum context length",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "stop": [""]}).encode(),
-            400,
-            "stop",
-            "stop sequence",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "frobnicate": 1}).encode(),
-            400,
-            "frobnicate",
-            "Unrecognized",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
-            400,
-            "messages",
-            "unknown role",
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "presence_penalty": 1}).encode(),
-            400,
-            None,
-            "not supported",
-        ),
-        (json.dumps({"model": "base", "messages": ask("hi")}).encode(), 400, "model", "base model"),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "tools": [{"foo": 1}]}).encode(),
-            400,
-            "tools",
-            "tools[0] must be",
-        ),
-        (
-            json.dumps(
-                {"model": "sft", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}
-            ).encode(),
-            400,
-            "messages",
-            "'text' must be a string, got NoneType",
-        ),
-        # were 500s in plain text: JSON too deep for the parser, an integer past Python's 4300 digits
-        (
-            b'{"model": "sft", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-            400,
-            None,
-            "nested too deeply",
-        ),
-        (
-            b'{"model": "sft", "messages": [], "max_tokens": ' + b"9" * 5000 + b"}",
-            400,
-            None,
-            "not valid JSON",
-        ),
-        # 120,000 messages were rendered (5 s of a blocked replica) before the length was checked
-        (
-            json.dumps({"model": "sft", "messages": ask("a") * 120_000}).encode(),
-            400,
-            "messages",
-            "you requested at least 36000",  # 3 tokens a message at the least
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "stream": True, "tools": [WEATHER]}).encode(),
-            400,
-            "stream",
-            "without streaming",
-        ),
-    ],
-)
-def test_bad_chat_requests_get_openai_errors(http, body, status, param, fragment):
-    r = http.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
-    assert r.status_code == status, r.text
-    error = r.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["param"] == param and fragment in error["message"]
-
-
-def test_bad_completion_requests(http, client):
-    for body, fragment in [
-        ({"model": "base", "prompt": [5, 99999]}, "outside the vocabulary"),
-        ({"model": "base", "prompt": []}, "empty"),
-        # refused before a stream of the other prompts begins (was a 200, then an error mid-stream)
-        ({"model": "base", "prompt": [[5, 6, 7], []], "stream": True}, "prompt 1: empty token list"),
-        ({"model": "base", "prompt": "x", "logprobs": 2}, "not supported"),
-        ({"model": "base", "prompt": "x", "suffix": "y"}, "suffix"),
-        ({"model": "base", "prompt": "x" * 300}, "maximum context length"),
-    ]:
-        r = http.post("/v1/completions", json=body)
-        assert r.status_code == 400 and fragment in r.json()["error"]["message"], (body, r.text)
-    assert http.post("/v1/completions", content=b"x" * (5 * 1024 * 1024)).status_code == 413
-    assert http.get("/v1/nothing").status_code == 404 and "error" in http.get("/v1/nothing").json()
-    # the replica survived all of that
-    assert (
-        client.chat.completions.create(model="sft", messages=ask("Hello"), **GREEDY)
-        .choices[0]
-        .message.content
-    )
-
-
-def test_api_keys(server, client):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEYS[0]}"}):
-        r = httpx.get(f"{server}/v1/models", headers=headers)
-        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        assert KEYS[0] not in r.text
-    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="nope", max_retries=0)
-    with pytest.raises(openai.AuthenticationError):
-        bad.chat.completions.create(model="sft", messages=ask("Hello"))
-    assert httpx.get(f"{server}/health").status_code == 200
-    assert client.models.list().data  # the second key works too
-
-
-def test_overload_is_503_not_a_hang(server, http):
-    """sft-tight has one slot and no queue: of requests sent together, one runs, the others are
-    refused at once with 503 and Retry-After (not queued for ever, not a 5xx of another kind)."""
-    body = {"model": "sft-tight", "messages": ask("Tell me a story."), "max_tokens": 420, "ignore_eos": True}
-
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server, timeout=60, headers=http.headers) as c:
-            return await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(6)))
-
-    started = time.monotonic()
-    responses = asyncio.run(burst())
-    codes = sorted(r.status_code for r in responses)
-    assert set(codes) == {200, 503} and time.monotonic() - started < 60, codes
-    refused = next(r for r in responses if r.status_code == 503)
-    assert refused.json()["error"]["code"] == "server_overloaded" and refused.headers["retry-after"]
-    assert stats(http, "sft-tight")["requests_refused"] >= codes.count(503)
-    assert wait_idle(http, "sft-tight")["running"] == 0
-
-
-def test_disconnect_mid_stream_frees_the_slot(server, http):
-    before = wait_idle(http)
-    body = {
-        "model": "sft",
-        "messages": ask("Tell me a story."),
-        "max_tokens": 400,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    with httpx.Client(base_url=server, timeout=30, headers=http.headers) as c:
-        with c.stream("POST", "/v1/chat/completions", json=body) as r:
-            lines = r.iter_lines()
-            for _ in range(5):
-                next(lines)
-            assert stats(http)["running"] == 1
-        # the client has hung up; the engine must abort the request, not generate its 400 tokens
-    after = wait_idle(http, timeout_s=10)
-    assert after["running"] == 0 and after["capacity"] == before["capacity"]
-    assert after["requests_aborted"] == before["requests_aborted"] + 1
-    assert after["tokens_generated"] - before["tokens_generated"] < 300
-
-
-def test_32_concurrent_streams_no_5xx(server):
-    async def one(client, i: int) -> tuple[str, str]:
-        stream = await client.chat.completions.create(
-            model="sft", messages=ask("Tell me a story."), stream=True, max_tokens=48, seed=i, temperature=0.5
-        )
-        text, finish = "", None
-        async for chunk in stream:
-            for c in chunk.choices:
-                text += c.delta.content or ""
-                finish = c.finish_reason or finish
-        return text, finish
-
-    async def main():
-        async with openai.AsyncOpenAI(
-            base_url=f"{server}/v1", api_key=KEYS[0], max_retries=0, timeout=120
-        ) as client:
-            return await asyncio.gather(*(one(client, i) for i in range(32)))
-
-    results = asyncio.run(main())  # any 5xx raises openai.InternalServerError / APIStatusError
-    assert len(results) == 32 and all(text and finish in ("stop", "length") for text, finish in results)
 
 
 # -- the web chat in a real browser ---------------------------------------------------------------------

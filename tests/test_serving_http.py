@@ -1,0 +1,236 @@
+"""The serving application's HTTP side, with httpx where the ``openai`` client cannot send what is
+tested: OpenAI-shaped errors for every bad request, API keys,
+overload (503), a client that disconnects, 32 concurrent streams.
+tests/test_serving_api.py has the API itself and the web chat.
+
+One Serve application for the module (tests/serving_helpers.py's ``server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import serving_helpers
+from serving_helpers import GREEDY, KEYS, WEATHER, ask, stats, wait_idle
+
+# the module's application (tests/serving_helpers.py): pytest finds fixtures by these names
+server, client, http = serving_helpers.server, serving_helpers.client, serving_helpers.http
+pytestmark = pytest.mark.slow
+openai = pytest.importorskip("openai")
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "fragment"),
+    [
+        (b"{not json", 400, None, "not valid JSON"),
+        (b"[1, 2]", 400, None, "JSON object"),
+        (b'{"model": "sft"}', 400, "messages", "Missing required parameter"),
+        (json.dumps({"model": "nope", "messages": ask("hi")}).encode(), 404, "model", "does not exist"),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "temperature": 3}).encode(),
+            400,
+            "temperature",
+            "less than",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "top_p": 0}).encode(),
+            400,
+            "top_p",
+            "greater than",
+        ),
+        (json.dumps({"model": "sft", "messages": ask("hi"), "n": 0}).encode(), 400, "n", "greater than"),
+        (json.dumps({"model": "sft", "messages": ask("hi"), "n": 9}).encode(), 400, "n", "at most 8"),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "max_tokens": -1}).encode(),
+            400,
+            "max_tokens",
+            "greater",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "max_tokens": 10_000}).encode(),
+            400,
+            "messages",
+            "maximum context length",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("x" * 600)}).encode(),
+            400,
+            "messages",
+            "maximum context length",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "stop": [""]}).encode(),
+            400,
+            "stop",
+            "stop sequence",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "frobnicate": 1}).encode(),
+            400,
+            "frobnicate",
+            "Unrecognized",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+            400,
+            "messages",
+            "unknown role",
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "presence_penalty": 1}).encode(),
+            400,
+            None,
+            "not supported",
+        ),
+        (json.dumps({"model": "base", "messages": ask("hi")}).encode(), 400, "model", "base model"),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "tools": [{"foo": 1}]}).encode(),
+            400,
+            "tools",
+            "tools[0] must be",
+        ),
+        (
+            json.dumps(
+                {"model": "sft", "messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]}
+            ).encode(),
+            400,
+            "messages",
+            "'text' must be a string, got NoneType",
+        ),
+        # were 500s in plain text: JSON too deep for the parser, an integer past Python's 4300 digits
+        (
+            b'{"model": "sft", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            400,
+            None,
+            "nested too deeply",
+        ),
+        (
+            b'{"model": "sft", "messages": [], "max_tokens": ' + b"9" * 5000 + b"}",
+            400,
+            None,
+            "not valid JSON",
+        ),
+        # 120,000 messages were rendered (5 s of a blocked replica) before the length was checked
+        (
+            json.dumps({"model": "sft", "messages": ask("a") * 120_000}).encode(),
+            400,
+            "messages",
+            "you requested at least 36000",  # 3 tokens a message at the least
+        ),
+        (
+            json.dumps({"model": "sft", "messages": ask("hi"), "stream": True, "tools": [WEATHER]}).encode(),
+            400,
+            "stream",
+            "without streaming",
+        ),
+    ],
+)
+def test_bad_chat_requests_get_openai_errors(http, body, status, param, fragment):
+    r = http.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param and fragment in error["message"]
+
+
+def test_bad_completion_requests(http, client):
+    for body, fragment in [
+        ({"model": "base", "prompt": [5, 99999]}, "outside the vocabulary"),
+        ({"model": "base", "prompt": []}, "empty"),
+        # refused before a stream of the other prompts begins (was a 200, then an error mid-stream)
+        ({"model": "base", "prompt": [[5, 6, 7], []], "stream": True}, "prompt 1: empty token list"),
+        ({"model": "base", "prompt": "x", "logprobs": 2}, "not supported"),
+        ({"model": "base", "prompt": "x", "suffix": "y"}, "suffix"),
+        ({"model": "base", "prompt": "x" * 300}, "maximum context length"),
+    ]:
+        r = http.post("/v1/completions", json=body)
+        assert r.status_code == 400 and fragment in r.json()["error"]["message"], (body, r.text)
+    assert http.post("/v1/completions", content=b"x" * (5 * 1024 * 1024)).status_code == 413
+    assert http.get("/v1/nothing").status_code == 404 and "error" in http.get("/v1/nothing").json()
+    # the replica survived all of that
+    assert (
+        client.chat.completions.create(model="sft", messages=ask("Hello"), **GREEDY)
+        .choices[0]
+        .message.content
+    )
+
+
+def test_api_keys(server, client):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEYS[0]}"}):
+        r = httpx.get(f"{server}/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert KEYS[0] not in r.text
+    bad = openai.OpenAI(base_url=f"{server}/v1", api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="sft", messages=ask("Hello"))
+    assert httpx.get(f"{server}/health").status_code == 200
+    assert client.models.list().data  # the second key works too
+
+
+def test_overload_is_503_not_a_hang(server, http):
+    """sft-tight has one slot and no queue: of requests sent together, one runs, the others are
+    refused at once with 503 and Retry-After (not queued for ever, not a 5xx of another kind)."""
+    body = {"model": "sft-tight", "messages": ask("Tell me a story."), "max_tokens": 420, "ignore_eos": True}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server, timeout=60, headers=http.headers) as c:
+            return await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(6)))
+
+    started = time.monotonic()
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503} and time.monotonic() - started < 60, codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.json()["error"]["code"] == "server_overloaded" and refused.headers["retry-after"]
+    assert stats(http, "sft-tight")["requests_refused"] >= codes.count(503)
+    assert wait_idle(http, "sft-tight")["running"] == 0
+
+
+def test_disconnect_mid_stream_frees_the_slot(server, http):
+    before = wait_idle(http)
+    body = {
+        "model": "sft",
+        "messages": ask("Tell me a story."),
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.Client(base_url=server, timeout=30, headers=http.headers) as c:
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = r.iter_lines()
+            for _ in range(5):
+                next(lines)
+            assert stats(http)["running"] == 1
+        # the client has hung up; the engine must abort the request, not generate its 400 tokens
+    after = wait_idle(http, timeout_s=10)
+    assert after["running"] == 0 and after["capacity"] == before["capacity"]
+    assert after["requests_aborted"] == before["requests_aborted"] + 1
+    assert after["tokens_generated"] - before["tokens_generated"] < 300
+
+
+def test_32_concurrent_streams_no_5xx(server):
+    async def one(client, i: int) -> tuple[str, str]:
+        stream = await client.chat.completions.create(
+            model="sft", messages=ask("Tell me a story."), stream=True, max_tokens=48, seed=i, temperature=0.5
+        )
+        text, finish = "", None
+        async for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+        return text, finish
+
+    async def main():
+        async with openai.AsyncOpenAI(
+            base_url=f"{server}/v1", api_key=KEYS[0], max_retries=0, timeout=120
+        ) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(32)))
+
+    results = asyncio.run(main())  # any 5xx raises openai.InternalServerError / APIStatusError
+    assert len(results) == 32 and all(text and finish in ("stop", "length") for text, finish in results)
