@@ -24,6 +24,9 @@ Topology (one deployment, ``ChatModel``, a FastAPI ingress):
 - Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` (and
   ``/v1/models/{id}``), ``GET /health`` (always open), ``GET /`` (the web chat, a static page; the
   page asks for the key itself), ``GET /v1/raychat/stats`` (each engine's queue, slots, tokens/s).
+  Every GET route answers HEAD (RFC 9110 asks it of GET resources; FastAPI's ``@get`` answered 405,
+  which load balancers and uptime probes read as down). A 405 says which methods the path takes
+  (``Allow``).
 
 API keys: when any are configured (``api_keys`` or ``RAYCHAT_API_KEYS`` in the replica's environment)
 every ``/v1`` route needs ``Authorization: Bearer <key>``. The presented key and every configured
@@ -36,6 +39,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 api = FastAPI(title="raychat", docs_url=None, redoc_url=None, openapi_url=None)
 
 
+def get_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A GET route that answers HEAD as well (the same status and headers, no body: the server drops
+    it), as HTTP asks of every GET resource; FastAPI's ``@api.get`` answers HEAD with 405."""
+    return api.api_route(path, methods=["GET", "HEAD"])
+
+
 @api.exception_handler(OpenAIError)
 async def _openai_error(_: Request, e: OpenAIError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
@@ -72,7 +82,8 @@ async def _openai_error(_: Request, e: OpenAIError) -> JSONResponse:
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
     kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-    return JSONResponse(OpenAIError(str(e.detail), e.status_code, kind).body(), status_code=e.status_code)
+    body = OpenAIError(str(e.detail), e.status_code, kind).body()
+    return JSONResponse(body, status_code=e.status_code, headers=e.headers)  # a 405's Allow
 
 
 @api.exception_handler(RequestValidationError)
@@ -195,20 +206,20 @@ class ChatModel:
 
     # -- routes --------------------------------------------------------------------------------------
 
-    @api.get("/health")
+    @get_route("/health")
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "models": list(self.models)}
 
-    @api.get("/")
+    @get_route("/")
     async def page(self) -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
 
-    @api.get("/v1/models")
+    @get_route("/v1/models")
     async def list_models(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         return {"object": "list", "data": [self._card(m) for m in self.models.values()]}
 
-    @api.get("/v1/models/{name:path}")
+    @get_route("/v1/models/{name:path}")
     async def get_model(self, name: str, request: Request) -> dict[str, Any]:
         self._authorize(request)
         return self._card(self._model(name))
@@ -229,7 +240,7 @@ class ChatModel:
         req = parse_request(await self._body(request), CompletionRequest)
         return self._answer(await completions(self._model(req.model), req, self.cfg.max_n))
 
-    @api.get("/v1/raychat/stats")
+    @get_route("/v1/raychat/stats")
     async def stats(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         names = list(self.models)

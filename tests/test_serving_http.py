@@ -1,6 +1,6 @@
 """The serving application's HTTP side, with httpx where the ``openai`` client cannot send what is
 tested: OpenAI-shaped errors for every bad request, API keys,
-overload (503), a client that disconnects, 32 concurrent streams.
+HEAD, overload (503), a client that disconnects, 32 concurrent streams.
 tests/test_serving_api.py has the API itself and the web chat.
 
 One Serve application for the module (tests/serving_helpers.py's ``server``).
@@ -171,6 +171,27 @@ def test_api_keys(server, client):
         bad.chat.completions.create(model="sft", messages=ask("Hello"))
     assert httpx.get(f"{server}/health").status_code == 200
     assert client.models.list().data  # the second key works too
+
+
+def test_head_answers_like_get(server, http):
+    """HEAD on every GET route: GET's status and headers, no body (was 405 Method Not Allowed)."""
+    for path in ("/health", "/", "/v1/models", "/v1/models/sft", "/v1/raychat/stats"):
+        got, head = http.get(path), http.head(path)
+        assert head.status_code == got.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+        if path != "/v1/raychat/stats":  # its numbers move between the two requests
+            assert head.headers["content-length"] == got.headers["content-length"]
+    assert httpx.head(f"{server}/health").status_code == 200  # open without a key, as GET is
+    refused = httpx.head(f"{server}/v1/models")  # as GET would be, without the body
+    assert refused.status_code == 401 and refused.content == b""
+    assert http.head("/v1/models/nope").status_code == 404
+    # a method a path does not take: 405 naming the ones it does (HTTP requires Allow)
+    for method, path, allow in (
+        ("HEAD", "/v1/chat/completions", {"POST"}),
+        ("POST", "/v1/models", {"GET", "HEAD"}),
+    ):
+        r = http.request(method, path)
+        assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == allow, (method, path)
 
 
 def test_overload_is_503_not_a_hang(server, http):
