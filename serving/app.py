@@ -25,8 +25,9 @@ Topology (one deployment, ``ChatModel``, a FastAPI ingress):
   ``/v1/models/{id}``), ``GET /health`` (always open), ``GET /`` (the web chat, a static page; the
   page asks for the key itself), ``GET /v1/raychat/stats`` (each engine's queue, slots, tokens/s).
   Every GET route answers HEAD (RFC 9110 asks it of GET resources; FastAPI's ``@get`` answered 405,
-  which load balancers and uptime probes read as down). A 405 says which methods the path takes
-  (``Allow``).
+  which load balancers and uptime probes read as down). A path with a trailing slash is served as
+  the path without it: Starlette redirected it (307), and many clients do not follow a redirect of
+  a POST. A 405 says which methods the path takes (``Allow``).
 
 API keys: when any are configured (``api_keys`` or ``RAYCHAT_API_KEYS`` in the replica's environment)
 every ``/v1`` route needs ``Authorization: Bearer <key>``. The presented key and every configured
@@ -48,6 +49,7 @@ from fastapi.exceptions import RequestValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.config import ServeConfig
 from serving.handlers import chat_completions, completions
@@ -65,7 +67,30 @@ log = logging.getLogger("raychat.serving")
 PAGE = Path(__file__).parent / "static" / "chat.html"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-api = FastAPI(title="raychat", docs_url=None, redoc_url=None, openapi_url=None)
+api = FastAPI(title="raychat", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+
+
+class NoTrailingSlash:
+    """ASGI middleware: ``/v1/chat/completions/`` is routed as ``/v1/chat/completions`` (any path but
+    the root). Starlette answered it with a 307 redirect, which many HTTP clients do not follow for a
+    POST (and those that do may resend it as a GET)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            root, path = scope.get("root_path", ""), scope["path"]
+            route = path[len(root) :] if path.startswith(root) else path
+            if len(route) > 1 and route.endswith("/"):
+                trimmed = route.rstrip("/") or "/"
+                scope = dict(scope, path=path[: len(path) - len(route)] + trimmed)
+                if scope.get("raw_path"):
+                    scope["raw_path"] = scope["raw_path"].rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(NoTrailingSlash)
 
 
 def get_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -1,6 +1,6 @@
 """The serving application's HTTP side, with httpx where the ``openai`` client cannot send what is
 tested: OpenAI-shaped errors for every bad request, API keys,
-HEAD, overload (503), a client that disconnects, 32 concurrent streams.
+HEAD and trailing slashes, overload (503), a client that disconnects, 32 concurrent streams.
 tests/test_serving_api.py has the API itself and the web chat.
 
 One Serve application for the module (tests/serving_helpers.py's ``server``).
@@ -192,6 +192,27 @@ def test_head_answers_like_get(server, http):
     ):
         r = http.request(method, path)
         assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == allow, (method, path)
+
+
+def test_a_trailing_slash_is_served_not_redirected(http):
+    """``POST /v1/chat/completions/`` was a 307 redirect, which many clients do not follow on a POST."""
+    chat = {"model": "sft", "messages": ask("What is your name?"), **GREEDY}
+    for path, body in (
+        ("/v1/chat/completions", chat),
+        ("/v1/completions", {"model": "base", "prompt": "Hi", "max_tokens": 3, **GREEDY}),
+    ):
+        plain, slashed = http.post(path, json=body), http.post(path + "/", json=body)
+        assert slashed.status_code == plain.status_code == 200, slashed.text
+        assert slashed.json()["choices"] == plain.json()["choices"]
+    assert (
+        http.post("/v1/chat/completions//", json=chat).json()["choices"][0]["message"]["content"]
+        == "My name is raychat."
+    )
+    assert http.get("/v1/models/").json() == http.get("/v1/models").json()
+    assert http.get("/v1/models/sft/").json()["id"] == "sft"
+    assert http.get("/health/").status_code == 200 and http.get("/").status_code == 200
+    missing = http.post("/v1/nothing/", json=chat)
+    assert missing.status_code == 404 and "error" in missing.json()
 
 
 def test_overload_is_503_not_a_hang(server, http):

@@ -447,3 +447,30 @@ def test_overlapping_calls_are_read_alike_by_the_engine_the_decoder_and_parse_as
     assert [(p["type"], p.get("query") or p.get("expression"), p["result"]) for p in calls][-1] == (
         "search", "Noins", "no results",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path", "routed"),
+    [
+        ("", "/v1/chat/completions/", "/v1/chat/completions"),
+        ("", "/v1/models//", "/v1/models"),
+        ("", "/", "/"),
+        ("", "/v1/models", "/v1/models"),
+        ("/chat", "/chat/v1/completions/", "/chat/v1/completions"),  # under a route prefix
+        ("/chat", "/chat/", "/chat/"),  # the prefix's own root stays the root
+    ],
+)
+def test_a_trailing_slash_is_routed_as_the_path_without_it(root_path, path, routed):
+    """serving/app.py's middleware (the HTTP test checks it through Serve; here the route prefix)."""
+    import asyncio
+
+    from serving.app import NoTrailingSlash
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope)
+
+    scope = {"type": "http", "root_path": root_path, "path": path, "raw_path": path.encode()}
+    asyncio.run(NoTrailingSlash(app)(scope, None, None))
+    assert seen["path"] == routed and seen["raw_path"] == routed.encode()
