@@ -30,7 +30,8 @@ Topology (one deployment, ``ChatModel``, a FastAPI ingress):
   a POST. A 405 says which methods the path takes (``Allow``).
 
 API keys: when any are configured (``api_keys`` or ``RAYCHAT_API_KEYS`` in the replica's environment)
-every ``/v1`` route needs ``Authorization: Bearer <key>``. The presented key and every configured
+every ``/v1`` route needs ``Authorization: Bearer <key>`` (a header without the scheme, such as
+``Authorization: sk-...``, is told so rather than "no key"). The presented key and every configured
 key are hashed (SHA-256) and compared with ``hmac.compare_digest``, all of them every time, so the
 time taken tells nothing about the keys; keys are never logged or put in an error message.
 """
@@ -183,16 +184,26 @@ class ChatModel:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _authorize(self, request: Request) -> None:
+        """401 unless the request carries ``Authorization: Bearer <key>`` with a configured key; the
+        message says which of the three went wrong (no header, a header not of that form, a wrong
+        key) without repeating what was sent."""
         if not self._keys:
             return
-        header = request.headers.get("authorization", "")
+        header = request.headers.get("authorization", "").strip()
         scheme, _, given = header.partition(" ")
-        digest = hashlib.sha256(given.strip().encode()).digest()
+        given = given.strip()
+        digest = hashlib.sha256(given.encode()).digest()
         ok = False
         for key in self._keys:  # every key, every time: no early exit
             ok |= hmac.compare_digest(digest, key)
-        if not ok or scheme.lower() != "bearer":
-            what = "No API key provided" if not given else "Incorrect API key provided"
+        bearer = scheme.lower() == "bearer" and bool(given)
+        if not ok or not bearer:
+            if not header:
+                what = "No API key provided"
+            elif not bearer:  # e.g. "Authorization: sk-..." (was reported as no key at all)
+                what = "The Authorization header is not of the form 'Bearer <key>'"
+            else:
+                what = "Incorrect API key provided"
             raise OpenAIError(
                 f"{what}. Send it as 'Authorization: Bearer <key>'.",
                 401,

@@ -1,5 +1,5 @@
 """The serving application's HTTP side, with httpx where the ``openai`` client cannot send what is
-tested: OpenAI-shaped errors for every bad request, API keys,
+tested: OpenAI-shaped errors for every bad request, API keys and malformed Authorization headers,
 HEAD and trailing slashes, overload (503), a client that disconnects, 32 concurrent streams.
 tests/test_serving_api.py has the API itself and the web chat.
 
@@ -171,6 +171,27 @@ def test_api_keys(server, client):
         bad.chat.completions.create(model="sft", messages=ask("Hello"))
     assert httpx.get(f"{server}/health").status_code == 200
     assert client.models.list().data  # the second key works too
+
+
+def test_authorization_without_the_bearer_scheme_says_so(server, http):
+    """``Authorization: sk-...`` was answered "No API key provided": the key was there, its form was
+    wrong. Each case says which it is, in OpenAI's error shape, never echoing what was sent."""
+    cases = {
+        "": "No API key provided",
+        KEYS[0]: "not of the form 'Bearer <key>'",
+        f"Basic {KEYS[0]}": "not of the form 'Bearer <key>'",
+        "Bearer": "not of the form 'Bearer <key>'",
+        "Bearer wrong-key": "Incorrect API key provided",
+    }
+    for header, fragment in cases.items():
+        r = httpx.get(f"{server}/v1/models", headers={"Authorization": header} if header else {})
+        error = r.json()["error"]
+        assert r.status_code == 401 and set(error) == {"message", "type", "param", "code"}, r.text
+        assert fragment in error["message"] and error["code"] == "invalid_api_key", (header, r.text)
+        assert KEYS[0] not in r.text and r.headers["www-authenticate"] == "Bearer"
+    assert (
+        httpx.get(f"{server}/v1/models", headers={"Authorization": f"bearer  {KEYS[0]}"}).status_code == 200
+    )
 
 
 def test_head_answers_like_get(server, http):
