@@ -15,8 +15,12 @@ always agree.
   until it cannot, so a client never receives text that is then taken back; on a match the content
   is cut before it and ``stopped`` is set (the caller aborts the request to free its slot). A stop
   string does not match across a tool call.
-- Logprobs: one entry per content token (``{"token", "logprob", "bytes", "top_logprobs": []}``),
-  sent with the text it produced; tokens of tool calls, results and the final stop token have none.
+- Logprobs: one ``TokenLogprob`` per content token, sent with the text it produced (tokens of tool
+  calls, results and the final stop token have none), so a client's logprobs always spell exactly
+  the text it got, chunk by chunk: with logprobs on, held text is handed out only up to the start of
+  a token whose text is not all out yet, and a stop string that begins inside a token cuts that
+  token's text and bytes at the cut (its logprob stays the whole token's: the only number there
+  is). Without this a reply cut at " keeper" by ``stop="keeper"`` reported a last token " keeper".
 """
 
 from __future__ import annotations
@@ -76,12 +80,45 @@ class ToolUse:
 
 
 @dataclass
+class TokenLogprob:
+    """One content token's logprob and where its text lies in the content: ``content[start:end]``,
+    the characters this token completed (a character split over tokens belongs to the token with its
+    last byte), so the ``text`` of a reply's tokens joined is exactly its content."""
+
+    logprob: float
+    data: bytes  # the token's bytes (cut at a stop string that begins inside it)
+    start: int
+    end: int
+    lead: bytes = b""  # bytes of a character an earlier token began and this one completes
+    text: str = ""  # content[start:end], set when handed out
+
+    def entry(self) -> dict[str, Any]:
+        """The chat API's entry: the token's own text and bytes (joined bytes decode to the content)."""
+        token = self.data.decode("utf-8", errors="replace")
+        return {"token": token, "logprob": self.logprob, "bytes": list(self.data), "top_logprobs": []}
+
+    def cut(self, chars: int) -> None:
+        """Keep the token's first ``chars`` characters: the bytes that make them, found by decoding
+        byte by byte after ``lead`` (a character is one to four bytes; the replacement character
+        of an invalid byte is one)."""
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        utf8.decode(self.lead)
+        made = 0
+        for n in range(len(self.data)):
+            made += len(utf8.decode(self.data[n : n + 1]))
+            if made >= chars:
+                self.data = self.data[: n + 1]
+                break
+        self.end = self.start + chars
+
+
+@dataclass
 class Piece:
     """What one feed produced: new content text (with its tokens' logprobs), tool calls made and
     tool results received."""
 
     text: str = ""
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     tools_started: list[ToolUse] = field(default_factory=list)
     tools_done: list[ToolUse] = field(default_factory=list)
 
@@ -104,8 +141,8 @@ class ReplyDecoder:
         self.tool_uses: list[ToolUse] = []
         self.stopped = False  # a stop string matched: no more content
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._lp: list[tuple[int, dict[str, Any]]] = []  # (content offset of the token, entry)
-        self._lp_sent = 0
+        self._lp: list[TokenLogprob] = []
+        self._lp_sent = 0  # entries of _lp handed out
         self._mode = "text"  # text | call | await (a result) | result
         self._call: list[int] = []
         self._call_kind = ""
@@ -138,6 +175,7 @@ class ReplyDecoder:
         if not self.stopped:
             self._flush_utf8()
             self._emit(len(self.content), piece)
+            self._hand_out(len(self._lp), piece)  # a token with no text at the very end, if any
         return piece
 
     def _feed_chat(self, token: int, logprob: float | None, piece: Piece) -> None:
@@ -186,15 +224,11 @@ class ReplyDecoder:
         if token >= self.tok.vocab_size:
             return
         data = self.tok.token_bytes(token)
-        if self.want_logprobs:
-            entry = {
-                "token": data.decode("utf-8", errors="replace"),
-                "logprob": logprob if logprob is not None else 0.0,
-                "bytes": list(data),
-                "top_logprobs": [],
-            }
-            self._lp.append((len(self.content), entry))
+        start, lead = len(self.content), self._utf8.getstate()[0]
         self.content += self._utf8.decode(data)
+        if self.want_logprobs:
+            lp = logprob if logprob is not None else 0.0
+            self._lp.append(TokenLogprob(lp, data, start, len(self.content), lead))
         self._check_stops(piece)
 
     def _check_stops(self, piece: Piece) -> None:
@@ -205,10 +239,7 @@ class ReplyDecoder:
         # string could start there (and one never spans a tool call, where everything is handed out)
         hits = [i for i in (self.content.find(s, self.sent) for s in self.stops) if i >= 0]
         if hits:
-            cut = min(hits)
-            self.content = self.content[:cut]
-            self.stopped = True
-            self._emit(cut, piece, drop_after=True)
+            self._cut(min(hits), piece)
             return
         self._emit(len(self.content) - self._held(), piece)
 
@@ -220,18 +251,56 @@ class ReplyDecoder:
                 return k
         return 0
 
-    def _emit(self, end: int, piece: Piece, drop_after: bool = False) -> None:
+    def _emit(self, end: int, piece: Piece) -> None:
+        """Hand out the content up to ``end`` (or to the start of a token whose text is not all
+        there yet) and the logprobs of the tokens it holds."""
+        end = self._token_start_before(end)
         if end > self.sent:
             piece.text += self.content[self.sent : end]
             self.sent = end
-        while self._lp_sent < len(self._lp) and self._lp[self._lp_sent][0] < self.sent:
-            piece.logprobs.append(self._lp[self._lp_sent][1])
-            self._lp_sent += 1
-        if drop_after:
-            self._lp = self._lp[: self._lp_sent]
+        n = self._lp_sent
+        while n < len(self._lp) and self._lp[n].start < self.sent:
+            n += 1
+        self._hand_out(n, piece)
+
+    def _token_start_before(self, end: int) -> int:
+        """``end``, or the start of the first token not handed out whose text goes past ``end`` or
+        may still grow (the last one, while its character's bytes are incomplete)."""
+        if self._lp_sent == len(self._lp):
+            return end
+        open_last = bool(self._utf8.getstate()[0])
+        for i in range(self._lp_sent, len(self._lp)):
+            t = self._lp[i]
+            if t.start >= end:
+                break
+            if t.end > end or (open_last and i == len(self._lp) - 1):
+                return t.start
+        return end
+
+    def _hand_out(self, n: int, piece: Piece) -> None:
+        for t in self._lp[self._lp_sent : n]:
+            t.text = self.content[t.start : t.end]
+            piece.logprobs.append(t)
+        self._lp_sent = max(self._lp_sent, n)
+
+    def _cut(self, cut: int, piece: Piece) -> None:
+        """A stop string starts at ``cut``: the content ends there, and so do the logprobs (tokens
+        after it dropped, the token it begins inside cut to its characters before it)."""
+        self.content = self.content[:cut]
+        self.stopped = True
+        if cut > self.sent:
+            piece.text += self.content[self.sent : cut]
+            self.sent = cut
+        self._lp = [t for t in self._lp if t.start < cut]
+        if self._lp and self._lp[-1].end > cut:
+            self._lp[-1].cut(cut - self._lp[-1].start)
+        self._hand_out(len(self._lp), piece)
 
     def _flush_utf8(self) -> None:
-        self.content += self._utf8.decode(b"", final=True)
+        tail = self._utf8.decode(b"", final=True)  # a character left incomplete: U+FFFD
+        self.content += tail
+        if tail and self._lp:
+            self._lp[-1].end = len(self.content)  # the token whose bytes it had
 
     def _decode(self, ids: list[int]) -> str:
         return self.tok.decode_bytes([t for t in ids if t < self.tok.vocab_size]).decode("utf-8", "replace")
@@ -239,12 +308,8 @@ class ReplyDecoder:
     # -- reading -------------------------------------------------------------------------------------
 
     @property
-    def logprobs(self) -> list[dict[str, Any]]:
-        return [entry for _, entry in self._lp]
-
-    @property
-    def token_offsets(self) -> list[int]:
-        return [offset for offset, _ in self._lp]
+    def logprobs(self) -> list[TokenLogprob]:
+        return list(self._lp)
 
     def parts(self) -> list[dict[str, Any]]:
         """The reply as lm/chat_messages.py content parts (text and tool calls in order)."""

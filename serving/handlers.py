@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serving.decode import ReplyDecoder
+from serving.decode import ReplyDecoder, TokenLogprob
 from serving.openai_api import (
     SSE_DONE,
     ChatCompletionRequest,
@@ -106,7 +106,7 @@ def _chat_choice(
     choice: dict[str, Any] = {
         "index": i,
         "message": message,
-        "logprobs": {"content": dec.logprobs} if req.logprobs else None,
+        "logprobs": {"content": [t.entry() for t in dec.logprobs]} if req.logprobs else None,
         "finish_reason": finish,
     }
     if req.return_token_ids:
@@ -147,10 +147,11 @@ async def _chat_stream(
                 delta["raychat_tool_uses"] = tool_deltas
             if not delta and u.finish is None:
                 continue
+            lp = u.piece.logprobs
             choice = {
                 "index": u.index,
                 "delta": delta,
-                "logprobs": {"content": u.piece.logprobs} if req.logprobs and u.piece.logprobs else None,
+                "logprobs": {"content": [t.entry() for t in lp]} if req.logprobs and lp else None,
                 "finish_reason": u.finish,
             }
             if u.finish is not None and req.return_token_ids:
@@ -193,7 +194,7 @@ async def completions(model: ServedModel, req: CompletionRequest, max_n: int) ->
             choice = {
                 "index": job.first_choice + j,
                 "text": echoes[k] + dec.content,
-                "logprobs": _legacy_logprobs(dec, len(echoes[k])) if want_lp else None,
+                "logprobs": _legacy_logprobs(dec.logprobs, len(echoes[k])) if want_lp else None,
                 "finish_reason": job.finish[j],
             }
             if req.return_token_ids:
@@ -207,16 +208,15 @@ def _echo(model: ServedModel, prompt: str | list[int]) -> str:
     return prompt if isinstance(prompt, str) else model.tokenizer.decode(prompt)
 
 
-def _legacy_logprobs(
-    dec: ReplyDecoder, start: int, entries: list[dict] | None = None, offsets=None
-) -> dict[str, Any]:
-    entries = dec.logprobs if entries is None else entries
-    offsets = dec.token_offsets if offsets is None else offsets
+def _legacy_logprobs(tokens: list[TokenLogprob], start: int) -> dict[str, Any]:
+    """The completions API's logprobs: each token's text is the text it added to the choice, so
+    ``tokens`` joined is exactly the choice's text (after ``start`` echoed characters) and each
+    ``text_offset`` is where its token's text begins. ``top_logprobs`` is null: ``logprobs`` is 0."""
     return {
-        "tokens": [e["token"] for e in entries],
-        "token_logprobs": [e["logprob"] for e in entries],
+        "tokens": [t.text for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
         "top_logprobs": None,
-        "text_offset": [start + o for o in offsets],
+        "text_offset": [start + t.start for t in tokens],
     }
 
 
@@ -230,7 +230,6 @@ async def _completion_stream(
     updates: AsyncIterator[ChoiceUpdate],
 ) -> AsyncIterator[str]:
     want_lp = req.logprobs is not None
-    sent_lp = {}  # logprob entries already sent, per choice (for their text offsets)
     try:
         if req.echo:
             for k, job in enumerate(jobs):
@@ -246,13 +245,7 @@ async def _completion_stream(
             k, j = divmod(u.index, req.n)
             if not u.piece.text and u.finish is None and not u.piece.logprobs:
                 continue
-            lp = None
-            if want_lp:
-                dec = jobs[k].decoders[j]
-                done = sent_lp.get(u.index, 0)
-                offsets = dec.token_offsets[done : done + len(u.piece.logprobs)]
-                lp = _legacy_logprobs(dec, len(echoes[k]), u.piece.logprobs, offsets)
-                sent_lp[u.index] = done + len(u.piece.logprobs)
+            lp = _legacy_logprobs(u.piece.logprobs, len(echoes[k])) if want_lp else None
             choice = {"index": u.index, "text": u.piece.text, "logprobs": lp, "finish_reason": u.finish}
             if u.finish is not None and req.return_token_ids:
                 choice["token_ids"] = jobs[k].decoders[j].token_ids

@@ -219,6 +219,24 @@ def test_function_tools_are_rendered_into_the_prompt(client):
     assert off.usage.prompt_tokens == plain.usage.prompt_tokens
 
 
+def test_chat_logprobs_spell_exactly_the_text_a_stop_string_cut(client):
+    """stop="heir" begins inside the token "the" of "their" (one of the tokenizer's merges): the
+    reply ends "wrote t" and so must its logprobs (the last entry was "the", a token past the cut)."""
+    kwargs = dict(model="sft", messages=ask("Tell me a story."), stop="heir", logprobs=True, **GREEDY)
+    r = client.chat.completions.create(**kwargs)
+    content = r.choices[0].message.content
+    assert content == LONG_STORY[: LONG_STORY.index("heir")] and content.endswith("wrote t")
+    entries = r.choices[0].logprobs.content
+    assert b"".join(bytes(e.bytes) for e in entries).decode() == content
+    assert "".join(e.token for e in entries) == content  # ASCII: each token's text too
+    assert (entries[-1].token, entries[-1].bytes) == ("t", [ord("t")])
+    streamed = [c.choices[0] for c in client.chat.completions.create(**kwargs, stream=True) if c.choices]
+    for c in streamed:  # chunk by chunk: the logprobs of exactly the text sent with them
+        got = b"".join(bytes(e.bytes) for e in (c.logprobs.content if c.logprobs else []))
+        assert got.decode() == (c.delta.content or "")
+    assert [e.token for c in streamed if c.logprobs for e in c.logprobs.content] == [e.token for e in entries]
+
+
 # -- completions ---------------------------------------------------------------------------------------
 
 
@@ -372,3 +390,47 @@ def test_raychat_eval_judges_a_served_model_with_the_openai_api(server, client, 
     assert "HTTP 404" in capsys.readouterr().err
     assert main([*base[:4], "wrong-key", *base[5:], "--served-model", "sft"]) == 2
     assert "HTTP 401" in capsys.readouterr().err
+
+
+def _spelled(choice_text: str, lp) -> None:
+    """Legacy logprobs that match their text exactly: one entry per token, the tokens joined are the
+    text, and each offset is where its token begins."""
+    tokens = lp.tokens
+    assert "".join(tokens) == choice_text
+    assert len(lp.token_logprobs) == len(tokens) and lp.top_logprobs is None
+    assert lp.text_offset == [len("".join(tokens[:i])) for i in range(len(tokens))]
+
+
+@pytest.mark.parametrize(
+    ("question", "stop", "expected", "extra"),
+    [
+        # the stop string begins inside the merged token "the": the last token is "t", not "the"
+        ("Tell me a story.", "heir", LONG_STORY[: LONG_STORY.index("heir")], {}),
+        # completions show control tokens as text: "<|im_end|>" (one token) is cut to "<|im"
+        ("What is your name?", "_end|>", "My name is raychat.<|im", {"ignore_eos": True}),
+    ],
+    ids=["inside-a-merged-token", "inside-a-control-token"],
+)
+def test_completion_logprobs_spell_exactly_the_text_a_stop_string_cut(
+    client, question, stop, expected, extra
+):
+    prompt = ChatFormat(byte_tokenizer()).render_prompt(
+        [{"role": "system", "content": TOOLS_NOTE}, *ask(question)]
+    )
+    kwargs = dict(
+        model="sft", prompt=prompt.ids, stop=stop, logprobs=0, max_tokens=200, extra_body=extra, **GREEDY
+    )
+    r = client.completions.create(**kwargs)
+    assert r.choices[0].text == expected and r.choices[0].finish_reason == "stop"
+    _spelled(expected, r.choices[0].logprobs)
+    text, tokens = "", []
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            if c.logprobs:  # chunk by chunk, with offsets into the whole text
+                assert "".join(c.logprobs.tokens) == c.text
+                assert c.logprobs.text_offset == [
+                    len(text + "".join(c.logprobs.tokens[:i])) for i in range(len(c.logprobs.tokens))
+                ]
+                tokens += c.logprobs.tokens
+            text += c.text
+    assert text == expected and tokens == r.choices[0].logprobs.tokens

@@ -91,9 +91,50 @@ def test_stop_strings_never_send_text_that_is_taken_back(text, stops, expected):
     sent, _, _ = run(dec, TOK.encode(text))
     assert sent == dec.content == expected
     assert dec.stopped == (expected != text)
-    # logprobs: one per token whose text starts in the kept content
-    assert b"".join(bytes(e["bytes"]) for e in dec.logprobs).decode().startswith(expected)
-    assert all(off < max(len(expected), 1) for off in dec.token_offsets)
+    # logprobs: one per token whose text starts in the kept content, spelling exactly that content
+    assert b"".join(bytes(e["bytes"]) for e in (t.entry() for t in dec.logprobs)).decode() == expected
+    assert all(t.start < max(len(expected), 1) for t in dec.logprobs)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize(
+    ("text", "stops", "expected"),
+    [
+        # the stop string begins inside the token "the" (one of the tokenizer's merges): its text and
+        # bytes are cut to "t" (they were "the": the returned text ended "t", the logprobs "the")
+        ("Once their names", ["heir"], "Once t"),
+        ("Once their names", ["the"], "Once "),
+        ("né✓ and the rest", ["✓"], "né"),  # multi-byte characters over byte tokens
+        ("héllo wörld", ["wö", "zz"], "héllo "),
+        ("nothing stops the other", ["zz"], "nothing stops the other"),
+    ],
+)
+def test_logprobs_spell_exactly_the_text_handed_out(chat, text, stops, expected):
+    dec = ReplyDecoder(TOK, chat=chat, stops=stops, logprobs=True)
+    pieces = []
+    for t in TOK.encode(text):
+        pieces.append(dec.feed(t, -0.25))
+        if dec.stopped:
+            break
+    pieces.append(dec.finish())
+    for p in pieces:  # chunk by chunk, as a stream sends them
+        assert "".join(t.text for t in p.logprobs) == p.text
+    tokens = [t for p in pieces for t in p.logprobs]
+    assert tokens == dec.logprobs and dec.content == expected
+    assert "".join(t.text for t in tokens) == expected  # the completions API's tokens
+    assert b"".join(bytes(t.entry()["bytes"]) for t in tokens).decode() == expected  # the chat API's
+    assert [t.start for t in tokens] == [len("".join(u.text for u in tokens[:i])) for i in range(len(tokens))]
+    assert all(t.logprob == -0.25 for t in tokens)
+
+
+def test_raw_mode_logprobs_cut_inside_a_control_token():
+    """/v1/completions shows control tokens as their text: a stop string may begin inside one."""
+    ids = TOK.encode("raychat.") + [sp("<|im_end|>")] + TOK.encode("\nmore")
+    dec = ReplyDecoder(TOK, chat=False, stops=["end|>"], logprobs=True)
+    text, _, _ = run(dec, ids)
+    assert text == dec.content == "raychat.<|im_"
+    last = dec.logprobs[-1]
+    assert (last.text, last.data, last.start) == ("<|im_", b"<|im_", len("raychat."))
 
 
 def test_stop_string_does_not_span_a_tool_call():
