@@ -1,4 +1,4 @@
-"""Reading input within a bound: gzip bodies and JSON arrays, whatever size they claim or inflate to.
+"""Reading input within a bound: compressed HTTP bodies and JSON arrays, whatever size they claim or inflate to.
 
 Why: a record's size on disk says nothing about its size in memory. A gzip-encoded HTTP body of a few
 hundred KB can inflate to gigabytes (a gzip bomb), and a JSON array file has to be parsed as a whole
@@ -22,26 +22,82 @@ class TooLarge(ValueError):
     """Decoded data went past its bound; the message says which bound and how far it got."""
 
 
-def inflate_gzip(data: bytes, limit: int) -> bytes:
-    """The decompressed bytes of a gzip stream (members one after another), at most ``limit`` of them.
+def inflate_body(data: bytes, coding: str, limit: int) -> bytes:
+    """An HTTP body decoded from one ``Content-Encoding`` (gzip, deflate, br, zstd), at most ``limit``
+    bytes of it.
 
-    Raises ``TooLarge`` as soon as the output passes ``limit`` (nothing beyond ``limit + 1`` bytes is
-    ever produced), and ``ValueError`` for a stream that is corrupt or cut short.
+    Raises ``TooLarge`` as soon as the output passes ``limit`` (nothing much beyond it is ever
+    produced: a few hundred bytes of compressed data can claim gigabytes), and ``ValueError`` for a
+    body that is corrupt, cut short or in a coding we do not know.
     """
+    if coding in ("gzip", "x-gzip"):
+        out = _inflate_gzip(data, limit)
+    elif coding == "deflate":
+        out = _inflate_deflate(data, limit)
+    elif coding == "br":
+        out = _inflate_brotli(data, limit)
+    elif coding == "zstd":
+        out = _inflate_zstd(data, limit)
+    else:
+        raise ValueError(f"unknown Content-Encoding {coding!r}")
+    if len(out) > limit:
+        raise TooLarge(f"{coding}-encoded body of {len(data)} bytes inflates past max_document_bytes={limit}")
+    return out
+
+
+def _inflate_gzip(data: bytes, limit: int) -> bytes:
     out = bytearray()
     rest = data
-    while rest:
+    while rest and len(out) <= limit:  # members one after another
         d = zlib.decompressobj(wbits=31)  # 31: gzip framing
         try:
             out += d.decompress(rest, limit + 1 - len(out))
         except zlib.error as e:
             raise ValueError(f"gzip-encoded body does not decompress: {e}") from None
         if len(out) > limit:
-            raise TooLarge(f"gzip-encoded body of {len(data)} bytes inflates past max_document_bytes={limit}")
+            break
         if not d.eof:
             raise ValueError("gzip-encoded body does not decompress: the stream ends early")
         rest = d.unused_data.lstrip(b"\x00")  # gzip files may be padded with zeros
     return bytes(out)
+
+
+def _inflate_deflate(data: bytes, limit: int) -> bytes:
+    error: Exception | None = None
+    # the zlib format, as the HTTP standard says, then raw deflate, which some servers send instead
+    for wbits in (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+        d = zlib.decompressobj(wbits=wbits)
+        try:
+            out = d.decompress(data, limit + 1)
+        except zlib.error as e:
+            error = e
+            continue
+        if len(out) <= limit and not d.eof:
+            raise ValueError("deflate-encoded body does not decompress: the stream ends early")
+        return out
+    raise ValueError(f"deflate-encoded body does not decompress: {error}")
+
+
+def _inflate_brotli(data: bytes, limit: int) -> bytes:
+    import brotli  # fastwarc's own dependency
+
+    d = brotli.Decompressor()
+    try:
+        out = d.process(data, output_buffer_limit=limit + 1)
+    except brotli.error as e:
+        raise ValueError(f"br-encoded body does not decompress: {e}") from None
+    if len(out) <= limit and not d.is_finished():
+        raise ValueError("br-encoded body does not decompress: the stream ends early")
+    return out
+
+
+def _inflate_zstd(data: bytes, limit: int) -> bytes:
+    import pyarrow as pa
+
+    try:
+        return pa.CompressedInputStream(pa.BufferReader(data), "zstd").read(limit + 1)
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"zstd-encoded body does not decompress: {e}") from None
 
 
 @dataclass(frozen=True)

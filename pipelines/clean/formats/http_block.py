@@ -8,7 +8,7 @@ import http.client
 import io
 import re
 
-from pipelines.clean.bounded import inflate_gzip
+from pipelines.clean.bounded import inflate_body
 from pipelines.decode import http_charset
 
 CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
@@ -19,7 +19,8 @@ MAX_HEADER_BYTES = 1 << 20
 def split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
     """(mime type, charset, body) of an HTTP response block; tolerant of LF-only header lines.
 
-    A gzip-encoded body is inflated to at most ``max_body`` bytes (``TooLarge`` past it).
+    A body in a ``Content-Encoding`` (gzip, deflate, br, zstd) is decoded to at most ``max_body``
+    bytes (``TooLarge`` past it); one in a coding we do not know is a ``ValueError``.
     """
     fp = io.BytesIO(block)
     status = fp.readline(65537)
@@ -33,11 +34,26 @@ def split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
         # de-chunks it and renames the header. A body that only claims to be chunked is kept as it is.
         body = _dechunk(body)
     content_type = headers.get("Content-Type", "") or ""
-    encoding = (headers.get("Content-Encoding") or "").strip().lower()
-    if encoding in ("gzip", "x-gzip") and body[:2] == b"\x1f\x8b":
-        # Common Crawl stores decoded bodies (and renames the header); other crawlers keep the gzip.
-        body = inflate_gzip(body, max_body)
+    codings = [c.strip() for c in (headers.get("Content-Encoding") or "").lower().split(",")]
+    for coding in reversed(
+        [c for c in codings if c and c != "identity"]
+    ):  # applied in order: undone last first
+        if not _still_encoded(body, coding):
+            break
+        body = inflate_body(body, coding, max_body)
     return content_type.split(";")[0].strip().lower(), http_charset(content_type), body
+
+
+def _still_encoded(body: bytes, coding: str) -> bool:
+    """Whether ``body`` is still in ``coding``: Common Crawl stores decoded bodies (and renames the
+    header), some tools decode and keep the header, and other crawlers (wget, Heritrix) keep the
+    bytes as they came. gzip and zstd start with their magic bytes; deflate and brotli have none that
+    can be relied on, so a body that already starts like markup is taken as decoded."""
+    if coding in ("gzip", "x-gzip"):
+        return body[:2] == b"\x1f\x8b"
+    if coding == "zstd":
+        return body[:4] == b"\x28\xb5\x2f\xfd"
+    return body.lstrip()[:1] != b"<"
 
 
 class _Wire:
