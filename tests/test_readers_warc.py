@@ -8,6 +8,7 @@ import gzip
 import io
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,37 +151,60 @@ def urls(records: list[dict]) -> list[str]:
     return [r["url"] for r in records]
 
 
+def content_length(r: bytes, change: Callable[[int], int]) -> bytes:
+    return re.sub(rb"Content-Length: (\d+)", lambda m: b"Content-Length: %d" % change(int(m[1])), r, count=1)
+
+
 DAMAGE = {  # what happens to record 1 of 4, and the records that must still be read
     "garbage between records": (lambda r: r + b"GARBAGE, NOT A HEADER\r\n\r\n", [0, 1, 2, 3]),
+    # no newline before the next record: the search for a header line looked only at a line's start
+    "zero padding before a record": (lambda r: r + b"\0" * 7, [0, 1, 2, 3]),
+    "a torn write before a record": (lambda r: r + b"torn", [0, 1, 2, 3]),
     "a version line that is not WARC's": (lambda r: r.replace(b"WARC/1.1", b"WARX/1.1", 1), [0, 2, 3]),
     "a Content-Length that is not a number": (
         lambda r: r.replace(b"Content-Length: ", b"Content-Length: x", 1),
         [0, 2, 3],
     ),
-    "a record cut short by a partial write": (lambda r: r[:150], [0, 3]),
-    "a Content-Length 100 bytes too long": (
-        lambda r: re.sub(
-            rb"Content-Length: (\d+)", lambda m: b"Content-Length: %d" % (int(m[1]) + 100), r, count=1
-        ),
-        [0, 1, 3],
-    ),
+    # the next header is glued to the cut one: found inside it
+    "a record cut short by a partial write": (lambda r: r[:150], [0, 2, 3]),
+    # too long: the next record starts inside the block fastwarc takes (it was lost with this one)
+    "a Content-Length 5 bytes too long": (lambda r: content_length(r, lambda n: n + 5), [0, 1, 2, 3]),
+    "a Content-Length 100 bytes too long": (lambda r: content_length(r, lambda n: n + 100), [0, 1, 2, 3]),
+    # fastwarc skipped all the rest of the file as its block, without a row
+    "a Content-Length past the end of the file": (lambda r: content_length(r, lambda n: 10**15), [0, 2, 3]),
+}
+# a record whose Content-Length runs into the next gzip member's record is dropped, as the length
+# cannot be trusted (in one stream it is read with the bytes it took)
+KEPT_WITH_MEMBERS = {
+    "a Content-Length 5 bytes too long": [0, 2, 3],
+    "a Content-Length 100 bytes too long": [0, 2, 3],
 }
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["plain", "one gzip member"])
+@pytest.mark.parametrize("pack", ["plain", "one gzip member", "a gzip member per record"])
 @pytest.mark.parametrize("kind", list(DAMAGE))
-def test_a_damaged_record_costs_only_itself(tmp_path: Path, kind: str, compress: bool) -> None:
+def test_a_damaged_record_costs_only_itself(tmp_path: Path, kind: str, pack: str) -> None:
     """fastwarc stops at the first header it cannot parse; the reader resumes at the next record."""
     damage, kept = DAMAGE[kind]
     records = pages(4)
     records[1] = damage(records[1])
     data = b"".join(records)
-    path = tmp_path / ("d.warc.gz" if compress else "d.warc")
-    path.write_bytes(gzip.compress(data) if compress else data)
+    path = tmp_path / ("d.warc" if pack == "plain" else "d.warc.gz")
+    if pack == "plain":
+        path.write_bytes(data)
+    elif pack == "one gzip member":
+        path.write_bytes(gzip.compress(data))
+    else:
+        write_warc_gz(path, records)
+        kept = KEPT_WITH_MEMBERS.get(kind, kept)
     items = read_all(path)
     good, errors = split(items)
     assert urls(good) == [f"http://d.example/{i}" for i in kept]
-    assert errors and {e["reason"] for e in errors} <= {"corrupt_record", "bad_http_response"}
+    assert errors and {e["reason"] for e in errors} <= {
+        "corrupt_record",
+        "bad_http_response",
+        "document_too_large",
+    }
     assert "corrupt_record" in {e["reason"] for e in errors} or kind.startswith("a Content-Length that")
     assert_one_outcome_each(items, len(items))
 
@@ -247,6 +271,20 @@ def test_the_resync_stream_holds_little_and_finds_headers_across_reads(monkeypat
     assert stream.restart(0) == 5005 and stream.read(8) == b"WARC/1.1"
 
 
+@pytest.mark.parametrize("line", [b"WARC/1.0\r\n", b"WARC/1.0\r\nA: b\r\n"], ids=["bare", "with a field"])
+def test_a_stretch_of_header_lines_is_skipped_in_a_few_restarts(tmp_path: Path, monkeypatch, line) -> None:
+    """A restart per header line, each copying all that was held and fastwarc parsing up to 32 KiB
+    of them as one header before it gave up: 0.5 s for 100 KB, 14 s for 1.6 MB."""
+    restarts = []
+    restart = ResyncStream.restart
+    monkeypatch.setattr(ResyncStream, "restart", lambda self, at: restarts.append(at) or restart(self, at))
+    records = pages(3)
+    (tmp_path / "d.warc").write_bytes(records[0] + line * (200_000 // len(line)) + records[1] + records[2])
+    good, errors = split(read_all(tmp_path / "d.warc"))
+    assert urls(good) == [f"http://d.example/{i}" for i in range(3)]
+    assert [e["reason"] for e in errors] == ["corrupt_record"] and len(restarts) < 5
+
+
 # ---- HTTP bodies as crawlers store them -----------------------------------------------------------
 
 
@@ -272,6 +310,8 @@ def test_chunked_bodies_are_dechunked_as_wget_stores_them(tmp_path: Path) -> Non
         raw_response("http://c.example/claims", [ct, te], html),  # de-chunked, header kept: as it is
         # a chunk-size line too long for the HTTP client
         raw_response("http://c.example/long", [ct, te], b"5;" + b"x" * 70_000 + b"\r\n"),
+        # a chunk size past 2^63: an OverflowError out of the HTTP client (was a bad_record row)
+        raw_response("http://c.example/huge", [ct, te], b"5\r\n<p>ab\r\n" + b"f" * 16 + b"\r\n<p>"),
     ]
     items = read_all(write_warc_gz(tmp_path / "c.warc.gz", records))
     good, errors = split(items)
@@ -285,8 +325,11 @@ def test_chunked_bodies_are_dechunked_as_wget_stores_them(tmp_path: Path) -> Non
     cut = good[2]["content"]  # the chunks that arrived
     assert "Deep sea vents" in cut and html.decode().startswith(cut) and len(cut) < len(html)
     assert not any(ch in good[0]["content"] for ch in (";ext=1", "X-Trailer"))
-    assert [(e["reason"], e["url"]) for e in errors] == [("bad_http_response", "http://c.example/long")]
-    assert "chunk" in errors[0]["error"]
+    assert [(e["reason"], e["url"]) for e in errors] == [
+        ("bad_http_response", "http://c.example/long"),
+        ("bad_http_response", "http://c.example/huge"),
+    ]
+    assert all("chunk" in e["error"] for e in errors)
 
 
 def test_a_page_with_more_headers_than_http_client_allows_is_read(tmp_path: Path) -> None:
@@ -339,6 +382,48 @@ def test_a_damaged_gzip_member_costs_only_its_record(tmp_path: Path, kind: str) 
     assert_one_outcome_each(items, len(items))
 
 
+def big_pages(n: int) -> list[bytes]:
+    """Pages of about 200 KB: a member's record is handed out in parts (64 KiB reads), not at once."""
+    filler = "".join(f"<p>word {i}</p>" for i in range(12_000))
+    return [
+        response(f"http://d.example/{i}", ARTICLE.format(f"page {i} {filler}").encode()) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["a wrong checksum", "spoiled near its end"])
+def test_a_damaged_member_of_a_large_record_costs_only_that_record(tmp_path: Path, kind: str) -> None:
+    """Most of the record had been handed out when zlib noticed; fastwarc read its Content-Length on
+    into the next members' records, and at the file's end reported it as truncated."""
+    gz = members(big_pages(5))
+    if kind == "a wrong checksum":
+        gz[2] = gz[2][:-8] + bytes([gz[2][-8] ^ 1]) + gz[2][-7:]
+    else:
+        gz[2] = gz[2][:-200] + b"\xff" * 16 + gz[2][-184:]
+    (tmp_path / "d.warc.gz").write_bytes(b"".join(gz))
+    items = read_all(tmp_path / "d.warc.gz")
+    good, errors = split(items)
+    assert urls(good) == [f"http://d.example/{i}" for i in (0, 1, 3, 4)]
+    assert [e["reason"] for e in errors] == ["corrupt_record"] and "gzip member" in errors[0]["error"]
+    assert_one_outcome_each(items, 5)
+
+
+@pytest.mark.parametrize("size", [200, 20_000], ids=["fails in the next member", "runs to the end"])
+def test_a_member_cut_short_does_not_swallow_the_members_after_it(tmp_path: Path, size: int) -> None:
+    """A crawler that crashed mid-record and wrote on: zlib takes the next members' bytes for the cut
+    member's data (a stored block's length is taken on trust) until it fails, or to the end of the
+    file, which read as truncated. The next member is looked for from the cut member's start."""
+    records = pages(5)
+    records[2] = response("http://d.example/2", ARTICLE.format("x" * size).encode())
+    gz = members(records)
+    gz[2] = gzip.compress(records[2], compresslevel=0)[:150]  # stored: its data is copied as it is
+    (tmp_path / "d.warc.gz").write_bytes(b"".join(gz))
+    items = read_all(tmp_path / "d.warc.gz")
+    good, errors = split(items)
+    assert urls(good) == [f"http://d.example/{i}" for i in (0, 1, 3, 4)]
+    assert [e["reason"] for e in errors] == ["corrupt_record"]
+    assert_one_outcome_each(items, 5)
+
+
 def test_zero_padding_after_gzip_members_is_not_damage(tmp_path: Path) -> None:
     gz = members(pages(3))
     (tmp_path / "d.warc.gz").write_bytes(gz[0] + b"\0" * 512 + gz[1] + gz[2] + b"\0" * 4096)
@@ -363,7 +448,7 @@ def test_member_gzip_reads_what_gzip_reads_and_skips_only_damage(monkeypatch) ->
     assert out.startswith(b"".join(parts[:4])) and out.endswith(b"".join(parts[5:]))
     bounds = [sum(map(len, spoiled[:k])) for k in (4, 5, 8)]
     (first, second) = stream.skipped
-    assert bounds[0] < first.start < bounds[1] == first.resumed  # from where inflating failed
+    assert (first.start, first.resumed) == (bounds[0], bounds[1])  # the whole member that failed
     assert (second.start, second.resumed) == (bounds[2], bounds[2] + len(junk))
     cut = MemberGzip(io.BytesIO(b"".join(spoiled[:2]) + spoiled[2][:30]))
     before = cut.read(10**6)  # every byte that could be inflated before the break first

@@ -77,7 +77,7 @@ def _dechunk(body: bytes) -> bytes:
         return response.read()
     except http.client.IncompleteRead as e:
         return e.partial
-    except http.client.HTTPException as e:  # a chunk-size line too long, ...
+    except (http.client.HTTPException, OverflowError) as e:  # a chunk-size line too long, a size past 2^63
         raise ValueError(f"unreadable chunked body: {type(e).__name__}: {e}") from e
 
 

@@ -31,10 +31,10 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
     index = 0
     with storage.open_input(f.path) as raw, _inflate(raw, compression) as decompressed:
         guard = BreakGuard(decompressed)
-        stream = ResyncStream(guard)
-        records = _records(stream)
-        last: tuple[int, int] | None = None  # (stream position, content length) of the last record read
-        damage: _Damage | None = None  # a stretch fastwarc could not read, reported once it ends
+        stream = ResyncStream(
+            guard, breaks=getattr(decompressed, "breaks", ()), members=getattr(decompressed, "starts", None)
+        )
+        sync = _Resync(stream)
         broke: BaseException | None = None  # what ended the file early, if anything did
         reported = 0  # damaged gzip members reported so far
         while True:
@@ -42,11 +42,22 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                 yield error_row(f.path, index, "corrupt_record", skip.describe())
                 index, reported = index + 1, reported + 1
             try:
-                rec = next(records)
-                last = (rec.stream_pos, rec.content_length)
-                if damage is not None:
-                    yield damage.row(f, index, rec.stream_pos)
-                    index, damage = index + 1, None
+                rec = next(sync.records)
+                if (stretch := sync.found(rec)) is not None:  # the damaged stretch before it
+                    yield error_row(f.path, index, "corrupt_record", stretch)
+                    index += 1
+                if (real_end := sync.overran(rec)) is not None:
+                    yield error_row(
+                        f.path,
+                        index,
+                        "corrupt_record",
+                        f"the record at byte {rec.stream_pos} claims {rec.content_length} bytes, past the "
+                        f"next gzip member's record at byte {real_end} (a wrong Content-Length)",
+                        id=rec.headers.get("WARC-Record-ID"),
+                        url=rec.headers.get("WARC-Target-URI"),
+                    )
+                    index += 1
+                    continue
                 if rec.record_type == WarcRecordType.warcinfo:
                     dump = _warcinfo_dump(rec.reader.read(64 * 1024)) or dump
                     continue
@@ -70,21 +81,17 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                     )
             except StopIteration:
                 broke = guard.error
+                if broke is None and sync.ran_past_the_end():
+                    continue
                 break
             except (EOFError, OSError) as e:
+                if stream.paused:  # the record was cut by a damaged gzip member, counted in its row
+                    continue
                 if guard.error is not None or isinstance(e, EOFError):  # the stream itself broke
                     broke = guard.error or e
                     break
-                # a record header fastwarc cannot read: parse again from the next one
-                if damage is None:
-                    # damage starts where the last record ends (or a bound below, if it was too long to hold)
-                    start = 0 if last is None else stream.record_end(*last) or sum(last)
-                    damage = _Damage(start, f"{type(e).__name__}: {e}")
-                resumed = stream.restart(max(damage.start, damage.floor))
-                if resumed is None:
+                if not sync.failed(e):  # a record header fastwarc cannot read: on from the next one
                     break
-                damage.floor = resumed + 1
-                records = _records(stream)
                 continue
             except BaseException as e:  # noqa: BLE001 - this record's problem only (fastwarc panics are BaseExceptions)
                 if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit):
@@ -92,8 +99,8 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                 item = error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
             yield item
             index += 1
-        if damage is not None:
-            yield damage.row(f, index, None)
+        if sync.damage is not None:
+            yield error_row(f.path, index, "corrupt_record", sync.damage.describe(None))
             index += 1
         for skip in getattr(decompressed, "skipped", [])[reported:]:
             yield error_row(f.path, index, "corrupt_record", skip.describe())
@@ -116,23 +123,134 @@ def _settled_skips(decompressed: Any) -> list[Skipped]:
 
 @dataclass
 class _Damage:
-    """Bytes between two readable records: what made fastwarc stop, and where the search may go on."""
+    """Bytes between two readable records: what went wrong, and where the search may go on."""
 
     start: int
-    error: str
+    what: str
     floor: int = 0  # a restart never goes back to a header it already failed on
 
-    def row(self, f: InputFile, index: int, resumed_at: int | None) -> dict[str, Any]:
-        where = f"bytes {self.start}-{resumed_at} skipped" if resumed_at is not None else "no record after it"
-        return error_row(
-            f.path,
-            index,
-            "corrupt_record",
-            f"unreadable WARC record after byte {self.start} ({self.error}); {where}",
-        )
+    def describe(self, resumed_at: int | None) -> str:
+        if resumed_at is None:
+            return f"{self.what}; no record after it"
+        if resumed_at > self.start:
+            return f"{self.what}; bytes {self.start}-{resumed_at} skipped"
+        return f"{self.what}; the next record is read"
 
 
-def _records(stream: ResyncStream) -> Iterator[Any]:
+class _Resync:
+    """Where parsing stands, and how it goes on past damage: the last record read, the damaged stretch
+    being skipped, and fastwarc's records from the latest restart on."""
+
+    def __init__(self, stream: ResyncStream) -> None:
+        self.stream = stream
+        self.records = _Records(stream)
+        self.last: tuple[int, int] | None = None  # (stream position, content length) of the last record
+        self.base = 0  # where parsing last started over: a search for the next record never goes before
+        self.damage: _Damage | None = None  # a stretch fastwarc could not read, reported once it ends
+
+    def found(self, rec: Any) -> str | None:
+        """Note a record fastwarc read; the damaged stretch it ends, described, if there was one."""
+        self.last = (rec.stream_pos, rec.content_length)
+        if self.damage is None:
+            return None
+        stretch, self.damage = self.damage.describe(rec.stream_pos), None
+        return stretch
+
+    def overran(self, rec: Any) -> int | None:
+        """Where the record really ended, when its Content-Length runs into the next gzip member's
+        record (warc_resync.py); parsing then starts over there and the record is dropped."""
+        end = self.stream.record_end(rec.stream_pos, rec.content_length)
+        real_end = None if end is None else self.stream.overrun(rec.stream_pos, end)
+        if real_end is not None:
+            self._start_over(real_end)
+        return real_end
+
+    def failed(self, e: BaseException) -> bool:
+        """fastwarc cannot read a record header: go on from the next header line; False when none
+        follows."""
+        if self.damage is None:
+            self.damage = self._damage_after_last(f"{type(e).__name__}: {e}")
+        if self.damage.floor and "Maximum header length" in str(e):  # at the header resumed at
+            past = self.stream.past_long_header(self.damage.floor - 1)
+            if past is None:
+                return False
+            self.damage.floor = max(self.damage.floor, past)
+        return self._resume()
+
+    def _damage_after_last(self, error: str) -> _Damage:
+        """The damage starts where the last record ends (or a bound below, if it is no longer held);
+        or, when a record header follows a blank line inside its block, its Content-Length was too
+        long and the next record starts there (it was lost with this one)."""
+        if self.last is None:
+            return _Damage(self.base, f"unreadable WARC record after byte {self.base} ({error})")
+        start, length = self.last
+        end = self.stream.record_end(start, length) or start + length
+        inside = self.stream.boundary_inside(start, end)
+        if inside is None:
+            return _Damage(end, f"unreadable WARC record after byte {end} ({error})")
+        what = f"the record at byte {start} claims {length} bytes, past the next record at byte {inside}"
+        return _Damage(inside, f"{what} (a wrong Content-Length; it was read with them)")
+
+    def ran_past_the_end(self) -> bool:
+        """At the end of the stream: whether the last record claimed bytes past it. A Content-Length
+        of 10^15 made fastwarc skip all the rest of the file as its block, without a word; the search
+        goes back over what is still held of it (at least the last MiB)."""
+        if self.last is None:
+            return False
+        start, length = self.last
+        if (self.stream.record_end(start, length) or start + length) <= self.stream.tell():
+            return False
+        self.last = None
+        what = f"the record at byte {start} claims {length} bytes, past the end of the file"
+        what += f" at byte {self.stream.tell()}"
+        self.damage = _Damage(start, what, floor=start + 1)
+        return self._resume()
+
+    def _resume(self) -> bool:
+        assert self.damage is not None
+        resumed = self.stream.restart(max(self.damage.start, self.damage.floor))
+        if resumed is None:
+            return False
+        self.damage.floor = resumed + 1
+        self.records = _Records(self.stream)
+        return True
+
+    def _start_over(self, at: int) -> None:
+        self.stream.restart(at)
+        self.records = _Records(self.stream)
+        self.last, self.base = None, at
+
+
+class _Records:
+    """fastwarc's records, read on across the breaks of a damaged gzip member.
+
+    At a break fastwarc sees the end of the file (warc_resync.py). The record it stopped in, which
+    is only part of one, is dropped: the skipped member's row counts it. Parsing goes on with a new
+    ArchiveIterator after the break, where the next member starts a record.
+    """
+
+    def __init__(self, stream: ResyncStream) -> None:
+        self.stream = stream
+        self._it = _archive(stream)
+
+    def __iter__(self) -> _Records:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                rec = next(self._it)
+            except (StopIteration, EOFError, OSError):
+                if not self.stream.paused:
+                    raise
+            else:
+                if not self.stream.cut_short(rec.stream_pos, rec.content_length):
+                    return rec
+            self.stream.skip_to_break()
+            self._it = _archive(self.stream)
+
+
+def _archive(stream: ResyncStream) -> Iterator[Any]:
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     # every type, filtered in read_warc: fastwarc's own filter also drops records whose WARC-Type line
