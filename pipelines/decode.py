@@ -142,8 +142,8 @@ def sniff_file(path: str) -> tuple[str | None, str | None, bool]:
     with storage.open_input(path) as raw, open_decompressed(raw, compression) as stream:
         try:
             head = stream.read(64)
-        except (EOFError, OSError, lzma.LZMAError, ValueError):
-            return compression, None, False
+        except (EOFError, OSError, lzma.LZMAError, ValueError, zlib.error):
+            return compression, None, False  # the name then says the format; the reader reports the damage
     return compression, format_from_head(head), not head
 
 

@@ -455,3 +455,16 @@ def test_member_gzip_reads_what_gzip_reads_and_skips_only_damage(monkeypatch) ->
     assert before.startswith(b"".join(parts[:2])) and len(before) > len(b"".join(parts[:2]))
     with pytest.raises(EOFError, match="ends inside a gzip member"):
         cut.read(10**6)
+
+
+@pytest.mark.parametrize("where", ["its deflate data", "its magic bytes"])
+def test_damage_in_the_first_gzip_member_costs_only_the_first_record(tmp_path: Path, where: str) -> None:
+    """The format is sniffed from the first member: damage there made the whole file unreadable."""
+    gz = members(pages(5))
+    gz[0] = spoil(gz[0]) if where == "its deflate data" else b"\0\0" + gz[0][2:]
+    (tmp_path / "d.warc.gz").write_bytes(b"".join(gz))
+    items = read_all(tmp_path / "d.warc.gz")
+    good, errors = split(items)
+    assert urls(good) == [f"http://d.example/{i}" for i in range(1, 5)]
+    assert [e["reason"] for e in errors] == ["corrupt_record"] and "gzip member" in errors[0]["error"]
+    assert_one_outcome_each(items, 5)

@@ -45,10 +45,17 @@ def inflate_body(data: bytes, coding: str, limit: int) -> bytes:
     return out
 
 
+MAX_GZIP_MEMBERS = 64  # an HTTP body has one; each member copies the rest of the body (zlib's unused_data)
+
+
 def _inflate_gzip(data: bytes, limit: int) -> bytes:
     out = bytearray()
     rest = data
+    members = 0
     while rest and len(out) <= limit:  # members one after another
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise ValueError(f"gzip-encoded body of more than {MAX_GZIP_MEMBERS} gzip members")
         d = zlib.decompressobj(wbits=31)  # 31: gzip framing
         try:
             out += d.decompress(rest, limit + 1 - len(out))

@@ -74,6 +74,8 @@ def read_file(f: InputFile, cfg: ReadConfig | None = None) -> Iterator[dict[str,
             f.path, None, "unknown_format", "neither the name nor the first bytes tell the format"
         )
         return
+    if fmt == "warc" and compression is None and sniffed is None and f.path.lower().endswith(".gz"):
+        compression = "gzip"  # damaged gzip magic: the member-by-member reader skips to the next member
     reader = READERS[fmt]
     if fmt == "parquet" and compression:
         yield error_row(
