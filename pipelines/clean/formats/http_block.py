@@ -9,7 +9,7 @@ import io
 import re
 
 from pipelines.clean.bounded import inflate_body
-from pipelines.decode import http_charset
+from pipelines.decode import compression_from_magic, http_charset
 
 CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
 MAX_HEADER_LINE = 65536  # http.client's own limit on a line
@@ -49,10 +49,8 @@ def _still_encoded(body: bytes, coding: str) -> bool:
     header), some tools decode and keep the header, and other crawlers (wget, Heritrix) keep the
     bytes as they came. gzip and zstd start with their magic bytes; deflate and brotli have none that
     can be relied on, so a body that already starts like markup is taken as decoded."""
-    if coding in ("gzip", "x-gzip"):
-        return body[:2] == b"\x1f\x8b"
-    if coding == "zstd":
-        return body[:4] == b"\x28\xb5\x2f\xfd"
+    if coding in ("gzip", "x-gzip", "zstd"):
+        return compression_from_magic(body) == coding.removeprefix("x-")
     return body.lstrip()[:1] != b"<"
 
 

@@ -53,8 +53,7 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                         "corrupt_record",
                         f"the record at byte {rec.stream_pos} claims {rec.content_length} bytes, past the "
                         f"next gzip member's record at byte {real_end} (a wrong Content-Length)",
-                        id=rec.headers.get("WARC-Record-ID"),
-                        url=rec.headers.get("WARC-Target-URI"),
+                        **_where(rec),
                     )
                     index += 1
                     continue
@@ -76,8 +75,7 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                         index,
                         "bad_record",
                         "the record has no WARC-Type header (a damaged header?)",
-                        id=rec.headers.get("WARC-Record-ID"),
-                        url=rec.headers.get("WARC-Target-URI"),
+                        **_where(rec),
                     )
             except StopIteration:
                 broke = guard.error
@@ -262,6 +260,11 @@ def _archive(stream: ResyncStream) -> Iterator[Any]:
     )
 
 
+def _where(rec: Any) -> dict[str, str | None]:
+    """The record's id and URL, as every row about it names them."""
+    return {"id": rec.headers.get("WARC-Record-ID"), "url": rec.headers.get("WARC-Target-URI")}
+
+
 def _warcinfo_dump(block: bytes) -> str | None:
     m = DUMP_RE.search(block.decode("utf-8", "replace"))
     return m.group(0) if m else None
@@ -273,9 +276,8 @@ def _warc_record(
     from fastwarc.warc import WarcRecordType
 
     headers = rec.headers
-    record_id = headers.get("WARC-Record-ID")
-    url = headers.get("WARC-Target-URI")
-    where = {"id": record_id, "url": url}
+    where = _where(rec)
+    record_id, url = where["id"], where["url"]
     length = rec.content_length
     if length > cfg.max_document_bytes:
         return error_row(
