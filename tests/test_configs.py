@@ -29,6 +29,8 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]
 
 def _at(data: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
+        if data is None:  # a mapping whose default is null (resources_per_worker)
+            return None
         data = data[part]
     return data
 
@@ -88,6 +90,11 @@ def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
         "serve.model_defaults.num_cpus",
         "distill.prompts",
         "distill.max_steps",
+        "pretrain.resources_per_worker.CPU",
+        "pretrain_student.resources_per_worker.CPU",
+        "sft.resources_per_worker.CPU",
+        "rm.resources_per_worker.CPU",
+        "distill.resources_per_worker.CPU",
     }
     header = text.split("run_dir:")[0]
     # an instance is named once, with what it is; its settings are its own section's comments
