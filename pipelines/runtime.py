@@ -75,6 +75,17 @@ def init_ray(cfg: RayConfig) -> None:
     _after_init()
 
 
+def started_here() -> bool:
+    """Whether this process started the Ray cluster it is connected to (embedded), not joined one.
+
+    Such a cluster is one machine that no autoscaler grows: what it lacks now it will never have.
+    """
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and ray.is_initialized() and node.head and not os.environ.get("RAY_ADDRESS"))
+
+
 def shutdown_and_reap(grace_s: float = 5.0) -> list[int]:
     """Shut the embedded cluster down, then kill the worker processes that outlive it; return their pids.
 
@@ -87,7 +98,7 @@ def shutdown_and_reap(grace_s: float = 5.0) -> list[int]:
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
-    if node is None or not ray.is_initialized() or not node.head or os.environ.get("RAY_ADDRESS"):
+    if not started_here():
         return []
     roots = [proc.pid for _, proc in node.live_processes()]
     workers = [w for w in _descendants(roots) if w[0] not in roots]

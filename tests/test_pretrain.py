@@ -580,3 +580,20 @@ def test_the_latest_checkpoint_is_the_one_ray_train_committed(tmp_path):
     snapshot = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_step0000008"}}
     (storage / SNAPSHOT_FILE).write_text(json.dumps(snapshot))
     assert latest_checkpoint(storage).name == "checkpoint_step0000008"
+
+
+def test_more_cpus_than_the_local_cluster_has_is_an_error_and_a_warning_on_a_joined_one(
+    ray_session, monkeypatch, caplog
+):
+    """An embedded cluster never grows: a training run asking for 64 CPUs would wait forever."""
+    from pipelines.train import driver
+    from pipelines.train.config import TrainingConfig
+
+    ask = TrainingConfig(num_workers=2, resources_per_worker={"CPU": 32})
+    with pytest.raises(ConfigError, match=r"sft: 2 workers x 32 CPU = 64, .* has 2, and it never grows"):
+        driver.warn_if_cluster_too_small("sft", ask)
+    driver.warn_if_cluster_too_small("sft", TrainingConfig(resources_per_worker={"CPU": 2}))  # fits
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # a cluster this process joined: an autoscaler may add nodes
+    caplog.set_level("WARNING", logger="raychat.train")
+    driver.warn_if_cluster_too_small("sft", ask)
+    assert "training waits until an autoscaler adds them" in caplog.text

@@ -26,7 +26,7 @@ from torch import nn
 from lm.train.trainer import Trainer
 from pipelines.errors import ConfigError, Interrupted
 from pipelines.run_dir import RunDir
-from pipelines.runtime import init_ray, interruption
+from pipelines.runtime import init_ray, interruption, started_here
 from pipelines.train.config import TrainingConfig
 from pipelines.train.loop import (
     META_FILE,
@@ -170,13 +170,20 @@ def set_aside(run: RunDir, stage: str, why: str) -> Path | None:
 def warn_if_cluster_too_small(stage: str, cfg: TrainingConfig) -> None:
     """Ray Train waits (silently, to a newcomer) for resources the cluster does not have; say so up front.
 
-    Only a warning: on an autoscaling cluster the nodes may be on their way.
+    A warning on a cluster this process joined (an autoscaler's nodes may be on their way); a
+    ConfigError on the embedded local cluster, which never grows: the run would wait forever.
     """
     import ray
 
     available = ray.cluster_resources()
     for name, amount in cfg.worker_resources().items():
         need, have = amount * cfg.num_workers, available.get(name, 0)
+        if need > have and started_here():
+            raise ConfigError(
+                f"{stage}: {cfg.num_workers} workers x {amount:g} {name} = {need:g}, but this machine's "
+                f"local Ray cluster has {have:g}, and it never grows; lower {stage}.num_workers or "
+                f"{stage}.resources_per_worker"
+            )
         if need > have:
             log.warning(
                 "%s: %d workers x %s %s = %s, but the cluster has %s %s now; training waits until "
