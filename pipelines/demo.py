@@ -105,8 +105,8 @@ def serve_and_ask(graph: Graph, run: RunDir) -> None:
 
     from pipelines.run_dir import update_summary
     from pipelines.runner import preflight
-    from pipelines.runtime import init_ray
-    from serving.job import serving, smoke_requests
+    from pipelines.runtime import init_ray, started_here
+    from serving.job import serve_is_up, serving, smoke_requests
     from serving.resolve import api_keys, replica_resources, resolve_models, search_source
 
     cfg = graph.cfg
@@ -129,7 +129,11 @@ def serve_and_ask(graph: Graph, run: RunDir) -> None:
     started = time.time()
     log.info("stage serve: starting %d models", len(models), extra={"console": True})
     keys = api_keys(cfg.serve)
-    with serving(cfg, "serve", shutdown=False) as (url, served):
+    # Serve's controller and proxy outlive the app: on the demo's own Ray they end with the process
+    # (shutting them down there only adds a worker-killed notice); on a cluster it joined they would
+    # stay, so Serve is shut down after, unless it was up before (another app's, not the demo's)
+    shutdown = not started_here() and not serve_is_up()
+    with serving(cfg, "serve", shutdown=shutdown) as (url, served):
         answers = smoke_requests(url, served, keys[0] if keys else None)
     for a in answers:
         reply = " ".join(str(a["reply"]).split())[:70]

@@ -57,12 +57,23 @@ def preflight(cfg: Any, name: str) -> None:
         )
 
 
+def serve_is_up() -> bool:
+    """Whether Serve's controller runs on this Ray already (an application of someone else's may)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def serving(cfg: Any, name: str, shutdown: bool = True) -> Iterator[tuple[str, list[Any]]]:
     """The application up on this Ray (its proxy on ``<name>.host``/``port``) for the block: yields the
     base URL and the models served; deleted when the block ends, and Serve shut down with ``shutdown``
-    (on a cluster its controller and proxies would stay; the demo's own Ray ends with the process, and
-    Serve's shutdown there only adds a worker-killed notice to the console)."""
+    (its controller and proxies would stay otherwise)."""
     from ray import serve
 
     from pipelines import console

@@ -95,10 +95,11 @@ def test_raychat_serve_run_dir(tmp_path_factory):
 
 
 @pytest.mark.timeout(900)
-def test_the_demo_ends_by_serving_every_model_and_asking_each_one(tmp_path_factory, ray_session):
+def test_the_demo_ends_by_serving_every_model_and_asking_each_one(tmp_path_factory, ray_session, monkeypatch):
     """pipelines/demo.py's last step on the session's Ray: the serve stage's app over every model of the
     run, one OpenAI-API request to each (a chat completion for sft, a completion for base), the answers
-    in summary.json, and the app gone afterwards."""
+    in summary.json, and the app gone afterwards; on a cluster the demo joined (as here, told so),
+    Serve's controller and proxy too."""
     import shutil
 
     from ray import serve
@@ -119,8 +120,13 @@ def test_the_demo_ends_by_serving_every_model_and_asking_each_one(tmp_path_facto
             "serve.replica.num_cpus=0.25",
         ],
     )
+    from pipelines import runtime
+    from serving.job import serve_is_up
+
+    serve.shutdown()  # a Serve left by an earlier test would be "another app's" and stay up
+    monkeypatch.setattr(runtime, "started_here", lambda: False)
     serve_and_ask(Graph(cfg), RunDir(run))
     numbers = read_summary(RunDir(run))["serve"]
     assert sorted(a["model"] for a in numbers["smoke"]) == ["base", "sft"]
     assert numbers["smoke_ok"] == 2 and all(a["reply"] for a in numbers["smoke"]), numbers
-    assert "raychat" not in serve.status().applications  # deleted after the requests
+    assert not serve_is_up()  # the app deleted and Serve shut down: nothing left on a joined cluster
