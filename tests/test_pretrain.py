@@ -417,7 +417,7 @@ def _job_config(root: Path, *extra: str):
 
 @pytest.mark.slow
 def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
-    ray_session, tmp_path, one_thread
+    ray_session, tmp_path, one_thread, caplog
 ):
     from lm.checkpoint import load_pretrained
     from pipelines.pretrain import job
@@ -471,12 +471,17 @@ def test_two_gloo_workers_survive_a_killed_worker_and_a_rerun_does_not_retrain(
     assert [r["step"] for r in evals] == [0, 8, 16, 24]  # step 0: the untrained model
     assert evals[0]["val_loss"] > numbers["unigram_entropy"] > evals[-1]["val_loss"]
 
-    # the same command again: resumes at the end, trains nothing, reports the same model
+    # the same command again: its checkpoint is at the last step, so Ray Train is not started (it
+    # would start a worker group to train nothing), and the same model is reported
+    caplog.set_level("INFO", logger="raychat.train")
     again = job.run(cfg)
+    assert "pretrain: trained to step 24 already" in caplog.text
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert [r["step"] for r in records if r.get("event") == "start"] == [0, 8, 24]
+    assert [r["step"] for r in records if r.get("event") == "start"] == [0, 8]
     assert sum("loss" in r for r in records) == 24 + 4
     assert again["steps"] == 24 and again["val_loss"] == numbers["val_loss"]
+    assert (again["tokens_per_s"], again["world_size"]) == (numbers["tokens_per_s"], 2)
+    assert again["device"] == numbers["device"] is not None
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,8 @@ def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
     cfg = spec.config
     set_aside_stale_checkpoints(spec)
     check_resumable(spec)
+    if (finished := finished_run(spec)) is not None:
+        return finished
     init_ray(ray_config)
     warn_if_cluster_too_small(spec.stage, cfg)
     trainer = TorchTrainer(
@@ -80,6 +83,48 @@ def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
     if result.checkpoint is None:
         raise RuntimeError(f"{spec.stage}: training ended without a checkpoint under {spec.storage}")
     return result
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a caller reads of Ray Train's ``Result`` (``checkpoint``, ``return_value``), for a run whose
+    latest checkpoint is at its last step already."""
+
+    checkpoint: Any
+    return_value: dict[str, Any]
+
+
+def finished_run(spec: FitSpec) -> FinishedRun | None:
+    """The run's final checkpoint when training already reached ``task.total_steps``, else None.
+
+    Why: the stage around the training may have stopped after it (in an evaluation, an export), and
+    the same command then runs again. Ray Train would start a controller and a worker group (10-15 s
+    on a 2-core machine), load the checkpoint and train nothing. Called after ``check_resumable``.
+    """
+    from ray.train import Checkpoint
+
+    latest = latest_checkpoint(spec.storage)
+    if latest is None:
+        return None
+    meta = read_meta(latest)
+    if meta.get("step") != spec.task.total_steps:
+        return None
+    log.info(
+        "%s: trained to step %d already (%s); Ray Train not started again",
+        spec.stage, meta["step"], latest, extra={"console": True},
+    )  # fmt: skip
+    last = meta.get("last") or {}
+    return FinishedRun(
+        checkpoint=Checkpoint(str(latest)),
+        return_value={
+            "steps": meta["step"],
+            "final_train_loss": last.get("loss"),
+            **{k: v for k, v in last.items() if k != "loss"},
+            "tokens_per_s": meta.get("tokens_per_s"),
+            "device": meta.get("device"),
+            "world_size": meta.get("world_size"),
+        },
+    )
 
 
 def _stopped(spec: FitSpec, why: str) -> str:

@@ -194,7 +194,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             inject_fault(spec, rank, step)
         if step % cfg.checkpoint_every == 0 or step == total:
             mean_rate = float(np.mean(rates)) if rates else earlier_rate
-            save_and_report(trainer, spec, rank, step, position, last, mean_rate)
+            save_and_report(trainer, spec, rank, step, position, last, mean_rate, device_name)
 
     if tracker is not None:
         tracker.close()
@@ -236,6 +236,7 @@ def save_and_report(
     position: Any,
     last: dict[str, Any],
     tokens_per_s: float | None,
+    device: str | None = None,
 ) -> None:
     """Every rank: gather the state, then ``report`` (a barrier); rank 0 attaches the checkpoint."""
     import ray.train
@@ -250,7 +251,7 @@ def save_and_report(
     with tempfile.TemporaryDirectory(prefix="raychat-ckpt-", ignore_cleanup_errors=True) as tmp:
         d = Path(tmp)
         trainer.save(d, state)
-        meta = checkpoint_meta(spec, step, position, trainer.world_size, last, tokens_per_s)
+        meta = checkpoint_meta(spec, step, position, trainer.world_size, last, tokens_per_s, device)
         (d / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         ray.train.report(
             metrics,
@@ -260,7 +261,13 @@ def save_and_report(
 
 
 def checkpoint_meta(
-    spec: FitSpec, step: int, position: Any, world_size: int, last: dict[str, Any], tokens_per_s: float | None
+    spec: FitSpec,
+    step: int,
+    position: Any,
+    world_size: int,
+    last: dict[str, Any],
+    tokens_per_s: float | None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """A checkpoint's ``meta.json``: where training stands, and what the next run is compared with
     (``incompatibilities``; the driver's set-aside of checkpoints whose inputs changed)."""
@@ -277,6 +284,7 @@ def checkpoint_meta(
         "input_fingerprints": task.fingerprint_parts(),
         "last": last,
         "tokens_per_s": tokens_per_s,
+        "device": device,
     }
 
 
