@@ -188,7 +188,8 @@ def server(ray_session, tmp_path_factory) -> Iterator[str]:
         }
     )
     # a Serve left running on the session's Ray by an earlier module (the demo's serve step keeps its
-    # proxy) would ignore these http_options and keep listening on its own port: start afresh
+    # proxy on a Ray it started, as the session's is) would ignore these http_options and keep
+    # listening on its own port: start afresh
     serve.shutdown()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app, name="raychat", route_prefix="/")

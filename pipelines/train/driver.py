@@ -34,6 +34,7 @@ from pipelines.train.loop import (
     FitSpec,
     incompatibilities,
     read_meta,
+    run_outcome,
     train_loop_per_worker,
     what_changed,
 )
@@ -57,8 +58,8 @@ def fit(spec: FitSpec, ray_config: RayConfig) -> Any:
 
     cfg = spec.config
     set_aside_stale_checkpoints(spec)
-    check_resumable(spec)
-    if (finished := finished_run(spec)) is not None:
+    latest = check_resumable(spec)
+    if (finished := finished_run(spec, latest)) is not None:
         return finished
     init_ray(ray_config)
     warn_if_cluster_too_small(spec.stage, cfg)
@@ -94,37 +95,28 @@ class FinishedRun:
     return_value: dict[str, Any]
 
 
-def finished_run(spec: FitSpec) -> FinishedRun | None:
+def finished_run(spec: FitSpec, latest: tuple[Path, dict[str, Any]] | None) -> FinishedRun | None:
     """The run's final checkpoint when training already reached ``task.total_steps``, else None.
 
+    ``latest``: what ``check_resumable`` found (the checkpoint a run would resume from, its meta).
     Why: the stage around the training may have stopped after it (in an evaluation, an export), and
     the same command then runs again. Ray Train would start a controller and a worker group (10-15 s
-    on a 2-core machine), load the checkpoint and train nothing. Called after ``check_resumable``.
+    on a 2-core machine), load the checkpoint and train nothing.
     """
     from ray.train import Checkpoint
 
-    latest = latest_checkpoint(spec.storage)
-    if latest is None:
+    if latest is None or latest[1].get("step") != spec.task.total_steps:
         return None
-    meta = read_meta(latest)
-    if meta.get("step") != spec.task.total_steps:
-        return None
+    path, meta = latest
     log.info(
         "%s: trained to step %d already (%s); Ray Train not started again",
-        spec.stage, meta["step"], latest, extra={"console": True},
+        spec.stage, meta["step"], path, extra={"console": True},
     )  # fmt: skip
-    last = meta.get("last") or {}
-    return FinishedRun(
-        checkpoint=Checkpoint(str(latest)),
-        return_value={
-            "steps": meta["step"],
-            "final_train_loss": last.get("loss"),
-            **{k: v for k, v in last.items() if k != "loss"},
-            "tokens_per_s": meta.get("tokens_per_s"),
-            "device": meta.get("device"),
-            "world_size": meta.get("world_size"),
-        },
-    )
+    outcome = run_outcome(
+        spec.task, meta["step"], meta["position"], meta.get("last") or {},
+        meta.get("tokens_per_s"), meta.get("device"), meta.get("world_size"),
+    )  # fmt: skip
+    return FinishedRun(checkpoint=Checkpoint(str(path)), return_value=outcome)
 
 
 def _stopped(spec: FitSpec, why: str) -> str:
@@ -152,12 +144,12 @@ def latest_checkpoint(storage: Path) -> Path | None:
     return metas[-1].parent if metas else None
 
 
-def check_resumable(spec: FitSpec) -> None:
+def check_resumable(spec: FitSpec) -> tuple[Path, dict[str, Any]] | None:
     """ConfigError when the checkpoint a run would resume from was made for another model, sequence
-    length or seed: said once, before any worker starts."""
+    length or seed: said once, before any worker starts. Returns that checkpoint and its meta, if any."""
     latest = latest_checkpoint(spec.storage)
     if latest is None:
-        return
+        return None
     try:
         meta = read_meta(latest)
     except (OSError, json.JSONDecodeError) as e:
@@ -178,6 +170,7 @@ def check_resumable(spec: FitSpec) -> None:
             f"({'; '.join(problems)}); use another run_dir, or rerun with --force to set the "
             f"checkpoints in {spec.storage} aside and train from step 0"
         )
+    return latest, meta
 
 
 def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:

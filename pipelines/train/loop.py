@@ -200,14 +200,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         tracker.close()
     if rank != 0:
         return None
+    mean_rate = float(np.mean(rates)) if rates else earlier_rate
+    return run_outcome(task, step, position, last, mean_rate, device_name, world_size)
+
+
+def run_outcome(
+    task: TrainTask,
+    step: int,
+    position: Any,
+    last: dict[str, Any],
+    tokens_per_s: float | None,
+    device: str | None,
+    world_size: int | None,
+) -> dict[str, Any]:
+    """What a run returns to its stage (Ray Train's ``return_value``): where it stands and its last numbers."""
     return {
         "steps": step,
         "position": position,
         **task.progress(position),
         "final_train_loss": last.get("loss"),
         **{k: v for k, v in last.items() if k != "loss"},
-        "tokens_per_s": float(np.mean(rates)) if rates else earlier_rate,
-        "device": device_name,
+        "tokens_per_s": tokens_per_s,
+        "device": device,
         "world_size": world_size,
     }
 
