@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import contextlib
 import gzip
 import lzma
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from pipelines import storage
@@ -177,13 +178,49 @@ def valid_utf8_fields(row: dict[str, Any]) -> tuple[dict[str, Any], int]:
     return out, replaced
 
 
+# WHATWG Encoding: the codec a browser uses for a label, where Python's codec of the same name is a
+# narrower standard. A Shift_JIS page with one NEC/IBM character (①, ㈱, №) is cp932 to every browser;
+# Python's strict shift_jis refused the whole page, which then went to detection (and came out as a
+# Baltic single-byte charset, garbage with nothing counted). Keys are codecs.lookup names or labels
+# Python does not know; values are Python codecs.
+_WHATWG_CODECS = {
+    "shift_jis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc_kr": "cp949",
+    "big5": "cp950",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "tis-620": "cp874",
+    "iso8859-11": "cp874",
+    "windows-874": "cp874",
+    "iso8859-9": "cp1254",
+    "iso8859-1": "cp1252",
+    "ascii": "cp1252",
+    "iso-8859-8-i": "iso8859-8",
+    "x-mac-cyrillic": "mac-cyrillic",
+    "macintosh": "mac-roman",
+}
+# WHATWG's windows-1252 reads the five bytes Python's cp1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90,
+# 0x9D) as the C1 controls of the same number, as latin-1 does: no page labelled latin-1 fails
+codecs.register_error("raychat-c1", lambda e: (chr(e.object[e.start]), e.start + 1))
+_STRICT = {"cp1252": "raychat-c1"}
+# a declared charset decoded with this share of its characters replaced is still the page's charset
+# (one character outside even the WHATWG table), rather than a detector's guess that decodes every
+# byte into the wrong letters and counts nothing
+_FEW_REPLACED = 0.01
+
+
 def decode_text(data: bytes, declared: Iterable[str | None] = ()) -> tuple[str, str, int]:
     """Bytes to text: (text, encoding used, number of bytes that had to be replaced).
 
     UTF-8 first when the bytes are (nearly) valid UTF-8, because a declared charset is often wrong
     in that direction (iso-8859-1 headers on UTF-8 pages); then the declared charsets (HTTP header,
-    <meta>), then resiliparse's detector; last UTF-8 with invalid bytes replaced by U+FFFD and counted,
-    so that nothing is lost silently.
+    <meta>) read as browsers read them (``_WHATWG_CODECS``), windows-1252 last among them because
+    any bytes decode as windows-1252 and servers send iso-8859-1 by default; a declared charset that
+    leaves a character or two undecodable (``_FEW_REPLACED``); then resiliparse's detector; last the
+    reading with the fewest replacements, every one counted, so that nothing is lost silently.
     """
     for bom, enc in (
         (codecs.BOM_UTF8, "utf-8"),
@@ -204,37 +241,52 @@ def decode_text(data: bytes, declared: Iterable[str | None] = ()) -> tuple[str, 
     if non_ascii > bad:
         # mostly valid UTF-8 with a few broken bytes: keep UTF-8, do not re-read it as a legacy charset
         return lenient, "utf-8", bad
-    for enc in _charset_candidates(data, declared):
+    readings = [(bad, lenient, "utf-8")]  # (replaced, text, codec): the fallbacks, fewest replaced wins
+    codecs_declared = sorted(dict.fromkeys(filter(None, map(_codec, declared))), key=lambda c: c == "cp1252")
+    for codec in codecs_declared:
         try:
-            info = codecs.lookup(enc)
-        except LookupError:
-            continue
-        name = info.name
-        # "hex", "base64", "zlib", "rot13" are codecs of Python's, not charsets: a page labelled so
-        # lost its record (LookupError), and a parquet file the rest of its rows
-        if name in ("utf-8", "ascii", "undefined") or not getattr(info, "_is_text_encoding", True):
-            continue
-        if name == "iso8859-1":
-            name = "cp1252"  # browsers read a latin-1 label as windows-1252 (WHATWG Encoding)
-        for codec in (name, "latin-1") if name == "cp1252" else (name,):
-            try:
-                return data.decode(codec), codec, 0
-            except (UnicodeError, LookupError):  # UnicodeError: a codec refusing these bytes wholesale
-                continue
-    return lenient, "utf-8", bad
+            return data.decode(codec, _STRICT.get(codec, "strict")), codec, 0
+        except UnicodeError:  # a codec refusing these bytes wholesale raises UnicodeError too
+            text = data.decode(codec, "replace")
+            readings.append((replacements(text, data), text, codec))
+    few, text, codec = min(readings[1:], default=readings[0], key=lambda r: r[0])
+    if codec != "utf-8" and few <= _FEW_REPLACED * len(text):
+        return text, codec, few
+    guess = _codec(_detected(data))
+    if guess is not None and guess not in codecs_declared:
+        with contextlib.suppress(UnicodeError):
+            return data.decode(guess, _STRICT.get(guess, "strict")), guess, 0
+    few, text, codec = min(readings, key=lambda r: r[0])
+    return text, codec, few
 
 
-def _charset_candidates(data: bytes, declared: Iterable[str | None]) -> Iterator[str]:
-    """The declared charsets, then resiliparse's guess, which is only computed when none of them
-    decodes the bytes (detection costs about as much as the rest of reading a page)."""
-    yield from (c for c in declared if c)
+def _codec(label: str | None) -> str | None:
+    """The Python codec a browser's reading of ``label`` needs; None for no charset (or UTF-8, tried
+    first). Python's "hex", "base64", "zlib", "rot13" are codecs, not charsets: a page labelled so lost
+    its record (LookupError), and a parquet file the rest of its rows."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    if label in _WHATWG_CODECS:
+        return _WHATWG_CODECS[label]
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    if info.name in ("utf-8", "undefined") or not getattr(info, "_is_text_encoding", True):
+        return None
+    return _WHATWG_CODECS.get(info.name, info.name)
+
+
+def _detected(data: bytes) -> str | None:
+    """resiliparse's guess, only asked for when no declared charset reads the bytes (detection costs
+    about as much as the rest of reading a page)."""
     try:
         from resiliparse.parse.encoding import detect_encoding
 
-        guess = detect_encoding(data[: 64 * 1024])
+        return detect_encoding(data[: 64 * 1024])
     except Exception:  # noqa: BLE001 - detection is a hint; UTF-8 with replacement always works
-        return
-    yield guess
+        return None
 
 
 def replacements(text: str, data: bytes) -> int:

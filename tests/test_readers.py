@@ -405,6 +405,35 @@ def test_decode_text_prefers_valid_utf8_over_a_wrong_declared_charset():
     assert decode_text(b"\xef\xbb\xbfbom")[0] == "bom"
 
 
+@pytest.mark.parametrize(
+    "text, written_as, label",
+    [
+        ("①㈱№ⅰ髙﨑～ 日本語のページです", "cp932", "Shift_JIS"),  # NEC/IBM characters: cp932 to browsers
+        ("똠 한국어 페이지", "cp949", "euc-kr"),
+        ("€ 碁 中文網頁", "cp950", "big5"),
+        ("€ 中文网页", "gb18030", "gb2312"),
+        ("“Türkçe” sayfa", "cp1254", "iso-8859-9"),
+        ("€ หน้าภาษาไทย", "cp874", "tis-620"),
+        ("ﾊﾝｶｸ 半角", "cp932", "x-sjis"),  # a label Python does not know
+    ],
+)
+def test_declared_legacy_charsets_are_read_as_browsers_read_them(text, written_as, label):
+    """WHATWG Encoding's codecs, not Python's narrower ones of the same name: one common character
+    outside strict Shift_JIS / EUC-KR / Big5 made the whole page fail its label and go to detection,
+    which read it as another charset (garbage, nothing counted)."""
+    assert decode_text(text.encode(written_as), [label]) == (text, written_as, 0)
+
+
+def test_a_latin1_header_yields_to_another_declared_charset_and_few_bad_bytes_keep_the_label():
+    page = "О компании: наши новости".encode("cp1251")
+    # any bytes decode as windows-1252, so the server's default iso-8859-1 header came first and won
+    assert decode_text(page, ["iso-8859-1", "windows-1251"])[:2] == ("О компании: наши новости", "cp1251")
+    assert decode_text(b"caf\xe9 \x81", ["iso-8859-1"]) == ("café \x81", "cp1252", 0)  # WHATWG's C1 reading
+    japanese = ("日本語のページです。" * 20).encode("cp932")
+    text, codec, bad = decode_text(japanese[:40] + b"\x81\x7f" + japanese[40:], ["shift_jis"])
+    assert (codec, bad) == ("cp932", 1) and text.count("日本語のページです。") == 20
+
+
 def test_empty_files_are_reported(tmp_path):
     """An empty input is usually a failed download: one file-level error row, never silence."""
 
