@@ -127,14 +127,21 @@ def test_warc_record_that_inflates_past_the_bound_is_skipped_as_a_stream(tmp_pat
     assert mem["peak"] < 40 * MB, mem
 
 
-def test_corrupt_gzip_http_body_is_still_a_bad_response_row(tmp_path):
-    body = gzip.compress(ARTICLE.format("x").encode())[:-20]  # cut short
-    path = tmp_path / "cut.warc"
-    path.write_bytes(
-        warc_response("http://cut.example/", ["Content-Type: text/html", "Content-Encoding: gzip"], body)
-    )
-    (item,) = read_all(path, "warc")
-    assert item["reason"] == "bad_http_response" and "does not decompress" in item["error"]
+def test_a_gzip_http_body_cut_short_keeps_what_inflated_and_a_corrupt_one_is_a_bad_response_row(tmp_path):
+    page = ARTICLE.format("x").encode()
+    zipped = gzip.compress(page)
+    headers = ["Content-Type: text/html", "Content-Encoding: gzip"]
+    bodies = {
+        "cut": zipped[: len(zipped) // 2],  # a crawler's size cap: the first half of the page is there
+        "padded": zipped + b"\r\n",  # bytes after the stream that are not another member
+        "corrupt": zipped[:10] + b"\xff" * 200,
+    }
+    path = tmp_path / "bodies.warc"
+    path.write_bytes(b"".join(warc_response(f"http://{k}.example/", headers, b) for k, b in bodies.items()))
+    cut, padded, corrupt = read_all(path, "warc")
+    assert not cut.get("_error") and page.startswith(cut["content"][:40].encode())
+    assert not padded.get("_error") and padded["content"] == page.decode()
+    assert corrupt["reason"] == "bad_http_response" and "does not decompress" in corrupt["error"]
 
 
 def test_gzip_bomb_line_in_jsonl_is_one_error_row(tmp_path):

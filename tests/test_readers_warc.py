@@ -97,6 +97,27 @@ def test_warc_charset_from_http_header_meta_and_lf_only_headers(tmp_path):
     assert all(r["decode_errors"] == 0 for r in records)
 
 
+def test_a_response_without_a_content_type_is_read_as_the_http_message_it_holds(tmp_path):
+    """The WARC spec only recommends a record's Content-Type: without one, a response whose block is an
+    HTTP message was a non-HTML payload (no payload type) or, when its body began with markup, a page
+    whose status line and headers were text and whose gzip body was never inflated."""
+    page = "<html><body><p>Grüße aus dem Netz, ohne Content-Type im WARC-Kopf.</p></body></html>"
+    zipped = http_response(gzip.compress(page.encode("cp1252")), "text/html; charset=windows-1252")
+    zipped = zipped.replace(b"Content-Type:", b"Content-Encoding: gzip\r\nContent-Type:", 1)
+    path = write_warc_gz(
+        tmp_path / "no-type.warc.gz",
+        [
+            warc_record("response", http_response(page.encode()), uri="http://plain.example/"),
+            warc_record("response", zipped, uri="http://zipped.example/"),
+        ],
+    )
+    records, errors = split(read_all(path))
+    assert not errors and len(records) == 2
+    for r in records:
+        assert "Grüße aus dem Netz" in r["content"] and "HTTP/1.1" not in r["content"], r["url"]
+        assert r["decode_errors"] == 0
+
+
 def test_real_warc_files(shared_data):
     warcio = pytest.importorskip("warcio.archiveiterator")
     crawl = shared_data / "crawl"

@@ -28,7 +28,10 @@ def inflate_body(data: bytes, coding: str, limit: int) -> bytes:
 
     Raises ``TooLarge`` as soon as the output passes ``limit`` (nothing much beyond it is ever
     produced: a few hundred bytes of compressed data can claim gigabytes), and ``ValueError`` for a
-    body that is corrupt, cut short or in a coding we do not know.
+    body that is corrupt, or in a coding we do not know. A body cut short (a crawler's size cap, a
+    transfer that stopped) keeps what inflated, as a chunked body keeps the chunks that arrived; one
+    cut before anything inflated is a ``ValueError``. Bytes after a complete gzip stream that are not
+    another gzip member (a CRLF, padding) are left out, as gzip(1) leaves out trailing garbage.
     """
     if coding in ("gzip", "x-gzip"):
         out = _inflate_gzip(data, limit)
@@ -60,12 +63,14 @@ def _inflate_gzip(data: bytes, limit: int) -> bytes:
         try:
             out += d.decompress(rest, limit + 1 - len(out))
         except zlib.error as e:
+            if members > 1:  # bytes after a complete stream that are not a gzip member: left out
+                break
             raise ValueError(f"gzip-encoded body does not decompress: {e}") from None
-        if len(out) > limit:
+        if len(out) > limit or not d.eof:  # not at the end: cut short, what inflated is kept
             break
-        if not d.eof:
-            raise ValueError("gzip-encoded body does not decompress: the stream ends early")
         rest = d.unused_data.lstrip(b"\x00")  # gzip files may be padded with zeros
+    if not out and data:
+        raise ValueError("gzip-encoded body does not decompress: the stream ends before any of it")
     return bytes(out)
 
 
@@ -79,9 +84,9 @@ def _inflate_deflate(data: bytes, limit: int) -> bytes:
         except zlib.error as e:
             error = e
             continue
-        if len(out) <= limit and not d.eof:
-            raise ValueError("deflate-encoded body does not decompress: the stream ends early")
-        return out
+        if not out and not d.eof:
+            raise ValueError("deflate-encoded body does not decompress: the stream ends before any of it")
+        return out  # a stream cut short keeps what inflated
     raise ValueError(f"deflate-encoded body does not decompress: {error}")
 
 
@@ -93,9 +98,9 @@ def _inflate_brotli(data: bytes, limit: int) -> bytes:
         out = d.process(data, output_buffer_limit=limit + 1)
     except brotli.error as e:
         raise ValueError(f"br-encoded body does not decompress: {e}") from None
-    if len(out) <= limit and not d.is_finished():
-        raise ValueError("br-encoded body does not decompress: the stream ends early")
-    return out
+    if not out and not d.is_finished():
+        raise ValueError("br-encoded body does not decompress: the stream ends before any of it")
+    return out  # a stream cut short keeps what inflated
 
 
 def _inflate_zstd(data: bytes, limit: int) -> bytes:

@@ -305,7 +305,11 @@ def _warc_record(
         return document(content=text, content_type="text", encoding=encoding, decode_errors=bad, **common)
     charset = None
     warc_type = (headers.get("Content-Type") or "").lower()
-    if rec.record_type == WarcRecordType.response and "application/http" in warc_type:
+    # a response record holds an HTTP message when it says so, or when it says nothing (its Content-Type
+    # is a SHOULD of the WARC spec; ClueWeb-style writers leave it out) and its block starts like one:
+    # read as a page, the status line and headers became text and the body's encoding was never undone
+    is_http = "application/http" in warc_type or (not warc_type and block.lstrip()[:5] == b"HTTP/")
+    if rec.record_type == WarcRecordType.response and is_http:
         try:
             mime, charset, body = split_http(block, cfg.max_document_bytes)
         except TooLarge as e:  # a gzip bomb, or just a page too large once inflated
