@@ -133,18 +133,20 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def _expand_local(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
+def _expand_local(spec: str, skipped: list[str]) -> tuple[list[InputFile], list[dict[str, Any]]]:
+    """``spec``'s files and error rows; files a folder or glob holds that are of no data format by
+    their names (or, nameless, by their first bytes) are added to ``skipped``."""
     path = storage.local_path(spec)
     if _GLOB_CHARS.search(path):
         matches = sorted(globlib.glob(path, recursive=True))
         files, errors = [], []
         for m in matches:
             if os.path.isdir(m):
-                sub_files, sub_errors = _expand_local(m)
+                sub_files, sub_errors = _expand_local(m, skipped)
                 files += sub_files
                 errors += sub_errors
             else:
-                f, e = _local_file(m, explicit=False)
+                f, e = _local_file(m, False, skipped)
                 files += f
                 errors += e
         if not files and not errors:
@@ -168,14 +170,15 @@ def _expand_local(spec: str) -> tuple[list[InputFile], list[dict[str, Any]]]:
                 if name.startswith((".", "_")) or real in seen:
                     continue  # hidden, or a file already read through another link
                 seen.add(real)
-                f, e = _local_file(os.path.join(root, name), explicit=False)
+                f, e = _local_file(os.path.join(root, name), False, skipped)
                 files += f
                 errors += e
         if not files and not errors:
-            errors.append(input_error(spec, "no_match", f"folder {spec!r} holds no data files"))
+            held = f" ({_left_out(skipped)})" if skipped else ""
+            errors.append(input_error(spec, "no_match", f"folder {spec!r} holds no data files{held}"))
         return files, errors
     if os.path.lexists(path) or os.path.exists(path):
-        return _local_file(path, explicit=True)
+        return _local_file(path, True, skipped)
     return [], [input_error(spec, "no_match", f"no such file or folder: {spec!r}")]
 
 
@@ -183,7 +186,9 @@ def _unreadable(e: OSError) -> dict[str, Any]:
     return input_error(str(getattr(e, "filename", "") or ""), "unreadable", f"{type(e).__name__}: {e}")
 
 
-def _local_file(path: str, explicit: bool) -> tuple[list[InputFile], list[dict[str, Any]]]:
+def _local_file(
+    path: str, explicit: bool, skipped: list[str]
+) -> tuple[list[InputFile], list[dict[str, Any]]]:
     """One local file: readable and of a format we know (by name, or by its bytes when the name has none)."""
     try:
         st = os.stat(path)
@@ -197,7 +202,7 @@ def _local_file(path: str, explicit: bool) -> tuple[list[InputFile], list[dict[s
     if fmt is None:
         name = os.path.basename(path)
         if not explicit and "." in name:
-            log.info("skipping %s: not a data file by its name", path)
+            skipped.append(path)  # not a data file by its name
             return [], []
         try:
             _, fmt = sniff(path)
@@ -205,7 +210,7 @@ def _local_file(path: str, explicit: bool) -> tuple[list[InputFile], list[dict[s
             return [], [input_error(path, "unreadable", f"{type(e).__name__}: {e}")]
         if fmt is None:
             if not explicit:
-                log.info("skipping %s: neither its name nor its first bytes say a data format", path)
+                skipped.append(path)  # neither its name nor its first bytes say a data format
                 return [], []
             return [], [
                 input_error(
@@ -334,14 +339,26 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[InputFile], list[dict[str
     """
     files: list[InputFile] = []
     errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # local files by their real path: a file named twice, or by a link, is read once
     for spec in inputs:
         spec = str(spec)
-        got, errs = _expand_uri(spec) if storage.is_uri(spec) else _expand_local(spec)
+        skipped: list[str] = []
+        got, errs = _expand_uri(spec) if storage.is_uri(spec) else _expand_local(spec, skipped)
         got = _without_notes_beside_data(spec, got)
         errors += errs
+        if skipped and got:  # with nothing read, the no_match row says it
+            log.info("%s: %s; name one on its own to read it by its first bytes", spec, _left_out(skipped),
+                     extra={"console": True})  # fmt: skip
         for f in got:
-            if f.path not in seen:
-                seen.add(f.path)
+            key = f.path if storage.is_uri(f.path) else os.path.realpath(f.path)
+            if key not in seen:
+                seen.add(key)
                 files.append(f)
     return files, errors
+
+
+def _left_out(skipped: list[str]) -> str:
+    """Says which files of a folder or glob were left out: an in-progress ``.warc.gz.open``, an ARC
+    file or a dated name was skipped with a line in the log only, and a folder of them "held no files"."""
+    names = ", ".join(os.path.basename(p) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    return f"left out {len(skipped)} file(s) of no data format by name ({names})"

@@ -165,3 +165,28 @@ def test_documentation_beside_data_files_is_left_out_unless_named(tmp_path):
     (notes / "README.md").write_text("# My notes")
     (notes / "ideas.md").write_text("# Ideas")
     assert len(expand_inputs([str(notes)])[0]) == 2
+
+
+def test_files_a_folder_leaves_out_are_named_and_a_file_given_twice_is_read_once(tmp_path, caplog):
+    """An ARC file, Heritrix's in-progress ``.warc.gz.open`` or a dated name was skipped with a log line
+    only, a folder of them "held no data files", and a file named twice (or through a link) was read
+    twice."""
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    write_jsonl(crawl / "part.jsonl", [C4_ROW])
+    for name in ("IA-001.arc.gz", "heritrix-1.warc.gz.open", "crawl.2020-08-08"):
+        (crawl / name).write_bytes(b"\x1f\x8b not read")
+    with caplog.at_level("INFO", logger="pipelines.inputs"):
+        files, errors = expand_inputs([str(crawl)])
+    assert not errors and [Path(f.path).name for f in files] == ["part.jsonl"]
+    (said,) = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert "left out 3 file(s)" in said and "IA-001.arc.gz" in said and "name one on its own" in said
+    arcs = tmp_path / "arcs"
+    arcs.mkdir()
+    for name in ("a.arc.gz", "b.arc.gz"):
+        (arcs / name).write_bytes(b"\x1f\x8b not read")
+    (error,) = expand_inputs([str(arcs)])[1]
+    assert error["reason"] == "no_match" and "left out 2 file(s) of no data format by name" in error["error"]
+    os.symlink(crawl / "part.jsonl", tmp_path / "link.jsonl")
+    twice, _ = expand_inputs([str(crawl / "part.jsonl"), str(crawl), str(tmp_path / "link.jsonl")])
+    assert [f.path for f in twice] == [str(crawl / "part.jsonl")]
