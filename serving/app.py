@@ -106,9 +106,10 @@ async def _openai_error(_: Request, e: OpenAIError) -> JSONResponse:
 
 
 @api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
-    kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-    body = OpenAIError(str(e.detail), e.status_code, kind).body()
+async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    # OpenAI's words for a path it does not have, which clients match on
+    message = f"Invalid URL ({request.method} {request.url.path})" if e.status_code == 404 else str(e.detail)
+    body = OpenAIError(message, e.status_code).body()
     return JSONResponse(body, status_code=e.status_code, headers=e.headers)  # a 405's Allow
 
 
@@ -225,6 +226,11 @@ class ChatModel:
         return model
 
     async def _body(self, request: Request) -> bytes:
+        coding = request.headers.get("content-encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # a gzip body was a 400 "not valid JSON", a br label ignored
+            raise OpenAIError(
+                f"Content-Encoding {coding!r} is not supported: send the body uncompressed", 415
+            )
         limit = self.cfg.max_request_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:

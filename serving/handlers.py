@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from lm.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from serving.decode import ReplyDecoder, TokenLogprob
 from serving.openai_api import (
     SSE_DONE,
@@ -65,6 +66,9 @@ async def chat_completions(
         raise OpenAIError("function tools (`tools`) are supported without streaming only", param="stream")
     server_tools = model.server_tools(req.raychat_tools)
     prompt = model.chat_prompt(req.messages, fn_tools, server_tools)
+    forced = req.forced_function if fn_tools else None
+    if forced:  # the reply starts as that call, up to its arguments, which the model writes
+        prompt = prompt + model.tokenizer.encode(forced_call_opening(forced))
     params = model.sampling(req, len(prompt), default_max, req.logprobs)
     decoders = [model.decoder(True, req.stops, req.logprobs) for _ in range(req.n)]
     job = Job(prompt, params, server_tools, decoders, 0)
@@ -75,7 +79,10 @@ async def chat_completions(
     async for _ in _all(first, rest):
         pass
     choices = [
-        _chat_choice(model, i, dec, job.finish[i], req, bool(fn_tools)) for i, dec in enumerate(decoders)
+        _forced_choice(i, dec, job.finish[i], req, forced)
+        if forced
+        else _chat_choice(model, i, dec, job.finish[i], req, bool(fn_tools))
+        for i, dec in enumerate(decoders)
     ]
     extra = {"prompt_token_ids": prompt} if req.return_token_ids else None
     return chat_completion(rid, model.name, choices, _tokens([job]), extra)
@@ -108,6 +115,42 @@ def _chat_choice(
         "message": message,
         "logprobs": {"content": [t.entry() for t in dec.logprobs]} if req.logprobs else None,
         "finish_reason": finish,
+    }
+    if req.return_token_ids:
+        choice["token_ids"] = dec.token_ids
+    return choice
+
+
+def forced_call_opening(name: str) -> str:
+    """The text a reply that must call ``name`` starts with: the call's opening as the chat format
+    writes it (``tool_call_text``), up to where the arguments go."""
+    return TOOL_CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": '
+
+
+def _forced_choice(
+    i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, name: str
+) -> dict[str, Any]:
+    """The choice of a reply made to call ``name``: its arguments are the JSON object the model wrote
+    after the opening, re-serialised; text that is not one (a small model's) is returned as written,
+    up to the call's end, as OpenAI warns that arguments may not be valid JSON."""
+    written = dec.content.split(TOOL_CALL_CLOSE.strip(), 1)[0]
+    try:
+        value, _ = json.JSONDecoder().raw_decode(written.lstrip())
+        arguments = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
+    except json.JSONDecodeError:
+        arguments = None
+    if arguments is None:
+        arguments = written.strip().removesuffix("}").rstrip()
+    call = {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    choice: dict[str, Any] = {
+        "index": i,
+        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        "logprobs": {"content": [t.entry() for t in dec.logprobs]} if req.logprobs else None,
+        "finish_reason": "length" if finish == "length" else "tool_calls",
     }
     if req.return_token_ids:
         choice["token_ids"] = dec.token_ids

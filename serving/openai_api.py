@@ -9,8 +9,14 @@ What follows OpenAI, and where raychat differs (the README's serving section say
   the engine is full (``server_overloaded``, with ``Retry-After``).
 - Unknown request fields are refused (as OpenAI does: "Unrecognized request argument"), except a few
   that change nothing here (``user``, ``store``, ``metadata``, ``service_tier``,
-  ``parallel_tool_calls``). Settings this server cannot honour (penalties, ``logit_bias``,
-  ``top_logprobs`` > 0, ``suffix``, ``best_of`` != n) are refused rather than ignored.
+  ``parallel_tool_calls``, ``modalities: ["text"]``, ``stream_options.include_obfuscation``), which
+  are still checked as OpenAI checks them. Settings this server cannot honour (penalties,
+  ``logit_bias``, ``top_logprobs`` > 0, ``suffix``, ``best_of`` != n, ``tool_choice: "required"``
+  over several tools) are refused rather than ignored.
+- ``tool_choice`` naming a function (or ``"required"`` with one tool) makes the reply that call: the
+  reply is started with the call's opening and the function's name, and the model writes the
+  arguments (not constrained to the schema: OpenAI's own warning that arguments may not be valid
+  JSON applies, and they are returned as the model wrote them).
 - Extensions (vLLM's names where vLLM has one): ``top_k``, ``ignore_eos``, ``return_token_ids``
   (prompt and output token ids in the response), and ``raychat_tools`` (which server-side tools a
   chat model may call: ``["search", "calculator"]``; default all that the server has).
@@ -24,13 +30,21 @@ What follows OpenAI, and where raychat differs (the README's serving section say
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls"})
 MAX_STOP = 16
 REQUIRED = frozenset({"model", "messages", "prompt"})
 MAX_STOP_CHARS = 256
@@ -63,6 +77,24 @@ def overloaded(message: str) -> OpenAIError:
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's padding of stream events: none here
+
+
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # OpenAI's rule for a function's name
+METADATA_LIMITS = (16, 64, 512)  # OpenAI's: pairs, characters of a key, of a value
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """``{"type": "function", "function": {"name": ...}}``: the reply must call this function."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class _Sampling(BaseModel):
@@ -85,6 +117,21 @@ class _Sampling(BaseModel):
     logit_bias: dict[str, float] | None = None
     ignore_eos: bool = False
     return_token_ids: bool = False
+    # accepted and ignored, but checked as OpenAI checks them (a wrong type was a silent 200)
+    user: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        pairs, key_chars, value_chars = METADATA_LIMITS
+        if v and (len(v) > pairs or any(len(k) > key_chars or len(x) > value_chars for k, x in v.items())):
+            raise ValueError(
+                f"at most {pairs} pairs, keys of at most {key_chars} and values of {value_chars} characters"
+            )
+        return v
 
     @field_validator("stop")
     @classmethod
@@ -124,7 +171,9 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
-    tool_choice: Literal["none", "auto"] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    modalities: list[Literal["text"]] | None = None
     response_format: dict[str, Any] | None = None
     raychat_tools: list[str] | None = None
 
@@ -142,6 +191,10 @@ class ChatCompletionRequest(_Sampling):
                 raise ValueError(
                     f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., ...}}}}"
                 )
+            if not FUNCTION_NAME.fullmatch(fn["name"]):
+                raise ValueError(
+                    f"tools[{i}].function.name {fn['name'][:80]!r} must be 1 to 64 letters, digits, '_' or '-'"
+                )
         return tools
 
     @model_validator(mode="after")
@@ -155,6 +208,32 @@ class ChatCompletionRequest(_Sampling):
         if self.response_format is not None and self.response_format.get("type") != "text":
             raise ValueError("response_format other than {'type': 'text'} is not supported")
         return self
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, choice: Any, info: ValidationInfo) -> Any:
+        tools = info.data.get("tools")  # validated first: declared before
+        if choice is not None and not tools:
+            raise ValueError("tool_choice is only allowed when tools are specified")
+        names = [t["function"]["name"] for t in tools or ()]
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"it names function {choice.function.name!r}, which is not in tools")
+        if choice == "required" and len(names) > 1:
+            raise ValueError(
+                "'required' over several tools is not supported (the reply's function cannot be "
+                "constrained here): name the function, {'type': 'function', 'function': {'name': ...}}"
+            )
+        return choice
+
+    @property
+    def forced_function(self) -> str | None:
+        """The function the reply must call: the one named by ``tool_choice``, or the only tool when
+        ``tool_choice`` is ``"required"``."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        if self.tool_choice == "required" and self.tools:
+            return self.tools[0]["function"]["name"]
+        return None
 
     @property
     def limit(self) -> int | None:
@@ -200,20 +279,27 @@ class CompletionRequest(_Sampling):
 def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
     """The request body as ``kind``, or an OpenAIError (400) naming the field that is wrong."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_json)
     except RecursionError:
         raise OpenAIError("the request body is not valid JSON here: nested too deeply") from None
-    except ValueError as e:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
-        raise OpenAIError(f"the request body is not valid JSON: {e}") from None
+    except ValueError as e:  # bad JSON, bad UTF-8, NaN, an integer of more than 4300 digits
+        why = "a number has more than 4300 digits" if "max_str_digits" in str(e) else str(e)
+        raise OpenAIError(f"the request body is not valid JSON: {why}") from None
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object")
     # null means "the default" for every optional field, as in OpenAI's API ("n": null, "stream": null,
     # "max_tokens": null from clients that send every key); the required ones stay and are refused
-    data = {k: v for k, v in data.items() if k not in IGNORED_FIELDS and (v is not None or k in REQUIRED)}
+    data = {k: v for k, v in data.items() if v is not None or k in REQUIRED}
     try:  # strict, as OpenAI is: "stream": "yes", "max_tokens": true or "10" are refused, not coerced
         return kind.model_validate(data, strict=True)
     except ValidationError as e:
         raise _validation_error(e) from None
+
+
+def _not_json(word: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON has not: "temperature": NaN was then refused as
+    out of range, as if it were a number."""
+    raise ValueError(f"{word} is not a JSON value")
 
 
 def _validation_error(e: ValidationError) -> OpenAIError:

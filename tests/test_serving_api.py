@@ -219,6 +219,31 @@ def test_function_tools_are_rendered_into_the_prompt(client):
     assert off.usage.prompt_tokens == plain.usage.prompt_tokens
 
 
+def test_tool_choice_naming_a_function_makes_the_reply_that_call(client):
+    """LangChain's with_structured_output and instructor name the function; that was a 400. The reply
+    is started as that call and the model writes its arguments (returned as written when they are not
+    a JSON object, as OpenAI warns they may not be)."""
+    name = WEATHER["function"]["name"]
+    asked = dict(model="sft", messages=ask("What is the weather in Paris?"), tools=[WEATHER], max_tokens=24)
+    free = client.chat.completions.create(**asked, **GREEDY)
+    named = client.chat.completions.create(
+        **asked, tool_choice={"type": "function", "function": {"name": name}}, **GREEDY
+    )
+    (choice,) = named.choices
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == name and call.id.startswith("call_")
+    assert isinstance(call.function.arguments, str) and choice.message.content is None
+    assert choice.finish_reason in ("tool_calls", "length")
+    assert named.usage.prompt_tokens > free.usage.prompt_tokens  # the call's opening is in the prompt
+    required = client.chat.completions.create(**asked, tool_choice="required", **GREEDY)
+    assert required.choices[0].message.tool_calls[0].function == call.function  # one tool: the same call
+    with pytest.raises(openai.BadRequestError, match="over several tools"):
+        client.chat.completions.create(
+            **(asked | {"tools": [WEATHER, {"type": "function", "function": {"name": "other"}}]}),
+            tool_choice="required",
+        )
+
+
 def test_chat_logprobs_spell_exactly_the_text_a_stop_string_cut(client):
     """stop="heir" begins inside the token "the" of "their" (one of the tokenizer's merges): the
     reply ends "wrote t" and so must its logprobs (the last entry was "the", a token past the cut)."""

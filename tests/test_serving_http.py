@@ -233,7 +233,27 @@ def test_a_trailing_slash_is_served_not_redirected(http):
     assert http.get("/v1/models/sft/").json()["id"] == "sft"
     assert http.get("/health/").status_code == 200 and http.get("/").status_code == 200
     missing = http.post("/v1/nothing/", json=chat)
-    assert missing.status_code == 404 and "error" in missing.json()
+    assert missing.status_code == 404 and missing.json()["error"] == {
+        "message": "Invalid URL (POST /v1/nothing)",  # OpenAI's words, which clients match on
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_a_compressed_request_body_is_415_not_misread(http):
+    """A gzip body was a 400 "not valid JSON" ('utf-8' codec ...), and a ``br`` label on a plain body
+    was ignored."""
+    import gzip
+
+    body = json.dumps({"model": "sft", "messages": ask("What is your name?"), **GREEDY}).encode()
+    for coding, data in (("gzip", gzip.compress(body)), ("br", body)):
+        r = http.post("/v1/chat/completions", content=data, headers={"content-encoding": coding,
+                                                                     "content-type": "application/json"})  # fmt: skip
+        assert r.status_code == 415 and "send the body uncompressed" in r.json()["error"]["message"], r.text
+    plain = http.post("/v1/chat/completions", content=body, headers={"content-encoding": "identity",
+                                                                     "content-type": "application/json"})  # fmt: skip
+    assert plain.status_code == 200
 
 
 def test_overload_is_503_not_a_hang(server, http):

@@ -236,6 +236,68 @@ def test_null_optional_fields_mean_their_defaults():
         assert e.value.status == 400
 
 
+def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checked_against_tools():
+    """``user``, ``metadata``, ``store``, ``service_tier`` and ``parallel_tool_calls`` were dropped before
+    validation: ``"user": 123`` or ``"metadata": "x"`` answered 200 where OpenAI says 400."""
+    m = [{"role": "user", "content": "hi"}]
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    ok = parse({"model": "m", "messages": m, "user": "u", "metadata": {"k": "v"}, "store": True,
+                "service_tier": "auto", "modalities": ["text"], "stream": True,
+                "stream_options": {"include_usage": True, "include_obfuscation": False}})  # fmt: skip
+    assert ok.include_usage and ok.forced_function is None
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert (
+        parse({"model": "m", "messages": m, "tools": [weather], "tool_choice": named}).forced_function
+        == "get_weather"
+    )
+    assert (
+        parse({"model": "m", "messages": m, "tools": [weather], "tool_choice": "required"}).forced_function
+        == "get_weather"
+    )
+    for extra, param, says in (
+        ({"user": 123}, "user", "valid string"),
+        ({"metadata": "x"}, "metadata", "dictionary"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 pairs"),
+        ({"store": "yes"}, "store", "boolean"),
+        ({"service_tier": "bogus"}, "service_tier", "'auto'"),
+        ({"parallel_tool_calls": "x"}, "parallel_tool_calls", "boolean"),
+        ({"modalities": ["audio"]}, "modalities.0", "'text'"),
+        ({"tool_choice": "auto"}, "tool_choice", "only allowed when tools are specified"),
+        ({"tools": [weather], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "'nope'"),
+        ({"tools": [weather, weather], "tool_choice": "required"}, "tool_choice", "over several tools"),
+        ({"tools": [{"type": "function", "function": {"name": "a<|im_end|>b"}}]}, "tools", "1 to 64 letters"),
+    ):  # fmt: skip
+        with pytest.raises(OpenAIError) as e:
+            parse({"model": "m", "messages": m, **extra})
+        assert e.value.status == 400 and e.value.param == param and says in e.value.message, (
+            extra,
+            e.value.message,
+        )
+    for raw, says in ((b'{"model": "m", "messages": [], "temperature": NaN}', "NaN is not a JSON value"),
+                      (b'{"model": "m", "n": ' + b"9" * 5000 + b"}", "more than 4300 digits")):  # fmt: skip
+        with pytest.raises(OpenAIError, match=says):
+            parse_request(raw, ChatCompletionRequest)
+
+
+def test_a_forced_call_returns_the_arguments_the_model_wrote():
+    from types import SimpleNamespace
+
+    from serving.handlers import _forced_choice, forced_call_opening
+
+    assert forced_call_opening("f") == '<tool_call>\n{"name": "f", "arguments": '
+    req = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    for written, arguments in (
+        ('{"city":  "Paris"}}\n</tool_call>', '{"city": "Paris"}'),  # JSON: re-serialised
+        ('{"city": "Par}\n</tool_call>', '{"city": "Par'),  # not JSON: as written, less the call's brace
+        ("Paris", "Paris"),
+    ):
+        dec = SimpleNamespace(content=written, logprobs=[], token_ids=[])
+        choice = _forced_choice(0, dec, "stop", req, "f")  # type: ignore[arg-type]
+        assert choice["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": arguments}
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert _forced_choice(0, dec, "length", req, "f")["finish_reason"] == "length"  # type: ignore[arg-type]
+
+
 def test_completion_prompt_shapes():
     assert parse({"model": "m", "prompt": "a"}, CompletionRequest).prompts() == ["a"]
     assert parse({"model": "m", "prompt": [1, 2]}, CompletionRequest).prompts() == [[1, 2]]
