@@ -489,3 +489,16 @@ def test_damage_in_the_first_gzip_member_costs_only_the_first_record(tmp_path: P
     assert urls(good) == [f"http://d.example/{i}" for i in range(1, 5)]
     assert [e["reason"] for e in errors] == ["corrupt_record"] and "gzip member" in errors[0]["error"]
     assert_one_outcome_each(items, 5)
+
+
+def test_a_warc_with_bare_lf_header_lines_is_one_clear_row_not_records_lost_without_a_word(tmp_path):
+    """fastwarc read a record's header on to the first CRLF CRLF (the HTTP headers of a later record),
+    so records vanished inside a warcinfo header: 46 pages gave 29 error rows and 17 pages no row."""
+    records = [response(f"http://lf{i}.example/", ARTICLE.format(i).encode()) for i in range(3)]
+    lf = [r.replace(b"\r\n\r\nHTTP/", b"\n\nHTTP/", 1) for r in records]
+    lf = [re.sub(rb"(WARC[^\r\n]*|Content-[^\r\n]*)\r\n", rb"\1\n", r) for r in lf]
+    path = tmp_path / "lf.warc"
+    path.write_bytes(b"".join(lf))
+    (row,) = read_all(path)
+    assert row["reason"] == "corrupt_input" and "bare LF" in row["error"]
+    assert len(read_all(write_warc_gz(tmp_path / "crlf.warc.gz", records))) == 3  # CRLF framing: read

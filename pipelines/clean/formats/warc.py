@@ -29,6 +29,15 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
     html_types = {t.lower() for t in cfg.html_mime_types}
     dump: str | None = None
     index = 0
+    if _bare_lf_framing(f, compression):
+        yield error_row(
+            f.path,
+            None,
+            "corrupt_input",
+            "the WARC header lines end in a bare LF, not CRLF as the WARC standard requires, so records "
+            "cannot be told apart; rewrite the file with CRLF header lines (e.g. warcio's `recompress`)",
+        )
+        return
     with storage.open_input(f.path) as raw, _inflate(raw, compression) as decompressed:
         guard = BreakGuard(decompressed)
         stream = ResyncStream(
@@ -105,6 +114,20 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
             index += 1
         if broke is not None:
             yield broken(f, index, broke)
+
+
+def _bare_lf_framing(f: InputFile, compression: str | None) -> bool:
+    """Whether the file's first WARC header line ends in a bare LF. fastwarc then reads each record's
+    header on to the first CRLF CRLF, the end of the HTTP headers inside the next records, and whole
+    records vanished into a warcinfo record's header with no row (a file of 46 pages: 29 error rows,
+    17 pages never mentioned)."""
+    with storage.open_input(f.path) as raw, _inflate(raw, compression) as stream:
+        try:
+            head = stream.read(256)
+        except (EOFError, OSError, ValueError):
+            return False  # damage: the reader reports it
+    first, newline, _ = head.lstrip(b"\r\n").partition(b"\n")
+    return first.startswith(b"WARC/") and bool(newline) and not first.endswith(b"\r")
 
 
 def _inflate(raw: BinaryIO, compression: str | None) -> BinaryIO:
