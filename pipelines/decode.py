@@ -293,6 +293,12 @@ def replacements(text: str, data: bytes) -> int:
     return text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
 
 
+def starts_like_markup(data: bytes) -> bool:
+    """Whether the bytes open with ``<`` after whitespace and a UTF-8 byte-order mark (a page saved
+    with a BOM was taken for an encoded body, or for no page at all)."""
+    return data.lstrip().removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"<"
+
+
 def meta_charset(data: bytes) -> str | None:
     m = _META_CHARSET_RE.search(data[:4096])
     return m.group(1).decode("ascii", "replace") if m else None

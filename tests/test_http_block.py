@@ -91,3 +91,20 @@ def test_encoded_pages_in_a_warc_are_documents(tmp_path: Path) -> None:
     good, errors = split(read_all(write_warc_gz(tmp_path / "e.warc.gz", records)))
     assert not errors and [r["url"] for r in good] == [f"http://e.example/{c}" for c in ENCODERS]
     assert all("Deep sea vents host encoded bodies." in r["content"] for r in good)
+
+
+def test_bodies_crawlers_mislabel_in_small_ways_are_still_pages() -> None:
+    """Each was lost: a decoded body that opens with a UTF-8 BOM under a coding that has no magic bytes
+    (taken as still encoded, then "does not decompress"); ``Transfer-Encoding: gzip, chunked``
+    (de-chunked, the gzip left on); ``Content-Type: text/html, text/html`` ("not HTML")."""
+    bom = b"\xef\xbb\xbf" + HTML
+    for coding in ("deflate", "br"):
+        assert split_http(response(coding, bom), 10**6)[2] == bom
+    zipped = gzip.compress(HTML)
+    chunked = b"%x\r\n" % len(zipped) + zipped + b"\r\n0\r\n\r\n"
+    block = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked
+    )
+    assert split_http(block, 10**6) == ("text/html", None, HTML)
+    twice = b"HTTP/1.1 200 OK\r\nContent-Type: text/html, text/html; charset=utf-8\r\n\r\n" + HTML
+    assert split_http(twice, 10**6) == ("text/html", "utf-8", HTML)

@@ -109,10 +109,11 @@ def test_a_response_without_a_content_type_is_read_as_the_http_message_it_holds(
         [
             warc_record("response", http_response(page.encode()), uri="http://plain.example/"),
             warc_record("response", zipped, uri="http://zipped.example/"),
+            warc_record("resource", b"\xef\xbb\xbf" + page.encode(), uri="http://bom.example/"),  # a BOM
         ],
     )
     records, errors = split(read_all(path))
-    assert not errors and len(records) == 2
+    assert not errors and len(records) == 3
     for r in records:
         assert "Grüße aus dem Netz" in r["content"] and "HTTP/1.1" not in r["content"], r["url"]
         assert r["decode_errors"] == 0

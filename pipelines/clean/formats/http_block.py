@@ -9,7 +9,7 @@ import io
 import re
 
 from pipelines.clean.bounded import inflate_body
-from pipelines.decode import compression_from_magic, http_charset
+from pipelines.decode import compression_from_magic, http_charset, starts_like_markup
 
 CHUNK_SIZE_LINE = re.compile(rb"[0-9a-fA-F]{1,16}[ \t]*(;[^\r\n]*)?\r?\n")
 MAX_HEADER_LINE = 65536  # http.client's own limit on a line
@@ -28,20 +28,26 @@ def split_http(block: bytes, max_body: int) -> tuple[str, str | None, bytes]:
         raise ValueError(f"the response record does not start with an HTTP status line: {status[:60]!r}")
     headers = _read_headers(fp)
     body = fp.read()
-    transfer = (headers.get("Transfer-Encoding") or "").lower()
-    if transfer.rsplit(",", 1)[-1].strip() == "chunked" and CHUNK_SIZE_LINE.match(body):
+    transfer = _codings(headers.get("Transfer-Encoding"))
+    if transfer[-1:] == ["chunked"] and CHUNK_SIZE_LINE.match(body):
         # wget and browser-based crawlers keep the body as it came over the wire; Common Crawl
         # de-chunks it and renames the header. A body that only claims to be chunked is kept as it is.
         body = _dechunk(body)
     content_type = headers.get("Content-Type", "") or ""
-    codings = [c.strip() for c in (headers.get("Content-Encoding") or "").lower().split(",")]
-    for coding in reversed(
-        [c for c in codings if c and c != "identity"]
-    ):  # applied in order: undone last first
+    # the server applied the content codings, then the transfer codings (``gzip, chunked``: the
+    # gzip was left on a de-chunked body); each list is applied in order, so undone last first
+    codings = _codings(headers.get("Content-Encoding")) + [c for c in transfer if c != "chunked"]
+    for coding in reversed(codings):
         if not _still_encoded(body, coding):
             break
         body = inflate_body(body, coding, max_body)
-    return content_type.split(";")[0].strip().lower(), http_charset(content_type), body
+    # "text/html, text/html" (a header sent twice, joined) is HTML: the first type is the one
+    mime = content_type.split(";")[0].split(",")[0].strip().lower()
+    return mime, http_charset(content_type), body
+
+
+def _codings(header: str | None) -> list[str]:
+    return [c.strip() for c in (header or "").lower().split(",") if c.strip() not in ("", "identity")]
 
 
 def _still_encoded(body: bytes, coding: str) -> bool:
@@ -51,7 +57,7 @@ def _still_encoded(body: bytes, coding: str) -> bool:
     can be relied on, so a body that already starts like markup is taken as decoded."""
     if coding in ("gzip", "x-gzip", "zstd"):
         return compression_from_magic(body) == coding.removeprefix("x-")
-    return body.lstrip()[:1] != b"<"
+    return not starts_like_markup(body)
 
 
 class _Wire:

@@ -14,7 +14,7 @@ from pipelines.clean.documents import DUMP_RE, broken, document, error_row, html
 from pipelines.clean.formats.gzip_members import MemberGzip, Skipped
 from pipelines.clean.formats.http_block import split_http
 from pipelines.clean.formats.warc_resync import ResyncStream
-from pipelines.decode import BreakGuard, decode_text, http_charset, open_decompressed
+from pipelines.decode import BreakGuard, decode_text, http_charset, open_decompressed, starts_like_markup
 from pipelines.inputs import InputFile
 
 
@@ -344,7 +344,7 @@ def _warc_record(
         charset = http_charset(warc_type)
     if not mime:
         mime = (headers.get("WARC-Identified-Payload-Type") or "").lower()
-    if not mime and body.lstrip()[:1] == b"<":
+    if not mime and starts_like_markup(body):
         mime = "text/html"
     if mime not in html_types:
         return error_row(
