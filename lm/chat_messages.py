@@ -154,7 +154,7 @@ def _assistant_content(content: Any, where: str) -> str | list[dict[str, Any]]:
                 parts[-1] = {"type": "text", "text": parts[-1]["text"] + text}
             elif text:
                 parts.append({"type": "text", "text": text})
-        elif kind in TOOL_PARTS:
+        elif isinstance(kind, str) and kind in TOOL_PARTS:  # ["text"] as a type: a clear error, not TypeError
             field = TOOL_PARTS[kind]
             call, result = part.get(field), part.get("result")
             if not isinstance(call, str) or not call:

@@ -364,7 +364,19 @@ def _parquet(path: str) -> Iterator[Record | Problem]:
         try:
             for batch in pf.iter_batches(batch_size=4096):
                 for value in batch.to_pylist():
-                    yield Record(f"{path}: row {row}", value)
+                    yield Record(f"{path}: row {row}", _without_nulls(value))
                     row += 1
         except Exception as e:  # noqa: BLE001 - a damaged row group: keep the rows before it
             yield Problem(f"{path}: row {row}", "unreadable", f"the file cannot be read further: {e}")
+
+
+def _without_nulls(value: Any) -> Any:
+    """A parquet row with the null keys of its objects left out, at every depth. Parquet gives every
+    row of a struct column the union of all rows' fields, so a key one record lacks comes back as
+    null: a tool call's arguments ``{"a": 1}`` read as ``{"a": 1, "b": null}`` and trained as such,
+    a tool's missing description as ``"description": null``."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -139,7 +139,8 @@ def test_a_parquet_files_null_keys_are_absent_keys(tmp_path) -> None:
 def test_role_and_content_turns_under_conversations_are_detected(tmp_path) -> None:
     row = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     convs, report = load_source(SourceConfig(path=str(_lines(tmp_path / "c.jsonl", row, row))))
-    assert len(convs) == 2 and report.formats == {str(tmp_path / "c.jsonl"): "sharegpt"}
+    # OpenAI messages under another key: read as messages (weights and tool calls kept)
+    assert len(convs) == 2 and report.formats == {str(tmp_path / "c.jsonl"): "messages"}
 
 
 def test_a_tie_between_preference_formats_is_decided_the_same_on_every_run(tmp_path) -> None:

@@ -399,6 +399,7 @@ def test_unusable_sources_are_errors_that_say_why(tmp_path) -> None:
 def test_each_format_is_detected_from_its_records() -> None:
     assert detect_format({"messages": [{"role": "user", "content": "x"}]}) == "messages"
     assert detect_format({"conversations": [{"from": "human", "value": "x"}]}) == "sharegpt"
+    assert detect_format({"conversations": [{"role": "user", "content": "x"}]}) == "messages"
     assert detect_format({"instruction": "x", "input": "", "output": "y"}) == "alpaca"
     assert detect_format({"id": "seed", "instruction": "x", "instances": []}) == "alpaca"
     assert detect_format(OASST_ROWS[0]) == "oasst"
@@ -503,3 +504,55 @@ def test_the_file_a_conversation_came_from_is_ours_whatever_the_record_says(tmp_
     assert [c["meta"]["file"] for c in convs] == [123] * 3 and convs[0]["meta"]["kind"] == "code"
     assert {c["meta"][SOURCE_FILE] for c in convs} == {str(path)}
     assert _source_files([*convs, {"messages": []}, {"meta": {SOURCE_FILE: 7}}]) == {str(path)}
+
+
+def test_reported_by_a_test_of_real_variants(tmp_path) -> None:
+    """What a black-box test of the loaders found, each once lost or wrong without a word."""
+    # OpenAI messages under 'conversations' (many Hugging Face datasets): read as messages, so a reply
+    # of weight 0 is not trained and a tool call is kept (the ShareGPT reader dropped both)
+    conv = [{"role": "user", "content": "A"}, {"role": "assistant", "content": "skip me", "weight": 0},
+            {"role": "user", "content": "B"}, {"role": "assistant", "content": None,
+             "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            {"role": "tool", "content": "20C"}, {"role": "assistant", "content": "20C"}]  # fmt: skip
+    (got,), _ = load_source(SourceConfig(path=str(_jsonl(tmp_path / "hf.jsonl", [{"conversations": conv}]))))
+    assert (
+        got["messages"][1]["weight"] == 0 and got["messages"][3]["tool_calls"][0]["function"]["name"] == "w"
+    )
+    # an OpenAssistant tree whose reply has no id: the branch below it is orphaned, not a new conversation
+    tree = {"message_tree_id": "T", "prompt": {"message_id": "p", "text": "Capital of France?", "role": "prompter",
+            "replies": [{"text": "Paris.", "role": "assistant", "replies": [{"message_id": "c", "role": "prompter",
+            "text": "Population?", "replies": [{"message_id": "d", "text": "2.1M", "role": "assistant"}]}]}]}}  # fmt: skip
+    with pytest.raises(SourceError, match="bad_message_id: 1, orphan_message: 1"):
+        load_source(SourceConfig(path=str(_jsonl(tmp_path / "tree.jsonl", [tree]))))
+    # Alpaca with an empty instruction: the input alone, not "\n\n" before it
+    (alpaca,), _ = load_source(
+        SourceConfig(
+            path=str(
+                _jsonl(tmp_path / "a.jsonl", [{"instruction": "", "input": "Only input", "output": "A"}])
+            )
+        )
+    )
+    assert alpaca["messages"][0]["content"] == "Only input"
+    # parquet gives every row the union of the struct fields: the null keys are not the record's
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "",
+             "tool_calls": [{"type": "function", "function": {"name": n, "arguments": a}}]},
+             {"role": "tool", "content": "r"}, {"role": "assistant", "content": "done"}]}
+            for n, a in (("f", {"a": 1}), ("g", {"b": "x"}))]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "calls.parquet")
+    convs, _ = load_source(SourceConfig(path=str(tmp_path / "calls.parquet")))
+    assert [c["messages"][1]["tool_calls"][0]["function"]["arguments"] for c in convs] == [
+        {"a": 1},
+        {"b": "x"},
+    ]
+    # a content part whose type is not a string: a clear reason, not a TypeError
+    bad = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [{"type": ["text"], "text": "Hi"}]},
+        ]
+    }
+    with pytest.raises(SourceError, match="bad_conversation: 1"):
+        load_source(SourceConfig(path=str(_jsonl(tmp_path / "bad.jsonl", [bad]))))

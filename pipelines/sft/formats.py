@@ -50,8 +50,10 @@ def detect_format(value: Any) -> str | None:
         return None
     turns = value.get("conversations", value.get("messages"))
     if isinstance(turns, list) and turns and isinstance(turns[0], Mapping):
-        if "from" in turns[0] or ("conversations" in value and "role" in turns[0]):
-            return "sharegpt"  # which reads role/content turns under 'conversations' too
+        if "from" in turns[0]:
+            return "sharegpt"
+        # OpenAI messages, under 'messages' or under 'conversations' (as many Hugging Face datasets
+        # keep them); read as messages, whose weight, tool calls and text parts the ShareGPT reader lost
         return "messages" if "role" in turns[0] else None
     if "message_id" in value and "role" in value and "parent_id" in value:
         return "oasst"
@@ -62,6 +64,19 @@ def detect_format(value: Any) -> str | None:
     if "question" in value and "answer" in value:
         return "gsm8k"
     return None
+
+
+def _json_type(value: Any) -> str:
+    """A value's JSON type in words ("'output' is a number", not "is a int")."""
+    for kind, words in (
+        (bool, "a boolean"),
+        (int | float, "a number"),
+        (list, "an array"),
+        (Mapping, "an object"),
+    ):
+        if isinstance(value, kind):
+            return words
+    return f"a {type(value).__name__}"
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -75,7 +90,7 @@ def _text(rec: Mapping[str, Any], key: str, required: bool = True) -> str:
     if value is None and not required:
         return ""
     if not isinstance(value, str):
-        what = "missing" if value is None else f"a {type(value).__name__}, not text"
+        what = "missing" if value is None else f"{_json_type(value)}, not text"
         raise RecordError(f"bad_{key}", f"{key!r} is {what}")
     return value
 
@@ -124,9 +139,14 @@ def finish(conversation: Conversation) -> Conversation:
 
 def from_messages(value: Any, **_: Any) -> list[Conversation]:
     rec = _mapping(value)
-    messages = rec.get("messages")
+    messages = rec.get("messages", rec.get("conversations"))
     if not isinstance(messages, list) or not messages:
         raise RecordError("bad_messages", "'messages' is missing or not a non-empty list")
+    system = _text(rec, "system", required=False)  # a top-level system prompt, as ShareGPT records have
+    if system and not (
+        isinstance(messages[0], Mapping) and messages[0].get("role") in ("system", "developer")
+    ):
+        messages = [{"role": "system", "content": system}, *messages]
     conv: Conversation = {"messages": messages}
     if rec.get("tools"):
         conv["tools"] = _tools(rec["tools"])
@@ -189,7 +209,8 @@ def _alpaca_one(instruction: str, pair: Mapping[str, Any], rec: Mapping[str, Any
         raise RecordError("bad_history", "'history' must be a list of [question, answer] pairs of text")
     for q, a in history:
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    # the instruction, then the input after a blank line; either alone when the other is blank
+    prompt = "\n\n".join(x for x in (instruction, extra) if x.strip()) or instruction
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     return finish({"messages": messages})
 
@@ -225,8 +246,11 @@ def from_sharegpt(value: Any, **_: Any) -> list[Conversation]:
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
             raise RecordError("bad_turn", f"turn {i} is not an object")
-        speaker = turn.get("from", turn.get("role"))
-        text = turn.get("value", turn.get("content"))
+        if "from" not in turn and "role" in turn:  # an OpenAI message among ShareGPT turns: kept whole
+            messages.append(dict(turn))
+            continue
+        speaker = turn.get("from")
+        text = turn.get("value")
         role = SHAREGPT_ROLES.get(str(speaker).lower()) if speaker is not None else None
         if role is None:
             raise RecordError("bad_role", f"turn {i}: unknown speaker {speaker!r}")
@@ -483,7 +507,10 @@ def _oasst_rows(rec: Record, problems: list[Problem]) -> list[tuple[str, Mapping
         row.setdefault("message_tree_id", value.get("message_tree_id"))
         out.append((f"{rec.where} (message {node.get('message_id')})", row))
         replies = node.get("replies") or []
-        stack += [(r, node.get("message_id")) for r in replies] if isinstance(replies, list) else []
+        # the replies of a message without an id hang from a parent no row has: orphans, counted,
+        # rather than roots of conversations that lost their context
+        mid = node.get("message_id") or f"(a message without an id under {parent or 'the root'})"
+        stack += [(r, mid) for r in replies] if isinstance(replies, list) else []
     return out
 
 
