@@ -7,9 +7,10 @@ A directory holds ``config.json`` (``LlamaForCausalLM``, HF field names), ``mode
 weights stored once, as HF does), ``generation_config.json``, the tokenizer's files and ``raychat.json``
 (our metadata: stage, step, tokens seen, source run, creation time). Because names and math are
 Llama's, ``transformers.AutoModelForCausalLM.from_pretrained(dir)`` and ``vllm.LLM(model=dir)`` load it
-unchanged. ``load_pretrained`` also imports Llama-shaped checkpoints made elsewhere (Llama, Mistral
-without sliding window, Qwen2/Qwen3-like configs when they have no biases or extra norms), single-file
-or sharded; anything our decoder cannot represent is refused with the reason.
+unchanged. ``load_pretrained`` also imports Llama-shaped checkpoints made elsewhere (Llama; Mistral
+without a sliding window shorter than its context), single-file or sharded; anything our decoder
+cannot represent is refused with the reason (real Qwen2 checkpoints have q/k/v biases and Qwen3's
+q/k norms, so both are refused).
 
 A reward model (lm/reward_model.py) is saved the same way with ``LlamaForSequenceClassification``,
 ``num_labels`` 1 and the tokenizer's ``<|pad|>`` as ``pad_token_id`` in ``config.json`` (so
@@ -104,7 +105,7 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
             f"{where}: model_type {model_type!r} is not Llama-shaped; importable: {', '.join(sorted(_IMPORTABLE_TYPES))}"
         )
     problems = []
-    if hf.get("hidden_act", "silu") != "silu":
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):  # transformers' swish is silu
         problems.append(f"hidden_act {hf.get('hidden_act')!r} (ours is SwiGLU with silu)")
     if hf.get("attention_bias", model_type == "qwen2"):  # Qwen2 always has q/k/v biases
         problems.append("attention projections with biases")
@@ -114,8 +115,14 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", None):
         problems.append(f"RoPE scaling {rope_type!r} (ours is plain RoPE)")
-    if hf.get("sliding_window") and hf.get("use_sliding_window", model_type == "mistral"):
-        problems.append(f"sliding-window attention ({hf['sliding_window']})")
+    window, context = hf.get("sliding_window"), hf.get("max_position_embeddings", 2048)
+    # a window at least the context long attends as full attention does: that model imports
+    if window and hf.get("use_sliding_window", model_type == "mistral") and window < context:
+        problems.append(f"sliding-window attention ({window} of a {context}-token context)")
+    top, nested = hf.get("rope_theta"), (hf.get("rope_parameters") or {}).get("rope_theta")
+    if top is not None and nested is not None and float(top) != float(nested):
+        # transformers 5 reads rope_parameters, 4.x and vLLM rope_theta: the model differs by reader
+        problems.append(f"rope_theta {top} disagrees with rope_parameters.rope_theta {nested}")
     if model_type == "qwen3":
         problems.append("Qwen3's per-head q/k norms")
     try:
@@ -125,7 +132,7 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
             problems.append(f"head_dim {head_dim} x {heads} heads != hidden_size {hidden}")
         if problems:
             raise CheckpointError(f"{where}: cannot import this {model_type} model: " + "; ".join(problems))
-        theta = hf.get("rope_theta") or (hf.get("rope_parameters") or {}).get("rope_theta") or 10000.0
+        theta = nested or top or 10000.0
         return ModelConfig(
             vocab_size=int(hf["vocab_size"]),
             hidden_size=hidden,

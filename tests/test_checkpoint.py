@@ -156,3 +156,22 @@ def test_clear_errors(tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_pretrained(out)
+
+
+def test_configs_that_are_llama_in_all_but_name_import_and_an_ambiguous_rope_base_is_refused() -> None:
+    """Found by an import test against transformers: a Mistral window at least its context long is full
+    attention, ``swish`` is silu (both were refused); a config whose two RoPE bases disagree was read
+    with one while transformers 5 reads the other (logits differed without a word)."""
+    from lm.checkpoint import config_from_hf
+
+    base = {"model_type": "llama", "vocab_size": 300, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 256}  # fmt: skip
+    assert config_from_hf({**base, "model_type": "mistral", "sliding_window": 4096}).max_seq_len == 256
+    with pytest.raises(CheckpointError, match="sliding-window attention \\(128 of a 256-token context\\)"):
+        config_from_hf({**base, "model_type": "mistral", "sliding_window": 128})
+    assert config_from_hf({**base, "hidden_act": "swish"}).hidden_size == 64
+    nested = {"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}
+    assert config_from_hf({**base, **nested}).rope_theta == 500000.0
+    assert config_from_hf({**base, **nested, "rope_theta": 500000}).rope_theta == 500000.0  # ours: both
+    with pytest.raises(CheckpointError, match="rope_theta 10000.0 disagrees with rope_parameters.rope_theta"):
+        config_from_hf({**base, **nested, "rope_theta": 10000.0})
