@@ -301,7 +301,9 @@ def route_ray_driver_messages() -> None:
             return
         for line in data.get("lines", []):
             text = f"({data.get('pid', 'ray')}) {line}"
-            error = "error" in line.lower() and "warning" not in line[:20].lower()
+            # an actor killed on purpose (Serve's controller at shutdown: "killed by ray.kill") is
+            # not an error the user has to wonder about
+            error = "error" in line.lower() and "warning" not in line[:20].lower() and "ray.kill" not in line
             logger.log(logging.ERROR if error else logging.INFO, "%s", text)
 
     to_log._raychat = True  # type: ignore[attr-defined]

@@ -162,3 +162,30 @@ def test_a_progress_line_gives_no_eta_from_its_first_items() -> None:
     assert "ETA ?" in p.line()
     p.done = 500
     assert "ETA ?" not in p.line() and "ETA " in p.line()
+
+
+def test_raylet_messages_are_errors_only_when_they_read_as_one_and_no_actor_was_killed_on_purpose(
+    monkeypatch,
+) -> None:
+    """Serve's controller killed at shutdown ("killed by ray.kill") reached the console as an ERROR
+    line at the end of every healthy `raychat serve`."""
+    import ray._private.worker as ray_worker
+
+    monkeypatch.setattr(ray_worker, "print_to_stdstream", lambda data, ignore_prefix=False: None)
+    monkeypatch.setattr(console, "is_verbose", lambda: False)
+    console.route_ray_driver_messages()
+    seen: list[int] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: seen.append(record.levelno)  # type: ignore[method-assign]
+    logger = logging.getLogger("ray.driver_messages")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        ray_worker.print_to_stdstream({"pid": "raylet", "lines": [
+            "Task ServeController.graceful_shutdown failed. The actor died because it was killed by ray.kill.",
+            "A worker died or was killed while executing a task: error",
+            "Started 3 workers",
+        ]})  # fmt: skip
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [logging.INFO, logging.ERROR, logging.INFO]
