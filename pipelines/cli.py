@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,19 +167,27 @@ def _warn_without_config(config: str | None, graph: Graph, stage: str | None = N
     """Without --config the built-in settings apply; on a run that stages already wrote (made with a
     config file, say make demo's runs/tiny with configs/tiny.yaml) they can differ from what made it,
     and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside).
-    The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise."""
-    if config is not None or (stage is not None and graph[stage].long_running):
-        return  # a server redoes no work: `raychat serve --run-dir runs/tiny` is how the demo is served
+    The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise.
+    A server redoes no work (``raychat serve --run-dir runs/tiny`` serves every model of the demo's
+    run, as documented); ``raychat report`` (``stage="report"``) knows only the stages the settings
+    declare."""
+    if config is not None or (stage not in (None, "report") and graph[stage].long_running):
+        return
     run = RunDir(graph.cfg.run_dir)
     done = [s.name for s in graph if not s.long_running and s.name != stage and is_done(run, s.name)]
-    if done:
-        log.warning(
-            "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
-            "file made this run (make demo: configs/tiny.yaml), pass it with --config, or this stage may "
-            "redo its work on other data",
-            run.location,
-            ", ".join(done),
-        )
+    if not done:
+        return
+    if stage == "report":
+        risk = "report.md may leave out stages the config declares (make demo's pretrain_student)"
+    else:
+        risk = "this stage may redo its work on other data"
+    log.warning(
+        "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
+        "file made this run (make demo: configs/tiny.yaml), pass it with --config, or %s",
+        run.location,
+        ", ".join(done),
+        risk,
+    )
 
 
 def _run_command(cfg: RunConfig, stages: str | None, force: bool, config: str | None = None) -> int:
@@ -219,10 +228,11 @@ def _without_an_unasked_world(graph: Graph, names: list[str]) -> list[str]:
     return [n for n in names if n not in left_out]
 
 
-def _report_command(cfg: RunConfig) -> int:
+def _report_command(cfg: RunConfig, config: str | None) -> int:
     from pipelines.report import write_report
     from pipelines.run_dir import read_summary
 
+    _warn_without_config(config, Graph(cfg), "report")
     run = RunDir(cfg.run_dir)
     if not read_summary(run):  # a mistyped --run-dir: say so rather than write an empty report there
         raise ConfigError(
@@ -284,12 +294,15 @@ def main(argv: list[str] | None = None) -> int:
             tiny = TINY_CONFIG if TINY_CONFIG.is_file() else None
             return run_demo(load_config(args.config or tiny, _overrides(args)), force=args.force)
         if args.command == "report":
-            return _report_command(load_config(args.config, _overrides(args)))
+            return _report_command(load_config(args.config, _overrides(args)), args.config)
         if args.command == "run":
             return _run_command(
                 load_config(args.config, _overrides(args)), args.stages, args.force, args.config
             )
         return _stage_command(args)
+    except BrokenPipeError:  # `raychat sample --json | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # 128 + SIGPIPE, as a shell tool ends
     except ConfigError as e:
         print(f"raychat: {e}", file=sys.stderr)
         return 2

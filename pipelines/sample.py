@@ -97,7 +97,8 @@ def main_sample(args: argparse.Namespace) -> int:
             max_seq_len=len(prompt_ids) + args.max_tokens + 1,
         )
     except (CheckpointError, VLLMUnavailable) as e:
-        print(f"raychat sample: {e}", file=sys.stderr)
+        hint = " (here: --engine torch)" if isinstance(e, VLLMUnavailable) else ""
+        print(f"raychat sample: {e}{hint}", file=sys.stderr)
         return 2
     room = engine.max_seq_len - len(prompt_ids)
     if 0 < room < args.max_tokens:  # no room at all is the engine's error below

@@ -47,3 +47,28 @@ def test_the_parsed_command_line_holds_no_parser() -> None:
 
     args = parse_args(["sample", "--model", "m"])
     assert not hasattr(args, "command_parser") and pickle.loads(pickle.dumps(args)).model == "m"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    """`raychat sample --json | head -1` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, pipelines.sample as s\n"
+        "def write(args):\n"
+        "    for i in range(100000): print('{\"sample\": %d}' % i)\n"
+        "s.main_sample = write\n"
+        "from pipelines.cli import main\n"
+        "sys.exit(main(['sample', '--model', 'm', '--prompt', 'hello']))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert writer.stdout is not None
+    writer.stdout.readline()
+    writer.stdout.close()  # what `head -1` does
+    _, err = writer.communicate(timeout=60)
+    assert writer.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err, err

@@ -399,6 +399,11 @@ def test_a_stage_without_config_on_a_run_stages_wrote_warns(tmp_path, caplog) ->
     with caplog.at_level(logging.WARNING, logger="raychat"):
         assert main(["serve", "--run-dir", str(made)]) == 2  # no model to serve
     assert "no --config" not in caplog.text  # serving the demo's run without a config is as documented
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raychat"):
+        main(["report", "--run-dir", str(made)])  # report.md from the built-in stage list: it may miss some
+    assert "report.md may leave out stages the config declares" in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="raychat"):
         tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
         assert main(["sft", "--config", str(tiny), "--run-dir", str(made)]) == 2
