@@ -79,6 +79,8 @@ def write_report(graph: Graph) -> str:
         from pipelines.evaluation.report import report_section as eval_section
 
         parts += ["## eval", "", eval_section(extra.pop("eval")), ""]
+    for key in [k for k, v in extra.items() if isinstance(v, dict)]:  # e.g. sft's `search` numbers
+        parts += [f"## {key}", "", table(scalars(extra.pop(key))), ""]
     if extra:
         parts += ["## other", "", "```json", json.dumps(extra, indent=2, default=str), "```", ""]
     location = run.at("report")

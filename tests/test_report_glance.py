@@ -60,8 +60,12 @@ def test_report_on_a_run_dir_with_no_numbers_fails_instead_of_writing_an_empty_r
 
     run = tmp_path / "run"
     update_summary(RunDir(run), "probe", {"answers": 12})  # numbers of a stage this graph lacks
+    update_summary(RunDir(run), "notes", "not a mapping")
     assert main(["report", "--run-dir", str(run)]) == 0
-    assert '"answers": 12' in (run / "report.md").read_text()
+    text = (run / "report.md").read_text()
+    # a mapping is its own section, as a table (sft's `search` numbers were raw JSON under "other")
+    assert "## probe\n\n| metric | value |" in text and "| answers | 12 |" in text
+    assert '"notes": "not a mapping"' in text
 
 
 def test_the_sft_line_says_when_there_was_no_held_out_evaluation() -> None:
