@@ -103,40 +103,42 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             f"{', '.join(s.name for s in STAGES)}",
         )
 
-    p = sub.add_parser("run", help="run stages in graph order, skipping those whose outputs are complete")
+    p = _command(sub, "run", "run stages in graph order, skipping those whose outputs are complete")
     _common_args(p)
-    p.add_argument("--stages", help=f"comma-separated subset of: {','.join(s.name for s in STAGES)}")
+    p.add_argument(
+        "--stages",
+        help=f"comma-separated subset of: {','.join(s.name for s in STAGES)}, or of the stages the "
+        "config declares (stages: {name: {kind: K}}, e.g. make demo's pretrain_student)",
+    )
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
-    p = sub.add_parser("demo", help="the tiny lifecycle on an embedded local Ray (CPU, minutes)")
+    p = _command(sub, "demo", "the tiny lifecycle on an embedded local Ray (CPU, minutes)")
     _common_args(p, "run config YAML (default: configs/tiny.yaml)")
     p.add_argument("--force", action="store_true", help="rerun stages even if complete")
 
-    p = sub.add_parser("report", help="write <run>/report.md again from what the stages left")
+    p = _command(sub, "report", "write <run>/report.md again from what the stages left")
     _common_args(p)
 
-    p = sub.add_parser("sample", help="sample continuations from a model directory")
+    p = _command(sub, "sample", "sample continuations from a model directory")
     if chosen == "sample":
         from pipelines.sample import add_sample_args
 
         add_sample_args(p)
 
-    p = sub.add_parser("tokens", help="show how a tokenizer splits a text: token boundaries and ids")
+    p = _command(sub, "tokens", "show how a tokenizer splits a text: token boundaries and ids")
     if chosen == "tokens":
         from pipelines.tokens_cmd import add_tokens_args
 
         add_tokens_args(p)
 
-    p = sub.add_parser("eval", help="accuracy and pass@k of a model or a served model on a task")
+    p = _command(sub, "eval", "accuracy and pass@k of a model or a served model on a task")
     if chosen == "eval":
         from pipelines.eval_cmd import add_eval_args
 
         _common_args(p)
         add_eval_args(p)
 
-    p = sub.add_parser(
-        "chat", help="chat with a model in the terminal: streamed replies, search and calculator"
-    )
+    p = _command(sub, "chat", "chat with a model in the terminal: streamed replies, search and calculator")
     if chosen == "chat":
         from pipelines.chat_cmd import add_chat_args
 
@@ -161,6 +163,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         owner = command_parser if command_parser and all(x in after for x in extra) else parser
         owner.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
+    """A command whose --help opens with what it does (the list of commands shows the same line)."""
+    return sub.add_parser(name, help=what, description=what)
 
 
 def _warn_without_config(config: str | None, graph: Graph, stage: str | None = None) -> None:

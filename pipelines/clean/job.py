@@ -55,7 +55,7 @@ def add_cli_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         action="extend",
         metavar="PATH",
-        help="input files, globs, folders or URIs (WARC, JSONL, parquet, HTML folders)",
+        help="input files, globs, folders or URIs (WARC, JSON/JSONL, parquet, HTML, plain text .txt/.md)",
     )
     p.add_argument("--output", metavar="RUN_DIR", help="run directory; outputs go to RUN_DIR/data/")
     p.add_argument("--steps", help="comma-separated subset of steps, e.g. extract,pii (default: all)")
