@@ -38,11 +38,11 @@ _NUMBER = re.compile(
 _PLAIN_NUMBER = re.compile(
     r"(?P<sign>[-+]?)(?P<int>\d{1,3}(?:,\d{3})+|\d*)(?P<frac>\.\d*)?(?:/(?P<den>\d+))?(?P<pct>%)?"
 )
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _LATEX_HINT = re.compile(r"\\[a-zA-Z]+|[\^{}_=]|[a-zA-Z]\s*[-+*/]|sqrt|pi")
 # What may surround a number and not change it: LaTeX math delimiters and spacing, currency, units.
 _STRIP = re.compile(r"\\[,!;: ]|\\(?:text|mathrm|textbf|mathbf)\{[^{}]*\}|\\?\$|\\\(|\\\)|\\\[|\\\]|[€£]")
 _INNER_SPACE = re.compile(r"(?<=[-+/])\s+|\s+(?=[/%])")
+_NUMBER_AND_UNIT = re.compile(r"(\S+)\s+\(?[^\W\d_][^\s()]*\)?")  # a number, then one word
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 
 MAX_SYMBOLIC_CHARS = 300  # longer answers are not given to sympy (no real final answer is longer)
@@ -58,9 +58,26 @@ def find_numbers(text: str) -> list[str]:
     return [m.group(0) for m in _NUMBER.finditer(text)]
 
 
+# How much of a text the answer readers look at. Final answers are short and at the end; the number
+# pattern backtracks quadratically on a long run of thousands groups ("1" + ",000" x 25,000: 35 s),
+# which a completion of any length could hold.
+_LAST_CHARS = 1000
+
+
 def last_number(text: str) -> str | None:
-    numbers = find_numbers(text)
-    return numbers[-1] if numbers else None
+    """The last number in ``text``, looked for window by window from the end (each window starting
+    after a white space, so no number is cut in two), which keeps the search linear in the text."""
+    end = len(text)
+    while end > 0:
+        start = max(0, end - _LAST_CHARS)
+        if start > 0:
+            space = next((i for i in range(start, end) if text[i].isspace()), None)
+            start = start if space is None else space + 1  # no white space: cut anyway (bounded)
+        numbers = find_numbers(text[start:end])
+        if numbers:
+            return numbers[-1]
+        end = start
+    return None
 
 
 def boxed_contents(text: str) -> str | None:
@@ -84,9 +101,12 @@ def boxed_contents(text: str) -> str | None:
 
 
 def answer_tag(text: str) -> str | None:
-    """The contents of the last complete ``<answer>...</answer>``; None if there is none."""
-    found = _ANSWER_TAG.findall(text)
-    return found[-1].strip() if found else None
+    """The contents of the last complete ``<answer>...</answer>`` (from the last ``<answer>`` before the
+    last ``</answer>``); None if there is none. Found from the end, not by a regular expression,
+    which took quadratic time on many opening tags."""
+    end = text.rfind("</answer>")
+    start = text.rfind("<answer>", 0, end) if end >= 0 else -1
+    return text[start + len("<answer>") : end].strip() if start >= 0 else None
 
 
 def gsm8k_final(text: str) -> str | None:
@@ -94,7 +114,7 @@ def gsm8k_final(text: str) -> str | None:
     at = text.rfind("####")
     if at < 0:
         return None
-    line = text[at + 4 :].strip().split("\n", 1)[0]
+    line = text[at + 4 :].lstrip()[:_LAST_CHARS].split("\n", 1)[0]
     numbers = find_numbers(line)
     return numbers[0] if numbers else None
 
@@ -102,9 +122,12 @@ def gsm8k_final(text: str) -> str | None:
 def _narrow(span: str) -> str:
     """A final-answer span reduced to its answer: itself if it is a number or mathematics, otherwise
     its last boxed or ``$...$`` mathematics, or its last number ("The total is 18 coins." -> "18")."""
-    span = span.strip().rstrip(".").strip()
-    if parse_number(span) is not None:
+    span = span.strip()[-_LAST_CHARS:].rstrip(".").strip()  # a final answer is short (and math segments
+    if parse_number(span) is not None:  # backtracked quadratically on a long span)
         return span
+    unit = _NUMBER_AND_UNIT.fullmatch(span)  # "18 coins", "5 km/h", "1/2 cup", "18 (coins)"
+    if unit and parse_number(unit.group(1)) is not None:
+        return unit.group(1)
     inner = boxed_contents(span)
     if inner is not None:
         return inner.strip()

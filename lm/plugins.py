@@ -36,8 +36,10 @@ def import_function(path: str, what: str = "function") -> Callable[..., Any]:
         raise ValueError(f'{what}: {path!r} is not of the form "package.module:function"')
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"{what} {path!r}: cannot import module {module_name!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - ImportError, and a SyntaxError or any error the module raises
+        raise ValueError(
+            f"{what} {path!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}"
+        ) from e
     target: Any = module
     for part in attr.split("."):
         try:

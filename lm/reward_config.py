@@ -8,6 +8,7 @@ preflight validates its rewards again then).
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -48,6 +49,13 @@ class RuleReward(StrictModel):
 
     @model_validator(mode="after")
     def _resolves(self) -> RuleReward:
+        if isinstance(self.args.get("pattern"), str):  # r1_format's: a bad one scored every item 0
+            try:
+                re.compile(self.args["pattern"])
+            except re.error as e:
+                raise ValueError(
+                    f"reward {self.name!r}: args.pattern is not a regular expression: {e}"
+                ) from None
         fn = find_reward(self.name)  # an unknown name or a path that does not import fails here
         if fn is None:  # a built-in, checked in full once lm.rewards is loaded (the stages' preflight)
             return self

@@ -137,6 +137,11 @@ def test_world_arithmetic_problems() -> None:
         "7" * 5000,
         "<think>" * 1000,
         "72 " + "word " * 100000,  # long; the last number is the 72 at the start
+        # inputs that made the answer readers' regular expressions backtrack for 8-42 s each
+        "1" + ",000" * 25_000 + "0",
+        "<answer>" + "\\(" * 50_000 + "</answer>",
+        "<answer>" * 12_500,
+        "#### 5" + " " * 100_000 + "x",
     ],
 )
 def test_malformed_completions_never_raise(completion: str) -> None:
@@ -271,6 +276,9 @@ def explode(completion, reference):
 
 def not_a_number(completion, reference):
     return float("nan")
+
+def huge(completion, reference):
+    return 1e308
 
 def spin(completion, reference):
     while True:
@@ -430,3 +438,31 @@ def test_the_config_knows_the_built_in_rewards_before_they_load() -> None:
 
     assert set(BUILT_IN_REWARDS) <= set(REWARDS)
     assert set(BUILT_IN_REWARDS) == {n for n, fn in REWARDS.items() if fn.__module__ == "lm.rewards"}
+
+
+def test_a_number_with_its_unit_is_the_answer_and_an_infinite_sum_scores_zero(
+    user_module, write_module
+) -> None:
+    """Found by a hostile test of the rewards: "<answer>18 coins</answer>" scored 0 (one word after the
+    number was not read as a unit); two finite rewards weighted past a float made an infinite reward,
+    NaN advantages and NaN gradients; a bad r1_format pattern and a reward module with a syntax error
+    got through the config check."""
+    for tagged in (
+        "18 coins",
+        "18 dollars",
+        "18 km/h",
+        "18 (coins)",
+        "18 gold coins",
+        "The total is 18 coins.",
+    ):
+        assert numeric_accuracy(f"<answer>{tagged}</answer>", "18") == 1.0, tagged
+    assert numeric_accuracy("<answer>-5 degrees</answer>", "-5") == 1.0
+    assert numeric_accuracy("<answer>x<answer>7</answer>", "7") == 1.0  # the last opening tag
+    scorer = RuleScorer({"rules": [{"name": f"{user_module}:huge", "weight": 2.0}]})
+    (item,) = scorer.score([RewardItem("a", "anything", "")])
+    assert (item.status, item.reward) == ("error", 0.0) and "combined reward is inf" in item.error
+    with pytest.raises(ValidationError, match="args.pattern is not a regular expression"):
+        RewardConfig(rules=[{"name": "r1_format", "args": {"pattern": "("}}])
+    broken = write_module("def f(completion, reference:\n    return 1\n", "broken_syntax_reward")
+    with pytest.raises(ValidationError, match="cannot import module .*SyntaxError"):
+        RewardConfig(rules=[{"name": f"{broken}:f"}])
