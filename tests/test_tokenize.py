@@ -321,8 +321,10 @@ def test_rewrite_keeps_files_codecs_and_row_groups_and_a_bad_page_is_one_line(
     assert sum(r["token_count"] for r in rows) + numbers["documents"] == numbers["tokens"]
     assert not [p for p in run.rglob(".*")]  # no temporary files or folders left
 
-    # a data page that does not decode: one line naming the file; tokens/ and data/clean/ unchanged
+    # a data page that does not decode: one line naming the file; tokenizer/, tokens/ and data/clean/
+    # unchanged (the tokenizer was saved before the encoding failed: a new tokenizer beside old shards)
     shards = {p: p.read_bytes() for p in (run / "tokens").rglob("*") if p.is_file()}
+    tokenizer_files = {p: p.read_bytes() for p in (run / "tokenizer").rglob("*") if p.is_file()}
     raw = bytearray((folder / "z.parquet").read_bytes())
     middle = len(raw) // 2
     raw[middle : middle + 2000] = bytes(range(256)) * 7 + bytes(208)
@@ -331,6 +333,7 @@ def test_rewrite_keeps_files_codecs_and_row_groups_and_a_bad_page_is_one_line(
         with pytest.raises(ConfigError, match=r"z\.parquet could not be read as parquet"):
             job.run(_config(run, batch_size=32, tokenizer=tokenizer))
     assert {p: p.read_bytes() for p in (run / "tokens").rglob("*") if p.is_file()} == shards
+    assert {p: p.read_bytes() for p in (run / "tokenizer").rglob("*") if p.is_file()} == tokenizer_files
     assert (folder / "z.parquet").read_bytes() == bytes(raw)
     assert sorted(p.name for p in folder.iterdir()) == ["z.parquet"]
 

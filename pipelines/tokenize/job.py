@@ -193,8 +193,11 @@ def _text_batches(f: Path, tc: TokenizeConfig) -> Iterator[pa.RecordBatch]:
         raise unreadable(f, e) from None
 
 
-def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tokenizer:
-    """Train or load the tokenizer and save it to ``<run>/tokenizer`` (replacing any old one whole)."""
+def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], into: Path) -> Tokenizer:
+    """Train or load the tokenizer and save it to ``into``: the staged folder that replaces
+    ``<run>/tokenizer`` together with the token shards, so a run that fails later leaves the old
+    tokenizer beside the old shards (a new one beside old shards made pretraining export a model whose
+    tokenizer had ids its embedding lacked)."""
     if tc.tokenizer == "train":
         pattern = tc.pattern or DEFAULT_PATTERN
         log.info("training a byte-level BPE tokenizer, vocab_size=%d, pattern=%s", tc.vocab_size, pattern)
@@ -219,9 +222,8 @@ def prepare_tokenizer(tc: TokenizeConfig, files: list[Path], run: RunDir) -> Tok
             tok = load_tokenizer(tc.tokenizer, pattern=tc.pattern)
         except TokenizerError as e:  # a wrong path or file is the config's fault: say which key
             raise ConfigError(f"tokenize.tokenizer: {e}") from None
-    with atomic.staged_dir(run.tokenizer) as new:
-        tok.save(new)
-    log.info("tokenizer %s (%d ids) saved to %s", tok.name, tok.vocab_size, run.tokenizer)
+    tok.save(into)
+    log.info("tokenizer %s (%d ids) prepared", tok.name, tok.vocab_size)
     return tok
 
 
@@ -285,21 +287,19 @@ def run(cfg: RunConfig, name: str = "tokenize") -> dict[str, Any]:
         partition_cols or "-",
     )
 
-    started = time.time()
-    tok = prepare_tokenizer(tc, files, run_dir)
-    tokenizer_seconds = time.time() - started
-    dtype = token_dtype(tok.vocab_size)
-
     parts = atomic.fresh_dir(run_dir.scratch(name, "parts"))
     with contextlib.ExitStack() as swaps:  # the new outputs replace the old ones only if all went well
+        new_tokenizer = swaps.enter_context(atomic.staged_dir(run_dir.tokenizer))  # replaced last
+        started = time.time()
+        tok = prepare_tokenizer(tc, files, new_tokenizer)
+        tokenizer_seconds = time.time() - started
+        dtype = token_dtype(tok.vocab_size)
         new_tokens = swaps.enter_context(atomic.staged_dir(run_dir.tokens))
         new_clean = swaps.enter_context(atomic.staged_dir(run_dir.clean)) if tc.write_clean else None
         if new_clean is not None and tc.input and Path(tc.input).resolve() != run_dir.clean.resolve():
             log.warning("%s will be replaced by the tokenized copy of %s", run_dir.clean, tc.input)
         encode_started = time.time()
-        stats = _encode_files(
-            tc, cfg, input_dir, files, input_rows, run_dir.tokenizer, parts, dtype, new_clean
-        )
+        stats = _encode_files(tc, cfg, input_dir, files, input_rows, new_tokenizer, parts, dtype, new_clean)
         ray_seconds = time.time() - encode_started
         index = _assemble(parts, new_tokens, tok, dtype, tc, run_dir)
         encode_seconds = time.time() - encode_started
