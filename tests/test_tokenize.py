@@ -290,8 +290,21 @@ def test_unreadable_input_file_is_one_line_before_anything_is_written(tmp_path: 
     pq.write_table(pa.table({"body": ["x"]}), folder / "other.parquet")
     with pytest.raises(ConfigError, match=r"other\.parquet has no column 'text'"):
         job.run(_config(run))
+    (folder / "other.parquet").unlink()
+    # bytes where text should be, and a string column whose bytes are not UTF-8: one line each (both
+    # were tracebacks, one from inside a Ray task)
+    pq.write_table(pa.table({"text": pa.array([b"caf\xe9"], pa.binary())}), folder / "binary.parquet")
+    with pytest.raises(ConfigError, match=r"column 'text' of .*binary\.parquet is binary, not text"):
+        job.run(_config(run))
+    (folder / "binary.parquet").unlink()
+    bad_utf8 = pa.Array.from_buffers(
+        pa.string(), 1, [None, pa.py_buffer(b"\x00\x00\x00\x00\x04\x00\x00\x00"), pa.py_buffer(b"ab\xff\xfe")]
+    )
+    pq.write_table(pa.table({"text": bad_utf8}), folder / "latin.parquet")
+    with pytest.raises(ConfigError, match=r"latin\.parquet holds text that is not valid UTF-8"):
+        job.run(_config(run))
     assert not (run / "tokens").exists() and not (run / "tokenizer").exists()
-    assert sorted(p.name for p in folder.iterdir()) == ["good.parquet", "other.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["good.parquet", "latin.parquet"]
 
 
 @pytest.mark.slow

@@ -132,11 +132,17 @@ def encode_batch(table: pa.Table | pa.RecordBatch, settings: EncodeSettings) -> 
 
 # -- one file ------------------------------------------------------------------------------------
 
-UNREADABLE = (OSError, pa.ArrowException)  # what pyarrow raises on a damaged file
+# what pyarrow raises on a damaged file, and on string data that is not UTF-8 (to_pylist)
+UNREADABLE = (OSError, pa.ArrowException, UnicodeDecodeError)
 
 
 def unreadable(path: str | os.PathLike[str], error: BaseException) -> ConfigError:
     """The one line for an input file that pyarrow cannot read (its footer, or a page)."""
+    if isinstance(error, UnicodeDecodeError):  # was a traceback (from a Ray task, 48 lines)
+        return ConfigError(
+            f"tokenize: {path} holds text that is not valid UTF-8 ({error.reason} at byte {error.start} of a "
+            "value); rerun the clean stage on it, which decodes and counts such bytes"
+        )
     return ConfigError(
         f"tokenize: {path} could not be read as parquet ({type(error).__name__}: {error}); repair or "
         "remove it, or rerun the clean stage"

@@ -162,7 +162,10 @@ def training_sample(files: list[Path], tc: TokenizeConfig) -> Iterator[str]:
     progress = Progress("tokenizer training sample", min(max_docs, total_rows), unit="docs")
     for f in files:
         for batch in _text_batches(f, tc):
-            texts = batch.column(tc.text_column).to_pylist()
+            try:
+                texts = batch.column(tc.text_column).to_pylist()
+            except UnicodeDecodeError as e:  # string data that is not UTF-8
+                raise unreadable(f, e) from None
             has_ids = tc.id_column in batch.schema.names
             ids = batch.column(tc.id_column).to_pylist() if has_ids else [None] * len(texts)
             picked = 0
@@ -325,12 +328,18 @@ def _input_rows(files: list[Path], tc: TokenizeConfig) -> int:
         try:
             with pq.ParquetFile(f) as pf:
                 rows += pf.metadata.num_rows
-                names = pf.schema_arrow.names
+                schema = pf.schema_arrow
         except UNREADABLE as e:
             raise unreadable(f, e) from None
-        if tc.text_column not in names:
+        if tc.text_column not in schema.names:
             raise ConfigError(
-                f"tokenize: {f} has no column {tc.text_column!r} (tokenize.text_column); columns: {names}"
+                f"tokenize: {f} has no column {tc.text_column!r} (tokenize.text_column); columns: {schema.names}"
+            )
+        kind = schema.field(tc.text_column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
+            raise ConfigError(  # bytes reached str methods in a Ray task: a traceback
+                f"tokenize: column {tc.text_column!r} of {f} is {kind}, not text; the clean stage writes text "
+                "(it decodes a binary column's bytes, charset detected): clean it first"
             )
     return rows
 
