@@ -572,6 +572,15 @@ def test_a_checkpoint_of_another_model_seq_len_or_seed_fails_once_on_the_driver(
     caplog.set_level("INFO", logger="raychat.train")
     driver.check_resumable(spec)
     assert f"resuming at step 3 of a run now set to {total} steps (it was {total // 2})" in caplog.text
+    # a state file cut short is one line on the driver (it was a traceback from the worker or the export)
+    import torch
+
+    state = tmp_path / "checkpoints" / "pretrain" / "checkpoint_step0000003" / "state.pt"
+    torch.save({"weights": torch.zeros(1000)}, state)
+    driver.check_resumable(spec)  # whole: fine
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(ConfigError, match=r"checkpoint_step0000003 is damaged \(state\.pt: .*--force"):
+        driver.check_resumable(spec)
 
 
 def test_the_latest_checkpoint_is_the_one_ray_train_committed(tmp_path):

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,11 @@ def check_resumable(spec: FitSpec) -> tuple[Path, dict[str, Any]] | None:
         meta = read_meta(latest)
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{spec.stage}: cannot read {latest / META_FILE} ({e})") from None
+    if damaged := _damaged_state(latest):  # was a traceback from the worker, or from the export
+        raise ConfigError(
+            f"{spec.stage}: the checkpoint in {latest} is damaged ({damaged}); rerun with --force to set "
+            f"the checkpoints in {spec.storage} aside and train from step 0"
+        )
     problems = incompatibilities(meta, spec.task)
     step, total = meta.get("step", 0), spec.task.total_steps
     if step > total:  # the model would come out with more steps than asked for, unsaid
@@ -171,6 +177,18 @@ def check_resumable(spec: FitSpec) -> tuple[Path, dict[str, Any]] | None:
             f"checkpoints in {spec.storage} aside and train from step 0"
         )
     return latest, meta
+
+
+def _damaged_state(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's torch files, if anything: each is a zip archive, whose
+    directory at its end a cut-short file lacks (read without loading the tensors)."""
+    for path in sorted(checkpoint.glob("*.pt")):
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{path.name}: {e}"
+    return None
 
 
 def set_aside_stale_checkpoints(spec: FitSpec) -> Path | None:
