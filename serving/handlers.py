@@ -123,8 +123,10 @@ def _chat_choice(
 
 def forced_call_opening(name: str) -> str:
     """The text a reply that must call ``name`` starts with: the call's opening as the chat format
-    writes it (``tool_call_text``), up to where the arguments go."""
-    return TOOL_CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments": '
+    writes it (``tool_call_text``), up to where the arguments go. It ends at the colon, a boundary
+    of the tokenizer's split pattern, so the model writes `` {`` as the one token it was trained on
+    (a prompt ending in the space would split it in two)."""
+    return TOOL_CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
 
 
 def _forced_choice(

@@ -284,10 +284,10 @@ def test_a_forced_call_returns_the_arguments_the_model_wrote():
 
     from serving.handlers import _forced_choice, forced_call_opening
 
-    assert forced_call_opening("f") == '<tool_call>\n{"name": "f", "arguments": '
+    assert forced_call_opening("f") == '<tool_call>\n{"name": "f", "arguments":'
     req = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     for written, arguments in (
-        ('{"city":  "Paris"}}\n</tool_call>', '{"city": "Paris"}'),  # JSON: re-serialised
+        (' {"city":  "Paris"}}\n</tool_call>', '{"city": "Paris"}'),  # JSON: re-serialised
         ('{"city": "Par}\n</tool_call>', '{"city": "Par'),  # not JSON: as written, less the call's brace
         ("Paris", "Paris"),
     ):
