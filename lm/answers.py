@@ -42,7 +42,11 @@ _LATEX_HINT = re.compile(r"\\[a-zA-Z]+|[\^{}_=]|[a-zA-Z]\s*[-+*/]|sqrt|pi")
 # What may surround a number and not change it: LaTeX math delimiters and spacing, currency, units.
 _STRIP = re.compile(r"\\[,!;: ]|\\(?:text|mathrm|textbf|mathbf)\{[^{}]*\}|\\?\$|\\\(|\\\)|\\\[|\\\]|[€£]")
 _INNER_SPACE = re.compile(r"(?<=[-+/])\s+|\s+(?=[/%])")
-_NUMBER_AND_UNIT = re.compile(r"(\S+)\s+\(?[^\W\d_][^\s()]*\)?")  # a number, then one word
+# a number, then one word of two letters or more that is a unit, not mathematics or a scale
+_NUMBER_AND_UNIT = re.compile(
+    r"(\S+)\s+\(?(?!(?:pi|e|i|hundred|thousand|million|billion|trillion|percent)\b)[^\W\d_]{2}[^\s()]*\)?",
+    re.IGNORECASE,
+)
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 
 MAX_SYMBOLIC_CHARS = 300  # longer answers are not given to sympy (no real final answer is longer)
@@ -72,7 +76,8 @@ def last_number(text: str) -> str | None:
         start = max(0, end - _LAST_CHARS)
         if start > 0:
             space = next((i for i in range(start, end) if text[i].isspace()), None)
-            start = start if space is None else space + 1  # no white space: cut anyway (bounded)
+            if space is not None and space + 1 < end:  # else no white space to start at: cut anyway
+                start = space + 1
         numbers = find_numbers(text[start:end])
         if numbers:
             return numbers[-1]

@@ -115,12 +115,14 @@ def config_from_hf(hf: dict[str, Any], where: str = CONFIG_FILE) -> ModelConfig:
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", None):
         problems.append(f"RoPE scaling {rope_type!r} (ours is plain RoPE)")
-    window, context = hf.get("sliding_window"), hf.get("max_position_embeddings", 2048)
+    window, context = hf.get("sliding_window"), hf.get("max_position_embeddings") or 2048
     # a window at least the context long attends as full attention does: that model imports
-    if window and hf.get("use_sliding_window", model_type == "mistral") and window < context:
+    sliding = window and hf.get("use_sliding_window", model_type == "mistral")
+    numbers = isinstance(window, int | float) and isinstance(context, int | float)
+    if sliding and not (numbers and window >= context):
         problems.append(f"sliding-window attention ({window} of a {context}-token context)")
     top, nested = hf.get("rope_theta"), (hf.get("rope_parameters") or {}).get("rope_theta")
-    if top is not None and nested is not None and float(top) != float(nested):
+    if top is not None and nested is not None and top != nested:
         # transformers 5 reads rope_parameters, 4.x and vLLM rope_theta: the model differs by reader
         problems.append(f"rope_theta {top} disagrees with rope_parameters.rope_theta {nested}")
     if model_type == "qwen3":

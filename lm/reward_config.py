@@ -49,7 +49,7 @@ class RuleReward(StrictModel):
 
     @model_validator(mode="after")
     def _resolves(self) -> RuleReward:
-        if isinstance(self.args.get("pattern"), str):  # r1_format's: a bad one scored every item 0
+        if self.name == "r1_format" and isinstance(self.args.get("pattern"), str):  # a bad one scored 0
             try:
                 re.compile(self.args["pattern"])
             except re.error as e:

@@ -197,7 +197,6 @@ _WHATWG_CODECS = {
     "windows-874": "cp874",
     "iso8859-9": "cp1254",
     "iso8859-1": "cp1252",
-    "ascii": "cp1252",
     "iso-8859-8-i": "iso8859-8",
     "x-mac-cyrillic": "mac-cyrillic",
     "macintosh": "mac-roman",
@@ -273,7 +272,8 @@ def _codec(label: str | None) -> str | None:
         info = codecs.lookup(label)
     except LookupError:
         return None
-    if info.name in ("utf-8", "undefined") or not getattr(info, "_is_text_encoding", True):
+    # "ascii" says nothing about the bytes above 127 (a cp1251 page labelled us-ascii): the detector does
+    if info.name in ("utf-8", "ascii", "undefined") or not getattr(info, "_is_text_encoding", True):
         return None
     return _WHATWG_CODECS.get(info.name, info.name)
 

@@ -213,8 +213,8 @@ class ChatCompletionRequest(_Sampling):
     @classmethod
     def _tool_choice(cls, choice: Any, info: ValidationInfo) -> Any:
         tools = info.data.get("tools")  # validated first: declared before
-        if choice is not None and not tools:
-            raise ValueError("tool_choice is only allowed when tools are specified")
+        if choice not in (None, "none", "auto") and not tools:  # "auto"/"none" alone: harmless, accepted
+            raise ValueError("a tool_choice that calls a tool needs tools")
         names = [t["function"]["name"] for t in tools or ()]
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise ValueError(f"it names function {choice.function.name!r}, which is not in tools")

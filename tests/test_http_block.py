@@ -106,5 +106,6 @@ def test_bodies_crawlers_mislabel_in_small_ways_are_still_pages() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked
     )
     assert split_http(block, 10**6) == ("text/html", None, HTML)
+    assert inflate_body(gzip.compress(b""), "gzip", 10**6) == b""  # an empty page gzipped: complete
     twice = b"HTTP/1.1 200 OK\r\nContent-Type: text/html, text/html; charset=utf-8\r\n\r\n" + HTML
     assert split_http(twice, 10**6) == ("text/html", "utf-8", HTML)

@@ -429,6 +429,8 @@ def test_a_latin1_header_yields_to_another_declared_charset_and_few_bad_bytes_ke
     # any bytes decode as windows-1252, so the server's default iso-8859-1 header came first and won
     assert decode_text(page, ["iso-8859-1", "windows-1251"])[:2] == ("О компании: наши новости", "cp1251")
     assert decode_text(b"caf\xe9 \x81", ["iso-8859-1"]) == ("café \x81", "cp1252", 0)  # WHATWG's C1 reading
+    # a us-ascii label says nothing of the bytes above 127: the detector reads them, not windows-1252
+    assert decode_text(page, ["us-ascii"])[1] != "cp1252"
     japanese = ("日本語のページです。" * 20).encode("cp932")
     text, codec, bad = decode_text(japanese[:40] + b"\x81\x7f" + japanese[40:], ["shift_jis"])
     assert (codec, bad) == ("cp932", 1) and text.count("日本語のページです。") == 20

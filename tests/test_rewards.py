@@ -142,6 +142,10 @@ def test_world_arithmetic_problems() -> None:
         "<answer>" + "\\(" * 50_000 + "</answer>",
         "<answer>" * 12_500,
         "#### 5" + " " * 100_000 + "x",
+        # a window of the last-number search that began at its own end looped for ever
+        "a" * 5000 + " ",
+        "The result: 42. " + "=" * 1200 + "\n",
+        "x " * 10 + "b" * 999 + " ",
     ],
 )
 def test_malformed_completions_never_raise(completion: str) -> None:
@@ -457,6 +461,9 @@ def test_a_number_with_its_unit_is_the_answer_and_an_infinite_sum_scores_zero(
     ):
         assert numeric_accuracy(f"<answer>{tagged}</answer>", "18") == 1.0, tagged
     assert numeric_accuracy("<answer>-5 degrees</answer>", "-5") == 1.0
+    for not_a_unit in ("2 pi", "3 x", "10 million", "4 e"):  # mathematics or a scale, not a unit
+        assert numeric_accuracy(f"<answer>{not_a_unit}</answer>", not_a_unit.split()[0]) == 0.0, not_a_unit
+    assert numeric_accuracy("The result: 42. " + "=" * 1200 + "\n", "42") == 1.0
     assert numeric_accuracy("<answer>x<answer>7</answer>", "7") == 1.0  # the last opening tag
     scorer = RuleScorer({"rules": [{"name": f"{user_module}:huge", "weight": 2.0}]})
     (item,) = scorer.score([RewardItem("a", "anything", "")])

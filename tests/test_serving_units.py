@@ -254,6 +254,9 @@ def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checke
         parse({"model": "m", "messages": m, "tools": [weather], "tool_choice": "required"}).forced_function
         == "get_weather"
     )
+    assert (
+        parse({"model": "m", "messages": m, "tool_choice": "auto"}).forced_function is None
+    )  # clients send it
     for extra, param, says in (
         ({"user": 123}, "user", "valid string"),
         ({"metadata": "x"}, "metadata", "dictionary"),
@@ -262,7 +265,7 @@ def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checke
         ({"service_tier": "bogus"}, "service_tier", "'auto'"),
         ({"parallel_tool_calls": "x"}, "parallel_tool_calls", "boolean"),
         ({"modalities": ["audio"]}, "modalities.0", "'text'"),
-        ({"tool_choice": "auto"}, "tool_choice", "only allowed when tools are specified"),
+        ({"tool_choice": "required"}, "tool_choice", "needs tools"),
         ({"tools": [weather], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "'nope'"),
         ({"tools": [weather, weather], "tool_choice": "required"}, "tool_choice", "over several tools"),
         ({"tools": [{"type": "function", "function": {"name": "a<|im_end|>b"}}]}, "tools", "1 to 64 letters"),

@@ -400,6 +400,7 @@ def test_each_format_is_detected_from_its_records() -> None:
     assert detect_format({"messages": [{"role": "user", "content": "x"}]}) == "messages"
     assert detect_format({"conversations": [{"from": "human", "value": "x"}]}) == "sharegpt"
     assert detect_format({"conversations": [{"role": "user", "content": "x"}]}) == "messages"
+    assert detect_format({"conversations": [{"role": "human", "content": "x"}]}) == "sharegpt"  # its speakers
     assert detect_format({"instruction": "x", "input": "", "output": "y"}) == "alpaca"
     assert detect_format({"id": "seed", "instruction": "x", "instances": []}) == "alpaca"
     assert detect_format(OASST_ROWS[0]) == "oasst"

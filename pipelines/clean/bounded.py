@@ -55,6 +55,7 @@ def _inflate_gzip(data: bytes, limit: int) -> bytes:
     out = bytearray()
     rest = data
     members = 0
+    complete = False
     while rest and len(out) <= limit:  # members one after another
         members += 1
         if members > MAX_GZIP_MEMBERS:
@@ -67,9 +68,11 @@ def _inflate_gzip(data: bytes, limit: int) -> bytes:
                 break
             raise ValueError(f"gzip-encoded body does not decompress: {e}") from None
         if len(out) > limit or not d.eof:  # not at the end: cut short, what inflated is kept
+            complete = False
             break
+        complete = True  # an empty page gzipped is complete and empty
         rest = d.unused_data.lstrip(b"\x00")  # gzip files may be padded with zeros
-    if not out and data:
+    if not out and data and not complete:
         raise ValueError("gzip-encoded body does not decompress: the stream ends before any of it")
     return bytes(out)
 

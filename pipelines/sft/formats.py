@@ -50,8 +50,8 @@ def detect_format(value: Any) -> str | None:
         return None
     turns = value.get("conversations", value.get("messages"))
     if isinstance(turns, list) and turns and isinstance(turns[0], Mapping):
-        if "from" in turns[0]:
-            return "sharegpt"
+        if "from" in turns[0] or str(turns[0].get("role", "")).lower() in _SHAREGPT_ONLY:
+            return "sharegpt"  # ShareGPT's speakers (human, gpt, ...) under 'role' are ShareGPT too
         # OpenAI messages, under 'messages' or under 'conversations' (as many Hugging Face datasets
         # keep them); read as messages, whose weight, tool calls and text parts the ShareGPT reader lost
         return "messages" if "role" in turns[0] else None
@@ -142,7 +142,7 @@ def from_messages(value: Any, **_: Any) -> list[Conversation]:
     messages = rec.get("messages", rec.get("conversations"))
     if not isinstance(messages, list) or not messages:
         raise RecordError("bad_messages", "'messages' is missing or not a non-empty list")
-    system = _text(rec, "system", required=False)  # a top-level system prompt, as ShareGPT records have
+    system = rec.get("system") if isinstance(rec.get("system"), str) else None  # as ShareGPT records have
     if system and not (
         isinstance(messages[0], Mapping) and messages[0].get("role") in ("system", "developer")
     ):
@@ -217,6 +217,19 @@ def _alpaca_one(instruction: str, pair: Mapping[str, Any], rec: Mapping[str, Any
 
 # -- sharegpt ------------------------------------------------------------------------------------
 
+_OPENAI_ROLES = {"system", "developer", "user", "assistant", "tool"}
+# ShareGPT speakers no OpenAI message has: a turn with one under 'role' is a ShareGPT turn
+_SHAREGPT_ONLY = {
+    "human",
+    "gpt",
+    "chatgpt",
+    "bard",
+    "bing",
+    "model",
+    "function_call",
+    "observation",
+    "function",
+}
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -246,11 +259,12 @@ def from_sharegpt(value: Any, **_: Any) -> list[Conversation]:
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
             raise RecordError("bad_turn", f"turn {i} is not an object")
-        if "from" not in turn and "role" in turn:  # an OpenAI message among ShareGPT turns: kept whole
+        if "from" not in turn and str(turn.get("role", "")).lower() in _OPENAI_ROLES:  # an OpenAI message:
+            # kept whole (its weight, tool calls and parts)
             messages.append(dict(turn))
             continue
-        speaker = turn.get("from")
-        text = turn.get("value")
+        speaker = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
         role = SHAREGPT_ROLES.get(str(speaker).lower()) if speaker is not None else None
         if role is None:
             raise RecordError("bad_role", f"turn {i}: unknown speaker {speaker!r}")

@@ -344,6 +344,8 @@ def _input_rows(files: list[Path], tc: TokenizeConfig) -> int:
                 f"tokenize: {f} has no column {tc.text_column!r} (tokenize.text_column); columns: {schema.names}"
             )
         kind = schema.field(tc.text_column).type
+        if pa.types.is_dictionary(kind):  # a pandas categorical: its values are what counts
+            kind = kind.value_type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)):
             raise ConfigError(  # bytes reached str methods in a Ray task: a traceback
                 f"tokenize: column {tc.text_column!r} of {f} is {kind}, not text; the clean stage writes text "
