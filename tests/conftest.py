@@ -63,7 +63,11 @@ def ray_session():
             _system_config={"num_workers_soft_limit": 8},
         )
     yield ray
-    ray.shutdown()
+    from pipelines.runtime import shutdown_and_reap
+
+    # not ray.shutdown(): Ray 2.60's worker processes can deadlock in their own exit (README, runtime),
+    # and two finished Ray Train controllers (546 MB each) outlived a whole CI run that way
+    shutdown_and_reap()
 
 
 @pytest.fixture
