@@ -170,31 +170,30 @@ def _command(sub: Any, name: str, what: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=what, description=what)
 
 
-def _warn_without_config(config: str | None, graph: Graph, stage: str | None = None) -> None:
+def _warn_without_config(
+    config: str | None,
+    graph: Graph,
+    stage: str | None = None,
+    risk: str = "this stage may redo its work on other data",
+) -> None:
     """Without --config the built-in settings apply; on a run that stages already wrote (made with a
     config file, say make demo's runs/tiny with configs/tiny.yaml) they can differ from what made it,
-    and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside).
-    The stage being run does not count: ``raychat clean --input ... --output DIR`` again is no surprise.
-    A server redoes no work (``raychat serve --run-dir runs/tiny`` serves every model of the demo's
-    run, as documented); ``raychat report`` (``stage="report"``) knows only the stages the settings
-    declare."""
-    if config is not None or (stage not in (None, "report") and graph[stage].long_running):
+    and a stage run with them redoes its work on other data (SFT set the demo's checkpoints aside);
+    ``risk`` says what the command at hand may do wrong. The stage being run does not count:
+    ``raychat clean --input ... --output DIR`` again is no surprise. A server redoes no work
+    (``raychat serve --run-dir runs/tiny`` serves every model of the demo's run, as documented)."""
+    if config is not None or (stage is not None and graph[stage].long_running):
         return
     run = RunDir(graph.cfg.run_dir)
     done = [s.name for s in graph if not s.long_running and s.name != stage and is_done(run, s.name)]
-    if not done:
-        return
-    if stage == "report":
-        risk = "report.md may leave out stages the config declares (make demo's pretrain_student)"
-    else:
-        risk = "this stage may redo its work on other data"
-    log.warning(
-        "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
-        "file made this run (make demo: configs/tiny.yaml), pass it with --config, or %s",
-        run.location,
-        ", ".join(done),
-        risk,
-    )
+    if done:
+        log.warning(
+            "no --config: using the built-in settings on %s, which stages (%s) already wrote; if a config "
+            "file made this run (make demo: configs/tiny.yaml), pass it with --config, or %s",
+            run.location,
+            ", ".join(done),
+            risk,
+        )
 
 
 def _run_command(cfg: RunConfig, stages: str | None, force: bool, config: str | None = None) -> int:
@@ -239,7 +238,11 @@ def _report_command(cfg: RunConfig, config: str | None) -> int:
     from pipelines.report import write_report
     from pipelines.run_dir import read_summary
 
-    _warn_without_config(config, Graph(cfg), "report")
+    _warn_without_config(
+        config,
+        Graph(cfg),
+        risk="report.md may leave out stages the config declares (make demo's pretrain_student)",
+    )
     run = RunDir(cfg.run_dir)
     if not read_summary(run):  # a mistyped --run-dir: say so rather than write an empty report there
         raise ConfigError(

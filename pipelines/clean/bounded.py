@@ -67,10 +67,9 @@ def _inflate_gzip(data: bytes, limit: int) -> bytes:
             if members > 1:  # bytes after a complete stream that are not a gzip member: left out
                 break
             raise ValueError(f"gzip-encoded body does not decompress: {e}") from None
-        if len(out) > limit or not d.eof:  # not at the end: cut short, what inflated is kept
-            complete = False
+        complete = d.eof  # an empty page gzipped is complete and empty
+        if len(out) > limit or not complete:  # not at the end: cut short, what inflated is kept
             break
-        complete = True  # an empty page gzipped is complete and empty
         rest = d.unused_data.lstrip(b"\x00")  # gzip files may be padded with zeros
     if not out and data and not complete:
         raise ValueError("gzip-encoded body does not decompress: the stream ends before any of it")

@@ -92,10 +92,8 @@ def document(**fields: Any) -> dict[str, Any]:
 def broken(f: InputFile, index: int, e: BaseException) -> dict[str, Any]:
     """The one error row of a file that breaks: where, and why."""
     if isinstance(e, EOFError) or "truncated" in str(e).lower():  # pyarrow's zstd: OSError("Truncated ...")
-        reason, what = (
-            "truncated_input",
-            "the file ends early",
-        )  # a plain .warc too, not only a compressed one
+        # "the file", not "the compressed stream": a plain .warc is cut short too
+        reason, what = "truncated_input", "the file ends early"
     else:
         reason, what = "corrupt_input", "the file cannot be read further"
     return error_row(f.path, index, reason, f"{what} at record {index}: {type(e).__name__}: {e}")
