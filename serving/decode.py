@@ -11,6 +11,11 @@ always agree.
   ``<|endoftext|>`` end the reply; any other control token is dropped. Raw mode (``/v1/completions``)
   shows every token's text, control tokens as their literal text, except the stop token that ended
   the sample.
+- Function calls (``calls``: the request has function tools): text from a ``<tool_call>`` opening on
+  (with the newline before it) is held back, as is text that could be the start of one, so that a
+  stream never sends as content what the whole reply returns as ``tool_calls``; the caller decides
+  at the end what the held text was (``release``). ``in_call``: the reply starts inside a call (the
+  prompt ended with its opening), so nothing is handed out as content.
 - Stop strings are matched on the decoded content. Text that could be the start of one is held back
   until it cannot, so a client never receives text that is then taken back; on a match the content
   is cut before it and ``stopped`` is set (the caller aborts the request to free its slot). A stop
@@ -39,7 +44,11 @@ from lm.chat_template import (
     RESULT_START,
     SEARCH_END,
     SEARCH_START,
+    TOOL_CALL_OPEN,
 )
+
+# what may precede a function call's opening in a reply: the whole reply drops one newline before it
+_CALL_OPENINGS = ("\n" + TOOL_CALL_OPEN, TOOL_CALL_OPEN)
 
 # the tool kinds as the API names them, with the request field the model wrote
 TOOL_KINDS = {
@@ -129,7 +138,15 @@ class Piece:
 class ReplyDecoder:
     """Decode one choice's tokens (module docstring); ``chat`` selects chat or raw mode."""
 
-    def __init__(self, tokenizer: _Tokenizer, chat: bool, stops: Sequence[str] = (), logprobs: bool = False):
+    def __init__(
+        self,
+        tokenizer: _Tokenizer,
+        chat: bool,
+        stops: Sequence[str] = (),
+        logprobs: bool = False,
+        calls: bool = False,
+        in_call: bool = False,
+    ):
         self.tok = tokenizer
         self.chat = chat
         self.stops = [s for s in stops if s]
@@ -148,6 +165,9 @@ class ReplyDecoder:
         self._call_kind = ""
         self._result: list[int] = []
         self._special: dict[int, str] = {}
+        self.calls = calls or in_call
+        self.call_at: int | None = 0 if in_call else None  # where held function-call text begins
+        self._ended = False  # finish() was called: no text can complete an opening any more
         if chat:
             names = [BOS, IM_END, RESULT_START, RESULT_END] + [
                 t for s, e, _ in TOOL_KINDS.values() for t in (s, e)
@@ -172,10 +192,21 @@ class ReplyDecoder:
     def finish(self) -> Piece:
         """The end of the sample: hand out the held text (no stop string can complete any more)."""
         piece = Piece()
+        self._ended = True
         if not self.stopped:
             self._flush_utf8()
             self._emit(len(self.content), piece)
             self._hand_out(len(self._lp), piece)  # a token with no text at the very end, if any
+        return piece
+
+    def release(self) -> Piece:
+        """Everything still held, text and logprobs: at the end of a reply whose held call text the
+        caller found was no call after all (or to send a call's logprobs)."""
+        piece = Piece()
+        self.calls, self.call_at = False, None
+        if not self.stopped:
+            self._emit(len(self.content), piece)
+        self._hand_out(len(self._lp), piece)
         return piece
 
     def _feed_chat(self, token: int, logprob: float | None, piece: Piece) -> None:
@@ -253,8 +284,8 @@ class ReplyDecoder:
 
     def _emit(self, end: int, piece: Piece) -> None:
         """Hand out the content up to ``end`` (or to the start of a token whose text is not all
-        there yet) and the logprobs of the tokens it holds."""
-        end = self._token_start_before(end)
+        there yet, or of a function call's text) and the logprobs of the tokens it holds."""
+        end = self._token_start_before(min(end, self._call_limit()))
         if end > self.sent:
             piece.text += self.content[self.sent : end]
             self.sent = end
@@ -262,6 +293,24 @@ class ReplyDecoder:
         while n < len(self._lp) and self._lp[n].start < self.sent:
             n += 1
         self._hand_out(n, piece)
+
+    def _call_limit(self) -> int:
+        """Where held function-call text begins (the content's end when there is none): a call's
+        opening with the newline before it, or a tail that could still become one."""
+        if not self.calls:
+            return len(self.content)
+        if self.call_at is None:
+            found = [i for i in (self.content.find(o, self.sent) for o in _CALL_OPENINGS) if i >= 0]
+            if found:
+                self.call_at = min(found)
+        if self.call_at is not None:
+            return self.call_at
+        if self._ended:
+            return len(self.content)
+        for k in range(min(len(_CALL_OPENINGS[0]), len(self.content) - self.sent), 0, -1):
+            if any(o.startswith(self.content[-k:]) for o in _CALL_OPENINGS):
+                return len(self.content) - k
+        return len(self.content)
 
     def _token_start_before(self, end: int) -> int:
         """``end``, or the start of the first token not handed out whose text goes past ``end`` or

@@ -8,14 +8,20 @@ An error after the stream started is sent as an ``{"error": ...}`` event followe
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from lm.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from serving.decode import ReplyDecoder, TokenLogprob
+from lm.chat import ChatFormat
+from serving.decode import Piece, ReplyDecoder, TokenLogprob
+from serving.function_calls import (
+    forced_arguments,
+    forced_call_opening,
+    openai_call,
+    reply_calls,
+    stream_ending,
+)
 from serving.openai_api import (
     SSE_DONE,
     ChatCompletionRequest,
@@ -62,20 +68,22 @@ async def chat_completions(
 ) -> Answer:
     _check_n(req.n, max_n)
     fn_tools = None if req.tool_choice == "none" else req.tools
-    if fn_tools and req.stream:
-        raise OpenAIError("function tools (`tools`) are supported without streaming only", param="stream")
     server_tools = model.server_tools(req.raychat_tools)
     prompt = model.chat_prompt(req.messages, fn_tools, server_tools)
     forced = req.forced_function if fn_tools else None
     if forced:  # the reply starts as that call, up to its arguments, which the model writes
         prompt = prompt + model.tokenizer.encode(forced_call_opening(forced))
     params = model.sampling(req, len(prompt), default_max, req.logprobs)
-    decoders = [model.decoder(True, req.stops, req.logprobs) for _ in range(req.n)]
+    decoders = [
+        model.decoder(True, req.stops, req.logprobs, calls=bool(fn_tools), in_call=bool(forced))
+        for _ in range(req.n)
+    ]
     job = Job(prompt, params, server_tools, decoders, 0)
     first, rest = await _started(model.updates([job]))
     rid = new_id("chatcmpl")
     if req.stream:
-        return _chat_stream(rid, model.name, req, job, _all(first, rest))
+        fn = _Functions(model.chat_format if fn_tools else None, forced)
+        return _chat_stream(rid, model.name, req, job, fn, _all(first, rest))
     async for _ in _all(first, rest):
         pass
     choices = [
@@ -94,22 +102,27 @@ def _chat_choice(
     message: dict[str, Any] = {"role": "assistant", "content": dec.content}
     if dec.tool_uses:
         message["raychat_tool_uses"] = [u.as_dict() for u in dec.tool_uses]
-    if fn and model.chat_format is not None and not dec.stopped:
-        parsed = model.chat_format.parse_assistant(dec.token_ids).message
-        if parsed.get("tool_calls"):
-            message["content"] = _text_without_calls(parsed) or None
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{uuid.uuid4().hex[:24]}",
-                    "type": "function",
-                    "function": {
-                        "name": c["function"]["name"],
-                        "arguments": json.dumps(c["function"]["arguments"], ensure_ascii=False),
-                    },
-                }
-                for c in parsed["tool_calls"]
-            ]
+    if fn:
+        content, calls = reply_calls(model.chat_format, dec)
+        if calls:
+            message["content"] = content or None
+            message["tool_calls"] = calls
             finish = "tool_calls"
+    return _choice(i, message, dec, finish, req)
+
+
+def _forced_choice(
+    i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, name: str
+) -> dict[str, Any]:
+    """The choice of a reply made to call ``name`` (its arguments: ``forced_arguments``)."""
+    call = openai_call(name, forced_arguments(dec.content))
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return _choice(i, message, dec, "length" if finish == "length" else "tool_calls", req)
+
+
+def _choice(
+    i: int, message: dict[str, Any], dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest
+) -> dict[str, Any]:
     choice: dict[str, Any] = {
         "index": i,
         "message": message,
@@ -121,85 +134,60 @@ def _chat_choice(
     return choice
 
 
-def forced_call_opening(name: str) -> str:
-    """The text a reply that must call ``name`` starts with: the call's opening as the chat format
-    writes it (``tool_call_text``), up to where the arguments go. It ends at the colon, a boundary
-    of the tokenizer's split pattern, so the model writes `` {`` as the one token it was trained on
-    (a prompt ending in the space would split it in two)."""
-    return TOOL_CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
+@dataclass(frozen=True)
+class _Functions:
+    """How a stream reads function calls: the chat format to parse them with (None: the request has
+    no function tools), and the function a forced reply calls."""
 
-
-def _forced_choice(
-    i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, name: str
-) -> dict[str, Any]:
-    """The choice of a reply made to call ``name``: its arguments are the JSON object the model wrote
-    after the opening, re-serialised; text that is not one (a small model's) is returned as written,
-    up to the call's end, as OpenAI warns that arguments may not be valid JSON."""
-    written = dec.content.split(TOOL_CALL_CLOSE.strip(), 1)[0]
-    try:
-        value, _ = json.JSONDecoder().raw_decode(written.lstrip())
-        arguments = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
-    except json.JSONDecodeError:
-        arguments = None
-    if arguments is None:
-        arguments = written.strip().removesuffix("}").rstrip()
-    call = {
-        "id": f"call_{uuid.uuid4().hex[:24]}",
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }
-    choice: dict[str, Any] = {
-        "index": i,
-        "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-        "logprobs": {"content": [t.entry() for t in dec.logprobs]} if req.logprobs else None,
-        "finish_reason": "length" if finish == "length" else "tool_calls",
-    }
-    if req.return_token_ids:
-        choice["token_ids"] = dec.token_ids
-    return choice
-
-
-def _text_without_calls(parsed: dict[str, Any]) -> str:
-    content = parsed.get("content")
-    if isinstance(content, str):
-        return content
-    return "".join(p["text"] for p in content or () if p.get("type") == "text")
+    chat_format: ChatFormat | None
+    forced: str | None
 
 
 async def _chat_stream(
-    rid: str, name: str, req: ChatCompletionRequest, job: Job, updates: AsyncIterator[ChoiceUpdate]
+    rid: str,
+    name: str,
+    req: ChatCompletionRequest,
+    job: Job,
+    fn: _Functions,
+    updates: AsyncIterator[ChoiceUpdate],
 ) -> AsyncIterator[str]:
     created = int(time.time())
     for i in range(req.n):
-        choice = {
-            "index": i,
-            "delta": {"role": "assistant", "content": ""},
-            "logprobs": None,
-            "finish_reason": None,
-        }
+        delta: dict[str, Any] = {"role": "assistant", "content": ""}
+        if fn.forced:  # as OpenAI opens a forced call: its id and name first, the arguments after
+            opening = openai_call(fn.forced, "") | {"index": 0}
+            delta = {"role": "assistant", "content": None, "tool_calls": [opening]}
+        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
         chunk = chat_chunk(rid, created, name, [choice])
         if req.return_token_ids and i == 0:
             chunk["prompt_token_ids"] = job.prompt
         yield sse(chunk)
     try:
         async for u in updates:
-            delta: dict[str, Any] = {}
-            if u.piece.text:
-                delta["content"] = u.piece.text
-            tool_deltas = [t.start_delta() for t in u.piece.tools_started]
-            tool_deltas += [{"index": t.index, "result": t.result} for t in u.piece.tools_done]
+            piece, finish = u.piece, u.finish
+            delta = {"content": piece.text} if piece.text else {}
+            if finish is not None and (fn.chat_format or fn.forced):
+                ending, rest, finish = stream_ending(fn.chat_format, job.decoders[u.index], fn.forced, finish)
+                if "content" in ending:
+                    ending["content"] = delta.get("content", "") + ending["content"]
+                delta |= ending
+                piece = Piece(
+                    piece.text, piece.logprobs + rest.logprobs, piece.tools_started, piece.tools_done
+                )
+            tool_deltas = [t.start_delta() for t in piece.tools_started]
+            tool_deltas += [{"index": t.index, "result": t.result} for t in piece.tools_done]
             if tool_deltas:
                 delta["raychat_tool_uses"] = tool_deltas
-            if not delta and u.finish is None:
+            if not delta and finish is None:
                 continue
-            lp = u.piece.logprobs
+            lp = piece.logprobs
             choice = {
                 "index": u.index,
                 "delta": delta,
                 "logprobs": {"content": [t.entry() for t in lp]} if req.logprobs and lp else None,
-                "finish_reason": u.finish,
+                "finish_reason": finish,
             }
-            if u.finish is not None and req.return_token_ids:
+            if finish is not None and req.return_token_ids:
                 choice["token_ids"] = job.decoders[u.index].token_ids
             yield sse(chat_chunk(rid, created, name, [choice]))
         if req.include_usage:

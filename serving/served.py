@@ -207,8 +207,10 @@ class ServedModel:
             code="context_length_exceeded",
         )
 
-    def decoder(self, chat: bool, stops: Sequence[str], logprobs: bool) -> ReplyDecoder:
-        return ReplyDecoder(self.tokenizer, chat=chat, stops=stops, logprobs=logprobs)
+    def decoder(
+        self, chat: bool, stops: Sequence[str], logprobs: bool, calls: bool = False, in_call: bool = False
+    ) -> ReplyDecoder:
+        return ReplyDecoder(self.tokenizer, chat, stops, logprobs, calls=calls, in_call=in_call)
 
     # -- generation ----------------------------------------------------------------------------------
 

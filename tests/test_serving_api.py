@@ -244,6 +244,35 @@ def test_tool_choice_naming_a_function_makes_the_reply_that_call(client):
         )
 
 
+def test_streaming_with_tools_adds_up_to_the_whole_reply(client):
+    """Agent frameworks stream with tools on (that was a 400). The openai client's own stream helper
+    accumulates the chunks into the same message the whole reply is: text when the model answers
+    (this one, with tools in its prompt, babbles), the call (id and name first, then the arguments) when it must call."""
+    asked = dict(model="sft", messages=ask("Hello"), tools=[WEATHER], max_tokens=120, **GREEDY)
+    whole = client.chat.completions.create(**asked)
+    with client.chat.completions.stream(**asked) as stream:
+        streamed = stream.get_final_completion()
+    assert streamed.choices[0].message.content == whole.choices[0].message.content
+    assert streamed.choices[0].message.tool_calls is None is whole.choices[0].message.tool_calls
+    assert streamed.choices[0].finish_reason == whole.choices[0].finish_reason == "stop"
+    named = {"type": "function", "function": {"name": WEATHER["function"]["name"]}}
+    forced = dict(asked, messages=ask("What is the weather in Paris?"), tool_choice=named, max_tokens=24)
+    whole = client.chat.completions.create(**forced).choices[0]
+    chunks = list(client.chat.completions.create(**forced, stream=True))
+    first = chunks[0].choices[0].delta.tool_calls[0]
+    assert (
+        first.id.startswith("call_")
+        and first.function.name == "get_weather"
+        and first.function.arguments == ""
+    )
+    arguments = "".join(
+        tc.function.arguments or "" for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()
+    )
+    assert arguments == whole.message.tool_calls[0].function.arguments
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)
+
+
 def test_chat_logprobs_spell_exactly_the_text_a_stop_string_cut(client):
     """stop="heir" begins inside the token "the" of "their" (one of the tokenizer's merges): the
     reply ends "wrote t" and so must its logprobs (the last entry was "the", a token past the cut)."""

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 import serving_helpers
-from serving_helpers import GREEDY, KEYS, WEATHER, ask, stats, wait_idle
+from serving_helpers import GREEDY, KEYS, ask, stats, wait_idle
 
 # the module's application (tests/serving_helpers.py): pytest finds fixtures by these names
 server, client, http = serving_helpers.server, serving_helpers.client, serving_helpers.http
@@ -122,12 +122,6 @@ openai = pytest.importorskip("openai")
             400,
             "messages",
             "you requested at least 36000",  # 3 tokens a message at the least
-        ),
-        (
-            json.dumps({"model": "sft", "messages": ask("hi"), "stream": True, "tools": [WEATHER]}).encode(),
-            400,
-            "stream",
-            "without streaming",
         ),
     ],
 )

@@ -285,7 +285,8 @@ def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checke
 def test_a_forced_call_returns_the_arguments_the_model_wrote():
     from types import SimpleNamespace
 
-    from serving.handlers import _forced_choice, forced_call_opening
+    from serving.function_calls import forced_call_opening
+    from serving.handlers import _forced_choice
 
     assert forced_call_opening("f") == '<tool_call>\n{"name": "f", "arguments":'
     req = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -454,6 +455,128 @@ def test_function_calls_become_openai_tool_calls():
     assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Rivmouth"}'}
     plain = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=False)
     assert "tool_calls" not in plain["message"] and plain["finish_reason"] == "stop"
+
+
+def _streamed(ids: list[int], body: dict, forced: str | None = None) -> tuple[dict, dict]:
+    """A reply of ``ids`` streamed through the chat handler token by token, accumulated as the
+    openai client's stream helper does; and the same reply answered whole."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from serving.handlers import _chat_choice, _chat_stream, _forced_choice, _Functions
+    from serving.served import ChoiceUpdate, Job
+
+    req = parse(body)
+    fn = bool(req.tools)
+    dec = ReplyDecoder(TOK, chat=True, stops=req.stops, logprobs=True, calls=fn, in_call=bool(forced))
+    job = Job([1, 2], None, [], [dec], 0)  # type: ignore[arg-type]
+
+    async def updates():
+        for i, t in enumerate(ids):
+            last = i == len(ids) - 1
+            piece = dec.feed(t, -0.5, is_stop=last and t == sp("<|im_end|>"))
+            if last or dec.stopped:
+                yield ChoiceUpdate(0, piece)
+                yield ChoiceUpdate(0, dec.finish(), "stop")
+                return
+            yield ChoiceUpdate(0, piece)
+
+    async def collect():
+        stream = _chat_stream("id", "m", req, job, _Functions(CHAT if fn else None, forced), updates())
+        return [chunk async for chunk in stream]
+
+    events = [e.removeprefix("data: ").strip() for e in asyncio.run(collect())]
+    assert events[-1] == "[DONE]"
+    got: dict = {"content": None, "early": "", "tool_calls": {}, "logprobs": [], "finish_reason": None}
+    for event in events[:-1]:
+        (choice,) = json.loads(event)["choices"]
+        delta = choice["delta"]
+        if delta.get("content"):
+            got["content"] = (got["content"] or "") + delta["content"]
+            got["early"] += delta["content"] if choice["finish_reason"] is None else ""
+        for tc in delta.get("tool_calls") or ():
+            call = got["tool_calls"].setdefault(tc["index"], {"name": "", "arguments": ""})
+            call["id"] = tc.get("id", call.get("id"))
+            call["name"] += tc.get("function", {}).get("name") or ""
+            call["arguments"] += tc.get("function", {}).get("arguments") or ""
+        got["logprobs"] += [e["token"] for e in (choice["logprobs"] or {}).get("content", [])]
+        got["finish_reason"] = choice["finish_reason"] or got["finish_reason"]
+    dec.finish()  # the whole reply reads the same decoder's state
+    model = SimpleNamespace(chat_format=CHAT)
+    whole = (
+        _forced_choice(0, dec, "stop", req, forced)
+        if forced
+        else _chat_choice(model, 0, dec, "stop", req, fn)
+    )  # type: ignore[arg-type]
+    return got, whole
+
+
+def _reply_ids(message: dict) -> list[int]:
+    msgs = [{"role": "user", "content": "q"}, message]
+    return CHAT.render_conversation(msgs).ids[len(CHAT.render_prompt(msgs[:1]).ids) : -1]
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather"}}
+WITH_TOOLS = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "q"}],
+    "tools": [WEATHER_TOOL],
+    "logprobs": True,
+}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": "Checking.", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rivmouth"}}}]},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "A"}}}, {"type": "function", "function": {"name": "get_time", "arguments": {}}}]},
+        {"role": "assistant", "content": "A <tool> is not\n<tool_cal a call; <tool_call> alone neither."},
+        {"role": "assistant", "content": "Line one.\n"},
+    ],
+)  # fmt: skip
+def test_function_calls_stream_as_openai_tool_call_deltas(message):
+    """Agent frameworks stream with tools on (it was a 400): call text is never sent as content, the
+    calls come as ``tool_calls`` deltas, and the stream adds up to the whole reply."""
+    got, whole = _streamed(_reply_ids(message), WITH_TOOLS)
+    want = whole["message"]
+    assert got["content"] == (want["content"] or None)
+    calls = [
+        {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+        for c in want.get("tool_calls", [])
+    ]
+    assert [{"name": c["name"], "arguments": c["arguments"]} for c in got["tool_calls"].values()] == calls
+    assert all(c["id"].startswith("call_") for c in got["tool_calls"].values())
+    assert got["finish_reason"] == whole["finish_reason"] == ("tool_calls" if calls else "stop")
+    assert got["logprobs"] == [e["token"] for e in whole["logprobs"]["content"]]  # every token's, once
+    if "tool_calls" in message:
+        assert "<tool_call>" not in (got["content"] or "")
+    assert got["early"] == (want["content"] or "").removesuffix("\n")  # the text before a call as it comes
+
+
+def test_text_after_a_call_and_a_broken_call_stream_as_the_whole_reply():
+    call = _reply_ids({"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]})  # fmt: skip
+    after = TOK.encode(" Done.")
+    got, whole = _streamed(call[:-1] + after + call[-1:], WITH_TOOLS)
+    assert got["content"] == whole["message"]["content"] == " Done." and len(got["tool_calls"]) == 1
+    broken = TOK.encode("Sure.\n<tool_call>\n{not json}\n</tool_call>") + [sp("<|im_end|>")]
+    got, whole = _streamed(broken, WITH_TOOLS)
+    assert got["content"] == whole["message"]["content"] == "Sure.\n<tool_call>\n{not json}\n</tool_call>"
+    assert got["tool_calls"] == {} and got["finish_reason"] == "stop"
+    # a stop string cut the reply: its call text is content, streamed and whole alike
+    got, whole = _streamed(call, WITH_TOOLS | {"stop": "}}"})
+    assert got["content"] == whole["message"]["content"] and got["tool_calls"] == {}
+
+
+def test_a_forced_call_streams_its_name_first_and_its_arguments_at_the_end():
+    written = TOK.encode(' {"city": "Paris"}}\n</tool_call>') + [sp("<|im_end|>")]
+    got, whole = _streamed(written, WITH_TOOLS, forced="get_weather")
+    (call,) = got["tool_calls"].values()
+    assert whole["message"]["tool_calls"][0]["function"] == {
+        "name": call["name"],
+        "arguments": call["arguments"],
+    }
+    assert call["arguments"] == '{"city": "Paris"}' and got["content"] is None
+    assert got["finish_reason"] == "tool_calls"
 
 
 def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):
