@@ -101,6 +101,8 @@ class RewardConfig(StrictModel):
     @field_validator("rules")
     @classmethod
     def _distinct_keys(cls, rules: list[RuleReward]) -> list[RuleReward]:
+        if not rules:  # every item would score 0 (or the reward model alone) and nothing says right
+            raise ValueError("needs at least one rule reward: a rule says whether an answer is right")
         keys = [r.key for r in rules]
         repeated = sorted({k for k in keys if keys.count(k) > 1} | ({"rm"} & set(keys)))
         if repeated:

@@ -324,6 +324,8 @@ def test_config_errors_name_the_problem(user_module: str) -> None:
         RewardConfig(rules=[{"name": "r1_format"}, {"name": "r1_format", "weight": 2}])
     with pytest.raises(ValidationError, match="weigth"):
         RewardConfig(rules=[{"name": "r1_format", "weigth": 2}])
+    with pytest.raises(ValidationError, match="at least one rule"):  # was a traceback in GRPO
+        RewardConfig(rules=[])
     # the same function twice is fine with labels
     RewardConfig(
         rules=[{"name": "r1_format"}, {"name": "r1_format", "label": "strict", "args": {"pattern": "x"}}]
