@@ -52,6 +52,27 @@ def test_merge_splits_clean_rows_by_language_and_streams_row_groups(tmp_path):
     assert len(list(out.rglob("*.parquet"))) == 3
 
 
+def test_error_rows_carry_the_url_and_an_older_errors_file_merges_with_it_null(tmp_path):
+    """A user looking up what failed needs the page's URL (the rows had it, the file dropped it); a
+    pass-1 errors file from before the column (a run resumed after an upgrade) still merges."""
+    import pyarrow as pa
+
+    from pipelines.clean.documents import error_row
+    from pipelines.clean.schema import ERRORS_SCHEMA
+
+    new = error_row("a.warc", 3, "corrupt_record", "boom", id="<urn:1>", url="https://example.org/x")
+    old = pa.table({"file_path": ["b.warc"], "record_index": pa.array([0], pa.int64()), "id": ["<urn:2>"],
+                    "step": ["read"], "reason": ["bad"], "error": ["e"]})  # fmt: skip
+    pq.write_table(to_table([new], ERRORS_SCHEMA), tmp_path / "new.parquet")
+    pq.write_table(old, tmp_path / "old.parquet")
+    out = tmp_path / "errors"
+    inputs = (str(tmp_path / "new.parquet"), str(tmp_path / "old.parquet"))
+    assert run_merge(MergeJob("errors", inputs, str(out), "part-00000.parquet")) == 2
+    merged = pq.read_table(out / "part-00000.parquet")
+    assert merged.schema.equals(ERRORS_SCHEMA)
+    assert merged.column("url").to_pylist() == ["https://example.org/x", None]
+
+
 def test_a_file_that_kills_its_worker_is_recorded_and_the_others_go_on(ray_session):
     import ray
 

@@ -279,6 +279,28 @@ def test_a_record_that_lost_its_type_line_is_counted_not_dropped(tmp_path: Path)
     assert "WARC-Type" in errors[0]["error"]
 
 
+@pytest.mark.parametrize("cut", [30, 60, 100])  # inside the header, before its Content-Length
+def test_a_file_cut_inside_a_record_header_is_a_truncated_file(tmp_path: Path, cut: int) -> None:
+    """It was reported as the record's "non_html_payload" (the header read so far has no type), which
+    says nothing of a file to download again; the same header damaged mid-file is that record's row."""
+    records = pages(3)
+    records[2] = records[2].replace(
+        b"Content-Length", b"WARC-Target-URI: http://d.example/2\r\nContent-Length"
+    )
+    assert records[2].index(b"Content-Length") > 100
+    (tmp_path / "cut.warc").write_bytes(b"".join(records[:2]) + records[2][:cut])
+    good, errors = split(items := read_all(tmp_path / "cut.warc"))
+    assert urls(good) == ["http://d.example/0", "http://d.example/1"]
+    assert [e["reason"] for e in errors] == ["truncated_input"]
+    assert "ends inside the WARC header of record 2" in errors[0]["error"] and errors[0]["url"] is None
+    assert_one_outcome_each(items, 3)
+    records[1] = re.sub(rb"Content-Length: \d+\r\n", b"", records[1], count=1)
+    (tmp_path / "damaged.warc").write_bytes(b"".join(records))
+    good, errors = split(read_all(tmp_path / "damaged.warc"))
+    assert urls(good) == ["http://d.example/0", "http://d.example/2"]
+    assert errors[0]["reason"] == "corrupt_record" and "no Content-Length" in errors[0]["error"]
+
+
 def test_the_resync_stream_holds_little_and_finds_headers_across_reads(monkeypatch) -> None:
     data = b"".join(pages(50))
     stream = ResyncStream(io.BytesIO(data), keep=1000)

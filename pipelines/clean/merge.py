@@ -81,8 +81,9 @@ def run_merge(job: MergeJob) -> int:
             in_fs, in_path = storage.fs_and_path(path)
             with in_fs.open_input_file(in_path) as f:
                 parquet = pq.ParquetFile(f)
+                have = [c for c in columns if c in parquet.schema_arrow.names]
                 for i in range(parquet.metadata.num_row_groups):
-                    table = parquet.read_row_group(i, columns=columns)
+                    table = _with_columns(parquet.read_row_group(i, columns=have), columns, job.kind)
                     rows += table.num_rows
                     if job.kind != "clean":
                         writer("", table.schema).write_table(table)
@@ -94,3 +95,15 @@ def run_merge(job: MergeJob) -> int:
         for w in writers.values():
             w.close()
     return rows
+
+
+def _with_columns(table: pa.Table, columns: list[str], kind: Kind) -> pa.Table:
+    """``table`` with every column of its kind, in order: an errors file of pass 1 written by an older
+    raychat (a run resumed after an upgrade) lacks ``url``, which is then null for its rows."""
+    if table.column_names == columns or kind != "errors":
+        return table
+    for i, name in enumerate(columns):
+        if name not in table.column_names:
+            field = ERRORS_SCHEMA.field(name)
+            table = table.add_column(i, field, pa.nulls(table.num_rows, field.type))
+    return table

@@ -156,12 +156,13 @@ def _table_keeping_good_rows(
 
 def _record_error(path: str, doc: dict[str, Any], step: str, reason: str, e: BaseException) -> dict[str, Any]:
     """The error row of one input record that an unexpected exception kept from its outcome."""
-    doc_id = doc.get("id")
+    doc_id, url = doc.get("id"), doc.get("url")
     return _writable(
         {
             "file_path": path,
             "record_index": _record_index(doc),
             "id": doc_id if isinstance(doc_id, str) else None,
+            "url": url if isinstance(url, str) else None,
             "step": step,
             "reason": reason,
             "error": _exception_text(e)[:2000],

@@ -32,6 +32,7 @@ ERRORS_SCHEMA = pa.schema(
         ("file_path", pa.string()),
         ("record_index", pa.int64()),
         ("id", pa.string()),
+        ("url", pa.string()),  # where the record says it came from, when it got that far
         ("step", pa.string()),
         ("reason", pa.string()),
         ("error", pa.string()),

@@ -46,12 +46,16 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
         sync = _Resync(stream)
         broke: BaseException | None = None  # what ended the file early, if anything did
         reported = 0  # damaged gzip members reported so far
+        headless: dict[str, Any] | None = None  # a document record whose header has no Content-Length
         while True:
             for skip in _settled_skips(decompressed)[reported:]:
                 yield error_row(f.path, index, "corrupt_record", skip.describe())
                 index, reported = index + 1, reported + 1
             try:
                 rec = next(sync.records)
+                if headless is not None:  # records follow it: its header was damaged, not cut short
+                    yield headless
+                    headless = None
                 if (stretch := sync.found(rec)) is not None:  # the damaged stretch before it
                     yield error_row(f.path, index, "corrupt_record", stretch)
                     index += 1
@@ -69,11 +73,13 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                 if rec.record_type == WarcRecordType.warcinfo:
                     dump = _warcinfo_dump(rec.reader.read(64 * 1024)) or dump
                     continue
-                if (
-                    guard.error is not None
-                    and not (rec.headers.get("Content-Length") or "").strip().isdigit()
-                ):
+                if guard.error is not None and not _has_length(rec):
                     raise EOFError("the stream ends inside this record's headers")
+                if rec.record_type in document_types and not _has_length(rec):
+                    # a file cut inside this header (the usual case: told at the end) or a damaged one
+                    headless = error_row(f.path, index, "corrupt_record", _NO_LENGTH, **_where(rec))
+                    index += 1
+                    continue
                 if rec.record_type in document_types:
                     item = _warc_record(f, rec, index, dump, html_types, cfg)
                 elif rec.headers.get("WARC-Type"):  # request, metadata, revisit, ...: not documents
@@ -106,6 +112,9 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                 item = error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
             yield item
             index += 1
+        if headless is not None:  # the last record: the file ends inside its header
+            cut = EOFError(f"the file ends inside the WARC header of record {headless['record_index']}")
+            yield broken(f, headless["record_index"], cut)  # its id and URL may be cut short too
         if sync.damage is not None:
             yield error_row(f.path, index, "corrupt_record", sync.damage.describe(None))
             index += 1
@@ -281,6 +290,13 @@ def _archive(stream: ResyncStream) -> Iterator[Any]:
     return iter(
         ArchiveIterator(stream, parse_http=False, strict_mode=False, record_types=WarcRecordType.any_type)
     )
+
+
+_NO_LENGTH = "the record's WARC header has no Content-Length (damaged): its block cannot be read"
+
+
+def _has_length(rec: Any) -> bool:
+    return (rec.headers.get("Content-Length") or "").strip().isdigit()
 
 
 def _where(rec: Any) -> dict[str, str | None]:
