@@ -36,11 +36,39 @@ def preflight(graph: Graph, name: str) -> None:
     cfg = graph.cfg
     try:
         storage.check_writable(RunDir(cfg.run_dir).at("metrics"))
+        for folder in _output_folders(graph, name):
+            storage.check_writable(folder)
     except OSError as e:
         raise ConfigError(f"stage {name}: cannot write the run directory {cfg.run_dir}: {e}") from None
     module = graph[name].module()
     if hasattr(module, "preflight"):
         module.preflight(cfg, name)
+
+
+def _output_folders(graph: Graph, name: str) -> list[str]:
+    """The existing folders of a local run directory that the stage writes into: for each output
+    (and a training stage's ``checkpoints/<stage>``), the output folder if it exists and the nearest
+    existing folder above it, where it is made and swapped in. Probing those creates nothing; a
+    read-only ``checkpoints/`` was a traceback from inside Ray Train."""
+    run_dir = str(graph.cfg.run_dir)
+    if storage.is_uri(run_dir):
+        return []  # clean's object-store outputs: its own preflight probes them
+    stage = graph[name]
+    settings = stage.settings(graph.cfg)
+    outputs = [*stage.produces(settings)]
+    if hasattr(settings, "checkpoint_every"):
+        outputs.append(f"checkpoints/{name}")
+    folders: list[str] = []
+    for rel in outputs:
+        path = Path(RunDir(run_dir).path(rel))
+        for folder in (path, path.parent):
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir() and folder != path:
+                raise NotADirectoryError(f"{folder} is a file, so {path} cannot be made under it")
+            if folder.is_dir() and str(folder) not in folders:
+                folders.append(str(folder))
+    return folders
 
 
 @contextlib.contextmanager

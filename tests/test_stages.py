@@ -499,3 +499,35 @@ def test_a_tokenizer_that_cannot_load_is_refused_before_ray_starts(tmp_path, cap
     (tmp_path / "data" / "clean").mkdir(parents=True)
     assert cli.main(["tokenize", "--run-dir", str(tmp_path), "--tokenizer", f"gpt2:{tmp_path}/none"]) == 2
     assert f"tokenize.tokenizer: gpt2:{tmp_path}/none: vocab.bpe not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stage", "blocked", "how"),
+    [
+        ("pretrain", "checkpoints", "read_only"),
+        ("sft", "models", "read_only"),
+        ("pretrain", "models", "file"),
+    ],
+)
+def test_an_output_folder_that_cannot_be_written_is_refused_before_ray(
+    tmp_path, capsys, monkeypatch, stage, blocked, how
+) -> None:
+    """A read-only `checkpoints/` was a traceback from inside Ray Train after the workers started;
+    the run directory itself was checked, not the folders a stage writes into."""
+    from test_clean_hostile import read_only
+
+    def refuse(_cfg):
+        raise AssertionError("Ray was started before the problem was reported")
+
+    monkeypatch.setattr(cli, "init_ray", refuse)
+    path = tmp_path / blocked
+    if how == "file":
+        path.write_text("not a folder")
+        code = cli.main([stage, "--run-dir", str(tmp_path)])
+    else:
+        path.mkdir()
+        with read_only(path):
+            code = cli.main([stage, "--run-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"stage {stage}: cannot write the run directory" in err and str(path) in err
