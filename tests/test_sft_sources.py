@@ -269,6 +269,16 @@ def test_sharegpt_system_and_parallel_function_calls(tmp_path) -> None:
     assert report.skipped == {"bad_function_call": 1}
 
 
+def test_raw_sharegpt_dumps_keep_their_turns_under_items(tmp_path) -> None:
+    """sharegpt_90k's raw files say 'items' where the cleaned ones say 'conversations': every record
+    was skipped as a format not recognised. OpenAI messages under 'items' are not guessed at."""
+    raw = {"id": "x1", "items": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]}
+    assert detect_format(raw) == "sharegpt"
+    assert detect_format({"items": [{"role": "user", "content": "Hi"}]}) is None
+    convs, report = load_source(SourceConfig(path=str(_jsonl(tmp_path / "raw.jsonl", [raw]))))
+    assert [m["content"] for m in convs[0]["messages"]] == ["Hi", "Hello."] and not report.skipped
+
+
 def test_a_reply_or_user_turn_of_white_space_is_refused_in_every_format(tmp_path) -> None:
     """Only Alpaca refused an empty reply: messages and ShareGPT trained on a reply of " " or "\\n",
     and on a reply to an empty user turn. Now each format counts them under one reason each."""

@@ -5,7 +5,8 @@
 - ``alpaca``: ``{"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}``; Stanford
   Alpaca's seed tasks (``{"instruction", "instances": [{"input", "output"}]}``) give one conversation
   per instance.
-- ``sharegpt``: ``{"conversations": [{"from", "value"}], "system"?, "tools"?}`` with from = human/user,
+- ``sharegpt``: ``{"conversations": [{"from", "value"}], "system"?, "tools"?}`` (``items`` for
+  ``conversations`` in the raw sharegpt_90k dumps) with from = human/user,
   gpt/assistant, system, function_call (an assistant's call: ``{"name", "arguments"}`` JSON, or a list
   of them) and observation (its result, a tool turn).
 - ``oasst``: OpenAssistant oasst1/oasst2 message rows (``message_id``, ``parent_id``, ``role``
@@ -48,13 +49,13 @@ def detect_format(value: Any) -> str | None:
     """The format a record looks like, from its keys; None when it looks like none of them."""
     if not isinstance(value, Mapping):
         return None
-    turns = value.get("conversations", value.get("messages"))
+    turns = _turns(value)
     if isinstance(turns, list) and turns and isinstance(turns[0], Mapping):
         if "from" in turns[0] or str(turns[0].get("role", "")).lower() in _SHAREGPT_ONLY:
             return "sharegpt"  # ShareGPT's speakers (human, gpt, ...) under 'role' are ShareGPT too
         # OpenAI messages, under 'messages' or under 'conversations' (as many Hugging Face datasets
         # keep them); read as messages, whose weight, tool calls and text parts the ShareGPT reader lost
-        return "messages" if "role" in turns[0] else None
+        return "messages" if "role" in turns[0] and "items" not in value else None
     if "message_id" in value and "role" in value and "parent_id" in value:
         return "oasst"
     if "message_tree_id" in value and isinstance(value.get("prompt"), Mapping):
@@ -63,6 +64,15 @@ def detect_format(value: Any) -> str | None:
         return "alpaca"
     if "question" in value and "answer" in value:
         return "gsm8k"
+    return None
+
+
+def _turns(rec: Mapping) -> Any:
+    """A conversation's turns: under 'conversations' or 'messages', or 'items' as the raw ShareGPT
+    dumps (sharegpt_90k) have them."""
+    for key in ("conversations", "messages", "items"):
+        if key in rec:
+            return rec[key]
     return None
 
 
@@ -249,7 +259,7 @@ SHAREGPT_ROLES = {
 
 def from_sharegpt(value: Any, **_: Any) -> list[Conversation]:
     rec = _mapping(value)
-    turns = rec.get("conversations", rec.get("messages"))
+    turns = _turns(rec)
     if not isinstance(turns, list) or not turns:
         raise RecordError("bad_conversations", "'conversations' is missing or not a non-empty list")
     messages: list[dict[str, Any]] = []
