@@ -225,5 +225,17 @@ class IsolatedScorer:
         self.close()
 
 
+def scorer_for(config: RewardConfig | dict[str, Any]) -> RuleScorer | IsolatedScorer:
+    """Where a stage scores rules itself (evaluations, rejection sampling, GRPO without reward
+    workers): in this process when every rule is a registered one (the built-ins cap their inputs,
+    so none can block), in a child process with a hard limit per item when one is a user's
+    ``module:function``, which may sleep or block in C where no in-process limit reaches (an
+    evaluation waited for each such reply). Close it when done (``close``)."""
+    config = config if isinstance(config, RewardConfig) else RewardConfig.model_validate(config)
+    if any(":" in r.name for r in config.rules):
+        return IsolatedScorer(config)
+    return RuleScorer(config)
+
+
 if __name__ == "__main__":
     _child_main(Connection(int(sys.argv[1])))

@@ -242,3 +242,6 @@ class RuleScorer:
 
     def score(self, items: Sequence[RewardItem]) -> list[ItemScore]:
         return [self.score_one(item) for item in items]
+
+    def close(self) -> None:
+        """Nothing to end (``IsolatedScorer``'s counterpart ends its process)."""

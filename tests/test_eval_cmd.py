@@ -4,6 +4,7 @@ are in test_sft_stages.py, the runs against a server in test_serving_api.py)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_a_users_reward_by_dotted_path_and_one_that_raises(tmp_path, monkeypatch
     (tmp_path / "my_rewards.py").write_text(
         "def exact(completion, reference):\n    return float(completion.strip() == reference.strip())\n"
         "def broken(completion, reference):\n    raise RuntimeError('boom')\n"
+        "def stuck(completion, reference):\n    import time\n    time.sleep(120)\n    return 1.0\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     data = str(_qa_file(tmp_path))
@@ -73,6 +75,12 @@ def test_a_users_reward_by_dotted_path_and_one_that_raises(tmp_path, monkeypatch
     assert task.judge(task.items[1], "#### 100") and not task.judge(task.items[1], "100")
     broken = load_task("jsonl", data=data, reward="my_rewards:broken")
     assert broken.judge(broken.items[0], "#### 5") is False  # scored wrong, the run goes on
+    # one C call (a sleep, a blocking read) was past any in-process limit: a user's rule runs in a
+    # child process that is killed at the item's limit (5 s)
+    stuck = load_task("jsonl", data=data, reward="my_rewards:stuck")
+    started = time.monotonic()
+    assert stuck.judge(stuck.items[0], "#### 5") is False
+    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,8 @@ from typing import Any
 
 from lm.chat_messages import text_of
 from lm.reward_config import RewardConfig, RuleReward
-from lm.rewards import RewardItem, RuleScorer
+from lm.reward_process import scorer_for
+from lm.rewards import RewardItem
 from pipelines.distill.config import RejectionConfig
 from pipelines.distill.prompts import Problem
 
@@ -108,7 +109,7 @@ class TraceFilter:
                 RuleReward(name=fmt, args=cfg.format_args if cfg.format else {}, label="format"),
             ]
         )
-        self.scorer = RuleScorer(self.rules)
+        self.scorer = scorer_for(self.rules)
         self.cfg = cfg
         self.heldout_mentions = heldout_mentions
 

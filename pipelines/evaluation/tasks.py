@@ -107,7 +107,8 @@ def _file_task(
     tools: bool,
 ) -> Task:
     from lm.files import read_jsonl_objects
-    from lm.rewards import RewardItem, RuleScorer
+    from lm.reward_process import scorer_for
+    from lm.rewards import RewardItem
 
     if path.is_dir():
         raise ConfigError(f"--data {path} is a directory; give a JSONL file")
@@ -116,7 +117,7 @@ def _file_task(
     rows, unreadable = read_jsonl_objects(path, ConfigError)
     reward_name = reward or "numeric_accuracy"
     try:  # the rollouts' scorer: a per-reply time limit; a reward that raises or returns NaN scores 0
-        scorer = RuleScorer({"rules": [{"name": reward_name}]})
+        scorer = scorer_for({"rules": [{"name": reward_name}]})  # a user's: in its own process
     except (ValueError, ImportError, AttributeError) as e:
         raise ConfigError(f"--reward {reward_name}: {e}") from None
     items, incomplete = [], 0
@@ -139,7 +140,7 @@ def _file_task(
         )
 
     def judge(item: Item, reply: str) -> bool:
-        return scorer.score_one(RewardItem(item.id, reply, item.reference)).reward >= 0.5
+        return scorer.score([RewardItem(item.id, reply, item.reference)])[0].reward >= 0.5
 
     notes = {
         "data": str(path),

@@ -14,13 +14,15 @@ limit, and the share that revises itself (``self_correction_markers``).
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from typing import Any
 
 import ray
 
 from lm.engine import SamplingParams
 from lm.evaluation import summarize
-from lm.rewards import RewardItem, RuleScorer
+from lm.reward_process import scorer_for
+from lm.rewards import RewardItem
 from pipelines.grpo.config import GRPOConfig
 from pipelines.grpo.data import Problem, messages
 from pipelines.grpo.replies import ReplyReader
@@ -68,27 +70,27 @@ def evaluate(
         for r in results:
             replies[idx[r.request_id]].append(r)
         progress.update(len(results))
-    scorer = RuleScorer(cfg.rewards.model_copy(update={"rm": None}))
     key = cfg.accuracy_key()
     reader = ReplyReader(chat, cfg.self_correction_markers)
     correct: list[list[bool]] = []
     tools: Counter[str] = Counter()
     answers_with: Counter[str] = Counter()
     lengths, truncated, revises, examples = [], 0, 0, []
-    for problem, results in zip(problems, replies, strict=True):
-        read = [reader.read(r.token_ids) for r in results]
-        lengths += [len(r.token_ids) for r in results]
-        truncated += sum(r.finish_reason == "length" for r in results)
-        scores = scorer.score([RewardItem(j, x.text, problem.reference) for j, x in enumerate(read)])
-        right = [s.components.get(key, 0.0) >= 0.5 for s in scores]
-        correct.append(right)
-        for x in read:
-            tools.update(x.tool_calls)
-            answers_with.update(set(x.tool_calls))
-            revises += x.revises
-        if len(examples) < EXAMPLES:
-            shown = chat.tokenizer.decode(results[0].token_ids)  # tool calls and results included
-            examples.append({"question": problem.question, "reply": shown, "right": right[0]})
+    with closing(scorer_for(cfg.rewards.model_copy(update={"rm": None}))) as scorer:
+        for problem, results in zip(problems, replies, strict=True):
+            read = [reader.read(r.token_ids) for r in results]
+            lengths += [len(r.token_ids) for r in results]
+            truncated += sum(r.finish_reason == "length" for r in results)
+            scores = scorer.score([RewardItem(j, x.text, problem.reference) for j, x in enumerate(read)])
+            right = [s.components.get(key, 0.0) >= 0.5 for s in scores]
+            correct.append(right)
+            for x in read:
+                tools.update(x.tool_calls)
+                answers_with.update(set(x.tool_calls))
+                revises += x.revises
+            if len(examples) < EXAMPLES:
+                shown = chat.tokenizer.decode(results[0].token_ids)  # tool calls and results included
+                examples.append({"question": problem.question, "reply": shown, "right": right[0]})
     n = sum(len(r) for r in correct)
     out: dict[str, Any] = dict(summarize(correct, ks=(1, e.samples) if e.samples > 1 else (1,)))
     out |= {

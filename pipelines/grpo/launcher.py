@@ -41,7 +41,8 @@ from actors.engine_actor import EngineActorConfig
 from actors.generator import start_generator
 from actors.learner import LearnerGroup, LearnerSpec, ReferenceActor
 from actors.rewards import RewardPool, RewardPoolConfig
-from lm.rewards import ItemScore, RewardConfig, RewardItem, RuleScorer, with_model_scores
+from lm.reward_process import scorer_for
+from lm.rewards import ItemScore, RewardConfig, RewardItem, with_model_scores
 from pipelines.grpo.config import GRPOConfig
 
 log = logging.getLogger("raychat.grpo")
@@ -143,7 +144,7 @@ def launch(
         )
         score = _pool_scores(pool)
     else:
-        score = RuleScorer(rules).score
+        score = scorer_for(rules).score
 
     model_pool = None
     if rm_workers:
