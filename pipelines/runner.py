@@ -47,7 +47,7 @@ def preflight(graph: Graph, name: str) -> None:
 
 def _output_folders(graph: Graph, name: str) -> list[str]:
     """The existing folders of a local run directory that the stage writes into: for each output
-    (and a training stage's ``checkpoints/<stage>``), the output folder if it exists and the nearest
+    (and ``checkpoints/<stage>`` of a stage that makes a model), the output folder if it exists and the nearest
     existing folder above it, where it is made and swapped in. Probing those creates nothing; a
     read-only ``checkpoints/`` was a traceback from inside Ray Train."""
     run_dir = str(graph.cfg.run_dir)
@@ -56,7 +56,7 @@ def _output_folders(graph: Graph, name: str) -> list[str]:
     stage = graph[name]
     settings = stage.settings(graph.cfg)
     outputs = [*stage.produces(settings)]
-    if hasattr(settings, "checkpoint_every"):
+    if any(o.startswith("models/") for o in outputs):  # a stage that makes a model trains it
         outputs.append(f"checkpoints/{name}")
     folders: list[str] = []
     for rel in outputs:

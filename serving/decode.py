@@ -204,8 +204,8 @@ class ReplyDecoder:
         caller found was no call after all (or to send a call's logprobs)."""
         piece = Piece()
         self.calls, self.call_at = False, None
-        if not self.stopped:
-            self._emit(len(self.content), piece)
+        if len(self.content) > self.sent:  # after finish(): every character is complete
+            piece.text, self.sent = self.content[self.sent :], len(self.content)
         self._hand_out(len(self._lp), piece)
         return piece
 
@@ -244,7 +244,8 @@ class ReplyDecoder:
             return
         if token in self._opens:
             self._flush_utf8()
-            self._emit(len(self.content), piece)  # a stop string does not span a tool call
+            # a stop string does not span a tool call, nor does a function call's opening
+            self._emit(len(self.content), piece, partial_call=False)
             self._mode, self._call_kind, self._call = "call", self._opens[token], []
             return
         if name is not None or token >= self.tok.vocab_size:
@@ -282,10 +283,10 @@ class ReplyDecoder:
                 return k
         return 0
 
-    def _emit(self, end: int, piece: Piece) -> None:
+    def _emit(self, end: int, piece: Piece, partial_call: bool = True) -> None:
         """Hand out the content up to ``end`` (or to the start of a token whose text is not all
         there yet, or of a function call's text) and the logprobs of the tokens it holds."""
-        end = self._token_start_before(min(end, self._call_limit()))
+        end = self._token_start_before(min(end, self._call_limit(partial_call)))
         if end > self.sent:
             piece.text += self.content[self.sent : end]
             self.sent = end
@@ -294,9 +295,9 @@ class ReplyDecoder:
             n += 1
         self._hand_out(n, piece)
 
-    def _call_limit(self) -> int:
+    def _call_limit(self, partial: bool = True) -> int:
         """Where held function-call text begins (the content's end when there is none): a call's
-        opening with the newline before it, or a tail that could still become one."""
+        opening with the newline before it, or (``partial``) a tail that could still become one."""
         if not self.calls:
             return len(self.content)
         if self.call_at is None:
@@ -305,7 +306,7 @@ class ReplyDecoder:
                 self.call_at = min(found)
         if self.call_at is not None:
             return self.call_at
-        if self._ended:
+        if self._ended or not partial:
             return len(self.content)
         for k in range(min(len(_CALL_OPENINGS[0]), len(self.content) - self.sent), 0, -1):
             if any(o.startswith(self.content[-k:]) for o in _CALL_OPENINGS):
@@ -337,13 +338,17 @@ class ReplyDecoder:
         after it dropped, the token it begins inside cut to its characters before it)."""
         self.content = self.content[:cut]
         self.stopped = True
-        if cut > self.sent:
-            piece.text += self.content[self.sent : cut]
-            self.sent = cut
         self._lp = [t for t in self._lp if t.start < cut]
         if self._lp and self._lp[-1].end > cut:
             self._lp[-1].cut(cut - self._lp[-1].start)
-        self._hand_out(len(self._lp), piece)
+        end = min(cut, self._call_limit())  # held call text stays held: the caller decides (release)
+        if end > self.sent:
+            piece.text += self.content[self.sent : end]
+            self.sent = end
+        n = self._lp_sent
+        while n < len(self._lp) and self._lp[n].start < self.sent:
+            n += 1
+        self._hand_out(n, piece)
 
     def _flush_utf8(self) -> None:
         tail = self._utf8.decode(b"", final=True)  # a character left incomplete: U+FFFD

@@ -39,6 +39,11 @@ def forced_arguments(written: str) -> str:
     return written.strip().removesuffix("}").rstrip()
 
 
+def forced_finish(finish: str | None) -> str:
+    """A forced call's finish reason: cut by the token limit, or the call made."""
+    return "length" if finish == "length" else "tool_calls"
+
+
 def openai_call(name: str, arguments: str) -> dict[str, Any]:
     function = {"name": name, "arguments": arguments}
     return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
@@ -72,7 +77,7 @@ def stream_ending(
     rest = dec.release()
     if forced:
         args = {"index": 0, "function": {"arguments": forced_arguments(dec.content)}}
-        return {"tool_calls": [args]}, rest, "length" if finish == "length" else "tool_calls"
+        return {"tool_calls": [args]}, rest, forced_finish(finish)
     content, calls = reply_calls(chat_format, dec)
     if not calls:
         return ({"content": rest.text} if rest.text else {}), rest, finish

@@ -18,6 +18,7 @@ from serving.decode import Piece, ReplyDecoder, TokenLogprob
 from serving.function_calls import (
     forced_arguments,
     forced_call_opening,
+    forced_finish,
     openai_call,
     reply_calls,
     stream_ending,
@@ -117,7 +118,7 @@ def _forced_choice(
     """The choice of a reply made to call ``name`` (its arguments: ``forced_arguments``)."""
     call = openai_call(name, forced_arguments(dec.content))
     message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    return _choice(i, message, dec, "length" if finish == "length" else "tool_calls", req)
+    return _choice(i, message, dec, forced_finish(finish), req)
 
 
 def _choice(

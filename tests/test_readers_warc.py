@@ -299,6 +299,12 @@ def test_a_file_cut_inside_a_record_header_is_a_truncated_file(tmp_path: Path, c
     good, errors = split(read_all(tmp_path / "damaged.warc"))
     assert urls(good) == ["http://d.example/0", "http://d.example/2"]
     assert errors[0]["reason"] == "corrupt_record" and "no Content-Length" in errors[0]["error"]
+    assert errors[0]["record_index"] == 1 and errors[0]["url"] == "http://d.example/1"
+    # the same damage to the last record of a whole file: not a file to download again
+    (tmp_path / "last.warc").write_bytes(records[0] + records[2] + records[1])
+    good, errors = split(read_all(tmp_path / "last.warc"))
+    assert urls(good) == ["http://d.example/0", "http://d.example/2"]
+    assert [e["reason"] for e in errors][:1] == ["corrupt_record"] and "truncated_input" not in str(errors)
 
 
 def test_the_resync_stream_holds_little_and_finds_headers_across_reads(monkeypatch) -> None:

@@ -577,6 +577,28 @@ def test_a_forced_call_streams_its_name_first_and_its_arguments_at_the_end():
     }
     assert call["arguments"] == '{"city": "Paris"}' and got["content"] is None
     assert got["finish_reason"] == "tool_calls"
+    # a stop string inside the arguments: they end there, and none of them is sent as content
+    got, whole = _streamed(written, WITH_TOOLS | {"stop": "Paris"}, forced="get_weather")
+    (call,) = got["tool_calls"].values()
+    assert call["arguments"] == whole["message"]["tool_calls"][0]["function"]["arguments"] == '{"city": "'
+    assert got["content"] is None and got["logprobs"] == [e["token"] for e in whole["logprobs"]["content"]]
+
+
+def test_a_stop_string_does_not_span_a_server_tool_call_with_function_tools_on():
+    """Held text that could begin a call's opening ("\n") was still held at a search call, so
+    the stop string "\nHello" matched across the call with tools on and not without them."""
+    ids = TOK.encode("Hi\n") + [sp("<|search_start|>"), *TOK.encode("q"), sp("<|search_end|>")]
+    ids += [sp("<|result_start|>"), *TOK.encode("r"), sp("<|result_end|>"), *TOK.encode("Hello world")]
+    ids.append(sp("<|im_end|>"))
+    plain = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "q"}],
+        "stop": "\nHello",
+        "logprobs": True,
+    }
+    for body in (plain, plain | {"tools": [WEATHER_TOOL]}):
+        got, whole = _streamed(ids, body)
+        assert got["content"] == whole["message"]["content"] == "Hi\nHello world", body
 
 
 def test_raychat_serve_refuses_bad_setups_in_one_line(tmp_path, capsys):

@@ -81,7 +81,9 @@ def run_merge(job: MergeJob) -> int:
             in_fs, in_path = storage.fs_and_path(path)
             with in_fs.open_input_file(in_path) as f:
                 parquet = pq.ParquetFile(f)
-                have = [c for c in columns if c in parquet.schema_arrow.names]
+                have = columns  # errors files written before a column was added lack it
+                if job.kind == "errors":
+                    have = [c for c in columns if c in parquet.schema_arrow.names]
                 for i in range(parquet.metadata.num_row_groups):
                     table = _with_columns(parquet.read_row_group(i, columns=have), columns, job.kind)
                     rows += table.num_rows

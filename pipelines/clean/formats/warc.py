@@ -112,7 +112,9 @@ def read_warc(f: InputFile, compression: str | None, cfg: ReadConfig) -> Iterato
                 item = error_row(f.path, index, "bad_record", f"{type(e).__name__}: {e}")
             yield item
             index += 1
-        if headless is not None:  # the last record: the file ends inside its header
+        if headless is not None and sync.damage is not None:  # bytes followed: a whole, damaged header
+            yield headless
+        elif headless is not None:  # nothing followed: the file ends inside its header
             cut = EOFError(f"the file ends inside the WARC header of record {headless['record_index']}")
             yield broken(f, headless["record_index"], cut)  # its id and URL may be cut short too
         if sync.damage is not None:
