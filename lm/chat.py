@@ -323,24 +323,13 @@ class ChatFormat:
     def _assistant_message(parts: list[dict[str, Any]], problems: list[str]) -> Message:
         """Function calls (``<tool_call>`` text) out of the text parts into ``tool_calls``."""
         calls: list[dict[str, Any]] = []
-        pattern = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.S)
         out: list[dict[str, Any]] = []
         for part in parts:
             if part["type"] != "text" or TOOL_CALL_OPEN not in part["text"]:
                 out.append(part)
                 continue
-            kept, pos = [], 0
-            for m in pattern.finditer(part["text"]):
-                call = _read_tool_call(m.group(1))
-                if call is None:
-                    problems.append(f"function call {m.group(1)[:60]!r} is not valid JSON; kept as text")
-                    continue
-                before = part["text"][pos : m.start()]
-                kept.append(before[:-1] if before.endswith("\n") else before)
-                calls.append(call)
-                pos = m.end()
-            kept.append(part["text"][pos:])
-            text = "".join(kept)
+            text, found = split_function_calls(part["text"], problems)
+            calls += found
             if text:
                 out.append({"type": "text", "text": text})
         message: Message = {"role": "assistant"}
@@ -465,6 +454,29 @@ class ChatFormat:
             ids += seg_ids
             mask += [int(seg.trained)] * len(seg_ids)
         return _Encoded(ids, mask, atom.divisible)
+
+
+_CALL_PATTERN = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.S)
+
+
+def split_function_calls(text: str, problems: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The text without its function calls (each ``<tool_call>`` block and the newline before it),
+    and the calls in order; a block that is not a call (invalid JSON) stays in the text, noted in
+    ``problems``."""
+    calls: list[dict[str, Any]] = []
+    kept, pos = [], 0
+    for m in _CALL_PATTERN.finditer(text):
+        call = _read_tool_call(m.group(1))
+        if call is None:
+            if problems is not None:
+                problems.append(f"function call {m.group(1)[:60]!r} is not valid JSON; kept as text")
+            continue
+        before = text[pos : m.start()]
+        kept.append(before[:-1] if before.endswith("\n") else before)
+        calls.append(call)
+        pos = m.end()
+    kept.append(text[pos:])
+    return "".join(kept), calls
 
 
 def _read_tool_call(text: str) -> dict[str, Any] | None:

@@ -167,7 +167,6 @@ class ReplyDecoder:
         self._special: dict[int, str] = {}
         self.calls = calls or in_call
         self.call_at: int | None = 0 if in_call else None  # where held function-call text begins
-        self._ended = False  # finish() was called: no text can complete an opening any more
         if chat:
             names = [BOS, IM_END, RESULT_START, RESULT_END] + [
                 t for s, e, _ in TOOL_KINDS.values() for t in (s, e)
@@ -190,9 +189,9 @@ class ReplyDecoder:
         return piece
 
     def finish(self) -> Piece:
-        """The end of the sample: hand out the held text (no stop string can complete any more)."""
+        """The end of the sample: hand out the held text (no stop string can complete any more),
+        but for function-call text, which the caller reads first (``release``)."""
         piece = Piece()
-        self._ended = True
         if not self.stopped:
             self._flush_utf8()
             self._emit(len(self.content), piece)
@@ -286,7 +285,10 @@ class ReplyDecoder:
     def _emit(self, end: int, piece: Piece, partial_call: bool = True) -> None:
         """Hand out the content up to ``end`` (or to the start of a token whose text is not all
         there yet, or of a function call's text) and the logprobs of the tokens it holds."""
-        end = self._token_start_before(min(end, self._call_limit(partial_call)))
+        self._send_to(self._token_start_before(min(end, self._call_limit(partial_call))), piece)
+
+    def _send_to(self, end: int, piece: Piece) -> None:
+        """Hand out the content up to ``end`` and the logprobs of the tokens whose text it begins."""
         if end > self.sent:
             piece.text += self.content[self.sent : end]
             self.sent = end
@@ -306,7 +308,7 @@ class ReplyDecoder:
                 self.call_at = min(found)
         if self.call_at is not None:
             return self.call_at
-        if self._ended or not partial:
+        if not partial:
             return len(self.content)
         for k in range(min(len(_CALL_OPENINGS[0]), len(self.content) - self.sent), 0, -1):
             if any(o.startswith(self.content[-k:]) for o in _CALL_OPENINGS):
@@ -341,14 +343,7 @@ class ReplyDecoder:
         self._lp = [t for t in self._lp if t.start < cut]
         if self._lp and self._lp[-1].end > cut:
             self._lp[-1].cut(cut - self._lp[-1].start)
-        end = min(cut, self._call_limit())  # held call text stays held: the caller decides (release)
-        if end > self.sent:
-            piece.text += self.content[self.sent : end]
-            self.sent = end
-        n = self._lp_sent
-        while n < len(self._lp) and self._lp[n].start < self.sent:
-            n += 1
-        self._hand_out(n, piece)
+        self._send_to(min(cut, self._call_limit()), piece)  # held call text stays held (release)
 
     def _flush_utf8(self) -> None:
         tail = self._utf8.decode(b"", final=True)  # a character left incomplete: U+FFFD

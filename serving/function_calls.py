@@ -2,19 +2,34 @@
 
 One reading for a whole reply and for a stream, so a streamed reply adds up to the whole one: the
 stream's decoder holds back call text (serving/decode.py), and at the end of each choice
-``stream_ending`` sends what the whole reply would have had and the stream has not (the content
-after the calls, the calls themselves).
+``stream_ending`` sends what the whole reply has and the stream has not yet sent (the content after
+the calls, the calls themselves), a delta per call as OpenAI streams them.
+
+A reply cut short (by ``max_tokens`` or a stop string) keeps the calls it completed; the call it was
+writing when cut is neither content nor a call (an agent would otherwise show ``<tool_call>`` text or
+run half a call), and its finish reason stays ``length`` so the client knows the turn is incomplete.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from lm.chat import ChatFormat
+from lm.chat import split_function_calls
 from lm.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from serving.decode import Piece, ReplyDecoder
+
+
+@dataclass(frozen=True)
+class Functions:
+    """How a request's replies read function calls: whether they do (the request has function
+    tools), the function a forced reply calls, and whether several calls may be returned."""
+
+    on: bool = False
+    forced: str | None = None
+    parallel: bool = True
 
 
 def forced_call_opening(name: str) -> str:
@@ -25,23 +40,19 @@ def forced_call_opening(name: str) -> str:
     return TOOL_CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
 
 
-def forced_arguments(written: str) -> str:
-    """The arguments of a reply made to call a function, from the text the model wrote after the
-    opening: the JSON object re-serialised; text that is not one (a small model's) as written, up to
-    the call's end, as OpenAI warns that arguments may not be valid JSON."""
+def forced_call(written: str, finish: str | None) -> tuple[str, str]:
+    """The arguments and finish reason of a reply made to call a function, from the text the model
+    wrote after the opening: a JSON object re-serialised (the call made, even where the token limit
+    came before the call's closing tag); other text (a small model's) as written, up to the call's
+    end, as OpenAI warns that arguments may not be valid JSON."""
     written = written.split(TOOL_CALL_CLOSE.strip(), 1)[0]
     try:
         value, _ = json.JSONDecoder().raw_decode(written.lstrip())
     except json.JSONDecodeError:
         value = None
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False)
-    return written.strip().removesuffix("}").rstrip()
-
-
-def forced_finish(finish: str | None) -> str:
-    """A forced call's finish reason: cut by the token limit, or the call made."""
-    return "length" if finish == "length" else "tool_calls"
+        return json.dumps(value, ensure_ascii=False), "tool_calls"
+    return written.strip().removesuffix("}").rstrip(), "length" if finish == "length" else "tool_calls"
 
 
 def openai_call(name: str, arguments: str) -> dict[str, Any]:
@@ -49,39 +60,53 @@ def openai_call(name: str, arguments: str) -> dict[str, Any]:
     return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": function}
 
 
-def reply_calls(chat_format: ChatFormat | None, dec: ReplyDecoder) -> tuple[str, list[dict[str, Any]]]:
-    """The reply's text without its function calls, and the calls; no calls where a stop string cut
-    the reply (its call text is then content, as written)."""
-    if chat_format is None or dec.stopped:
-        return dec.content, []
-    parsed = chat_format.parse_assistant(dec.token_ids).message
-    if not parsed.get("tool_calls"):
-        return dec.content, []
-    content = parsed.get("content")
-    if not isinstance(content, str):
-        content = "".join(p["text"] for p in content or () if p.get("type") == "text")
+def reply_calls(
+    dec: ReplyDecoder, finish: str | None, parallel: bool = True
+) -> tuple[str, list[dict[str, Any]], str | None]:
+    """The reply's text without its function calls, the calls (only the first without
+    ``parallel``), and the finish reason: ``tool_calls`` when it made one, unless it was cut by the
+    token limit. The call a cut reply was writing is dropped (module docstring)."""
+    content, found = split_function_calls(dec.content)
+    if finish == "length" or dec.stopped:
+        content = _without_unfinished_call(content)
     calls = [
         openai_call(c["function"]["name"], json.dumps(c["function"]["arguments"], ensure_ascii=False))
-        for c in parsed["tool_calls"]
+        for c in found[: None if parallel else 1]
     ]
-    return content, calls
+    return content, calls, ("tool_calls" if calls and finish != "length" else finish)
+
+
+def _without_unfinished_call(text: str) -> str:
+    """``text`` less a call opened and never closed at its end (or the start of an opening)."""
+    start = text.rfind(TOOL_CALL_OPEN)
+    if start < 0 or TOOL_CALL_CLOSE in text[start:]:
+        start = next(
+            (
+                len(text) - k
+                for k in range(min(len(TOOL_CALL_OPEN), len(text)), 0, -1)
+                if TOOL_CALL_OPEN.startswith(text[-k:])
+            ),
+            -1,
+        )
+    if start < 0:
+        return text
+    return text[:start].removesuffix("\n")
 
 
 def stream_ending(
-    chat_format: ChatFormat | None, dec: ReplyDecoder, forced: str | None, finish: str | None
-) -> tuple[dict[str, Any], Piece, str | None]:
+    fn: Functions, dec: ReplyDecoder, finish: str | None
+) -> tuple[list[dict[str, Any]], Piece, str | None]:
     """What a streamed choice still has to send at its end, given that the decoder held back its call
-    text: the delta (the rest of the content, the calls; a forced call's arguments), the piece whose
-    logprobs go with it, and the finish reason, each as the whole reply has them."""
+    text: the deltas (the rest of the content, then one per call; a forced call's arguments), the
+    piece whose logprobs go with them, and the finish reason, each as the whole reply has them."""
     sent = dec.content[: dec.sent]
     rest = dec.release()
-    if forced:
-        args = {"index": 0, "function": {"arguments": forced_arguments(dec.content)}}
-        return {"tool_calls": [args]}, rest, forced_finish(finish)
-    content, calls = reply_calls(chat_format, dec)
-    if not calls:
-        return ({"content": rest.text} if rest.text else {}), rest, finish
-    delta: dict[str, Any] = {"tool_calls": [c | {"index": k} for k, c in enumerate(calls)]}
+    if fn.forced:
+        arguments, finish = forced_call(dec.content, finish)
+        return [{"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}], rest, finish
+    content, calls, finish = reply_calls(dec, finish, fn.parallel)
+    deltas: list[dict[str, Any]] = []
     if content.startswith(sent) and len(content) > len(sent):
-        delta["content"] = content[len(sent) :]
-    return delta, rest, "tool_calls"
+        deltas.append({"content": content[len(sent) :]})
+    deltas += [{"tool_calls": [call | {"index": k}]} for k, call in enumerate(calls)]
+    return deltas, rest, finish

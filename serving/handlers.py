@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-from lm.chat import ChatFormat
-from serving.decode import Piece, ReplyDecoder, TokenLogprob
+from serving.decode import ReplyDecoder, TokenLogprob
 from serving.function_calls import (
-    forced_arguments,
+    Functions,
+    forced_call,
     forced_call_opening,
-    forced_finish,
     openai_call,
     reply_calls,
     stream_ending,
@@ -71,59 +69,42 @@ async def chat_completions(
     fn_tools = None if req.tool_choice == "none" else req.tools
     server_tools = model.server_tools(req.raychat_tools)
     prompt = model.chat_prompt(req.messages, fn_tools, server_tools)
-    forced = req.forced_function if fn_tools else None
-    if forced:  # the reply starts as that call, up to its arguments, which the model writes
-        prompt = prompt + model.tokenizer.encode(forced_call_opening(forced))
+    fn = Functions(
+        bool(fn_tools), req.forced_function if fn_tools else None, req.parallel_tool_calls is not False
+    )
+    if fn.forced:  # the reply starts as that call, up to its arguments, which the model writes
+        prompt = prompt + model.tokenizer.encode(forced_call_opening(fn.forced))
     params = model.sampling(req, len(prompt), default_max, req.logprobs)
     decoders = [
-        model.decoder(True, req.stops, req.logprobs, calls=bool(fn_tools), in_call=bool(forced))
+        model.decoder(True, req.stops, req.logprobs, calls=fn.on, in_call=bool(fn.forced))
         for _ in range(req.n)
     ]
     job = Job(prompt, params, server_tools, decoders, 0)
     first, rest = await _started(model.updates([job]))
     rid = new_id("chatcmpl")
     if req.stream:
-        fn = _Functions(model.chat_format if fn_tools else None, forced)
         return _chat_stream(rid, model.name, req, job, fn, _all(first, rest))
     async for _ in _all(first, rest):
         pass
-    choices = [
-        _forced_choice(i, dec, job.finish[i], req, forced)
-        if forced
-        else _chat_choice(model, i, dec, job.finish[i], req, bool(fn_tools))
-        for i, dec in enumerate(decoders)
-    ]
+    choices = [_chat_choice(i, dec, job.finish[i], req, fn) for i, dec in enumerate(decoders)]
     extra = {"prompt_token_ids": prompt} if req.return_token_ids else None
     return chat_completion(rid, model.name, choices, _tokens([job]), extra)
 
 
 def _chat_choice(
-    model: ServedModel, i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, fn: bool
+    i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, fn: Functions
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": dec.content}
     if dec.tool_uses:
         message["raychat_tool_uses"] = [u.as_dict() for u in dec.tool_uses]
-    if fn:
-        content, calls = reply_calls(model.chat_format, dec)
+    if fn.forced:  # the reply was made that call: its arguments are all it wrote
+        arguments, finish = forced_call(dec.content, finish)
+        message |= {"content": None, "tool_calls": [openai_call(fn.forced, arguments)]}
+    elif fn.on:
+        content, calls, finish = reply_calls(dec, finish, fn.parallel)
+        message["content"] = content or None if calls else content
         if calls:
-            message["content"] = content or None
             message["tool_calls"] = calls
-            finish = "tool_calls"
-    return _choice(i, message, dec, finish, req)
-
-
-def _forced_choice(
-    i: int, dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest, name: str
-) -> dict[str, Any]:
-    """The choice of a reply made to call ``name`` (its arguments: ``forced_arguments``)."""
-    call = openai_call(name, forced_arguments(dec.content))
-    message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    return _choice(i, message, dec, forced_finish(finish), req)
-
-
-def _choice(
-    i: int, message: dict[str, Any], dec: ReplyDecoder, finish: str | None, req: ChatCompletionRequest
-) -> dict[str, Any]:
     choice: dict[str, Any] = {
         "index": i,
         "message": message,
@@ -135,62 +116,61 @@ def _choice(
     return choice
 
 
-@dataclass(frozen=True)
-class _Functions:
-    """How a stream reads function calls: the chat format to parse them with (None: the request has
-    no function tools), and the function a forced reply calls."""
-
-    chat_format: ChatFormat | None
-    forced: str | None
-
-
 async def _chat_stream(
     rid: str,
     name: str,
     req: ChatCompletionRequest,
     job: Job,
-    fn: _Functions,
+    fn: Functions,
     updates: AsyncIterator[ChoiceUpdate],
 ) -> AsyncIterator[str]:
     created = int(time.time())
+
+    def chunk(index: int, delta: dict[str, Any], lp: list[TokenLogprob], finish: str | None) -> str:
+        choice = {
+            "index": index,
+            "delta": delta,
+            "logprobs": {"content": [t.entry() for t in lp]} if req.logprobs and lp else None,
+            "finish_reason": finish,
+        }
+        if finish is not None and req.return_token_ids:
+            choice["token_ids"] = job.decoders[index].token_ids
+        return sse(chat_chunk(rid, created, name, [choice]))
+
     for i in range(req.n):
-        delta: dict[str, Any] = {"role": "assistant", "content": ""}
+        opening: dict[str, Any] = {"role": "assistant", "content": ""}
         if fn.forced:  # as OpenAI opens a forced call: its id and name first, the arguments after
-            opening = openai_call(fn.forced, "") | {"index": 0}
-            delta = {"role": "assistant", "content": None, "tool_calls": [opening]}
-        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
-        chunk = chat_chunk(rid, created, name, [choice])
+            call = openai_call(fn.forced, "") | {"index": 0}
+            opening = {"role": "assistant", "content": None, "tool_calls": [call]}
+        first = chat_chunk(
+            rid, created, name, [{"index": i, "delta": opening, "logprobs": None, "finish_reason": None}]
+        )
         if req.return_token_ids and i == 0:
-            chunk["prompt_token_ids"] = job.prompt
-        yield sse(chunk)
+            first["prompt_token_ids"] = job.prompt
+        yield sse(first)
     try:
         async for u in updates:
             piece, finish = u.piece, u.finish
-            delta = {"content": piece.text} if piece.text else {}
-            if finish is not None and (fn.chat_format or fn.forced):
-                ending, rest, finish = stream_ending(fn.chat_format, job.decoders[u.index], fn.forced, finish)
-                if "content" in ending:
-                    ending["content"] = delta.get("content", "") + ending["content"]
-                delta |= ending
-                piece = Piece(
-                    piece.text, piece.logprobs + rest.logprobs, piece.tools_started, piece.tools_done
-                )
+            deltas: list[dict[str, Any]] = [{"content": piece.text} if piece.text else {}]
+            lp = list(piece.logprobs)
+            if finish is not None and fn.on:
+                ending, rest, finish = stream_ending(fn, job.decoders[u.index], finish)
+                lp += rest.logprobs
+                if ending and "content" in ending[0]:
+                    deltas[0]["content"] = deltas[0].get("content", "") + ending.pop(0)["content"]
+                deltas += ending
             tool_deltas = [t.start_delta() for t in piece.tools_started]
             tool_deltas += [{"index": t.index, "result": t.result} for t in piece.tools_done]
             if tool_deltas:
-                delta["raychat_tool_uses"] = tool_deltas
-            if not delta and finish is None:
-                continue
-            lp = piece.logprobs
-            choice = {
-                "index": u.index,
-                "delta": delta,
-                "logprobs": {"content": [t.entry() for t in lp]} if req.logprobs and lp else None,
-                "finish_reason": finish,
-            }
-            if finish is not None and req.return_token_ids:
-                choice["token_ids"] = job.decoders[u.index].token_ids
-            yield sse(chat_chunk(rid, created, name, [choice]))
+                deltas[0]["raychat_tool_uses"] = tool_deltas
+            deltas = [d for d in deltas if d]
+            if finish is not None and len(deltas) > 1:  # the finish in a chunk of its own, as OpenAI
+                deltas.append({})  # ends a stream of calls (a client closes the last call on it)
+            for k, delta in enumerate(deltas or [{}]):
+                last = k == max(len(deltas), 1) - 1
+                if not delta and finish is None:
+                    continue
+                yield chunk(u.index, delta, lp if k == 0 else [], finish if last else None)
         if req.include_usage:
             yield sse(chat_chunk(rid, created, name, [], _tokens([job])))
     except OpenAIError as e:

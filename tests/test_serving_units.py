@@ -14,6 +14,7 @@ from serving_helpers import base_model_dir, byte_tokenizer, make_run
 from lm.chat import ChatFormat
 from pipelines.errors import ConfigError
 from serving.decode import ReplyDecoder
+from serving.function_calls import Functions
 from serving.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
 from serving.resolve import api_keys, app_settings, is_chat_model, resolve_models, search_source
 from serving.served import with_note
@@ -285,8 +286,8 @@ def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checke
 def test_a_forced_call_returns_the_arguments_the_model_wrote():
     from types import SimpleNamespace
 
-    from serving.function_calls import forced_call_opening
-    from serving.handlers import _forced_choice
+    from serving.function_calls import Functions, forced_call_opening
+    from serving.handlers import _chat_choice
 
     assert forced_call_opening("f") == '<tool_call>\n{"name": "f", "arguments":'
     req = parse({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -295,11 +296,14 @@ def test_a_forced_call_returns_the_arguments_the_model_wrote():
         ('{"city": "Par}\n</tool_call>', '{"city": "Par'),  # not JSON: as written, less the call's brace
         ("Paris", "Paris"),
     ):
-        dec = SimpleNamespace(content=written, logprobs=[], token_ids=[])
-        choice = _forced_choice(0, dec, "stop", req, "f")  # type: ignore[arg-type]
+        dec = SimpleNamespace(content=written, logprobs=[], token_ids=[], tool_uses=[])
+        choice = _chat_choice(0, dec, "stop", req, Functions(True, "f"))  # type: ignore[arg-type]
         assert choice["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": arguments}
         assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
-    assert _forced_choice(0, dec, "length", req, "f")["finish_reason"] == "length"  # type: ignore[arg-type]
+    assert _chat_choice(0, dec, "length", req, Functions(True, "f"))["finish_reason"] == "length"  # type: ignore[arg-type]
+    # a whole JSON object before the token limit came: the call was made, its closing tag cut
+    dec.content = ' {"city": "Paris"}}\n</tool'
+    assert _chat_choice(0, dec, "length", req, Functions(True, "f"))["finish_reason"] == "tool_calls"  # type: ignore[arg-type]
 
 
 def test_completion_prompt_shapes():
@@ -429,7 +433,6 @@ def test_serve_is_a_long_running_stage_after_the_models_it_serves():
 
 def test_function_calls_become_openai_tool_calls():
     """A reply in the model's Hermes-style function-call text comes back as OpenAI ``tool_calls``."""
-    from types import SimpleNamespace
 
     from serving.handlers import _chat_choice
 
@@ -448,28 +451,30 @@ def test_function_calls_become_openai_tool_calls():
             "tools": [{"type": "function", "function": {"name": "get_weather"}}],
         }
     )
-    choice = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=True)
+    choice = _chat_choice(0, dec, "stop", req, Functions(True))
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Checking."
     (tc,) = choice["message"]["tool_calls"]
     assert tc["type"] == "function" and tc["id"].startswith("call_")
     assert tc["function"] == {"name": "get_weather", "arguments": '{"city": "Rivmouth"}'}
-    plain = _chat_choice(SimpleNamespace(chat_format=CHAT), 0, dec, "stop", req, fn=False)
+    plain = _chat_choice(0, dec, "stop", req, Functions())
     assert "tool_calls" not in plain["message"] and plain["finish_reason"] == "stop"
 
 
-def _streamed(ids: list[int], body: dict, forced: str | None = None) -> tuple[dict, dict]:
+def _streamed(
+    ids: list[int], body: dict, forced: str | None = None, finish: str = "stop"
+) -> tuple[dict, dict]:
     """A reply of ``ids`` streamed through the chat handler token by token, accumulated as the
     openai client's stream helper does; and the same reply answered whole."""
     import asyncio
-    from types import SimpleNamespace
 
-    from serving.handlers import _chat_choice, _chat_stream, _forced_choice, _Functions
+    from serving.handlers import _chat_choice, _chat_stream
     from serving.served import ChoiceUpdate, Job
 
     req = parse(body)
     fn = bool(req.tools)
     dec = ReplyDecoder(TOK, chat=True, stops=req.stops, logprobs=True, calls=fn, in_call=bool(forced))
     job = Job([1, 2], None, [], [dec], 0)  # type: ignore[arg-type]
+    functions = Functions(fn, forced, req.parallel_tool_calls is not False)
 
     async def updates():
         for i, t in enumerate(ids):
@@ -477,20 +482,28 @@ def _streamed(ids: list[int], body: dict, forced: str | None = None) -> tuple[di
             piece = dec.feed(t, -0.5, is_stop=last and t == sp("<|im_end|>"))
             if last or dec.stopped:
                 yield ChoiceUpdate(0, piece)
-                yield ChoiceUpdate(0, dec.finish(), "stop")
+                yield ChoiceUpdate(0, dec.finish(), finish)
                 return
             yield ChoiceUpdate(0, piece)
 
     async def collect():
-        stream = _chat_stream("id", "m", req, job, _Functions(CHAT if fn else None, forced), updates())
+        stream = _chat_stream("id", "m", req, job, functions, updates())
         return [chunk async for chunk in stream]
 
     events = [e.removeprefix("data: ").strip() for e in asyncio.run(collect())]
     assert events[-1] == "[DONE]"
-    got: dict = {"content": None, "early": "", "tool_calls": {}, "logprobs": [], "finish_reason": None}
+    got: dict = {
+        "content": None,
+        "early": "",
+        "tool_calls": {},
+        "logprobs": [],
+        "finish_reason": None,
+        "chunks": [],
+    }
     for event in events[:-1]:
         (choice,) = json.loads(event)["choices"]
         delta = choice["delta"]
+        got["chunks"].append((delta, choice["finish_reason"]))
         if delta.get("content"):
             got["content"] = (got["content"] or "") + delta["content"]
             got["early"] += delta["content"] if choice["finish_reason"] is None else ""
@@ -502,12 +515,7 @@ def _streamed(ids: list[int], body: dict, forced: str | None = None) -> tuple[di
         got["logprobs"] += [e["token"] for e in (choice["logprobs"] or {}).get("content", [])]
         got["finish_reason"] = choice["finish_reason"] or got["finish_reason"]
     dec.finish()  # the whole reply reads the same decoder's state
-    model = SimpleNamespace(chat_format=CHAT)
-    whole = (
-        _forced_choice(0, dec, "stop", req, forced)
-        if forced
-        else _chat_choice(model, 0, dec, "stop", req, fn)
-    )  # type: ignore[arg-type]
+    whole = _chat_choice(0, dec, finish, req, functions)
     return got, whole
 
 
@@ -562,9 +570,48 @@ def test_text_after_a_call_and_a_broken_call_stream_as_the_whole_reply():
     got, whole = _streamed(broken, WITH_TOOLS)
     assert got["content"] == whole["message"]["content"] == "Sure.\n<tool_call>\n{not json}\n</tool_call>"
     assert got["tool_calls"] == {} and got["finish_reason"] == "stop"
-    # a stop string cut the reply: its call text is content, streamed and whole alike
+    # a stop string cut the reply inside its only call: that call is neither content nor a call
     got, whole = _streamed(call, WITH_TOOLS | {"stop": "}}"})
-    assert got["content"] == whole["message"]["content"] and got["tool_calls"] == {}
+    assert (got["content"] or "") == whole["message"]["content"] == "" and got["tool_calls"] == {}
+
+
+def _call(city: str) -> dict:
+    return {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
+
+
+def test_a_reply_cut_after_a_call_keeps_the_calls_it_finished_and_says_length():
+    """An agent saw finish_reason "tool_calls" and content "Checking both.\n<tool_cal", ran the one
+    call and stored the markup: the half-written call is dropped and the finish stays "length"."""
+    both = _reply_ids(
+        {"role": "assistant", "content": "Checking both.", "tool_calls": [_call("Oslo"), _call("Rome")]}
+    )
+    text = TOK.decode(both)
+    for cut in (text.index("<tool_call>", text.index("Oslo")) + 5, text.index("Rome") + 2):
+        ids = TOK.encode(text[:cut])
+        got, whole = _streamed(ids, WITH_TOOLS, finish="length")
+        assert got["content"] == whole["message"]["content"] == "Checking both."
+        assert [json.loads(c["arguments"]) for c in got["tool_calls"].values()] == [{"city": "Oslo"}]
+        assert got["finish_reason"] == whole["finish_reason"] == "length"
+    # a stop string inside the second call: the first one is kept (it was thrown away with the cut)
+    got, whole = _streamed(both, WITH_TOOLS | {"stop": "Rome"})
+    assert got["content"] == whole["message"]["content"] == "Checking both."
+    assert [json.loads(c["arguments"]) for c in got["tool_calls"].values()] == [{"city": "Oslo"}]
+    assert got["finish_reason"] == whole["finish_reason"] == "tool_calls"
+    # parallel_tool_calls: false returns the first call only
+    got, whole = _streamed(both, WITH_TOOLS | {"parallel_tool_calls": False})
+    assert len(got["tool_calls"]) == len(whole["message"]["tool_calls"]) == 1
+
+
+def test_calls_stream_a_chunk_each_and_the_finish_in_a_chunk_of_its_own():
+    """The openai SDK's stream helper closes a call (its arguments.done event) when the next call
+    starts or when a later chunk finishes the choice: with every call and the finish in one chunk,
+    the last call never got its done event."""
+    both = _reply_ids({"role": "assistant", "content": "", "tool_calls": [_call("Oslo"), _call("Rome")]})
+    got, _ = _streamed(both, WITH_TOOLS)
+    calls = [d["tool_calls"] for d, _ in got["chunks"] if d.get("tool_calls")]
+    assert [[c["index"] for c in chunk] for chunk in calls] == [[0], [1]]
+    assert got["chunks"][-1] == ({}, "tool_calls")
+    assert all(f is None for _, f in got["chunks"][:-1])
 
 
 def test_a_forced_call_streams_its_name_first_and_its_arguments_at_the_end():
