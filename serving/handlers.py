@@ -164,8 +164,10 @@ async def _chat_stream(
             if tool_deltas:
                 deltas[0]["raychat_tool_uses"] = tool_deltas
             deltas = [d for d in deltas if d]
-            if finish is not None and len(deltas) > 1:  # the finish in a chunk of its own, as OpenAI
-                deltas.append({})  # ends a stream of calls (a client closes the last call on it)
+            if finish is not None and any("tool_calls" in d for d in deltas):  # the finish in a chunk of
+                deltas.append(
+                    {}
+                )  # its own, as OpenAI ends a stream of calls (a client closes the last on it)
             for k, delta in enumerate(deltas or [{}]):
                 last = k == max(len(deltas), 1) - 1
                 if not delta and finish is None:

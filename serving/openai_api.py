@@ -9,8 +9,8 @@ What follows OpenAI, and where raychat differs (the README's serving section say
   the engine is full (``server_overloaded``, with ``Retry-After``).
 - Unknown request fields are refused (as OpenAI does: "Unrecognized request argument"), except a few
   that change nothing here (``user``, ``store``, ``metadata``, ``service_tier``,
-  ``parallel_tool_calls``, ``modalities: ["text"]``, ``stream_options.include_obfuscation``), which
-  are still checked as OpenAI checks them. Settings this server cannot honour (penalties,
+  ``modalities: ["text"]``, ``stream_options.include_obfuscation``), which are still checked as
+  OpenAI checks them (``parallel_tool_calls: false`` keeps a reply's first call only). Settings this server cannot honour (penalties,
   ``logit_bias``, ``top_logprobs`` > 0, ``suffix``, ``best_of`` != n, ``tool_choice: "required"``
   over several tools) are refused rather than ignored.
 - ``tool_choice`` naming a function (or ``"required"`` with one tool) makes the reply that call: the

@@ -612,6 +612,10 @@ def test_calls_stream_a_chunk_each_and_the_finish_in_a_chunk_of_its_own():
     assert [[c["index"] for c in chunk] for chunk in calls] == [[0], [1]]
     assert got["chunks"][-1] == ({}, "tool_calls")
     assert all(f is None for _, f in got["chunks"][:-1])
+    one = _reply_ids({"role": "assistant", "content": "", "tool_calls": [_call("Paris")]})
+    for forced, ids in ((None, one), ("get_weather", TOK.encode(' {"city": "Paris"}}') + [sp("<|im_end|>")])):
+        got, _ = _streamed(ids, WITH_TOOLS, forced=forced)  # one call: not in the finishing chunk either
+        assert got["chunks"][-1] == ({}, "tool_calls") and "tool_calls" in got["chunks"][-2][0]
 
 
 def test_a_forced_call_streams_its_name_first_and_its_arguments_at_the_end():
