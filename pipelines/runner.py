@@ -58,16 +58,16 @@ def _output_folders(graph: Graph, name: str) -> list[str]:
     outputs = [*stage.produces(settings)]
     if any(o.startswith("models/") for o in outputs):  # a stage that makes a model trains it
         outputs.append(f"checkpoints/{name}")
+    fs, _ = storage.fs_and_path(run_dir)
     folders: list[str] = []
     for rel in outputs:
-        path = Path(RunDir(run_dir).path(rel))
-        for folder in (path, path.parent):
-            while not folder.exists() and folder != folder.parent:
-                folder = folder.parent
-            if not folder.is_dir() and folder != path:
-                raise NotADirectoryError(f"{folder} is a file, so {path} cannot be made under it")
-            if folder.is_dir() and str(folder) not in folders:
-                folders.append(str(folder))
+        path = RunDir(run_dir).path(rel)
+        for folder in (path, os.path.dirname(path)):
+            existing = storage.nearest_existing(fs, folder)
+            if existing == path and not os.path.isdir(path):
+                continue  # an output file (stats.json): its folder is the next one
+            if existing not in folders:  # a file in the way: check_writable says so
+                folders.append(existing)
     return folders
 
 

@@ -235,6 +235,13 @@ def replace_dir(src: str, dst: str) -> None:
     fs.create_dir(d, recursive=True)  # an output with no files is still there, empty
 
 
+def nearest_existing(fs: pafs.FileSystem, path: str) -> str:
+    """``path`` if it exists, else its nearest ancestor that does (a local filesystem's path)."""
+    while fs.get_file_info(path).type == pafs.FileType.NotFound and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def check_writable(path: str) -> None:
     """Create ``path`` (a folder) and write and delete a probe file in it, or raise ``OSError`` saying why.
 
@@ -243,11 +250,7 @@ def check_writable(path: str) -> None:
     """
     fs, p = fs_and_path(path)
     if not is_object_store(fs):
-        ancestor = p
-        while fs.get_file_info(ancestor).type == pafs.FileType.NotFound and ancestor != os.path.dirname(
-            ancestor
-        ):
-            ancestor = os.path.dirname(ancestor)
+        ancestor = nearest_existing(fs, p)
         if fs.get_file_info(ancestor).type != pafs.FileType.Directory:
             raise NotADirectoryError(f"{ancestor} is a file, so the folder {p} cannot be made under it")
     fs.create_dir(p, recursive=True)

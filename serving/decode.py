@@ -50,6 +50,16 @@ from lm.chat_template import (
 # what may precede a function call's opening in a reply: the whole reply drops one newline before it
 _CALL_OPENINGS = ("\n" + TOOL_CALL_OPEN, TOOL_CALL_OPEN)
 
+
+def tail_prefix(text: str, strings: Sequence[str], start: int = 0) -> int:
+    """How many characters at the end of ``text`` (after ``start``) could begin one of ``strings``:
+    text that is held back until the next characters say whether it becomes one."""
+    for k in range(min(max((len(s) for s in strings), default=1) - 1, len(text) - start), 0, -1):
+        if any(s.startswith(text[-k:]) for s in strings):
+            return k
+    return 0
+
+
 # the tool kinds as the API names them, with the request field the model wrote
 TOOL_KINDS = {
     "search": (SEARCH_START, SEARCH_END, "query"),
@@ -150,7 +160,6 @@ class ReplyDecoder:
         self.tok = tokenizer
         self.chat = chat
         self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.want_logprobs = logprobs
         self.content = ""  # decoded content so far (held text included)
         self.sent = 0  # characters of content already handed out
@@ -276,11 +285,7 @@ class ReplyDecoder:
 
     def _held(self) -> int:
         """Characters at the end of the content that could begin a stop string (held back)."""
-        for k in range(min(self.hold, len(self.content) - self.sent), 0, -1):
-            tail = self.content[-k:]
-            if any(s.startswith(tail) for s in self.stops):
-                return k
-        return 0
+        return tail_prefix(self.content, self.stops, self.sent)
 
     def _emit(self, end: int, piece: Piece, partial_call: bool = True) -> None:
         """Hand out the content up to ``end`` (or to the start of a token whose text is not all
@@ -308,12 +313,7 @@ class ReplyDecoder:
                 self.call_at = min(found)
         if self.call_at is not None:
             return self.call_at
-        if not partial:
-            return len(self.content)
-        for k in range(min(len(_CALL_OPENINGS[0]), len(self.content) - self.sent), 0, -1):
-            if any(o.startswith(self.content[-k:]) for o in _CALL_OPENINGS):
-                return len(self.content) - k
-        return len(self.content)
+        return len(self.content) - (tail_prefix(self.content, _CALL_OPENINGS, self.sent) if partial else 0)
 
     def _token_start_before(self, end: int) -> int:
         """``end``, or the start of the first token not handed out whose text goes past ``end`` or

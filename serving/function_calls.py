@@ -19,7 +19,7 @@ from typing import Any
 
 from lm.chat import split_function_calls
 from lm.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
-from serving.decode import Piece, ReplyDecoder
+from serving.decode import Piece, ReplyDecoder, tail_prefix
 
 
 @dataclass(frozen=True)
@@ -80,17 +80,8 @@ def _without_unfinished_call(text: str) -> str:
     """``text`` less a call opened and never closed at its end (or the start of an opening)."""
     start = text.rfind(TOOL_CALL_OPEN)
     if start < 0 or TOOL_CALL_CLOSE in text[start:]:
-        start = next(
-            (
-                len(text) - k
-                for k in range(min(len(TOOL_CALL_OPEN), len(text)), 0, -1)
-                if TOOL_CALL_OPEN.startswith(text[-k:])
-            ),
-            -1,
-        )
-    if start < 0:
-        return text
-    return text[:start].removesuffix("\n")
+        start = len(text) - tail_prefix(text, (TOOL_CALL_OPEN,))
+    return text[:start].removesuffix("\n") if start < len(text) else text
 
 
 def stream_ending(

@@ -164,14 +164,12 @@ async def _chat_stream(
             if tool_deltas:
                 deltas[0]["raychat_tool_uses"] = tool_deltas
             deltas = [d for d in deltas if d]
-            if finish is not None and any("tool_calls" in d for d in deltas):  # the finish in a chunk of
+            if finish is not None and (not deltas or "tool_calls" in deltas[-1]):
                 deltas.append(
                     {}
-                )  # its own, as OpenAI ends a stream of calls (a client closes the last on it)
-            for k, delta in enumerate(deltas or [{}]):
-                last = k == max(len(deltas), 1) - 1
-                if not delta and finish is None:
-                    continue
+                )  # the finish alone after calls, as OpenAI ends them (a client closes the last)
+            for k, delta in enumerate(deltas):
+                last = k == len(deltas) - 1
                 yield chunk(u.index, delta, lp if k == 0 else [], finish if last else None)
         if req.include_usage:
             yield sse(chat_chunk(rid, created, name, [], _tokens([job])))

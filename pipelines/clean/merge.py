@@ -81,11 +81,11 @@ def run_merge(job: MergeJob) -> int:
             in_fs, in_path = storage.fs_and_path(path)
             with in_fs.open_input_file(in_path) as f:
                 parquet = pq.ParquetFile(f)
-                have = columns  # errors files written before a column was added lack it
-                if job.kind == "errors":
-                    have = [c for c in columns if c in parquet.schema_arrow.names]
+                have = _columns_of(parquet, columns, job.kind)
                 for i in range(parquet.metadata.num_row_groups):
-                    table = _with_columns(parquet.read_row_group(i, columns=have), columns, job.kind)
+                    table = parquet.read_row_group(i, columns=have)
+                    if have != columns:
+                        table = _with_null_columns(table, columns)
                     rows += table.num_rows
                     if job.kind != "clean":
                         writer("", table.schema).write_table(table)
@@ -99,11 +99,13 @@ def run_merge(job: MergeJob) -> int:
     return rows
 
 
-def _with_columns(table: pa.Table, columns: list[str], kind: Kind) -> pa.Table:
-    """``table`` with every column of its kind, in order: an errors file of pass 1 written by an older
-    raychat (a run resumed after an upgrade) lacks ``url``, which is then null for its rows."""
-    if table.column_names == columns or kind != "errors":
-        return table
+def _columns_of(parquet: pq.ParquetFile, columns: list[str], kind: Kind) -> list[str]:
+    """The columns to read: all of them, but an errors file of pass 1 written by an older raychat (a
+    run resumed after an upgrade) lacks ``url``, which is then null for its rows."""
+    return [c for c in columns if c in parquet.schema_arrow.names] if kind == "errors" else columns
+
+
+def _with_null_columns(table: pa.Table, columns: list[str]) -> pa.Table:
     for i, name in enumerate(columns):
         if name not in table.column_names:
             field = ERRORS_SCHEMA.field(name)
