@@ -121,15 +121,23 @@ def start_search_actor(
     name: str | None = DEFAULT_NAME,
     num_cpus: float = 0.25,
     max_concurrency: int = 8,
+    wait: bool = True,
     **settings: Any,
 ) -> Any:
     """The named search actor, started (and its index built or loaded) unless it is already running.
-    ``settings`` are ``SearchServer``'s (k, max_chars, passage_words, language, field names)."""
+    ``settings`` are ``SearchServer``'s (k, max_chars, passage_words, language, field names).
+    ``wait=False`` returns at once: the caller starts its other actors meanwhile (each is a new
+    process, seconds on a small machine), then calls ``search_ready``."""
     options: dict[str, Any] = {"num_cpus": num_cpus, "max_concurrency": max_concurrency}
     if name:
         options |= {"name": name, "get_if_exists": True}
     actor = SearchActor.options(**options).remote(corpus=corpus, index_dir=index_dir, **settings)
-    ray.get(actor.info.remote())  # a bad corpus fails here, with its reason, not at the first search
+    return search_ready(actor) if wait else actor
+
+
+def search_ready(actor: Any) -> Any:
+    """``actor`` once its index is up; a bad corpus fails here, with its reason, not at the first search."""
+    ray.get(actor.info.remote())
     return actor
 
 

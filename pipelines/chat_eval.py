@@ -87,7 +87,7 @@ class ChatSession:
         import ray
 
         from actors.engine_actor import EngineActorConfig, start_engine_actor
-        from actors.search import search_tool, start_search_actor
+        from actors.search import search_ready, search_tool, start_search_actor
         from lm.calculator import calculator_tool
         from lm.chat import ChatFormat
         from lm.tokenizer import load_tokenizer
@@ -105,6 +105,7 @@ class ChatSession:
                 k=s.k,
                 max_chars=s.max_chars,
                 passage_words=s.passage_words,
+                wait=False,  # its process starts beside the engine's
             )
             tools["search"] = search_tool(self.tokenizer, self._search)
         self.tool_names = sorted(tools)
@@ -114,7 +115,13 @@ class ChatSession:
             ),
             tools,
         )
-        ray.get(self.actor.stats.remote())  # a bad model directory fails here, by name
+        try:
+            if self._search is not None:
+                search_ready(self._search)
+            ray.get(self.actor.stats.remote())  # a bad model directory fails here, by name
+        except BaseException:
+            self.close()  # neither actor outlives a session that never started
+            raise
         config = json.loads((Path(self.model_dir) / "config.json").read_text())
         self.max_seq_len = int(config.get("max_position_embeddings", 2048))
 

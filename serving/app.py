@@ -168,9 +168,14 @@ class ChatModel:
                 num_cpus=s.num_cpus,
                 k=s.k,
                 max_chars=s.max_chars,
+                wait=False,  # its process starts beside the engines'
             )
             factories["search"] = lambda tok: search_tool(tok, self.search, timeout_s=s.timeout_s)
         self.models = {m.name: ServedModel(m, factories, cfg.tools.note) for m in models}
+        if search is not None:
+            from actors.search import search_ready
+
+            search_ready(self.search)
         _wait_for_engines(self.models)
         self.created = int(time.time())
         log.info(
