@@ -155,7 +155,9 @@ def test_search_actor_with_a_bad_corpus_fails_at_start_with_the_reason(ray_sessi
 
 
 @pytest.mark.slow
-def test_a_chat_session_whose_model_fails_ends_the_search_actor_it_started(ray_session, world, tmp_path) -> None:
+def test_a_chat_session_whose_model_fails_ends_the_search_actor_it_started(
+    ray_session, world, tmp_path
+) -> None:
     """The chat evaluation starts its search actor beside the engine (each a new process): when the
     engine cannot load the model, the session ends the search actor too, and says why."""
     from engine_helpers import tiny_model_dir
@@ -165,7 +167,9 @@ def test_a_chat_session_whose_model_fails_ends_the_search_actor_it_started(ray_s
 
     def searchers() -> set[str]:
         actors = ray_session._private.state.actors().values()
-        return {a["ActorID"] for a in actors if a["ActorClassName"] == "SearchServer" and a["State"] != "DEAD"}
+        return {
+            a["ActorID"] for a in actors if a["ActorClassName"] == "SearchServer" and a["State"] != "DEAD"
+        }
 
     model_dir, _ = tiny_model_dir(tmp_path / "model")
     (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
