@@ -10,6 +10,7 @@ paths and adds object stores on top (a PUT, and an object-by-object folder move)
 * ``write_bytes`` / ``write_text`` / ``write_json`` are that, for data in memory.
 * ``staged_dir(target)`` yields a fresh folder beside ``target`` to build a new version in; when the
   block ends without an error it replaces ``target`` (``replace_dir``), on an error it is deleted.
+  With ``keep_if_same`` a new version identical to ``target`` leaves ``target`` untouched.
 * ``replace_dir(new, target)`` puts a finished folder in place: the old one is renamed aside, the new
   one renamed in, the old one deleted. Between the two renames ``target`` is missing for an instant;
   a process killed right there leaves the old folder aside, and ``recover_dir(target)`` (which
@@ -130,14 +131,32 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
 
 
 @contextlib.contextmanager
-def staged_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """A fresh folder beside ``target``, put in its place when the block succeeds (see the module)."""
+def staged_dir(target: str | os.PathLike[str], keep_if_same: bool = False) -> Iterator[Path]:
+    """A fresh folder beside ``target``, put in its place when the block succeeds (see the module).
+
+    ``keep_if_same``: when the new folder holds exactly the files ``target`` holds, byte for byte,
+    ``target`` is left as it is (its files keep their times) and the new one is deleted."""
     t = Path(target)
     t.parent.mkdir(parents=True, exist_ok=True)
     new = fresh_dir(_tmp_name(t))
     try:
         yield new
-        replace_dir(new, t)
+        if keep_if_same and same_files(new, t):
+            shutil.rmtree(new, ignore_errors=True)
+        else:
+            replace_dir(new, t)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Whether folders ``a`` and ``b`` hold the same file names with the same bytes (nested too)."""
+    import filecmp
+
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    if names != sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()):
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)

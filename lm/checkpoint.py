@@ -23,6 +23,7 @@ Local paths only; a stage that writes to object storage saves locally and upload
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -223,7 +224,9 @@ def save_pretrained(
     bos = eot  # GPT-2 convention: <|endoftext|> separates (and so starts) documents
     head = _head_fields(net, tokenizer)
 
-    with atomic.staged_dir(out) as tmp:
+    # the same model exported again (a stage run again after it stopped in its evaluation) keeps the
+    # files it has: stored evaluations and the fingerprints of runs that start from it stay valid
+    with atomic.staged_dir(out, keep_if_same=True) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         atomic.write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos) | head)
         generation = {"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos}
@@ -241,8 +244,25 @@ def save_pretrained(
             "model_config": net.config.model_dump(),
             "num_params": net.num_params(),
         }
+        record["created"] = _created_if_same(out / META_FILE, record)
         atomic.write_json(tmp / META_FILE, record)
     return out
+
+
+def _created_if_same(previous: Path, record: dict[str, Any]) -> str:
+    """The ``created`` time of the raychat.json at ``previous`` when it records the same as ``record``
+    but for that time (so an identical export is byte for byte the same), else ``record``'s."""
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return record["created"]
+    if not isinstance(old, dict) or not isinstance(old.get("created"), str):
+        return record["created"]
+    new = json.loads(json.dumps(record, default=str))
+    same = {k: v for k, v in old.items() if k != "created"} == {
+        k: v for k, v in new.items() if k != "created"
+    }
+    return old["created"] if same else record["created"]
 
 
 # -- loading ------------------------------------------------------------------------------------------

@@ -106,6 +106,31 @@ def test_save_replaces_existing_dir_and_converts_dtype(tmp_path: Path) -> None:
     assert torch.equal(as32.lm_head.weight, expected)
 
 
+def test_the_same_model_exported_again_keeps_its_files(tmp_path: Path) -> None:
+    """A stage run again exports the same checkpoint again: the folder is left as it was (the same
+    ``created``, the same file times), so stored evaluations and fingerprints of runs that start from
+    it stay valid. Another step or other weights replace it."""
+    import os
+    import time
+
+    out, tok = tmp_path / "m", tiny_tokenizer()
+    save_pretrained(
+        tiny_model(seed=1), out, tokenizer=tok, meta={"step": 5, "created": "2026-01-01T00:00:00Z"}
+    )
+    times = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    time.sleep(0.01)
+    save_pretrained(tiny_model(seed=1), out, tokenizer=tok, meta={"step": 5})
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == times
+    assert json.loads((out / "raychat.json").read_text())["created"] == "2026-01-01T00:00:00Z"
+    assert not [p for p in tmp_path.iterdir() if p.name != "m"]  # no staged folder left behind
+    save_pretrained(tiny_model(seed=1), out, tokenizer=tok, meta={"step": 6})
+    assert json.loads((out / "raychat.json").read_text())["created"] != "2026-01-01T00:00:00Z"
+    weights = out / "model.safetensors"
+    before = weights.read_bytes()
+    save_pretrained(tiny_model(seed=2), out, tokenizer=tok, meta={"step": 6})
+    assert weights.read_bytes() != before and os.listdir(tmp_path) == ["m"]
+
+
 @pytest.mark.parametrize("shard", [False, True])
 def test_imports_checkpoint_made_by_transformers(transformers, tmp_path: Path, shard: bool) -> None:
     cfg = transformers.LlamaConfig(
