@@ -135,7 +135,7 @@ def finished_run(spec: FitSpec, latest: tuple[Path, dict[str, Any]] | None) -> F
 
     ``latest``: what ``check_resumable`` found (the checkpoint a run would resume from, its meta).
     Why: the stage around the training may have stopped after it (in an evaluation, an export), and
-    the same command then runs again. Ray Train would start a controller and a worker group (10-15 s
+    the same command then runs again. Ray Train would start a controller and a worker group (7-15 s
     on a 2-core machine), load the checkpoint and train nothing.
     """
     from ray.train import Checkpoint
