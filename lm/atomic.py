@@ -141,6 +141,8 @@ def staged_dir(target: str | os.PathLike[str], keep_if_same: bool = False) -> It
     new = fresh_dir(_tmp_name(t))
     try:
         yield new
+        if keep_if_same:
+            recover_dir(t)  # what a killed swap left aside is put back, or its stale copy deleted
         if keep_if_same and same_files(new, t):
             shutil.rmtree(new, ignore_errors=True)
         else:
@@ -150,13 +152,24 @@ def staged_dir(target: str | os.PathLike[str], keep_if_same: bool = False) -> It
         raise
 
 
-def same_files(a: Path, b: Path) -> bool:
-    """Whether folders ``a`` and ``b`` hold the same file names with the same bytes (nested too)."""
+def same_files(a: Path, b: Path, leaving_out: str | None = None) -> bool:
+    """Whether folders ``a`` and ``b`` hold the same entries with the same bytes (nested too), apart
+    from a top-level file named ``leaving_out``. A link or anything but a file or folder differs."""
     import filecmp
 
-    if not (a.is_dir() and b.is_dir()):
+    def entries(root: Path) -> list[str]:
+        return sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if str(p.relative_to(root)) != leaving_out
+        )
+
+    if not (a.is_dir() and b.is_dir()) or (names := entries(a)) != entries(b):
         return False
-    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
-    if names != sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file()):
-        return False
-    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+    for name in names:
+        x, y = a / name, b / name
+        if x.is_symlink() or y.is_symlink():
+            return False
+        if x.is_dir() and y.is_dir():
+            continue
+        if not (x.is_file() and y.is_file() and filecmp.cmp(x, y, shallow=False)):
+            return False
+    return True

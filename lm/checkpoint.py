@@ -244,14 +244,17 @@ def save_pretrained(
             "model_config": net.config.model_dump(),
             "num_params": net.num_params(),
         }
-        record["created"] = _created_if_same(out / META_FILE, record)
+        if atomic.same_files(tmp, out, leaving_out=META_FILE):  # the same weights, config, tokenizer
+            record["created"] = _created_if_same(out / META_FILE, record)
         atomic.write_json(tmp / META_FILE, record)
     return out
 
 
 def _created_if_same(previous: Path, record: dict[str, Any]) -> str:
     """The ``created`` time of the raychat.json at ``previous`` when it records the same as ``record``
-    but for that time (so an identical export is byte for byte the same), else ``record``'s."""
+    but for that time (so an identical export is byte for byte the same), else ``record``'s. Only
+    asked once the other files are known to be the same: a record alone does not tell two models
+    apart."""
     try:
         old = json.loads(previous.read_text())
     except (OSError, ValueError):

@@ -109,13 +109,14 @@ class ChatSession:
             )
             tools["search"] = search_tool(self.tokenizer, self._search)
         self.tool_names = sorted(tools)
-        self.actor = start_engine_actor(
-            EngineActorConfig(
-                model_dir=self.model_dir, max_batch_size=cfg.engine_batch_size, max_queued=4096
-            ),
-            tools,
-        )
+        self.actor = None
         try:
+            self.actor = start_engine_actor(
+                EngineActorConfig(
+                    model_dir=self.model_dir, max_batch_size=cfg.engine_batch_size, max_queued=4096
+                ),
+                tools,
+            )
             if self._search is not None:
                 search_ready(self._search)
             ray.get(self.actor.stats.remote())  # a bad model directory fails here, by name

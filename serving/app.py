@@ -172,11 +172,11 @@ class ChatModel:
             )
             factories["search"] = lambda tok: search_tool(tok, self.search, timeout_s=s.timeout_s)
         self.models = {m.name: ServedModel(m, factories, cfg.tools.note) for m in models}
+        _wait_for_engines(self.models)  # says every 30 s what is still loading
         if search is not None:
             from actors.search import search_ready
 
-            search_ready(self.search)
-        _wait_for_engines(self.models)
+            search_ready(self.search)  # its index was built meanwhile
         self.created = int(time.time())
         log.info(
             "replica ready: %s",

@@ -123,12 +123,16 @@ def test_the_same_model_exported_again_keeps_its_files(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == times
     assert json.loads((out / "raychat.json").read_text())["created"] == "2026-01-01T00:00:00Z"
     assert not [p for p in tmp_path.iterdir() if p.name != "m"]  # no staged folder left behind
-    save_pretrained(tiny_model(seed=1), out, tokenizer=tok, meta={"step": 6})
-    assert json.loads((out / "raychat.json").read_text())["created"] != "2026-01-01T00:00:00Z"
+    save_pretrained(
+        tiny_model(seed=1), out, tokenizer=tok, meta={"step": 6, "created": "2026-01-02T00:00:00Z"}
+    )
+    assert json.loads((out / "raychat.json").read_text())["created"] == "2026-01-02T00:00:00Z"  # replaced
     weights = out / "model.safetensors"
     before = weights.read_bytes()
+    # other weights with the very same record: a new created time, so raychat.json tells them apart
     save_pretrained(tiny_model(seed=2), out, tokenizer=tok, meta={"step": 6})
     assert weights.read_bytes() != before and os.listdir(tmp_path) == ["m"]
+    assert json.loads((out / "raychat.json").read_text())["created"] != "2026-01-02T00:00:00Z"
 
 
 @pytest.mark.parametrize("shard", [False, True])

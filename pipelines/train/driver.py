@@ -96,7 +96,10 @@ def lean_torch_trainer() -> type:
       our tasks read their own token files and give Ray Train no datasets.
     - ``PlacementGroupCleanerCallback`` starts a detached actor that frees the workers' placement
       group should the controller die. The embedded local cluster ends with this process, leaving
-      nothing to free; on a cluster we joined it stays.
+      nothing to free; on a cluster we joined it stays. The price: a controller killed from outside
+      (the kernel's OOM killer) while the command lives on keeps its CPUs reserved, and a later fit
+      of the same command waits for them. A worker killed is not that case: the controller itself
+      frees the group and restarts it.
     Both are private classes of Ray 2.60 (pinned); should an upgrade move them, the plain
     ``TorchTrainer`` runs (tests/test_train_driver.py says so).
     """
