@@ -119,6 +119,31 @@ def test_micro_batches_with_very_different_target_counts_give_the_gradient_of_on
     assert (naive - right).norm() > 0.2 * right.norm()
 
 
+def test_precision_bf16_runs_cpu_steps_under_autocast_and_keeps_fp32_weights():
+    batches = _uneven_batches()
+    expected = _reference_gradients(batches)
+    assert not Trainer(
+        fresh_model(TINY, 0), StepConfig(), total_steps=1, device=CPU
+    ).bf16  # auto: fp32 on CPU
+    bf16 = _gradients(batches, StepConfig(grad_clip=None, precision="bf16"))
+    fp32 = _gradients(batches, StepConfig(grad_clip=None, precision="fp32"))
+    _assert_close(fp32, expected)
+    # the weights' gradients stay fp32 and near the exact ones, but bf16's rounding shows: it really ran
+    assert all(g.dtype == torch.float32 for g in bf16.values())
+    errors = [((bf16[n] - g).norm() / g.norm()).item() for n, g in expected.items() if g.norm() > 0]
+    assert max(errors) < 0.1 and sum(errors) / len(errors) > 1e-4, errors
+    trainer = Trainer(
+        fresh_model(TINY, 0),
+        StepConfig(precision="bf16", lr=1e-2, warmup_steps=0),
+        total_steps=20,
+        device=CPU,
+    )
+    first = trainer.train_step(batches, next_token_loss)["loss"]
+    for _ in range(15):
+        last = trainer.train_step(batches, next_token_loss)["loss"]
+    assert last < first - 0.5 and all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
 def test_a_step_reports_the_mean_over_targets_extra_sums_and_clips_the_normalised_gradient():
     batches = _uneven_batches()
     counts = [int((b["targets"] != IGNORE_INDEX).sum()) for b in batches]

@@ -14,7 +14,9 @@ targets fall into micro-batches and ranks.
 Parallelism: ``ddp`` wraps the model in DistributedDataParallel (gradients all-reduced in the last
 micro-step's backward); ``fsdp`` applies FSDP2's ``fully_shard`` to every decoder block and then to
 the root, so parameters, gradients and optimizer state are sharded across ranks. On GPU the forward
-runs under bf16 autocast (and FSDP2 also keeps its gathered parameters in bf16, reducing in fp32).
+runs under bf16 autocast (and FSDP2 also keeps its gathered parameters in bf16, reducing in fp32);
+``precision: bf16`` asks for autocast on CPU too, where a CPU with bf16 units halves a small model's
+step (weights, gradients and AdamW's state stay fp32 either way, as on GPU).
 Both average gradients over the ranks, which the scale above accounts for.
 """
 
@@ -60,8 +62,9 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     return list(layers) if layers is not None else []
 
 
-def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
-    """DDP or FSDP2 around ``model`` (already on ``device``); unchanged in a single process."""
+def wrap_model(model: nn.Module, strategy: str, device: torch.device, bf16: bool = False) -> nn.Module:
+    """DDP or FSDP2 around ``model`` (already on ``device``); unchanged in a single process. ``bf16``:
+    FSDP2 gathers the parameters in bf16 (reducing gradients in fp32), as autocast would cast them."""
     _, world_size = world()
     if world_size == 1:
         return model
@@ -78,7 +81,7 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Modu
         mesh = init_device_mesh(device.type, (world_size,))
         mp = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if device.type == "cuda"
+            if bf16
             else MixedPrecisionPolicy()
         )
         for block in decoder_blocks(model):
@@ -131,8 +134,9 @@ class Trainer:
         self.rank, self.world_size = world()
         self.device = device
         self.config = config
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         self.model = model.to(device)  # the unwrapped module (FSDP2 shards it in place)
-        self.module = wrap_model(self.model, config.strategy, device)
+        self.module = wrap_model(self.model, config.strategy, device, self.bf16)
         self.optimizer = build_optimizer(
             self.module,
             config.lr,
@@ -145,7 +149,6 @@ class Trainer:
             self.optimizer, config.warmup_steps, total_steps, config.min_lr_ratio, config.decay
         )
         self.forward_module = torch.compile(self.module) if config.compile else self.module
-        self.bf16 = device.type == "cuda"
 
     # -- steps --------------------------------------------------------------------------------------
 
