@@ -257,6 +257,17 @@ def _run_losing_a_node(
                 nodes.cluster.remove_node(n, allow_graceful=False)
 
 
+def _trace(seen: list[tuple[bool, Any]]) -> str:
+    """The observations of ``_run_losing_a_node`` without repeats, as a failure message shows them: what the
+    test saw, and when it lost the node, is what a timing failure needs to be understood."""
+    kept = [
+        f"{'lost ' if lost else ''}{value}"
+        for i, (lost, value) in enumerate(seen)
+        if i == 0 or seen[i - 1] != (lost, value)
+    ]
+    return " -> ".join(kept)
+
+
 def _outcomes(data: Path) -> dict[str, list[tuple]]:
     """Every output row of a clean run, as comparable tuples: what each input record became."""
     clean = pads.dataset(data / "clean", format="parquet", partitioning=HIVE).to_table()
@@ -368,14 +379,16 @@ def test_pretraining_loses_its_worker_node_and_resumes_from_the_latest_checkpoin
     status, seen = _run_losing_a_node(nodes, 1, "pretrain", settings, log, progress, past_a_checkpoint)
     assert status == 0, log.read_text()[-4000:]
     before_restart = [step for _, (step, starts, _) in seen if starts < 2 and step is not None]
-    assert any(lost for lost, _ in seen) and before_restart, "the node was not lost mid-training"
+    assert any(lost for lost, _ in seen) and before_restart, (
+        f"the node was not lost mid-training: {_trace(seen)}"
+    )
 
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     starts = [r["step"] for r in records if r.get("event") == "start"]
     assert len(starts) == 2 and starts[0] == 0, starts
     # resumed at the latest checkpoint committed before the worker group came back, not from scratch
     resumed = starts[1]
-    assert resumed == before_restart[-1] > 0, (starts, before_restart)
+    assert resumed == before_restart[-1] > 0, (starts, before_restart, _trace(seen))
     # the steps run after that checkpoint on the lost node ran again, with the same batches and state
     restart = [i for i, r in enumerate(records) if r.get("event") == "start"][1]
     lost_at = max(r["step"] for r in records[:restart] if "loss" in r)
