@@ -189,15 +189,15 @@ def _two_rank_worker(rank: int, port: int, out_dir: str) -> None:
     try:
         batches = _uneven_batches()
         mine = batches[:2] if rank == 0 else batches[2:]  # 3 + 200 targets here, 50 + 1 there
-        for strategy in ("ddp", "fsdp"):
-            config = StepConfig(strategy=strategy, grad_clip=None)
+        for strategy, precision in (("ddp", "auto"), ("fsdp", "auto"), ("ddp", "bf16"), ("fsdp", "bf16")):
+            config = StepConfig(strategy=strategy, grad_clip=None, precision=precision)
             trainer = Trainer(fresh_model(TINY, 0), config, total_steps=1, device=CPU)
             stats = trainer.compute_gradients(mine, next_token_loss).values()
             grads = {}
             for name, p in trainer.model.named_parameters():
                 grads[name] = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
             if rank == 0:
-                torch.save({"grads": grads, "stats": stats}, Path(out_dir) / f"{strategy}.pt")
+                torch.save({"grads": grads, "stats": stats}, Path(out_dir) / f"{strategy}-{precision}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -210,9 +210,14 @@ def test_two_ranks_with_uneven_targets_give_the_gradient_of_one_batch(tmp_path):
     mp.spawn(_two_rank_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     expected = _reference_gradients(_uneven_batches())
     for strategy in ("ddp", "fsdp"):
-        saved = torch.load(tmp_path / f"{strategy}.pt", weights_only=True)
+        saved = torch.load(tmp_path / f"{strategy}-auto.pt", weights_only=True)
         assert saved["stats"]["count"] == 254, strategy
         _assert_close(saved["grads"], expected)
+        # bf16 autocast over gloo (FSDP2 gathering fp32 on CPU): the same gradient up to bf16's rounding
+        bf16 = torch.load(tmp_path / f"{strategy}-bf16.pt", weights_only=True)["grads"]
+        for name, g in expected.items():
+            assert bf16[name].dtype == torch.float32, name
+            assert (bf16[name] - g).norm() <= 0.1 * g.norm() + 1e-6, (strategy, name)
 
 
 def test_trainer_state_restores_and_exports_full_weights(tmp_path):

@@ -63,8 +63,9 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def wrap_model(model: nn.Module, strategy: str, device: torch.device, bf16: bool = False) -> nn.Module:
-    """DDP or FSDP2 around ``model`` (already on ``device``); unchanged in a single process. ``bf16``:
-    FSDP2 gathers the parameters in bf16 (reducing gradients in fp32), as autocast would cast them."""
+    """DDP or FSDP2 around ``model`` (already on ``device``); unchanged in a single process. ``bf16`` on
+    GPU: FSDP2 gathers the parameters in bf16 (reducing gradients in fp32), as autocast would cast them;
+    on CPU it gathers fp32 (gloo's bf16 collectives are not to be relied on) and autocast casts."""
     _, world_size = world()
     if world_size == 1:
         return model
@@ -81,7 +82,7 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, bf16: bool
         mesh = init_device_mesh(device.type, (world_size,))
         mp = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if bf16
+            if bf16 and device.type == "cuda"
             else MixedPrecisionPolicy()
         )
         for block in decoder_blocks(model):
