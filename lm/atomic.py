@@ -10,7 +10,7 @@ paths and adds object stores on top (a PUT, and an object-by-object folder move)
 * ``write_bytes`` / ``write_text`` / ``write_json`` are that, for data in memory.
 * ``staged_dir(target)`` yields a fresh folder beside ``target`` to build a new version in; when the
   block ends without an error it replaces ``target`` (``replace_dir``), on an error it is deleted.
-  With ``keep_if_same`` a new version identical to ``target`` leaves ``target`` untouched.
+  With ``keep_old`` (e.g. ``same_files``) a new version found identical leaves ``target`` untouched.
 * ``replace_dir(new, target)`` puts a finished folder in place: the old one is renamed aside, the new
   one renamed in, the old one deleted. Between the two renames ``target`` is missing for an instant;
   a process killed right there leaves the old folder aside, and ``recover_dir(target)`` (which
@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +131,21 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
 
 
 @contextlib.contextmanager
-def staged_dir(target: str | os.PathLike[str], keep_if_same: bool = False) -> Iterator[Path]:
+def staged_dir(
+    target: str | os.PathLike[str], keep_old: Callable[[Path, Path], bool] | None = None
+) -> Iterator[Path]:
     """A fresh folder beside ``target``, put in its place when the block succeeds (see the module).
 
-    ``keep_if_same``: when the new folder holds exactly the files ``target`` holds, byte for byte,
-    ``target`` is left as it is (its files keep their times) and the new one is deleted."""
+    ``keep_old(new, target)``, asked when the block succeeds: True leaves ``target`` as it is (its files
+    keep their times) and deletes the new folder; ``same_files`` keeps it when nothing changed. What a
+    killed swap left aside is put back first, so the block and ``keep_old`` see the real ``target``."""
     t = Path(target)
     t.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(t)
     new = fresh_dir(_tmp_name(t))
     try:
         yield new
-        if keep_if_same:
-            recover_dir(t)  # what a killed swap left aside is put back, or its stale copy deleted
-        if keep_if_same and same_files(new, t):
+        if keep_old is not None and keep_old(new, t):
             shutil.rmtree(new, ignore_errors=True)
         else:
             replace_dir(new, t)

@@ -23,6 +23,7 @@ Local paths only; a stage that writes to object storage saves locally and upload
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import os
 import time
@@ -225,8 +226,15 @@ def save_pretrained(
     head = _head_fields(net, tokenizer)
 
     # the same model exported again (a stage run again after it stopped in its evaluation) keeps the
-    # files it has: stored evaluations and the fingerprints of runs that start from it stay valid
-    with atomic.staged_dir(out, keep_if_same=True) as tmp:
+    # files it has: stored evaluations and the fingerprints of runs that start from it stay valid.
+    # The weights, config and tokenizer are compared once, below; raychat.json is what is left.
+    rest_same = False
+
+    def unchanged(new: Path, old: Path) -> bool:
+        old_meta = old / META_FILE
+        return rest_same and old_meta.is_file() and filecmp.cmp(new / META_FILE, old_meta, shallow=False)
+
+    with atomic.staged_dir(out, keep_old=unchanged) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         atomic.write_json(tmp / CONFIG_FILE, hf_config_dict(net.config, stored_dtype, bos, eos) | head)
         generation = {"bos_token_id": bos, "eos_token_id": eos[0] if len(eos) == 1 else eos}
@@ -244,7 +252,8 @@ def save_pretrained(
             "model_config": net.config.model_dump(),
             "num_params": net.num_params(),
         }
-        if atomic.same_files(tmp, out, leaving_out=META_FILE):  # the same weights, config, tokenizer
+        rest_same = atomic.same_files(tmp, out, leaving_out=META_FILE)  # weights, config, tokenizer
+        if rest_same:
             record["created"] = _created_if_same(out / META_FILE, record)
         atomic.write_json(tmp / META_FILE, record)
     return out
