@@ -8,6 +8,8 @@ prefer replies starting with 'a' steers GRPO beside a rule that rewards somethin
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -252,6 +254,43 @@ def test_a_crashed_run_resumes_from_its_checkpoint(ray_session, toy, tmp_path) -
     assert json.loads((last / "driver.json").read_text())["loop"]["version"] == 6
     optimizer = torch.load(last / "state.pt", weights_only=True)["optimizer"]["state"]
     assert {int(s["step"]) for s in optimizer.values()} == {6}  # AdamW continued from step 2's state
+
+
+def test_a_checkpoint_of_another_starting_model_is_set_aside_not_continued(
+    ray_session, toy, tmp_path, caplog
+) -> None:
+    """Redoing SFT rewrites the model at the same path: the policy trained from the old one must not be
+    resumed and exported as if it came from the new one (the settings are unchanged, so no error)."""
+    import shutil
+
+    from pipelines.grpo.job import run
+
+    init = tmp_path / "sft"
+    shutil.copytree(toy["model"], init)
+    cfg = toy_config(toy, tmp_path / "run", steps=2, checkpoint_every=2, init=str(init), eval={"problems": 4})
+    run(cfg)
+    before = json.loads(
+        (tmp_path / "run" / "checkpoints" / "grpo" / "step_000002" / "driver.json").read_text()
+    )
+    assert set(before["inputs"]) == {"the initial model", "the training data"}
+    assert run(cfg)["steps"] == 2  # unchanged inputs: the finished run is resumed, nothing set aside
+    assert not list((tmp_path / "run" / "checkpoints").glob("grpo.stale-*"))
+
+    weights = init / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "re-trained"
+    with caplog.at_level(logging.WARNING, logger="raychat.train"):
+        numbers = run(cfg)
+    assert numbers["steps"] == 2
+    assert "the initial model changed since they were written" in caplog.text, caplog.text
+    (aside,) = (tmp_path / "run" / "checkpoints").glob("grpo.stale-*")
+    assert (aside / "step_000002" / "driver.json").is_file()
+    after = json.loads(
+        (tmp_path / "run" / "checkpoints" / "grpo" / "step_000002" / "driver.json").read_text()
+    )
+    assert after["inputs"]["the initial model"] != before["inputs"]["the initial model"]
+    assert after["inputs"]["the training data"] == before["inputs"]["the training data"]
+    metrics = (tmp_path / "run" / "metrics" / "grpo.jsonl").read_text().splitlines()
+    assert [json.loads(m)["step"] for m in metrics] == [1, 2]  # trained anew, not appended to
 
 
 def weight_sync_round_trip(toy: dict[str, Path], backend_gpus: float) -> None:

@@ -161,6 +161,22 @@ def _identity(cfg: RunConfig, g: Any, model: Path) -> dict[str, Any]:
     }
 
 
+def _inputs(model: Path, rm_dir: Path | None, train: list[Any]) -> dict[str, str]:
+    """What the policy is trained from, as fingerprints by name. ``_identity`` holds settings (another
+    value is a mistake to report); these are files an earlier stage rewrites at the same path (redoing
+    SFT, the world's splits, the rm stage), so a checkpoint of other inputs is set aside, not continued
+    into a policy that never saw them."""
+    from pipelines.train.fingerprints import INITIAL_MODEL, TRAINING_DATA, fingerprint, model_fingerprint
+
+    inputs = {
+        INITIAL_MODEL: model_fingerprint(model),
+        TRAINING_DATA: fingerprint(*(f"{p.id}\t{p.question}\t{p.reference}" for p in train)),
+    }
+    if rm_dir is not None:
+        inputs["the reward model"] = model_fingerprint(rm_dir)
+    return inputs
+
+
 def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
 
     from actors.learner import LearnerSpec
@@ -204,6 +220,8 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     before_path, after_path = (run_dir.metrics / f"{name}_eval_{when}.json" for when in ("before", "after"))
     checkpoints = Checkpoints(run_dir.checkpoints_of(name), g.keep_checkpoints)
     identity = _identity(cfg, g, model)
+    rm_dir = reward_model_dir(cfg, name)
+    inputs = _inputs(model, rm_dir, train)
     latest = checkpoints.latest()
     driver = read_driver(latest) if latest else None
     if driver is not None and driver.get("identity") != identity:
@@ -212,9 +230,14 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
             f"{name}: the checkpoint in {latest} was made with other settings ({', '.join(changed)}); use "
             f"another run_dir, or rerun with --force to set the checkpoints aside and start again"
         )
+    if driver is not None and driver.get("inputs", inputs) != inputs:  # older checkpoints: no record
+        from pipelines.train.driver import set_aside
+
+        changed = [k for k in inputs if driver["inputs"].get(k) != inputs[k]]
+        set_aside(run_dir, name, f"{' and '.join(changed)} changed since they were written")
+        latest, driver = None, None
 
     started = time.perf_counter()
-    rm_dir = reward_model_dir(cfg, name)
     topo = launch(g, spec, _tools(g, tokenizer, run_dir), spec.total_steps, str(rm_dir) if rm_dir else None)
     try:
         tally = _CpuTally()
@@ -241,7 +264,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
         )
         if state.version > 0:
             push_weights(topo, collector, state.version, "recompute")
-        extra = {"identity": identity}
+        extra = {"identity": identity, "inputs": inputs}
 
         def cpu_so_far() -> float:
             return cpu_before + _cpu_seconds(topo, tally) - cpu_start
