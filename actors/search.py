@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
@@ -31,8 +32,9 @@ from typing import Any
 import ray
 
 from lm.engine import ToolHook, text_tool
-from lm.search_index import SearchIndex, SearchIndexError
+from lm.search_index import META_FILE, SearchIndex, SearchIndexError
 from pipelines.records import Record, list_files, read_records
+from pipelines.train.fingerprints import fingerprint
 
 log = logging.getLogger("raychat")
 
@@ -58,11 +60,16 @@ class SearchServer:
         self.k, self.max_chars = k, max_chars
         self.fields = (id_field, title_field, text_field)  # what a plain text file's record is keyed by
         self.problems: list[str] = []
-        if index_dir and (Path(index_dir) / "raychat_search.json").is_file():
-            self.index = SearchIndex.load(index_dir)
-            source = f"loaded from {index_dir}"
+        files: list[str] = []
+        if corpus:
+            files, missing = list_files(corpus)
+            self.problems += [str(p) for p in missing]
+        built_from = _built_from(files, passage_words, language, self.fields)
+        saved = self._saved(index_dir, built_from if corpus else None)
+        if saved is not None:
+            self.index, source = saved, f"loaded from {index_dir}"
         elif corpus:
-            docs = self._documents(corpus)
+            docs = self._documents(corpus, files)
             self.index = SearchIndex.build(
                 docs,
                 passage_words=passage_words,
@@ -71,6 +78,7 @@ class SearchServer:
                 title_field=title_field,
                 id_field=id_field,
             )
+            self.index.settings["built_from"] = built_from
             if index_dir:
                 self.index.save(index_dir)
             source = f"built from {len(docs)} documents"
@@ -79,9 +87,21 @@ class SearchServer:
         self.seconds = round(time.perf_counter() - started, 3)
         log.info("search index %s: %d passages in %.1fs", source, len(self.index), self.seconds)
 
-    def _documents(self, corpus: str | list[str]) -> list[dict[str, Any]]:
-        files, missing = list_files(corpus)
-        self.problems += [str(p) for p in missing]
+    @staticmethod
+    def _saved(index_dir: str | None, built_from: str | None) -> SearchIndex | None:
+        """The index saved in ``index_dir``, unless it was built from other files or settings than the
+        corpus given now (``built_from``; None: no corpus given, the saved index is what was asked for).
+        A redone world or another corpus rewrites the documents; the old index would answer from the
+        old ones, in GRPO rollouts, chat and serving alike."""
+        if not (index_dir and (Path(index_dir) / META_FILE).is_file()):
+            return None
+        index = SearchIndex.load(index_dir)
+        if built_from is None or index.settings.get("built_from") == built_from:
+            return index
+        log.info("search index in %s was built from other documents or settings: rebuilding it", index_dir)
+        return None
+
+    def _documents(self, corpus: str | list[str], files: list[str]) -> list[dict[str, Any]]:
         if not files:
             raise SearchIndexError(f"search corpus {corpus!r}: no data files ({'; '.join(self.problems)})")
         docs = []
@@ -110,6 +130,19 @@ class SearchServer:
             "build_seconds": self.seconds,
             "skipped_records": len(self.problems),
         }
+
+
+def _built_from(files: list[str], passage_words: int, language: str | None, fields: tuple[str, ...]) -> str:
+    """The corpus files (path, size, modification time) and the settings an index is built with, as
+    one short hash: what a saved index must match to be reused instead of rebuilt."""
+    parts: list[str] = [str(passage_words), str(language), *fields]
+    for name in sorted(files):
+        try:
+            st = os.stat(name)
+            parts.append(f"{os.path.abspath(name)}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:  # a remote path (s3://...): its name only
+            parts.append(name)
+    return fingerprint(*parts)
 
 
 SearchActor = ray.remote(SearchServer)

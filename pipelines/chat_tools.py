@@ -95,12 +95,13 @@ def load_search(
         runs.append(Path(str(meta["source_run"])))
     for run in map(RunDir, runs):
         saved, corpus = run.search_index, run.world / "search_index.jsonl"
+        has_saved = (saved / META_FILE).is_file()
         try:
-            if (saved / META_FILE).is_file():
-                return _open_index(index_dir=str(saved)), f"the run's index {saved}"
-            if corpus.is_file():
-                server = _open_index(corpus=str(corpus))
+            if corpus.is_file():  # with the saved index: reused unless the corpus changed since
+                server = _open_index(corpus=str(corpus), **({"index_dir": str(saved)} if has_saved else {}))
                 return server, f"{corpus}: {len(server.index):,} passages"
+            if has_saved:
+                return _open_index(index_dir=str(saved)), f"the run's index {saved}"
         except ChatError as e:
             print(f"warning: the run's search index is unusable, search is off: {e}", file=notes)
             return None, "the run's index is unusable"

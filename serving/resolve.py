@@ -153,12 +153,11 @@ def search_source(run: RunDir, cfg: ServeConfig) -> dict[str, Any] | None:
         }
     from lm.search_index import META_FILE
 
-    if (run.search_index / META_FILE).is_file():
-        return {"corpus": None, "index_dir": str(run.search_index.resolve())}
+    saved = str(run.search_index.resolve()) if (run.search_index / META_FILE).is_file() else None
     corpus = run.world / "search_index.jsonl"
-    if corpus.is_file():
-        return {"corpus": str(corpus.resolve()), "index_dir": None}
-    return None
+    if corpus.is_file():  # with the saved index: reused unless the corpus changed since it was built
+        return {"corpus": str(corpus.resolve()), "index_dir": saved}
+    return {"corpus": None, "index_dir": saved} if saved else None
 
 
 def replica_resources(cfg: ServeConfig, models: list[ResolvedModel], search: bool) -> dict[str, float]:

@@ -4,6 +4,7 @@ a TorchEngine run (and the calculator's), with a tiny model scripted to emit the
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -241,6 +242,33 @@ def test_search_server_counts_bad_corpus_records(tmp_path: Path) -> None:
     assert server.answer("flying kite") == "[1] Kites: A kite is a tethered flying toy."
     with pytest.raises(SearchIndexError, match="give a corpus"):
         SearchServer()
+
+
+def test_a_saved_index_is_rebuilt_when_its_corpus_changes(tmp_path: Path, caplog) -> None:
+    """A redone world rewrites the corpus at the same path: the index saved beside the run must not go
+    on answering from the old documents (GRPO, chat and serving all pass both corpus and index_dir)."""
+    import os
+
+    from actors.search import SearchServer
+
+    corpus, index_dir = tmp_path / "docs.jsonl", str(tmp_path / "index")
+    corpus.write_text('{"id": "d1", "title": "Kites", "text": "A kite is a tethered flying toy."}\n')
+    first = SearchServer(corpus=str(corpus), index_dir=index_dir, k=1)
+    assert first.answer("kite") == "[1] Kites: A kite is a tethered flying toy."
+    with caplog.at_level(logging.INFO, logger="raychat"):
+        same = SearchServer(corpus=str(corpus), index_dir=index_dir, k=1)  # unchanged: loaded, not rebuilt
+    assert "loaded from" in caplog.text and same.answer("kite") == first.answer("kite")
+
+    corpus.write_text('{"id": "d1", "title": "Kites", "text": "A kite is a bird of prey that hovers."}\n')
+    os.utime(corpus, ns=(corpus.stat().st_atime_ns, corpus.stat().st_mtime_ns + 10**9))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="raychat"):
+        rebuilt = SearchServer(corpus=str(corpus), index_dir=index_dir, k=1)
+    assert "built from other documents" in caplog.text
+    assert rebuilt.answer("kite") == "[1] Kites: A kite is a bird of prey that hovers."
+    assert SearchServer(index_dir=index_dir, k=1).answer("kite") == rebuilt.answer("kite")  # saved anew
+    other = SearchServer(corpus=str(corpus), index_dir=index_dir, k=1, passage_words=5)  # other settings
+    assert other.info()["settings"]["passage_words"] == 5
 
 
 def test_search_server_indexes_a_folder_of_text_files(tmp_path: Path) -> None:

@@ -368,6 +368,14 @@ def test_config_from_run_dir_and_chat_rule(tmp_path, monkeypatch):
         "corpus": str(run / "world" / "search_index.jsonl"),
         "index_dir": None,
     }
+    (run / "search").mkdir()
+    (run / "search" / "raychat_search.json").write_text("{}")  # a saved index: checked against the corpus
+    assert search_source(app.run, app.serve) == {
+        "corpus": str(run / "world" / "search_index.jsonl"),
+        "index_dir": str(run / "search"),
+    }
+    (run / "world" / "search_index.jsonl").unlink()
+    assert search_source(app.run, app.serve) == {"corpus": None, "index_dir": str(run / "search")}
     assert search_source(app.run, settings(run, tools={"search": False}).serve) is None
     monkeypatch.setenv("RAYCHAT_API_KEYS", " k1, ,k2")
     assert api_keys(settings(run, api_keys=["k0", "k1"]).serve) == ["k0", "k1", "k2"]
