@@ -1,9 +1,11 @@
 """The post-training stages' evaluations, kept and shown: run a model through pipelines/chat_eval.py,
 store the full results under ``metrics/eval_<model>.json``, and write report tables and transcripts.
 
-A stored evaluation is reused only while its model directory is unchanged (its raychat.json, which
-records when the model was written), so the "I don't know" stage reads the SFT model's scores instead
-of generating them again, and a retrained model is always scored anew.
+A stored evaluation is reused only while what it scored is unchanged: the model directory (its
+raychat.json and weights files), the questions (the world's held-out splits, or the rows a caller
+gives, such as distill's held-out file) and the search corpus. So the "I don't know" stage reads the
+SFT model's scores instead of generating them again, while a retrained model, a redone world or an
+edited held-out file is always scored anew.
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ def world_data_dir(run: RunDir) -> Path:
     return run.local("sft_data")
 
 
-def _stamp(model_dir: str | Path) -> str:
-    meta = Path(model_dir) / "raychat.json"
-    return meta.read_text() if meta.is_file() else ""
+def _stamp(model_dir: str | Path, run: RunDir, rows_by_set: dict[str, list[dict[str, Any]]] | None) -> str:
+    """What the scores were computed from besides the settings, as one short hash."""
+    from pipelines.train.fingerprints import fingerprint, model_fingerprint
+
+    parts: list[str | bytes] = [model_fingerprint(Path(model_dir))]
+    if rows_by_set is not None:
+        parts.append(json.dumps(rows_by_set, sort_keys=True, ensure_ascii=False))
+    for split in sorted((world_data_dir(run) / "splits").glob("*.json*")):  # a few MB: read, not timed
+        parts += [split.name, split.read_bytes()]
+    corpus = run.world / "search_index.jsonl"
+    if corpus.is_file():
+        st = corpus.stat()
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return fingerprint(*parts)
 
 
 def evaluate_model(
@@ -46,7 +59,8 @@ def evaluate_model(
     label = label or Path(model_dir).name
     path = run.metrics / f"eval_{label}.json"
     stored = read_json(path) or {}
-    if stored.get("stamp") == _stamp(model_dir) and stored.get("settings") == _settings(cfg):
+    stamp = _stamp(model_dir, run, rows_by_set)
+    if stored.get("stamp") == stamp and stored.get("settings") == _settings(cfg):
         have = stored.get("results", {})
         if all(n in have for n in names):
             log.info("eval: %s already scored on %s (%s)", model_dir, ", ".join(names), path)
@@ -63,7 +77,7 @@ def evaluate_model(
         path,
         {
             "model_dir": str(model_dir),
-            "stamp": _stamp(model_dir),
+            "stamp": stamp,
             "settings": _settings(cfg),
             "results": merged,
         },
