@@ -279,3 +279,26 @@ def check_end_to_end_then_skipped_and_resumed(
     assert json.loads((data / "counts.json").read_text())["samples_reused"] is True
     assert again["steps"] == 4 and again["student_accuracy"] == numbers["student_accuracy"]
     assert again["student_logit_accuracy"] == numbers["student_logit_accuracy"]
+
+
+def test_a_fresh_student_is_made_again_for_a_retrained_tokenizer_of_the_same_size(tmp_path) -> None:
+    """Redoing tokenize can give a tokenizer of the same size with other merges: the saved fresh
+    student (weights and tokenizer) must follow the teacher's, not keep the old one."""
+    from engine_helpers import byte_tokenizer
+
+    from lm.model import ModelConfig
+    from lm.tokenizer import Tokenizer, load_tokenizer
+    from pipelines.distill.student import student_source
+    from pipelines.run_dir import RunDir
+    from pipelines.sft.train import ChatModelSource
+
+    run = RunDir(tmp_path)
+    d = DistillConfig(student={"num_layers": 1, "hidden_size": 32, "num_heads": 2, "num_kv_heads": 1})
+    first = byte_tokenizer()
+    ranks = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"cd": 257, b"abcd": 258}  # same size
+    second = Tokenizer.from_ranks("tiny", r"""\s?\w+|\s?[^\s\w]+|\s+""", ranks)
+    assert first.vocab_size == second.vocab_size and first.encode("abcd") != second.encode("abcd")
+    for tok in (first, second):
+        teacher = ChatModelSource(tmp_path / "teacher", tok, ModelConfig(vocab_size=tok.vocab_size))
+        source = student_source(run, "distill", d, teacher, seed=0)
+        assert load_tokenizer(source.model_dir).encode("abcd") == tok.encode("abcd")

@@ -64,7 +64,13 @@ def student_source(
     except ValueError as e:
         raise ConfigError(f"{name}.student: {e}") from None
     out = run.scratch(name, "student_init")
-    wanted = {"stage": name, "init": "fresh", "seed": seed, "config": config.model_dump(mode="json")}
+    wanted = {
+        "stage": name,
+        "init": "fresh",
+        "seed": seed,
+        "config": config.model_dump(mode="json"),
+        "tokenizer": _tokenizer_fingerprint(teacher.tokenizer),  # a re-trained tokenizer of the same size
+    }
     meta = out / "raychat.json"
     if not (meta.is_file() and {k: json.loads(meta.read_text()).get(k) for k in wanted} == wanted):
         from lm.train.models import fresh_model
@@ -72,6 +78,16 @@ def student_source(
 
         export_chat_model(fresh_model(config, seed), out, teacher.tokenizer, wanted)
     return ChatModelSource.resolve(run, settings, init=str(out))
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    """The merges, split pattern and special tokens as one short hash: a tokenizer trained again on
+    other text has the same vocabulary size but other ids for the same text."""
+    from pipelines.train.fingerprints import fingerprint
+
+    merges = sorted(tokenizer.mergeable_ranks.items(), key=lambda item: item[1])
+    specials = json.dumps(tokenizer.special_tokens, sort_keys=True)
+    return fingerprint(tokenizer.pat_str, specials, *(token for token, _ in merges))
 
 
 def other_conversations(data_dir: Path | None, kinds: list[str], n: int, seed: int) -> list[dict[str, Any]]:
