@@ -176,9 +176,11 @@ def _serve_consumes(s: ServeConfig, cfg: Any) -> list[str]:
 
 
 def _distill_consumes(s: Any, cfg: Any) -> list[str]:
-    # the teacher (by default models/rl when a stage makes it, else the sft model: resolved at run
-    # time), the sft stage's data (prompts, held-out sets, the control's mixture), a student init
-    teacher = ["models/rl?", "sft"] if s.teacher is None else _model_consumed(s.teacher, cfg, "sft")
+    # the teacher (by default the grpo stage's model when a stage makes it, else the sft model:
+    # resolved at run time), the sft stage's data (prompts, held-out sets, the control's mixture), a
+    # student init
+    default = [f"models/{cfg.grpo.output_name}?", "sft"]
+    teacher = default if s.teacher is None else _model_consumed(s.teacher, cfg, "sft")
     start = _model_consumed(s.student_init, cfg, "sft") if s.student_init else []
     # the default prompts are the world's problems, which the sft stage writes out with its data
     world = ["world"] if any(points_into(p, cfg.run_dir, "sft_data") for p in s.prompts) else []

@@ -157,8 +157,8 @@ def test_config_and_graph(tmp_path) -> None:
         DistillConfig(output_name="x", control_output_name="x")
     g = Graph(load_config(None, [f"run_dir={tmp_path}"]))
     assert g.consumes("distill") == ["grpo", "sft", "world"]  # grpo makes models/rl: the RL model teaches
-    no_rl = Graph(load_config(None, [f"run_dir={tmp_path}", "grpo.output_name=rl_other"]))
-    assert no_rl.consumes("distill") == ["sft", "world"]  # no stage makes models/rl: the sft model teaches
+    renamed = Graph(load_config(None, [f"run_dir={tmp_path}", "grpo.output_name=rl_other"]))
+    assert renamed.consumes("distill") == ["grpo", "sft", "world"]  # grpo's model teaches, whatever its name
     assert g.producer("models/student") == "distill" and g.producer("models/student_sft_only") == "distill"
     idk_teacher = Graph(
         load_config(None, [f"run_dir={tmp_path}", "distill.teacher={run_dir}/models/sft_idk"])
@@ -182,6 +182,11 @@ def test_the_default_teacher_is_the_most_trained_chat_model(tmp_path) -> None:
     assert teacher_dir(cfg, "distill") == tmp_path.resolve() / "models" / "rl"
     other = load_config(None, [f"run_dir={tmp_path}", "distill.teacher=/models/x"])
     assert teacher_dir(other, "distill") == Path("/models/x")
+    renamed = load_config(None, [f"run_dir={tmp_path}", "grpo.output_name=rl_long"])
+    assert teacher_dir(renamed, "distill") == tmp_path.resolve() / "models" / "sft"  # not a stale models/rl
+    (tmp_path / "models" / "rl_long").mkdir(parents=True)
+    (tmp_path / "models" / "rl_long" / "config.json").write_text("{}")
+    assert teacher_dir(renamed, "distill") == tmp_path.resolve() / "models" / "rl_long"
 
 
 # -- the stage end to end ---------------------------------------------------------------------------

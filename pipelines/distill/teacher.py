@@ -25,18 +25,18 @@ from pipelines.run_dir import RunDir
 from pipelines.storage import read_json
 
 log = logging.getLogger("raychat.distill")
-RL_MODEL = "rl"  # the grpo stage's default output_name
 
 
 def teacher_dir(cfg: Any, name: str) -> Path:
-    """``distill.teacher``, else the most trained chat model the run has: models/rl when it is there,
-    else the sft stage's model. (The graph runs distill after a grpo stage of the run, so in a whole
-    run the RL model is there by then; run alone before grpo, distill learns from the SFT model.)"""
+    """``distill.teacher``, else the most trained chat model the run has: the grpo stage's model
+    (``grpo.output_name``, models/rl by default) when it is there, else the sft stage's model. (The
+    graph runs distill after that grpo stage, so in a whole run the RL model is there by then; run
+    alone before grpo, distill learns from the SFT model.)"""
     run = RunDir(Path(cfg.run_dir).resolve())
     chosen = getattr(cfg, name).teacher
     if chosen:
         return run.model_setting(chosen)
-    rl = run.model(RL_MODEL)
+    rl = run.model(cfg.grpo.output_name)
     if (rl / "config.json").is_file():
         return rl
     return run.model(cfg.sft.output_name)
