@@ -503,3 +503,38 @@ def test_held_out_sets_score_one_for_right_replies_and_zero_for_wrong_ones(built
     )
     with pytest.raises(ValueError, match="rows but"):
         score_set("known_eval", rows["known_eval"], [], cfg)
+
+
+def test_grpo_rebuilds_the_splits_of_a_redone_world_or_other_settings(world_dir, tmp_path, caplog) -> None:
+    """grpo reads the world's problems from sft_data, which only the sft stage rebuilds: a run whose
+    sft stage trains on no world data must not go on with the splits of an earlier world."""
+    import logging
+    import os
+    import shutil
+
+    from pipelines.config import load_config
+    from pipelines.grpo.data import world_splits
+    from pipelines.run_dir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(world_dir, run.world)
+    cfg = load_config(None, [f"run_dir={run.root}", f"sft_data={json.dumps(SMALL)}"])
+    counts = run.root / "sft_data" / "counts.json"
+    with caplog.at_level(logging.INFO, logger="raychat"):
+        world_splits(cfg, run)
+    assert "is missing" in caplog.text
+    built = counts.stat().st_mtime_ns
+    world_splits(cfg, run)
+    assert counts.stat().st_mtime_ns == built  # the same world and settings: reused
+
+    facts = run.world / "facts.json"
+    os.utime(facts, ns=(facts.stat().st_atime_ns, facts.stat().st_mtime_ns + 10**9))  # a redone world
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="raychat"):
+        world_splits(cfg, run)
+    assert "another world or other sft_data settings" in caplog.text
+    rebuilt = counts.stat().st_mtime_ns
+    assert rebuilt != built
+    other = load_config(None, [f"run_dir={run.root}", f"sft_data={json.dumps(SMALL | {'seed': 1})}"])
+    world_splits(other, run)
+    assert counts.stat().st_mtime_ns != rebuilt and json.loads(counts.read_text())["config"]["seed"] == 1

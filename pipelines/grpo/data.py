@@ -73,14 +73,22 @@ def problems_from_rows(rows: list[dict[str, Any]], prefix: str, cfg: GRPOConfig)
 
 def world_splits(cfg: Any, run: Any) -> Path:
     """``<run>/sft_data``: the tiny world's post-training data as the sft stage builds it (the run's
-    ``sft_data`` settings), built here from ``<run>/world`` when it is missing."""
+    ``sft_data`` settings), built here from ``<run>/world`` when it is missing or was built from
+    another world or other settings (a run whose sft stage trains on no world data never rebuilds it)."""
     from pipelines.sft.job import build_world_data
     from pipelines.sft.scorecard import world_data_dir
+    from pipelines.sft.world_data import world_stamp
+    from pipelines.storage import read_json
 
     out = world_data_dir(run)
-    if (out / "counts.json").is_file():
-        return out
-    log.info("grpo: %s is missing; building the world's splits there", out)
+    counts = read_json(out / "counts.json")
+    if counts is not None:
+        facts = run.world / "facts.json"
+        same_world = not facts.is_file() or counts.get("world") == world_stamp(str(run.world))
+        if same_world and counts.get("config") == cfg.sft_data.model_dump(mode="json"):
+            return out
+    why = "is missing" if counts is None else "was built from another world or other sft_data settings"
+    log.info("grpo: %s %s; building the world's splits there", out, why)
     built = build_world_data(cfg, run, needed=True)
     if built is None:
         raise ConfigError(f"grpo: {run.world} has no tiny world; run the world stage first (raychat world)")

@@ -337,7 +337,15 @@ def _jsonl(rows: list[Any]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
 
 
-def write(data: WorldSFTData, out: str, cfg: SFTDataConfig) -> dict[str, Any]:
+def world_stamp(world_dir: str) -> str:
+    """Which world the data was built from (its facts file's size and time, local or in an object
+    store): recorded in counts.json, so a stage that reuses the data can tell a redone world."""
+    fs, path = storage.fs_and_path(storage.join(str(world_dir), "facts.json"))
+    info = fs.get_file_info(path)
+    return f"{info.size}:{info.mtime_ns}"
+
+
+def write(data: WorldSFTData, out: str, cfg: SFTDataConfig, world: str | None = None) -> dict[str, Any]:
     """Write ``data`` under ``out`` (module docstring); returns the counts, also in counts.json."""
     for name, rows in data.rows.items():
         storage.write_bytes_atomic(storage.join(out, "splits", f"{name}.jsonl"), _jsonl(rows))
@@ -347,7 +355,7 @@ def write(data: WorldSFTData, out: str, cfg: SFTDataConfig) -> dict[str, Any]:
         storage.write_bytes_atomic(storage.join(out, "conversations", f"{kind}.jsonl"), _jsonl(convs))
     for layout, convs in data.ablation.items():
         storage.write_bytes_atomic(storage.join(out, "ablation", f"arithmetic_{layout}.jsonl"), _jsonl(convs))
-    counts = {**data.counts(), "config": cfg.model_dump(mode="json")}
+    counts = {**data.counts(), "config": cfg.model_dump(mode="json"), "world": world}
     storage.write_json(storage.join(out, "counts.json"), counts)  # last: a directory with it is complete
     return counts
 
@@ -356,7 +364,7 @@ def build_world_sft_data(world_dir: str, out: str, cfg: SFTDataConfig | None = N
     """Read the world, build every split and conversation, write them under ``out``; the counts."""
     cfg = cfg or SFTDataConfig()
     data = build(load_world(world_dir), cfg)
-    counts = write(data, out, cfg)
+    counts = write(data, out, cfg, world_stamp(world_dir))
     log.info(
         "sft data: %d conversations (%s), held-out rows %s, dropped %s",
         counts["conversations_total"],
