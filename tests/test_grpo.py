@@ -292,6 +292,14 @@ def test_a_checkpoint_of_another_starting_model_is_set_aside_not_continued(
     metrics = (tmp_path / "run" / "metrics" / "grpo.jsonl").read_text().splitlines()
     assert [json.loads(m)["step"] for m in metrics] == [1, 2]  # trained anew, not appended to
 
+    # other eval settings on a finished run: the starting model is scored again on the same problems
+    fewer = toy_config(
+        toy, tmp_path / "run", steps=2, checkpoint_every=2, init=str(init), eval={"problems": 3}
+    )
+    assert run(fewer)["heldout_problems"] == 3
+    before = json.loads((tmp_path / "run" / "metrics" / "grpo_eval_before.json").read_text())
+    assert before["problems"] == 3
+
 
 def weight_sync_round_trip(toy: dict[str, Path], backend_gpus: float) -> None:
     """A learner rank and a generator form the broadcast group; after a training step the generator

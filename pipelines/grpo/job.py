@@ -177,6 +177,15 @@ def _inputs(model: Path, rm_dir: Path | None, train: list[Any]) -> dict[str, str
     return inputs
 
 
+def _held_out_stamp(test: list[Any], g: Any) -> str:
+    """The held-out problems and evaluation settings a "before" score was made on: a resumed run whose
+    ``eval`` settings changed scores the starting model again, so before and after stay comparable."""
+    from pipelines.train.fingerprints import fingerprint
+
+    problems = (f"{p.id}\t{p.question}\t{p.reference}" for p in test)
+    return fingerprint(g.eval.model_dump_json(), *problems)
+
+
 def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
 
     from actors.learner import LearnerSpec
@@ -242,17 +251,26 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     try:
         tally = _CpuTally()
         cpu_start = _cpu_seconds(topo, tally)
+        held_out = _held_out_stamp(test, g)
+
+        def evaluate_start() -> dict[str, Any]:
+            """The starting model's score (the generators hold it until weights are pushed)."""
+            log.info("grpo: evaluating the starting model on %d held-out problems", len(test))
+            before = evaluate(topo.generators, test, chat, g, seed, label=model.name) | {"held_out": held_out}
+            atomic.write_json(before_path, before)
+            return before
+
         if driver is None:
             metrics_path.write_text("")
-            log.info("grpo: evaluating the starting model on %d held-out problems", len(test))
-            before = evaluate(topo.generators, test, chat, g, seed, label=model.name)
-            atomic.write_json(before_path, before)
+            before = evaluate_start()
             state, samples, collector_state = LoopState(), SampleLog(samples_path), None
             cpu_before = 0.0
         else:
             assert latest is not None
             log.info("grpo: resuming from %s (policy version %d)", latest, driver["loop"]["version"])
             before = read_json(before_path) or {}
+            if before.get("held_out") != held_out:  # eval settings changed: before and after alike
+                before = evaluate_start()
             topo.learner.load(str(latest))
             truncate_lines(metrics_path, driver["metric_lines"])
             state = LoopState.from_json(driver["loop"])
