@@ -538,3 +538,25 @@ def test_grpo_rebuilds_the_splits_of_a_redone_world_or_other_settings(world_dir,
     other = load_config(None, [f"run_dir={run.root}", f"sft_data={json.dumps(SMALL | {'seed': 1})}"])
     world_splits(other, run)
     assert counts.stat().st_mtime_ns != rebuilt and json.loads(counts.read_text())["config"]["seed"] == 1
+
+
+def test_a_rebuild_killed_midway_does_not_look_complete(world_dir, cfg, tmp_path, monkeypatch) -> None:
+    """counts.json marks a complete directory: a rebuild drops it first, so a kill between the files
+    leaves no mix of old and new files that later stages would take for finished data."""
+    from pipelines.sft import world_data
+
+    out = tmp_path / "data"
+    build_world_sft_data(str(world_dir), str(out), cfg)
+    assert (out / "counts.json").is_file()
+    real, calls = world_data.storage.write_bytes_atomic, []
+
+    def dies_on_the_third(path: str, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        real(path, data)
+
+    monkeypatch.setattr(world_data.storage, "write_bytes_atomic", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        build_world_sft_data(str(world_dir), str(out), cfg)
+    assert not (out / "counts.json").exists()

@@ -347,6 +347,7 @@ def world_stamp(world_dir: str) -> str:
 
 def write(data: WorldSFTData, out: str, cfg: SFTDataConfig, world: str | None = None) -> dict[str, Any]:
     """Write ``data`` under ``out`` (module docstring); returns the counts, also in counts.json."""
+    storage.remove(storage.join(out, "counts.json"))  # a rebuild killed midway must not look complete
     for name, rows in data.rows.items():
         storage.write_bytes_atomic(storage.join(out, "splits", f"{name}.jsonl"), _jsonl(rows))
     storage.write_json(storage.join(out, "splits", "entities.json"), data.splits.groups)
