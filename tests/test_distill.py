@@ -307,3 +307,24 @@ def test_a_fresh_student_is_made_again_for_a_retrained_tokenizer_of_the_same_siz
         teacher = ChatModelSource(tmp_path / "teacher", tok, ModelConfig(vocab_size=tok.vocab_size))
         source = student_source(run, "distill", d, teacher, seed=0)
         assert load_tokenizer(source.model_dir).encode("abcd") == tok.encode("abcd")
+
+
+def test_teacher_samples_are_drawn_again_for_another_seed_or_teacher(tmp_path) -> None:
+    """The stamp that lets a rerun read the teacher's samples back covers the seed and the teacher's
+    files, also for a teacher imported without raychat.json (replaced at the same path)."""
+    import os
+
+    from engine_helpers import tiny_model_dir
+
+    from pipelines.distill.teacher import _stamp
+
+    teacher, _ = tiny_model_dir(tmp_path / "teacher")
+    (teacher / "raychat.json").unlink()
+    problems = [Problem(id="p1", question="1+1?", reference="#### 2", final="2")]
+    d = DistillConfig()
+    first = _stamp(teacher, problems, d, None, seed=0)
+    assert _stamp(teacher, problems, d, None, seed=0) == first
+    assert _stamp(teacher, problems, d, None, seed=1) != first
+    weights = teacher / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert _stamp(teacher, problems, d, None, seed=0) != first

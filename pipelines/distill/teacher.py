@@ -50,10 +50,16 @@ def check_teacher(path: Path) -> None:
         )
 
 
-def _stamp(teacher: Path, problems: list[Problem], d: DistillConfig, tools_note: str | None) -> str:
+def _stamp(
+    teacher: Path, problems: list[Problem], d: DistillConfig, tools_note: str | None, seed: int
+) -> str:
+    """What the drawn samples depend on: the teacher's files (a model imported without raychat.json
+    too), the problems, the sampling settings and the seed they were drawn with."""
+    from pipelines.train.fingerprints import model_fingerprint
+
     h = hashlib.sha256()
-    meta = teacher / "raychat.json"
-    h.update(meta.read_bytes() if meta.is_file() else str(teacher).encode())
+    h.update(model_fingerprint(teacher).encode())
+    h.update(str(seed).encode())
     h.update(json.dumps([p.__dict__ for p in problems], sort_keys=True).encode())
     h.update(json.dumps([d.sampling.model_dump(mode="json"), tools_note], sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -80,7 +86,7 @@ def sample_teacher(
     s = d.sampling
     note = cfg.sft_data.tools_note if s.tools else None
     out = run.local("distill_data")
-    stamp = _stamp(teacher, problems, d, note)
+    stamp = _stamp(teacher, problems, d, note, seed)
     saved = read_json(out / "samples.stamp.json") or {}
     if saved.get("stamp") == stamp and (out / "samples.jsonl").is_file():
         rows = read_jsonl(out / "samples.jsonl")
