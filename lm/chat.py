@@ -206,11 +206,23 @@ class ChatFormat:
             return self._join(encoded[:kept], dropped=len(turns) - kept)
         return self._cut_first_reply(encoded, lengths, max_tokens)
 
-    def render_prompt(self, conversation: Any, max_tokens: int | None = None) -> Rendered:
+    def render_prompt(
+        self,
+        conversation: Any,
+        max_tokens: int | None = None,
+        *,
+        after_assistant: bool = False,
+        any_arguments: bool = False,
+    ) -> Rendered:
         """Ids of a conversation followed by ``<|im_start|>assistant\\n``, for generation; the mask is
-        all 0. Oldest exchanges are dropped whole to fit ``max_tokens`` (module docstring)."""
-        conv = normalize_conversation(conversation)
-        if conv["messages"][-1]["role"] == "assistant":
+        all 0. Oldest exchanges are dropped whole to fit ``max_tokens`` (module docstring).
+
+        A conversation that ends with an assistant message is refused unless ``after_assistant``:
+        a prompt for training, evaluation or a reward model must end with the turn its reply
+        answers, while OpenAI's API (serving) answers such a conversation with a new assistant turn
+        after it. ``any_arguments``: lm/chat_messages.py's."""
+        conv = normalize_conversation(conversation, any_arguments)
+        if conv["messages"][-1]["role"] == "assistant" and not after_assistant:
             raise ChatFormatError(
                 "the conversation already ends with an assistant reply; nothing to prompt for"
             )

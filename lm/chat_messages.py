@@ -19,7 +19,10 @@ like one:
 
 ``normalize_conversation`` accepts what people send (a ``developer`` role, text-part lists, arguments
 as a JSON string) and returns the canonical form; anything else is a ``ChatFormatError`` naming the
-message and what is wrong.
+message and what is wrong. A call's ``arguments`` are a JSON object in the canonical form; with
+``any_arguments`` (the serving API's reading: OpenAI's accepts any string there) a string that is not
+one is kept as given and rendered as written. Training data keeps the check: a model trained on such
+calls would learn to write broken ones.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ def _json_only(value: Any, what: str) -> None:
         raise ChatFormatError(f"{what} holds a value that is not JSON ({e})") from None
 
 
-def normalize_conversation(conversation: Any) -> Conversation:
-    """The canonical form of a conversation (a new dict; the input is not changed)."""
+def normalize_conversation(conversation: Any, any_arguments: bool = False) -> Conversation:
+    """The canonical form of a conversation (a new dict; the input is not changed); ``any_arguments``:
+    the module docstring's."""
     if isinstance(conversation, list):
         conversation = {"messages": conversation}
     if not isinstance(conversation, Mapping):
@@ -63,7 +67,7 @@ def normalize_conversation(conversation: Any) -> Conversation:
     if not isinstance(messages, list) or not messages:
         raise ChatFormatError("a conversation needs a non-empty 'messages' list")
     out: Conversation = {k: v for k, v in conversation.items() if k not in ("messages", "tools")}
-    out["messages"] = [normalize_message(m, i) for i, m in enumerate(messages)]
+    out["messages"] = [normalize_message(m, i, any_arguments) for i, m in enumerate(messages)]
     tools = conversation.get("tools")
     if tools:
         if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
@@ -74,7 +78,7 @@ def normalize_conversation(conversation: Any) -> Conversation:
     return out
 
 
-def normalize_message(message: Any, index: int = 0) -> Message:
+def normalize_message(message: Any, index: int = 0, any_arguments: bool = False) -> Message:
     where = f"message {index}"
     if not isinstance(message, Mapping):
         raise ChatFormatError(f"{where}: a message is a JSON object, got {type(message).__name__}")
@@ -92,7 +96,9 @@ def normalize_message(message: Any, index: int = 0) -> Message:
         if calls:
             if not isinstance(calls, list):
                 raise ChatFormatError(f"{where}: 'tool_calls' must be a list")
-            out["tool_calls"] = [_tool_call(c, f"{where}, tool call {j}") for j, c in enumerate(calls)]
+            out["tool_calls"] = [
+                _tool_call(c, f"{where}, tool call {j}", any_arguments) for j, c in enumerate(calls)
+            ]
         if message.get("weight") is not None:  # null is absent: a parquet file fills every key
             weight = message["weight"]
             if isinstance(weight, str) or weight not in (0, 1):
@@ -171,25 +177,35 @@ def _assistant_content(content: Any, where: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_call(call: Any, where: str) -> dict[str, Any]:
+def _tool_call(call: Any, where: str, any_arguments: bool = False) -> dict[str, Any]:
     if not isinstance(call, Mapping):
         raise ChatFormatError(f"{where}: a tool call is a JSON object")
     fn = call.get("function", call)
     if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise ChatFormatError(f"{where}: needs a function 'name'")
-    args = fn.get("arguments", {})
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ChatFormatError(f"{where}: 'arguments' is not valid JSON ({e.msg})") from None
-    if not isinstance(args, Mapping):
-        raise ChatFormatError(f"{where}: 'arguments' must be a JSON object, got {type(args).__name__}")
-    _json_only(args, f"{where}: 'arguments'")
-    out: dict[str, Any] = {"type": "function", "function": {"name": fn["name"], "arguments": dict(args)}}
+    args = _arguments(fn.get("arguments", {}), where, any_arguments)
+    out: dict[str, Any] = {"type": "function", "function": {"name": fn["name"], "arguments": args}}
     if isinstance(call.get("id"), str):
         out["id"] = call["id"]
     return out
+
+
+def _arguments(args: Any, where: str, any_string: bool) -> dict[str, Any] | str:
+    """A call's arguments as a dict, or (``any_string``) a string that is no JSON object, as given."""
+    if isinstance(args, str):
+        try:
+            parsed = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            if any_string:
+                return args
+            raise ChatFormatError(f"{where}: 'arguments' is not valid JSON ({e.msg})") from None
+        if any_string and not isinstance(parsed, Mapping):
+            return args
+        args = parsed
+    if not isinstance(args, Mapping):
+        raise ChatFormatError(f"{where}: 'arguments' must be a JSON object, got {type(args).__name__}")
+    _json_only(args, f"{where}: 'arguments'")
+    return dict(args)
 
 
 def _check_tool_turns(messages: list[Message]) -> None:

@@ -9,8 +9,10 @@ always agree.
   ``<|search_start|>q<|search_end|><|result_start|>r<|result_end|>`` (and the calculator's) become a
   ``ToolUse`` (reported when the call closes, and again when its result is in); ``<|im_end|>`` and
   ``<|endoftext|>`` end the reply; any other control token is dropped. Raw mode (``/v1/completions``)
-  shows every token's text, control tokens as their literal text, except the stop token that ended
-  the sample.
+  shows every token's text but the control (special) tokens': those are dropped, as vLLM's
+  ``skip_special_tokens`` does by default (a chat model's ``m<|calc_end|>l`` came out as such text;
+  ``return_token_ids`` still gives every id). In both modes the content, which stop strings are
+  matched on and the stream is cut from, is exactly the text returned.
 - Function calls (``calls``: the request has function tools): text from a ``<tool_call>`` opening on
   (with the newline before it) is held back, as is text that could be the start of one, so that a
   stream never sends as content what the whole reply returns as ``tool_calls``; the caller decides
@@ -20,8 +22,8 @@ always agree.
   until it cannot, so a client never receives text that is then taken back; on a match the content
   is cut before it and ``stopped`` is set (the caller aborts the request to free its slot). A stop
   string does not match across a tool call.
-- Logprobs: one ``TokenLogprob`` per content token, sent with the text it produced (tokens of tool
-  calls, results and the final stop token have none), so a client's logprobs always spell exactly
+- Logprobs: one ``TokenLogprob`` per content token, sent with the text it produced (control tokens,
+  tokens of tool calls and results, and the final stop token have none), so a client's logprobs always spell exactly
   the text it got, chunk by chunk: with logprobs on, held text is handed out only up to the start of
   a token whose text is not all out yet, and a stop string that begins inside a token cuts that
   token's text and bytes at the cut (its logprob stays the whole token's: the only number there
@@ -69,6 +71,9 @@ TOOL_KINDS = {
 
 class _Tokenizer(Protocol):
     vocab_size: int
+
+    @property
+    def special_tokens(self) -> dict[str, int]: ...
 
     def token_id(self, special: str) -> int: ...
     def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
@@ -174,6 +179,7 @@ class ReplyDecoder:
         self._call_kind = ""
         self._result: list[int] = []
         self._special: dict[int, str] = {}
+        self._controls = frozenset(tokenizer.special_tokens.values())  # never text (module docstring)
         self.calls = calls or in_call
         self.call_at: int | None = 0 if in_call else None  # where held function-call text begins
         if chat:
@@ -261,7 +267,7 @@ class ReplyDecoder:
         self._add_text(token, logprob, piece)
 
     def _add_text(self, token: int, logprob: float | None, piece: Piece) -> None:
-        if token >= self.tok.vocab_size:
+        if token >= self.tok.vocab_size or token in self._controls:
             return
         data = self.tok.token_bytes(token)
         start, lead = len(self.content), self._utf8.getstate()[0]

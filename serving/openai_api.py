@@ -7,12 +7,20 @@ What follows OpenAI, and where raychat differs (the README's serving section say
   400 for a bad body or value (``invalid_request_error``, ``param`` naming the field), 401 for a
   missing or wrong key, 404 for an unknown model (``model_not_found``), 413 for a huge body, 503 when
   the engine is full (``server_overloaded``, with ``Retry-After``).
-- Unknown request fields are refused (as OpenAI does: "Unrecognized request argument"), except a few
-  that change nothing here (``user``, ``store``, ``metadata``, ``service_tier``,
-  ``modalities: ["text"]``, ``stream_options.include_obfuscation``), which are still checked as
-  OpenAI checks them (``parallel_tool_calls: false`` keeps a reply's first call only). Settings this server cannot honour (penalties,
-  ``logit_bias``, ``top_logprobs`` > 0, ``suffix``, ``best_of`` != n, ``tool_choice: "required"``
-  over several tools) are refused rather than ignored.
+- Unknown request fields are accepted and ignored, as vLLM does, with one warning line per request
+  naming them (the ``raychat.serving`` logger): clients send fields of newer versions of the spec
+  (``reasoning_effort``, ``verbosity``, ``prediction``...) and other servers' extras
+  (``repetition_penalty``, ``min_p``, ``chat_template_kwargs``, Open WebUI's ``keep_alive``...).
+  Fields that change nothing here (``user``, ``store``, ``metadata``, ``service_tier``,
+  ``safety_identifier``, ``prompt_cache_key``, ``prompt_cache_retention``, ``modalities: ["text"]``,
+  ``stream_options.include_obfuscation``) are ignored without a warning but still checked as OpenAI
+  checks them (``parallel_tool_calls: false`` keeps a reply's first call only). Known settings this
+  server cannot honour (penalties, ``logit_bias``, ``top_logprobs`` > 0, ``suffix``, ``best_of`` !=
+  n, ``tool_choice: "required"`` over several tools, a ``response_format`` other than text, the
+  deprecated ``functions``/``function_call``: send ``tools``) are refused rather than ignored, with
+  ``param`` naming the field.
+- ``seed`` is any int64 (a negative seed samples as ``seed mod 2**63``); ``top_p`` 0 keeps only the
+  most likely token (the engine is asked for ``top_k`` 1: its nucleus needs ``top_p`` > 0).
 - ``tool_choice`` naming a function (or ``"required"`` with one tool) makes the reply that call: the
   reply is started with the call's opening and the function's name, and the model writes the
   arguments (not constrained to the schema: OpenAI's own warning that arguments may not be valid
@@ -30,6 +38,7 @@ What follows OpenAI, and where raychat differs (the README's serving section say
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -42,12 +51,15 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 MAX_STOP = 16
 REQUIRED = frozenset({"model", "messages", "prompt"})
 MAX_STOP_CHARS = 256
+ENGINE_SEEDS = 2**63  # the engine's seeds are 0 .. 2**63-1 (sample j adds j; torch takes up to 2**64-1)
+# unknown fields are kept (not refused) so that they can be named in one warning, then ignored
+LENIENT = ConfigDict(extra="allow")
+log = logging.getLogger("raychat.serving")
 
 
 class OpenAIError(Exception):
@@ -75,7 +87,7 @@ def overloaded(message: str) -> OpenAIError:
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = LENIENT
     include_usage: bool = False
     include_obfuscation: bool | None = None  # OpenAI's padding of stream events: none here
 
@@ -85,14 +97,14 @@ METADATA_LIMITS = (16, 64, 512)  # OpenAI's: pairs, characters of a key, of a va
 
 
 class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = LENIENT
     name: str
 
 
 class NamedToolChoice(BaseModel):
     """``{"type": "function", "function": {"name": ...}}``: the reply must call this function."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = LENIENT
     type: Literal["function"]
     function: NamedFunction
 
@@ -100,16 +112,16 @@ class NamedToolChoice(BaseModel):
 class _Sampling(BaseModel):
     """Fields both endpoints share."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = LENIENT
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
     top_k: int | None = Field(None, ge=-1, description="vLLM's extension; 0 or -1 = off")
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
@@ -122,6 +134,9 @@ class _Sampling(BaseModel):
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -145,16 +160,19 @@ class _Sampling(BaseModel):
             raise ValueError(f"each stop sequence must have 1 to {MAX_STOP_CHARS} characters")
         return stops
 
-    @model_validator(mode="after")
-    def _supported(self) -> _Sampling:
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name):
-                raise ValueError(f"{name} is not supported by this server (leave it 0)")
-        if self.logit_bias:
-            raise ValueError("logit_bias is not supported by this server")
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
-        return self
+    @field_validator("presence_penalty", "frequency_penalty", "logit_bias")
+    @classmethod
+    def _unsupported(cls, v: Any) -> Any:
+        if v:
+            raise ValueError("not supported by this server (leave it unset)")
+        return v
+
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options(cls, v: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):  # stream is declared before: validated first
+            raise ValueError("only allowed when stream is true")
+        return v
 
     @property
     def stops(self) -> list[str]:
@@ -163,6 +181,20 @@ class _Sampling(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    @property
+    def engine_seed(self) -> int | None:
+        """The engine's seed: the same for the same request seed, a negative one taken mod 2**63."""
+        return None if self.seed is None else self.seed % ENGINE_SEEDS
+
+    @property
+    def truncation(self) -> tuple[float, int]:
+        """The engine's ``(top_p, top_k)``: ``top_p`` 0 (OpenAI's API allows it) means the most likely
+        token only, which the engine's nucleus cannot say (it needs ``top_p`` > 0; vLLM's too): top-k 1."""
+        top_k = max(self.top_k or 0, 0)
+        if self.top_p == 0:
+            return 1.0, 1
+        return (1.0 if self.top_p is None else self.top_p), top_k
 
 
 class ChatCompletionRequest(_Sampling):
@@ -175,6 +207,8 @@ class ChatCompletionRequest(_Sampling):
     parallel_tool_calls: bool | None = None
     modalities: list[Literal["text"]] | None = None
     response_format: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None  # OpenAI's deprecated form of tools: refused
+    function_call: str | dict[str, Any] | None = None
     raychat_tools: list[str] | None = None
 
     @field_validator("tools")
@@ -197,17 +231,34 @@ class ChatCompletionRequest(_Sampling):
                 )
         return tools
 
-    @model_validator(mode="after")
-    def _chat_supported(self) -> ChatCompletionRequest:
-        if self.top_logprobs:
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v:
+            raise ValueError("> 0 is not supported: the engine reports the chosen token's logprob")
+        if v is not None and not info.data.get("logprobs"):
+            raise ValueError("needs logprobs: true")
+        return v
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("type") != "text":
+            raise ValueError("only {'type': 'text'} is supported (the output cannot be constrained here)")
+        return v
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _deprecated_functions(cls, v: Any) -> Any:
+        """Ignoring them would answer an agent with plain text where it asked for a call: refused,
+        pointing at ``tools``, the form of the same API this server speaks ("none"/"auto" alone and
+        an empty list ask for nothing)."""
+        if v not in ([], "none", "auto"):
             raise ValueError(
-                "top_logprobs > 0 is not supported: the engine reports the chosen token's logprob"
+                "the deprecated functions API is not supported: declare the functions in 'tools' "
+                "(and choose one with 'tool_choice')"
             )
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            raise ValueError("response_format other than {'type': 'text'} is not supported")
-        return self
+        return v
 
     @field_validator("tool_choice")
     @classmethod
@@ -248,19 +299,33 @@ class CompletionRequest(_Sampling):
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
 
-    @model_validator(mode="after")
-    def _completion_supported(self) -> CompletionRequest:
-        if self.logprobs:
-            raise ValueError(
-                "logprobs > 0 is not supported: the engine reports the chosen token's logprob (use 0)"
-            )
-        if self.suffix:
-            raise ValueError("suffix is not supported by this server")
-        if self.best_of is not None and self.best_of != self.n:
-            raise ValueError("best_of other than n is not supported")
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be an empty list")
-        return self
+    @field_validator("logprobs")
+    @classmethod
+    def _logprobs(cls, v: int | None) -> int | None:
+        if v:
+            raise ValueError("> 0 is not supported: the engine reports the chosen token's logprob (use 0)")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("not supported by this server")
+        return v
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and v != info.data.get("n", 1):  # n is declared before: validated first
+            raise ValueError("other than n is not supported")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("must not be an empty list")
+        return v
 
     @property
     def limit(self) -> int | None:
@@ -291,9 +356,29 @@ def parse_request(raw: bytes, kind: type[_Sampling]) -> Any:
     # "max_tokens": null from clients that send every key); the required ones stay and are refused
     data = {k: v for k, v in data.items() if v is not None or k in REQUIRED}
     try:  # strict, as OpenAI is: "stream": "yes", "max_tokens": true or "10" are refused, not coerced
-        return kind.model_validate(data, strict=True)
+        request = kind.model_validate(data, strict=True)
     except ValidationError as e:
         raise _validation_error(e) from None
+    if unknown := ignored_fields(request):
+        log.warning("request fields ignored (not used by this server): %s", _listed(unknown))
+    return request
+
+
+def _listed(names: list[str], most: int = 20) -> str:
+    """Names as a log line may show them: quoted (a key holding a newline cannot forge a line), and
+    at most ``most`` of them (a body of 100,000 keys is one short line)."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(repr(n[:100]) for n in names[:most]) + more
+
+
+def ignored_fields(model: BaseModel, prefix: str = "") -> list[str]:
+    """The fields of a parsed request this server does not know, nested ones as ``a.b``."""
+    names = [prefix + name for name in model.model_extra or {}]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            names += ignored_fields(value, f"{prefix}{name}.")
+    return names
 
 
 def _not_json(word: str) -> Any:
@@ -309,15 +394,13 @@ def _validation_error(e: ValidationError) -> OpenAIError:
     path = [p for p in loc if not any(c in p for c in "[]") and p not in ("str", "int", "float", "bool")]
     param = ".".join(path) or None
     kind = first["type"]
-    if kind == "extra_forbidden":
-        message = f"Unrecognized request argument supplied: {param}"
-    elif kind == "missing":
+    if kind == "missing":
         message = f"Missing required parameter: '{param}'."
     else:
         msg = first["msg"].removeprefix("Value error, ")
         message = f"Invalid value for '{param}': {msg}." if param else f"{msg}."
     more = len(e.errors()) - 1
-    if more and kind != "extra_forbidden":
+    if more:
         message += f" ({more} more problem{'s' if more > 1 else ''} in the request)"
     return OpenAIError(message, param=param, code="invalid_value" if kind != "missing" else None)
 

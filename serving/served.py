@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from actors.engine_actor import EngineActorConfig, EngineOverloaded, start_engine_actor
-from lm.chat import ChatFormat, ChatFormatError
+from lm.chat import ChatFormat, ChatFormatError, normalize_conversation
 from lm.checkpoint import META_FILE, config_from_hf
 from lm.engine import SamplingParams, ToolHook
 from lm.files import read_json_object
@@ -131,25 +131,32 @@ class ServedModel:
     def chat_prompt(
         self, messages: list[dict[str, Any]], fn_tools: list[dict] | None, server_tools: list[str]
     ) -> list[int]:
-        """Prompt ids of a chat request; 400 for messages the chat format refuses."""
+        """Prompt ids of a chat request; 400 for messages the chat format refuses.
+
+        Read as OpenAI's API reads them: a conversation may end with an assistant message (the reply
+        is a new assistant turn after it, not a continuation of it), and a call's ``arguments`` may
+        be any string (the model's own invalid JSON, returned as written, comes back in an agent's
+        next turn; it is rendered as given). The client's messages are checked before the tools note
+        is added, so an error names the index the client sent."""
         if self.chat_format is None:
             raise OpenAIError(
                 f"model {self.name!r} is a base model (not trained on the chat format): use /v1/completions",
                 param="model",
                 code="model_not_chat",
             )
-        if server_tools and self.tools_note:
-            messages = with_note(messages, self.tools_note)
         at_least = MIN_TOKENS_PER_MESSAGE * len(messages) + 1  # the reply's first token
         if at_least > self.max_seq_len:  # refused before rendering: 100,000 messages took seconds
             self._too_long(f"at least {at_least} tokens", "messages")
-        conversation: dict[str, Any] = {"messages": messages}
-        if fn_tools:
-            conversation["tools"] = fn_tools
         try:
-            return self.chat_format.render_prompt(conversation).ids
+            conversation = normalize_conversation(
+                {"messages": messages, "tools": fn_tools}, any_arguments=True
+            )
+            if server_tools and self.tools_note:
+                conversation["messages"] = with_note(conversation["messages"], self.tools_note)
+            rendered = self.chat_format.render_prompt(conversation, after_assistant=True, any_arguments=True)
         except ChatFormatError as e:
             raise OpenAIError(f"messages: {e}", param="messages") from None
+        return rendered.ids
 
     def text_prompt(self, prompt: str | list[int], index: int) -> list[int]:
         """A completion prompt: text follows <|endoftext|> (a document start, as in pretraining) and is
@@ -187,13 +194,14 @@ class ServedModel:
         stops = list(self.chat_format.stop_token_ids) if self.chat_format else []
         if req.ignore_eos:  # the end of a turn is this model's end of text: ignored too, as asked
             stops = []
+        top_p, top_k = req.truncation
         return SamplingParams(
             temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            top_k=max(req.top_k or 0, 0),
+            top_p=top_p,
+            top_k=top_k,
             max_tokens=max_tokens,
             n=req.n,
-            seed=req.seed,
+            seed=req.engine_seed,
             logprobs=logprobs,
             ignore_eos=req.ignore_eos,
             stop_token_ids=stops,

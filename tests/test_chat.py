@@ -8,6 +8,7 @@ import pytest
 
 from lm.chat import ChatFormat, ConversationTooLong
 from lm.chat_messages import ChatFormatError, normalize_conversation, text_of
+from lm.chat_template import CHAT_TEMPLATE
 from lm.tokenizer import R50K_PATTERN, Tokenizer
 
 # A byte-level tokenizer: every text byte is its own id, so golden sequences can be written as text.
@@ -224,6 +225,42 @@ def test_prompt_ends_with_the_assistant_header_and_trains_nothing(chat: ChatForm
     with pytest.raises(ChatFormatError, match="already ends with an assistant"):
         chat.render_prompt(msgs + [{"role": "assistant", "content": "Yo"}])
     assert chat.stop_token_ids == [SPECIAL["<|im_end|>"]]
+
+
+def test_a_prompt_after_an_assistant_message_is_a_new_turn_when_asked(chat: ChatFormat) -> None:
+    """OpenAI's API answers a conversation ending with an assistant message with a new assistant turn
+    (serving asks for it); training, evaluation and reward prompts keep the refusal (the test above)."""
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    p = chat.render_prompt(msgs, after_assistant=True)
+    full = chat.render_conversation(msgs)
+    assert p.ids == full.ids + golden(("<|im_start|>", 0), ("assistant\n", 0))[0]
+    assert p.mask == [0] * len(p.ids)
+
+
+def test_any_string_as_arguments_is_rendered_as_given_when_asked(chat: ChatFormat) -> None:
+    """A model's invalid JSON arguments come back in an agent's next request: serving renders them as
+    written (OpenAI accepts any string there); the default keeps refusing them (training data)."""
+    call = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": "f", "arguments": '{"a": 1'}}],
+    }
+    msgs = [{"role": "user", "content": "q"}, call, {"role": "tool", "content": "r"}]
+    with pytest.raises(ChatFormatError, match="'arguments' is not valid JSON"):
+        chat.render_prompt(msgs)
+    conv = normalize_conversation(msgs, any_arguments=True)
+    assert conv["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"a": 1'
+    text = BYTES.decode(chat.render_prompt(msgs, any_arguments=True).ids)
+    assert '<tool_call>\n{"name": "f", "arguments": {"a": 1}\n</tool_call><|im_end|>' in text
+    jinja2 = pytest.importorskip("jinja2")  # the Jinja template renders the same text
+    env = jinja2.Environment()
+    env.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)  # transformers' filter
+    template = env.from_string(CHAT_TEMPLATE)
+    assert template.render(messages=conv["messages"], add_generation_prompt=True) == text
+    for args, kept in (("[1, 2]", "[1, 2]"), ('{"a": 1}', {"a": 1}), ("", {})):  # a JSON object is parsed
+        call["tool_calls"][0]["function"]["arguments"] = args
+        got = normalize_conversation(msgs, any_arguments=True)["messages"][1]["tool_calls"][0]["function"]
+        assert got["arguments"] == kept
 
 
 ROUND_TRIP = [

@@ -45,12 +45,22 @@ def test_a_stored_evaluation_is_reused_only_for_the_same_model_and_questions(tmp
     cfg, calls = scored
     model, _ = tiny_model_dir(tmp_path / "model")
     rows = {"arithmetic_test": [{"question": f"{i}+1?", "answer": str(i + 1)} for i in range(10)]}
-    assert evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=rows)["arithmetic_with_calculator"]["n"] == 10
+    assert (
+        evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=rows)[
+            "arithmetic_with_calculator"
+        ]["n"]
+        == 10
+    )
     evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=rows)
     assert len(calls) == 1  # the same model and rows: read back
 
     more = {"arithmetic_test": rows["arithmetic_test"] + [{"question": "9+9?", "answer": "18"}]}
-    assert evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=more)["arithmetic_with_calculator"]["n"] == 11
+    assert (
+        evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=more)[
+            "arithmetic_with_calculator"
+        ]["n"]
+        == 11
+    )
     assert len(calls) == 2  # other questions (an edited held-out file): scored anew
 
     splits = Path(cfg.run_dir) / "sft_data" / "splits"

@@ -273,6 +273,67 @@ def test_streaming_with_tools_adds_up_to_the_whole_reply(client):
     assert not any(c.choices[0].delta.content for c in chunks if c.choices)
 
 
+def test_what_real_clients_send_is_accepted(client):
+    """Fields of newer specs and other servers' extras were 400s ("Unrecognized request argument"); an
+    agent's next turn after a call with invalid JSON arguments and a conversation ending with an
+    assistant message were 400s too; a negative seed and top_p 0 (both in the spec) were refused."""
+    extras = {"safety_identifier": "u1", "prompt_cache_key": "k", "reasoning_effort": "low", "verbosity": "low",
+              "repetition_penalty": 1.1, "min_p": 0.05, "chat_template_kwargs": {}, "keep_alive": "5m"}  # fmt: skip
+    greedy = client.chat.completions.create(model="sft", messages=ask("What is your name?"), **GREEDY)
+    r = client.chat.completions.create(
+        model="sft", messages=ask("What is your name?"), extra_body=extras, **GREEDY
+    )
+    assert r.choices[0].message.content == greedy.choices[0].message.content == "My name is raychat."
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Par'},
+    }
+    loop = [*ask("What is the weather in Paris?"), {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]  # fmt: skip
+    r = client.chat.completions.create(
+        model="sft", messages=loop, max_tokens=8, **GREEDY
+    )  # 512-token context
+    assert r.choices[0].finish_reason in ("stop", "length")
+    last = [*ask("What is your name?"), {"role": "assistant", "content": "My name is raychat."}]
+    r = client.chat.completions.create(model="sft", messages=last, max_tokens=8, **GREEDY)
+    assert r.choices[0].message.role == "assistant" and r.usage.prompt_tokens > greedy.usage.prompt_tokens
+    sampled = dict(model="sft", messages=ask("Write a poem about rain"), temperature=1.0, max_tokens=16)
+    a, b = (client.chat.completions.create(**sampled, seed=-5).choices[0].message.content for _ in range(2))
+    assert a == b  # a negative seed is a seed
+    top = client.chat.completions.create(**sampled, top_p=0).choices[0].message.content
+    assert top == client.chat.completions.create(**(sampled | GREEDY)).choices[0].message.content
+
+
+def test_completions_text_has_no_control_tokens(client):
+    """A chat model through /v1/completions returned its control tokens as text ("m<|calc_end|>l", and
+    "<|im_end|>" cut to "<|im" by a stop string): the text is the ids' text without them, and a stop
+    string is matched on that text, across where a control token was, streamed or not."""
+    tok = byte_tokenizer()
+    controls = set(tok.special_tokens.values())
+    prompt = ChatFormat(tok).render_prompt(
+        [{"role": "system", "content": TOOLS_NOTE}, *ask("What is 17*23?")]
+    )
+    extra = {"ignore_eos": True, "return_token_ids": True}
+    kwargs = dict(model="sft", prompt=prompt.ids, max_tokens=40, extra_body=extra, **GREEDY)
+    choice = client.completions.create(**kwargs).choices[0]
+    ids, text = choice.model_extra["token_ids"], choice.text
+
+    def text_of(ids: list[int]) -> str:
+        return tok.decode([t for t in ids if t not in controls])
+
+    assert text == text_of(ids) and "<|" not in text
+    # a control token after text (<|calc_end|> after "17*23"): the stop string spans where it was
+    after = next(i for i in range(1, len(ids)) if ids[i] in controls and ids[i - 1] not in controls)
+    at = len(text_of(ids[:after]))
+    stop = text[at - 2 : at + 2]
+    expected = text[: text.index(stop)]
+    cut = client.completions.create(**kwargs, stop=stop).choices[0]
+    assert cut.text == expected and cut.finish_reason == "stop"
+    streamed = client.completions.create(**kwargs, stop=stop, stream=True)
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == expected
+
+
 def test_chat_logprobs_spell_exactly_the_text_a_stop_string_cut(client):
     """stop="heir" begins inside the token "the" of "their" (one of the tokenizer's merges): the
     reply ends "wrote t" and so must its logprobs (the last entry was "the", a token past the cut)."""
@@ -463,10 +524,8 @@ def _spelled(choice_text: str, lp) -> None:
     [
         # the stop string begins inside the merged token "the": the last token is "t", not "the"
         ("Tell me a story.", "heir", LONG_STORY[: LONG_STORY.index("heir")], {}),
-        # completions show control tokens as text: "<|im_end|>" (one token) is cut to "<|im"
-        ("What is your name?", "_end|>", "My name is raychat.<|im", {"ignore_eos": True}),
     ],
-    ids=["inside-a-merged-token", "inside-a-control-token"],
+    ids=["inside-a-merged-token"],  # across a control token: test_completions_text_has_no_control_tokens
 )
 def test_completion_logprobs_spell_exactly_the_text_a_stop_string_cut(
     client, question, stop, expected, extra

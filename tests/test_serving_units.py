@@ -4,6 +4,7 @@ logprobs), request validation and error shapes, the serving config and the chat-
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -128,14 +129,21 @@ def test_logprobs_spell_exactly_the_text_handed_out(chat, text, stops, expected)
     assert all(t.logprob == -0.25 for t in tokens)
 
 
-def test_raw_mode_logprobs_cut_inside_a_control_token():
-    """/v1/completions shows control tokens as their text: a stop string may begin inside one."""
-    ids = TOK.encode("raychat.") + [sp("<|im_end|>")] + TOK.encode("\nmore")
+def test_raw_mode_drops_control_tokens_from_text_stops_and_logprobs():
+    """/v1/completions on a chat model returned "m<|calc_end|>l": control tokens are not text (vLLM's
+    skip_special_tokens), and stop strings, stream pieces and logprobs follow the text returned."""
+    ids = TOK.encode("m") + [sp("<|calc_end|>")] + TOK.encode("l") + [sp("<|im_end|>")] + TOK.encode("\nmore")
     dec = ReplyDecoder(TOK, chat=False, stops=["end|>"], logprobs=True)
     text, _, _ = run(dec, ids)
-    assert text == dec.content == "raychat.<|im_"
-    last = dec.logprobs[-1]
-    assert (last.text, last.data, last.start) == ("<|im_", b"<|im_", len("raychat."))
+    assert text == dec.content == "ml\nmore" and not dec.stopped
+    assert "".join(t.text for t in dec.logprobs) == text and len(dec.logprobs) == len(ids) - 2
+    dec = ReplyDecoder(TOK, chat=False, stops=["ml"], logprobs=True)  # matched across the dropped token
+    text, _, _ = run(dec, TOK.encode("am") + [sp("<|calc_end|>")] + TOK.encode("lz"))
+    assert text == dec.content == "a" and dec.stopped and [t.text for t in dec.logprobs] == ["a"]
+    # a character whose bytes a control token splits comes out whole
+    e_acute = TOK.encode("é")
+    dec = ReplyDecoder(TOK, chat=False)
+    assert run(dec, e_acute[:1] + [sp("<|im_start|>")] + e_acute[1:])[0] == "é"
 
 
 def test_stop_string_does_not_span_a_tool_call():
@@ -151,16 +159,16 @@ def test_stop_string_does_not_span_a_tool_call():
     assert text == "abcd" and not dec.stopped
 
 
-def test_raw_mode_shows_control_tokens_but_not_the_final_stop():
+def test_raw_mode_drops_control_tokens_and_the_final_stop():
     ids = TOK.encode("a") + [sp("<|im_start|>")] + TOK.encode("b") + [TOK.eot_id]
     dec = ReplyDecoder(TOK, chat=False)
     text, _, _ = run(dec, ids, stop_last=True)
-    assert text == "a<|im_start|>b"
+    assert text == "ab"
 
 
 def test_chat_mode_drops_stray_control_tokens_and_a_call_without_result():
-    ids = TOK.encode("x") + [sp("<|result_end|>")] + [sp("<|calc_start|>")] + TOK.encode("1+1")
-    ids += [sp("<|calc_end|>")] + TOK.encode("y")  # tools off: no result follows the call
+    ids = TOK.encode("x") + [sp("<|result_end|>"), sp("<|im_start|>")] + [sp("<|calc_start|>")]
+    ids += TOK.encode("1+1") + [sp("<|calc_end|>")] + TOK.encode("y")  # tools off: no result follows
     dec = ReplyDecoder(TOK, chat=True)
     text, started, done = run(dec, ids)
     assert text == "xy" and started[0]["expression"] == "1+1" and done == []
@@ -179,7 +187,7 @@ def test_request_validation_names_the_field():
     assert ok.stops == ["x"] and ok.n == 1
     cases = [
         ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, "temperature"),
-        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": -3}, "seed"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 2**63}, "seed"),
         ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 17}, "stop"),
         ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "model"),
         ({"messages": [{"role": "user", "content": "hi"}]}, "model"),
@@ -190,7 +198,7 @@ def test_request_validation_names_the_field():
                 "messages": [{"role": "user", "content": "hi"}],
                 "stream_options": {"include_usage": True},
             },
-            None,
+            "stream_options",
         ),
     ]
     for body, param in cases:
@@ -281,6 +289,158 @@ def test_fields_accepted_and_ignored_are_still_checked_and_tool_choice_is_checke
                       (b'{"model": "m", "n": ' + b"9" * 5000 + b"}", "more than 4300 digits")):  # fmt: skip
         with pytest.raises(OpenAIError, match=says):
             parse_request(raw, ChatCompletionRequest)
+
+
+CLIENT_EXTRAS = {  # what the openai SDK, langchain-openai and Open WebUI were seen sending
+    "reasoning_effort": "low",
+    "verbosity": "low",
+    "prediction": {"type": "content", "content": "x"},
+    "web_search_options": {},
+    "repetition_penalty": 1.1,
+    "min_p": 0.05,
+    "chat_template_kwargs": {"enable_thinking": False},
+    "keep_alive": "5m",
+    "num_keep": 4,
+    "tool_servers": [],
+}
+
+
+def test_unknown_fields_are_ignored_with_one_warning_naming_them(caplog):
+    """Any unknown field was a 400 ("Unrecognized request argument"): real clients send fields of newer
+    versions of the spec and other servers' extras. vLLM accepts and ignores them, and so does this."""
+    m = [{"role": "user", "content": "hi"}]
+    known = {"safety_identifier": "u1", "prompt_cache_key": "k", "prompt_cache_retention": "24h"}
+    stream = {"stream": True, "stream_options": {"include_usage": True, "future_flag": 1}}
+    with caplog.at_level(logging.WARNING, logger="raychat.serving"):
+        req = parse(
+            {"model": "m", "messages": m, **CLIENT_EXTRAS, **known, **stream, "function_call": "auto"}
+        )
+        parse({"model": "m", "prompt": "a", "min_p": 0.1}, CompletionRequest)
+        parse({"model": "m", "messages": m, **known})  # ignored by name: no warning
+    assert req.include_usage and req.messages == m
+    warnings = [r.getMessage() for r in caplog.records if r.name == "raychat.serving"]
+    assert len(warnings) == 2, warnings  # one line per request, naming each ignored field
+    assert warnings[0].endswith(": " + ", ".join(map(repr, [*CLIENT_EXTRAS, "stream_options.future_flag"])))
+    assert warnings[1].endswith(": 'min_p'") and not any(k in " ".join(warnings) for k in known)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="raychat.serving"):  # a key cannot forge a log line
+        parse({"model": "m", "messages": m, "a\nFAKE LINE": 1, **{f"k{i}": 0 for i in range(30)}})
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line and "'a\\nFAKE LINE'" in line and line.endswith("and 11 more")
+    for extra, param in (  # a known field with a bad value is still a 400 naming it
+        ({"safety_identifier": 7}, "safety_identifier"),
+        ({"prompt_cache_retention": "forever"}, "prompt_cache_retention"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"function_call": {"name": "f"}}, "function_call"),
+    ):
+        with pytest.raises(OpenAIError) as e:
+            parse({"model": "m", "messages": m, **extra})
+        assert e.value.status == 400 and e.value.param == param, e.value.message
+    assert "'tools'" in e.value.message  # the deprecated functions API: told what to send instead
+
+
+def test_refusals_name_their_field():
+    """Settings refused by a check across fields carried ``param: null``; OpenAI names the field."""
+    m = [{"role": "user", "content": "hi"}]
+    chat_cases = [
+        ({"presence_penalty": 1}, "presence_penalty"),
+        ({"frequency_penalty": -1}, "frequency_penalty"),
+        ({"logit_bias": {"5": 1.0}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"logprobs": True, "top_logprobs": 2}, "top_logprobs"),
+        ({"top_logprobs": 0}, "top_logprobs"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+    ]
+    completion_cases = [
+        ({"logprobs": 2}, "logprobs"),
+        ({"suffix": "y"}, "suffix"),
+        ({"best_of": 3, "n": 2}, "best_of"),
+        ({"prompt": []}, "prompt"),
+    ]
+    for cases, kind, base in (
+        (chat_cases, ChatCompletionRequest, {"model": "m", "messages": m}),
+        (completion_cases, CompletionRequest, {"model": "m", "prompt": "a"}),
+    ):
+        for extra, param in cases:
+            with pytest.raises(OpenAIError) as e:
+                parse(base | extra, kind)
+            assert e.value.status == 400 and e.value.param == param, (extra, e.value.message)
+            assert e.value.message.startswith(f"Invalid value for '{param}': "), e.value.message
+    assert parse({"model": "m", "prompt": "a", "best_of": 2, "n": 2}, CompletionRequest).best_of == 2
+
+
+def test_any_int64_seed_and_top_p_zero_reach_the_engine(monkeypatch):
+    """The spec allows any int64 seed and top_p 0; both were 400s. A negative seed maps to one engine
+    seed; top_p 0 keeps only the most likely token (the engine's nucleus keeps nothing at 0 and
+    refuses it, so it is asked for top-k 1)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lm.engine.sampling import sample
+    from serving.served import ServedModel
+
+    m = [{"role": "user", "content": "hi"}]
+    model = SimpleNamespace(max_seq_len=64, chat=True, chat_format=CHAT)
+
+    def params(**fields):
+        return ServedModel.sampling(model, parse({"model": "m", "messages": m, **fields}), 10, None, False)  # type: ignore[arg-type]
+
+    assert params(seed=-3).seed == params(seed=-3).seed == 2**63 - 3 and params(seed=-(2**63)).seed == 0
+    assert params(seed=5).seed == 5 and params().seed is None
+    assert (params(top_p=0).top_p, params(top_p=0).top_k) == (1.0, 1)
+    assert (params(top_p=0.5, top_k=7).top_p, params(top_p=0.5, top_k=7).top_k) == (0.5, 7)
+    p = params(top_p=0, top_k=40, temperature=2.0)
+    logits = torch.randn(64, 50)
+    drawn = sample(logits, torch.full((64,), 2.0), torch.full((64,), p.top_k), torch.full((64,), p.top_p),
+                   torch.rand(64), want_logprobs=True)  # fmt: skip
+    assert torch.equal(drawn.tokens, logits.argmax(-1)) and torch.allclose(
+        drawn.sampled_logprobs, torch.zeros(64)
+    )
+
+
+def _chat_prompt(messages, note="You can use tools."):
+    from types import SimpleNamespace
+
+    from serving.served import ServedModel
+
+    model = SimpleNamespace(name="m", chat_format=CHAT, tools_note=note, max_seq_len=4096)
+    return ServedModel.chat_prompt(model, messages, None, ["calculator"])  # type: ignore[arg-type]
+
+
+def test_an_agent_turn_after_a_call_with_invalid_json_arguments_is_rendered_as_given():
+    """The server returns a model's invalid JSON arguments as written; the agent's next request, which
+    sends that turn back, was a 400 "'arguments' is not valid JSON". OpenAI accepts any string."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1'}}
+    loop = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "oops"},
+    ]
+    text = TOK.decode(_chat_prompt(loop))
+    assert '<tool_call>\n{"name": "f", "arguments": {"x": 1}\n</tool_call>' in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_a_conversation_ending_with_an_assistant_message_gets_a_new_turn():
+    """It was a 400 ("already ends with an assistant reply"); OpenAI and vLLM answer it."""
+    last = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "Hello"}]
+    noted = [{"role": "system", "content": "You can use tools."}, *last]
+    header = CHAT.render_prompt(noted[:2]).ids[len(CHAT.render_conversation(noted[:2]).ids) :]
+    assert _chat_prompt(last) == CHAT.render_conversation(noted).ids + header  # a new turn after "Hello"
+
+
+def test_errors_name_the_clients_message_not_the_tools_notes():
+    """With the tools note put before the client's messages, a bad message 0 was "message 1"."""
+    for messages, index in (
+        ([{"role": "wizard", "content": "x"}], 0),
+        ([{"role": "user", "content": "q"}, {"role": "tool", "content": "x"}], 1),
+        ([{"role": "system", "content": "s"}, {"role": "user"}], 1),  # the note joins this one
+    ):
+        with pytest.raises(OpenAIError) as e:
+            _chat_prompt(messages)
+        assert e.value.param == "messages", e.value.message
+        assert e.value.message.startswith(f"messages: message {index}:"), e.value.message
 
 
 def test_a_forced_call_returns_the_arguments_the_model_wrote():
