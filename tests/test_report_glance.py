@@ -32,6 +32,8 @@ def test_the_grpo_line_gives_the_standard_error_and_the_control() -> None:
         "heldout_accuracy_before": 0.125,
         "heldout_accuracy_after": 0.14,
         "heldout_accuracy_after_stderr": 0.0245,
+        "heldout_gain_stderr": 0.0337,
+        "gain_over_two_stderr": False,
         "heldout_problems": 200,
         "reward_first_steps": 0.053,
         "reward_last_steps": 0.078,
@@ -39,7 +41,7 @@ def test_the_grpo_line_gives_the_standard_error_and_the_control() -> None:
     }
     line = summary_line(numbers)
     assert line == (
-        "held-out accuracy 0.125 -> 0.140 (200 problems, standard error 0.025); "
+        "held-out accuracy 0.125 -> 0.140 (200 problems, standard error of the gain 0.034, within noise); "
         "training reward 0.053 -> 0.078 over 30 steps"
     )
     assert summary_line({**numbers, "control_sft_accuracy": 0.4}).endswith(

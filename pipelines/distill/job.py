@@ -185,6 +185,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     numbers: dict[str, Any] = {
         "teacher": str(teacher),
         "student_params": _params(start),
+        "student_init": str(start.model_dir) if d.student_init else "",  # "": fresh weights
         "teacher_params": _params(teacher_source),
         **{k: counts[k] for k in _COUNTED},
         "student_trained": True,

@@ -86,12 +86,13 @@ def write_fragment(
         if f"{who}_accuracy" in numbers
     ]
     rejected = ", ".join(f"{k} {v}" for k, v in counts["rejected"].items() if v) or "none"
+    start = f"starting from `{numbers['student_init']}`" if numbers.get("student_init") else "fresh weights"
     lines = [
         f"Teacher `{numbers['teacher']}` ({numbers['teacher_params']:,} parameters) answered "
         f"{counts['problems']:,} problems x {counts['samples'] // max(1, counts['problems'])} samples; "
         f"rejection sampling kept {counts['kept']:,} of {counts['samples']:,} replies "
         f"({100 * counts['keep_rate']:.1f}%, {counts['problems_with_a_kept_reply']:,} problems), rejected: "
-        f"{rejected}. The student ({numbers['student_params']:,} parameters, fresh weights) trained on "
+        f"{rejected}. The student ({numbers['student_params']:,} parameters, {start}) trained on "
         f"{counts['traces']:,} traces + {counts['other']:,} non-reasoning conversations for {numbers['steps']} "
         f"steps ({numbers['compute_tokens']:,} token positions)"
         + (

@@ -42,9 +42,11 @@ def summary_line(n: dict[str, Any]) -> str:
     def f(key: str) -> str:
         return number(n, key, 3)
 
+    within = "" if n.get("gain_over_two_stderr", True) else ", within noise"
     line = (
         f"held-out accuracy {f('heldout_accuracy_before')} -> {f('heldout_accuracy_after')} "
-        f"({n.get('heldout_problems', '-')} problems, standard error {f('heldout_accuracy_after_stderr')}); "
+        f"({n.get('heldout_problems', '-')} problems, standard error of the gain "
+        f"{f('heldout_gain_stderr')}{within}); "
         f"training reward {f('reward_first_steps')} -> {f('reward_last_steps')} over {n.get('steps', '-')} steps"
     )
     # the gain means little without what plain SFT would have done with the same CPU time

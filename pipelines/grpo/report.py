@@ -12,6 +12,7 @@ of the SFT control, with standard errors.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,9 @@ def write_results(
     head = rows[: max(1, min(5, len(rows) // 4))]
     tail = rows[-max(1, min(5, len(rows) // 4)) :]
     gain = after["accuracy"] - before.get("accuracy", 0.0)
-    se = max(after["accuracy_stderr"], before.get("accuracy_stderr", 0.0))
+    # the standard error of the gain, the difference of two estimates (unpaired: an upper bound, as
+    # both are scored on the same problems), not of either estimate alone
+    se = math.hypot(after["accuracy_stderr"], before.get("accuracy_stderr", 0.0))
     numbers: dict[str, Any] = {
         "mode": cfg.mode,
         "steps": state.version,
@@ -204,6 +207,7 @@ def write_results(
         "heldout_accuracy_after": after["accuracy"],
         "heldout_accuracy_after_stderr": after["accuracy_stderr"],
         "heldout_gain": gain,
+        "heldout_gain_stderr": se,
         "gain_over_two_stderr": gain > 2 * se,
         "reward_first_steps": _mean(head, "reward_mean"),
         "reward_last_steps": _mean(tail, "reward_mean"),
@@ -250,7 +254,9 @@ def write_results(
         )
     lines += [
         "",
-        f"{after['problems']} held-out problems; gain {gain:+.3f} (two standard errors: {2 * se:.3f}).",
+        f"{after['problems']} held-out problems; gain {gain:+.3f}, standard error of the gain {se:.3f} "
+        f"({'beyond' if gain > 2 * se else 'within'} two standard errors: "
+        f"{'a gain' if gain > 2 * se else 'not distinguishable from noise'}).",
         "",
     ]
     lines += ["### Training", ""]

@@ -111,6 +111,7 @@ def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:
     with ChatSession(sft_dir, cfg.sft.eval) as session:
         probes = probe(session, rows, c, seed)
     convs, probe_stats = probe_conversations(probes, load_heldout(str(data_dir)), seed, c.known_answers)
+    probe_stats["min_correct_share"] = c.min_correct_share  # what "knows" meant (the report says it)
     out_dir = run_dir.local("idk_data")
     out_dir.mkdir(parents=True, exist_ok=True)
     probed = out_dir / "probed.jsonl"

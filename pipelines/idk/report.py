@@ -20,6 +20,12 @@ def idk_fragment(
     name: str = "idk",
 ) -> None:
     p = numbers["probe"]
+    share = p.get("min_correct_share", 1.0)
+    knows = (
+        "correct in every sample, never hedged: correct and consistent, as in Llama 3"
+        if share >= 1.0
+        else f"correct in at least {share:g} of the samples, never hedged"
+    )
     sft = read_summary(run).get("sft", {})
     n_sft = sft.get("n", {})
     rows = [
@@ -49,7 +55,7 @@ def idk_fragment(
     ]  # fmt: skip
     parts = [
         f"Probed `models/sft` on {p['questions']} questions x {p['samples'] // max(1, p['questions'])} samples: "
-        f"it knows {p['known']} ({100 * p['known_share']:.1f}%, correct and consistent); the other {p['not_known']} "
+        f"it knows {p['known']} ({100 * p['known_share']:.1f}%: {knows}); the other {p['not_known']} "
         f"became refusal conversations ({p['conversations']} conversations written); then retrained on "
         f"{numbers['conversations']:,} conversations for {numbers['steps']} steps.",
         "",
