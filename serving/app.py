@@ -28,6 +28,8 @@ Topology (one deployment, ``ChatModel``, a FastAPI ingress):
   which load balancers and uptime probes read as down). A path with a trailing slash is served as
   the path without it: Starlette redirected it (307), and many clients do not follow a redirect of
   a POST. A 405 says which methods the path takes (``Allow``).
+- CORS (serving/cors.py), off unless ``cors_allow_origins`` names origins: then a browser's preflight
+  is answered without a key (browsers never send one on it) and every answer carries the headers.
 
 API keys: when any are configured (``api_keys`` or ``RAYCHAT_API_KEYS`` in the replica's environment)
 every ``/v1`` route needs ``Authorization: Bearer <key>`` (a header without the scheme, such as
@@ -53,6 +55,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.config import ServeConfig
+from serving.cors import ReplicaCors
 from serving.handlers import chat_completions, completions
 from serving.openai_api import (
     ChatCompletionRequest,
@@ -92,6 +95,9 @@ class NoTrailingSlash:
 
 
 api.add_middleware(NoTrailingSlash)
+# outermost of the two (added last), around the exception handlers: the answers they make (a 401, a
+# 404) carry the CORS headers too, and a preflight is answered before any route asks for a key
+api.add_middleware(ReplicaCors)
 
 
 def get_route(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -18,6 +18,7 @@ Which models are served, and for what (the rule):
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -139,6 +140,24 @@ class ServeConfig(StrictModel):
                 "an empty key would leave the server open to anyone: remove it or give a real key"
             )
         return keys
+
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="origins whose browser pages may call the API (CORS): exact origins such as "
+        "'http://localhost:3000', or '*' for any; empty: no CORS headers (serving/cors.py)",
+    )
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # a browser's Origin has no path and a lowercase host: "http://host:3000/" would never match
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/\s]+", origin.lower()):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], no path or trailing "
+                    "slash (as browsers send it), or '*'"
+                )
+        return [origin.lower() for origin in origins]
 
     tools: ToolSettings = ToolSettings()
     autoscaling: AutoscalingSettings = AutoscalingSettings()

@@ -207,6 +207,12 @@ def test_head_answers_like_get(server, http):
     ):
         r = http.request(method, path)
         assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == allow, (method, path)
+    # CORS is off without cors_allow_origins (serving/cors.py reads it in the replica): a preflight is
+    # a 405 still, and no answer names an origin
+    origin = {"Origin": "http://page.example"}
+    pre = http.options("/v1/chat/completions", headers={**origin, "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 405 and "access-control-allow-origin" not in pre.headers
+    assert "access-control-allow-origin" not in http.get("/v1/models", headers=origin).headers
 
 
 def test_a_trailing_slash_is_served_not_redirected(http):

@@ -14,6 +14,7 @@ from serving_helpers import base_model_dir, byte_tokenizer, make_run
 
 from lm.chat import ChatFormat
 from pipelines.errors import ConfigError
+from serving.config import ServeConfig
 from serving.decode import ReplyDecoder
 from serving.function_calls import Functions
 from serving.openai_api import ChatCompletionRequest, CompletionRequest, OpenAIError, parse_request
@@ -944,3 +945,91 @@ def test_a_trailing_slash_is_routed_as_the_path_without_it(root_path, path, rout
     scope = {"type": "http", "root_path": root_path, "path": path, "raw_path": path.encode()}
     asyncio.run(NoTrailingSlash(app)(scope, None, None))
     assert seen["path"] == routed and seen["raw_path"] == routed.encode()
+
+
+@pytest.fixture
+def replica(monkeypatch):
+    """``start(**settings)``: an HTTP client of the API as a replica serves it, without Ray: the app
+    frozen as ``serve.ingress`` freezes it (pickled), and a ``ChatModel`` with no models, the key
+    ``k1`` and these settings, which Serve's replica context hands the routes and the CORS middleware."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+    from ray import cloudpickle, serve
+
+    from serving.app import ChatModel, api
+
+    def start(**settings) -> TestClient:
+        model = object.__new__(ChatModel.func_or_class.__bases__[0])  # the class as written, not run
+        model.cfg, model.models, model.created = ServeConfig(**settings), {}, 0
+        model._keys = [hashlib.sha256(b"k1").digest()]
+        monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=model))
+        return TestClient(cloudpickle.loads(cloudpickle.dumps(api)))
+
+    return start
+
+
+PREFLIGHT = {
+    "Origin": "http://localhost:3000",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os",
+}
+
+
+@pytest.mark.parametrize("allowed", [["http://localhost:3000"], ["*"]])
+def test_cors_answers_preflight_without_a_key_and_marks_every_answer(replica, allowed):
+    """serving/cors.py in the API as a replica runs it: the preflight needs no key, the request does,
+    and every answer, the errors' included, carries the origin."""
+    from fastapi.testclient import TestClient
+    from starlette.responses import StreamingResponse
+
+    from serving.cors import OriginCors
+
+    http = replica(cors_allow_origins=allowed)
+    echo = "*" if allowed == ["*"] else "http://localhost:3000"
+    pre = http.options("/v1/chat/completions", headers=PREFLIGHT)  # no Authorization: browsers never send it
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == echo
+    assert set(pre.headers["access-control-allow-methods"].split(", ")) == {"GET", "POST", "HEAD", "OPTIONS"}
+    assert pre.headers["access-control-allow-headers"] == "authorization, content-type, x-stainless-os"
+    assert int(pre.headers["access-control-max-age"]) > 0
+    # without a preflight's own list, the headers every client sends are still allowed
+    bare = http.options("/v1/models/", headers={**PREFLIGHT, "Access-Control-Request-Headers": ""})
+    assert (
+        bare.status_code == 200
+        and bare.headers["access-control-allow-headers"] == "authorization, content-type"
+    )
+    origin = {"Origin": "http://localhost:3000"}
+    key = {**origin, "Authorization": "Bearer k1"}
+    answers = [
+        http.get("/v1/models", headers=key),  # 200
+        http.post("/v1/chat/completions", headers=origin, json={}),  # 401: the real request needs the key
+        http.post("/v1/chat/completions", headers=key, json={"model": "x", "messages": []}),  # 400
+        http.post("/v1/nothing", headers=key),  # 404 of the router
+    ]
+    assert [r.status_code for r in answers] == [200, 401, 400, 404]
+    for r in answers:
+        assert r.headers["access-control-allow-origin"] == echo, r.request.url
+        assert echo == "*" or "Origin" in r.headers["vary"]
+    # a stream (SSE) gets them with its start, as any answer
+    sse = StreamingResponse(iter(["data: [DONE]\n\n"]), media_type="text/event-stream")
+    r = TestClient(OriginCors(sse, allowed)).get("/", headers=origin)
+    assert r.headers["access-control-allow-origin"] == echo and r.text == "data: [DONE]\n\n"
+
+
+def test_cors_refuses_other_origins_and_is_off_by_default(replica):
+    """An origin not listed gets no Access-Control-* header (the browser refuses); no setting, none."""
+    http = replica(cors_allow_origins=["HTTP://LocalHost:3000"])  # origins are matched as browsers send them
+    other = {**PREFLIGHT, "Origin": "http://evil.example"}
+    refused = http.options("/v1/chat/completions", headers=other)
+    assert refused.status_code == 400 and not any(h.startswith("access-control-") for h in refused.headers)
+    r = http.get("/v1/models", headers={"Origin": "http://evil.example", "Authorization": "Bearer k1"})
+    assert r.status_code == 200 and not any(h.startswith("access-control-") for h in r.headers)
+    assert http.options("/v1/models", headers=PREFLIGHT).status_code == 200
+    # the default: no CORS header anywhere, and a preflight is the 405 it always was
+    off = replica()
+    assert off.options("/v1/chat/completions", headers=PREFLIGHT).status_code == 405
+    r = off.get("/v1/models", headers={"Origin": "http://localhost:3000", "Authorization": "Bearer k1"})
+    assert r.status_code == 200 and not any(h.startswith("access-control-") for h in r.headers)
+    with pytest.raises(ValueError, match="not an origin"):
+        ServeConfig(cors_allow_origins=["http://localhost:3000/"])
