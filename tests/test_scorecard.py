@@ -75,3 +75,20 @@ def test_a_stored_evaluation_is_reused_only_for_the_same_model_and_questions(tmp
     weights.write_bytes(weights.read_bytes())  # a model rewritten at the same path
     evaluate_model(cfg, model, ["arithmetic_with_calculator"], label="m", rows_by_set=more)
     assert len(calls) == 4
+
+
+def test_a_report_example_carries_the_graders_verdict() -> None:
+    """A transcript in report.md says how it was scored: a reader should not judge "Crayford is
+    twinned with Crayford." by eye."""
+    from pipelines.sft.scorecard import transcript_section
+
+    example = {
+        "messages": [{"role": "user", "content": "How many children did Covene Fenwick have?"}],
+        "reference": "2",
+        "reply": {"role": "assistant", "content": "2."},
+        "scores": {"accuracy": 1.0, "n": 1, "refusal_share": 0.0},
+    }
+    title, _, body, _ = transcript_section("A known fact", example)
+    assert title == "**A known fact** (reference: 2; judged: accuracy 1, refusal_share 0)"
+    assert "assistant: 2." in body
+    assert transcript_section("No scores", {**example, "scores": {}, "reference": None})[0] == "**No scores**"

@@ -130,7 +130,11 @@ def transcript_section(title: str, example: dict[str, Any] | None) -> list[str]:
     if example is None:
         return []
     ref = example.get("reference")
-    lines = [f"**{title}**" + (f" (reference: {ref})" if ref is not None else ""), ""]
+    notes = [f"reference: {ref}"] if ref is not None else []
+    scores = {k: v for k, v in example.get("scores", {}).items() if k != "n" and isinstance(v, int | float)}
+    if scores:  # the grader's verdict: a reader should not have to judge the reply by eye
+        notes.append("judged: " + ", ".join(f"{k} {v:g}" for k, v in scores.items()))
+    lines = [f"**{title}**" + (f" ({'; '.join(notes)})" if notes else ""), ""]
     return [*lines, transcript(example["messages"], example["reply"]), ""]
 
 
