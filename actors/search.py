@@ -34,7 +34,7 @@ import ray
 from lm.engine import ToolHook, text_tool
 from lm.search_index import META_FILE, SearchIndex, SearchIndexError
 from pipelines.records import Record, list_files, read_records
-from pipelines.train.fingerprints import fingerprint
+from pipelines.train.fingerprints import file_stamp, fingerprint
 
 log = logging.getLogger("raychat")
 
@@ -138,8 +138,7 @@ def _built_from(files: list[str], passage_words: int, language: str | None, fiel
     parts: list[str] = [str(passage_words), str(language), *fields]
     for name in sorted(files):
         try:
-            st = os.stat(name)
-            parts.append(f"{os.path.abspath(name)}:{st.st_size}:{st.st_mtime_ns}")
+            parts.append(f"{os.path.abspath(name)}:{file_stamp(name)}")
         except OSError:  # a remote path (s3://...): its name only
             parts.append(name)
     return fingerprint(*parts)

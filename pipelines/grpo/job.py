@@ -172,7 +172,7 @@ def _inputs(model: Path, rm_dir: Path | None, train: list[Any]) -> dict[str, str
 
     inputs = {
         INITIAL_MODEL: model_fingerprint(model),
-        TRAINING_DATA: fingerprint(*(f"{p.id}\t{p.question}\t{p.reference}" for p in train)),
+        TRAINING_DATA: fingerprint(*_problem_keys(train)),
     }
     if rm_dir is not None:
         inputs["the reward model"] = model_fingerprint(rm_dir)
@@ -184,8 +184,12 @@ def _held_out_stamp(test: list[Any], g: Any) -> str:
     ``eval`` settings changed scores the starting model again, so before and after stay comparable."""
     from pipelines.train.fingerprints import fingerprint
 
-    problems = (f"{p.id}\t{p.question}\t{p.reference}" for p in test)
-    return fingerprint(g.eval.model_dump_json(), *problems)
+    return fingerprint(g.eval.model_dump_json(), *_problem_keys(test))
+
+
+def _problem_keys(problems: list[Any]) -> list[str]:
+    """What a problem is, for a fingerprint: its id, question and reference."""
+    return [f"{p.id}\t{p.question}\t{p.reference}" for p in problems]
 
 
 def run(cfg: RunConfig, name: str = STAGE) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def world_data_dir(run: RunDir) -> Path:
 
 def _stamp(model_dir: str | Path, run: RunDir, rows_by_set: dict[str, list[dict[str, Any]]] | None) -> str:
     """What the scores were computed from besides the settings, as one short hash."""
-    from pipelines.train.fingerprints import fingerprint, model_fingerprint
+    from pipelines.train.fingerprints import file_stamp, fingerprint, model_fingerprint
 
     parts: list[str | bytes] = [model_fingerprint(Path(model_dir))]
     if rows_by_set is not None:
@@ -38,8 +38,7 @@ def _stamp(model_dir: str | Path, run: RunDir, rows_by_set: dict[str, list[dict[
         parts += [split.name, split.read_bytes()]
     corpus = run.world / "search_index.jsonl"
     if corpus.is_file():
-        st = corpus.stat()
-        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        parts.append(file_stamp(corpus))
     return fingerprint(*parts)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lm.train.task import TRAINING_DATA, TrainTask
 
-__all__ = ["INITIAL_MODEL", "TRAINING_DATA", "fingerprint", "model_fingerprint"]
+__all__ = ["INITIAL_MODEL", "TRAINING_DATA", "file_stamp", "fingerprint", "model_fingerprint"]
 
 INITIAL_MODEL = "the initial model"
 
@@ -27,6 +27,12 @@ def fingerprint(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def file_stamp(path: str | Path) -> str:
+    """A file's size and modification time: what tells a rewritten file without reading it."""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def model_fingerprint(model_dir: Path) -> str:
     """Which weights a run starts from: its config, its raychat.json, a sharded checkpoint's index and
     every weights file's name, size and time (a re-pretrained base rewrites them; hashing gigabytes of
@@ -34,8 +40,7 @@ def model_fingerprint(model_dir: Path) -> str:
     names = ("config.json", "raychat.json", "model.safetensors.index.json")
     parts: list[str | bytes] = [(model_dir / n).read_bytes() for n in names if (model_dir / n).is_file()]
     for weights in sorted(model_dir.glob("*.safetensors")):
-        st = weights.stat()
-        size_time = f"{st.st_size}:{st.st_mtime_ns}"  # one file: as checkpoints before shards recorded it
+        size_time = file_stamp(weights)  # one file: as checkpoints before shards recorded it
         parts.append(size_time if weights.name == "model.safetensors" else f"{weights.name}:{size_time}")
     return fingerprint(*parts)
 
