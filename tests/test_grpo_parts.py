@@ -237,3 +237,37 @@ def test_a_group_is_scored_by_the_rules_and_the_reward_model_and_failed_calls_ar
     assert metrics["rm_failed"] == 0.25 and metrics["reward_rm"] == pytest.approx(2.0)
     assert metrics["reward_world_arithmetic"] == 0.5 and metrics["reward_failed"] == 0.0
     assert "rm_failed" not in batch_metrics([g], grpo("group_size=4", "prompts_per_step=1"), step=0)
+
+
+def test_curves_name_a_lone_reward_and_leave_out_tools_never_called(tmp_path: Path, monkeypatch) -> None:
+    """One reward component is the mean itself (one line, named by it); calls per answer are on their
+    own axis, and a tool the policy never called draws no flat line."""
+    import pipelines.grpo.report as report
+    from pipelines.run_dir import RunDir
+
+    figures: dict[str, object] = {}
+
+    def keep(fig, run, stage, name, dpi=110) -> str:
+        figures[name] = fig
+        return name
+
+    monkeypatch.setattr(report, "save_plot", keep)
+    rows = [
+        {"step": s, "reward_mean": 0.1 * s, "reward_world_arithmetic": 0.1 * s, "clip_frac": 0.0,
+         "tool_calc_per_completion": 1.0 + s, "tool_search_per_completion": 0.0}
+        for s in range(1, 6)
+    ]  # fmt: skip
+    report.plot_curves(rows, RunDir(tmp_path), "grpo")
+
+    def labels(ax) -> list[str]:
+        return [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+
+    reward, clip = figures["curves"].axes[0], figures["curves"].axes[5]
+    assert labels(reward) == ["reward: world_arithmetic"]
+    calls = next(a for a in figures["curves"].axes if a is not clip and a.bbox.bounds == clip.bbox.bounds)
+    assert labels(clip) == ["clip fraction (left)"] and labels(calls) == ["calculator calls / answer (right)"]
+    assert clip.get_ylim()[0] == 0
+
+    rows[0]["reward_format"] = 0.5
+    report.plot_curves(rows, RunDir(tmp_path), "grpo")
+    assert labels(figures["curves"].axes[0]) == ["reward (weighted mean)", "world_arithmetic", "format"]

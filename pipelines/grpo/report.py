@@ -62,13 +62,14 @@ def plot_curves(rows: list[dict[str, Any]], run: RunDir, name: str) -> list[str]
     out = []
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     ax = axes[0][0]
-    series(ax, "reward_mean", "reward (mean)", color="C0")
-    for i, key in enumerate(
-        k
-        for k in rows[-1]
-        if k.startswith("reward_") and k not in ("reward_mean", "reward_std", "reward_failed")
-    ):
-        series(ax, key, key.removeprefix("reward_"), color=f"C{i + 1}")
+    skip = ("reward_mean", "reward_std", "reward_failed")
+    components = list(dict.fromkeys(k for r in rows for k in r if k.startswith("reward_") and k not in skip))
+    if len(components) == 1:  # the mean is that one reward: one line, named by it
+        series(ax, "reward_mean", f"reward: {components[0].removeprefix('reward_')}", color="C0")
+    else:
+        series(ax, "reward_mean", "reward (weighted mean)", color="C0")
+        for i, key in enumerate(components):
+            series(ax, key, key.removeprefix("reward_"), color=f"C{i + 1}")
     ax.set_title("reward")
     ax.legend(fontsize=7)
     series(axes[0][1], "accuracy", color="C2")
@@ -81,10 +82,20 @@ def plot_curves(rows: list[dict[str, Any]], run: RunDir, name: str) -> list[str]
     series(axes[1][1], "entropy", "entropy", color="C6")
     axes[1][1].set_title("KL and entropy")
     axes[1][1].legend(fontsize=7)
-    series(axes[1][2], "clip_frac", "clip fraction", color="C7")
-    series(axes[1][2], "tool_calc_per_completion", "calculator calls", color="C8")
+    series(axes[1][2], "clip_frac", "clip fraction (left)", color="C7")
+    axes[1][2].set_ylabel("share of tokens clipped")
+    calls = axes[1][2].twinx()  # calls per answer are counts, not shares: their own scale
+    tools = {"calc": "calculator", "search": "search"}
+    for i, (tool, label) in enumerate(tools.items()):
+        if any(r.get(f"tool_{tool}_per_completion") for r in rows):  # a tool never called: no flat line
+            series(calls, f"tool_{tool}_per_completion", f"{label} calls / answer (right)", color=f"C{8 + i}")
+    calls.set_ylim(bottom=0)
+    for share in (axes[1][0], axes[1][2]):  # shares start at 0, a flat 0 stays at the bottom
+        share.set_ylim(0, max(0.05, share.get_ylim()[1]))
     axes[1][2].set_title("clipping and tool calls")
-    axes[1][2].legend(fontsize=7)
+    lines = axes[1][2].get_lines() + calls.get_lines()
+    named = [ln for ln in lines if not ln.get_label().startswith("_")]
+    axes[1][2].legend(named, [ln.get_label() for ln in named], fontsize=7)
     for a in axes.flat:
         a.set_xlabel("learner step")
     fig.suptitle("GRPO over training (light: per step; dark: moving average)")
