@@ -328,3 +328,17 @@ def test_teacher_samples_are_drawn_again_for_another_seed_or_teacher(tmp_path) -
     weights = teacher / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert _stamp(teacher, problems, d, None, seed=0) != first
+
+
+def test_accuracy_figure_carries_error_bars_of_the_heldout_size() -> None:
+    """Teacher, student and control differ by a few points on 200 problems: the bars show +-2 s.e."""
+    from matplotlib.container import ErrorbarContainer
+
+    from pipelines.distill.report import _accuracy_figure
+
+    numbers = {"teacher_accuracy": 0.89, "student_accuracy": 0.685, "student_sft_only_accuracy": 0.46}
+    fig = _accuracy_figure({**numbers, "n_heldout": 200, "kept": 948, "rejected": {"wrong": 3052}})
+    (bars,) = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = bars.lines[2]
+    half_widths = sorted(round(float(s[1][1] - s[0][1]) / 2, 4) for s in segments.get_segments())
+    assert half_widths == sorted(round(2 * (p * (1 - p) / 200) ** 0.5, 4) for p in numbers.values())

@@ -133,10 +133,12 @@ def _accuracy_figure(numbers: dict[str, Any]) -> Any:
         "student_sft_only": "#8c8c8c",
         "student_logit": "#937860",
     }
-    bars = left.bar(labels, values, color=[colors[who] for who in labels])
-    left.bar_label(bars, fmt="%.3f")
-    left.set_ylim(0, max([*values, 0.05]) * 1.25)
-    left.set_ylabel("held-out accuracy")
+    n = numbers.get("n_heldout") or 0
+    errors = [2 * math.sqrt(v * (1 - v) / n) if n else 0.0 for v in values]  # binomial, +-2 s.e.
+    bars = left.bar(labels, values, yerr=errors, capsize=5, color=[colors[who] for who in labels])
+    left.bar_label(bars, fmt="%.3f", padding=2)
+    left.set_ylim(0, max([*(v + e for v, e in zip(values, errors, strict=True)), 0.05]) * 1.25)
+    left.set_ylabel("held-out accuracy (+-2 s.e.)")
     left.set_title(f"accuracy on {numbers.get('n_heldout')} held-out problems")
     reasons = {"kept": numbers.get("kept", 0), **numbers.get("rejected", {})}
     right.barh(list(reasons), list(reasons.values()), color=["#55a868"] + ["#c44e52"] * (len(reasons) - 1))
