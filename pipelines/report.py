@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pipelines import storage
+from pipelines.report_terms import terms_section
 from pipelines.run_dir import RunDir, read_summary
 
 if TYPE_CHECKING:
@@ -83,8 +84,12 @@ def write_report(graph: Graph) -> str:
         parts += [f"## {key}", "", table(scalars(extra.pop(key))), ""]
     if extra:
         parts += ["## other", "", "```json", json.dumps(extra, indent=2, default=str), "```", ""]
+    text = "\n".join(parts)
+    terms = terms_section(text)  # the glossary of the terms this report uses
+    if terms:
+        text += "\n" + terms
     location = run.at("report")
-    storage.write_bytes_atomic(location, "\n".join(parts).encode("utf-8"))
+    storage.write_bytes_atomic(location, text.encode("utf-8"))
     log.info("report: %s", location)
     return location
 
