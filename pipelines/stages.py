@@ -204,7 +204,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tokenize",
         TokenizeConfig,
-        "train or load the tokenizer and write token shards (Ray Data)",
+        "train or load the tokenizer and write token shards (Ray tasks)",
         consumes=_tokenize_consumes,
         produces=lambda s: ["tokenizer", "tokens"],
     ),
