@@ -198,6 +198,9 @@ def _two_rank_worker(rank: int, port: int, out_dir: str) -> None:
                 grads[name] = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
             if rank == 0:
                 torch.save({"grads": grads, "stats": stats}, Path(out_dir) / f"{strategy}-{precision}.pt")
+        # both ranks leave together: a rank tearing gloo down while the other still has its pairs open
+        # aborted now and then ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
