@@ -32,8 +32,9 @@ TERMS: tuple[tuple[str, str, str], ...] = (
     (
         "bits per byte (bpb)",
         r"\bbpb\b|bits per byte",
-        "the validation loss in bits, divided by the bytes of text: unlike loss per token it does not "
-        "depend on the tokenizer, so models with different vocabularies compare",
+        "the validation loss summed over its tokens, in bits, divided by the bytes of text they hold: "
+        "unlike loss per token it does not depend on the tokenizer, so models with different "
+        "vocabularies compare",
     ),
     (
         "greedy / sampled",
@@ -117,7 +118,7 @@ TERMS: tuple[tuple[str, str, str], ...] = (
         "calculator / search calls",
         r"<\|calc_start\||calculator|<\|search_start\|",
         "tool calls the model writes between the tool's start and end tokens; the engine runs them and "
-        "injects the result between <|result_start|> and <|result_end|>, which no loss trains on",
+        "injects the result between `<|result_start|>` and `<|result_end|>`, which no loss trains on",
     ),
 )
 
