@@ -33,13 +33,18 @@ def logit_stage(name: str) -> str:
     return f"{name}_logit"
 
 
+def _stderr(accuracy: float, n: int) -> float:
+    """The binomial standard error of an accuracy on ``n`` problems."""
+    return math.sqrt(accuracy * (1 - accuracy) / max(1, n))
+
+
 def logit_verdict(numbers: dict[str, Any]) -> dict[str, Any]:
     """Which distillation won on the held-out problems, and whether the gap is beyond noise: two
     standard errors of the difference of two accuracies on ``n`` problems (binomial, unpaired; the
     problems are the same, so this is conservative)."""
     logit, seq, n = numbers["student_logit_accuracy"], numbers["student_accuracy"], numbers["n_heldout"]
     gap = logit - seq
-    two_se = 2 * math.sqrt((logit * (1 - logit) + seq * (1 - seq)) / max(1, n))
+    two_se = 2 * math.hypot(_stderr(logit, n), _stderr(seq, n))
     winner = "tie" if gap == 0 else "logit" if gap > 0 else "sequence"
     return {
         "logit_minus_sequence": round(gap, 4),
@@ -134,7 +139,7 @@ def _accuracy_figure(numbers: dict[str, Any]) -> Any:
         "student_logit": "#937860",
     }
     n = numbers.get("n_heldout") or 0
-    errors = [2 * math.sqrt(v * (1 - v) / n) if n else 0.0 for v in values]  # binomial, +-2 s.e.
+    errors = [2 * _stderr(v, n) if n else 0.0 for v in values]
     bars = left.bar(labels, values, yerr=errors, capsize=5, color=[colors[who] for who in labels])
     left.bar_label(bars, fmt="%.3f", padding=2)
     left.set_ylim(0, max([*(v + e for v, e in zip(values, errors, strict=True)), 0.05]) * 1.25)
