@@ -66,7 +66,10 @@ def run_ablation(
         until = round(abl.epochs * len(examples))
         steps = max(steps, count_steps(examples.lengths, stream, until, sft.batch_rows, sft.seq_len))
     # the same compute for every layout: the step count of the longest one
-    settings = sft.model_copy(update={"max_steps": max(1, steps), "lr": abl.lr or sft.lr})
+    # no pretraining replay here: the layouts compare arithmetic data alone, step for step
+    settings = sft.model_copy(
+        update={"max_steps": max(1, steps), "lr": abl.lr or sft.lr, "pretrain_replay": 0.0}
+    )
     numbers: dict[str, Any] = {
         "ablation_steps": max(1, steps),
         "ablation_problems": len(data[abl.layouts[0]][0]),

@@ -99,6 +99,13 @@ class SFTConfig(TrainingConfig):
     mixture_size: int | None = Field(
         None, ge=1, description="examples in the mixture split by source weight; null = by epochs"
     )
+    pretrain_replay: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="windows of the run's pretraining tokens mixed in, as a multiple of the conversations' "
+        "tokens, every token trained (pipelines/sft/replay.py: keeps what the base knew; 0 = off)",
+    )
     seq_len: int = Field(512, ge=16, description="tokens per packed row; longer conversations are cut")
     batch_rows: int = Field(8, ge=1, description="packed rows per optimizer step over all workers")
     micro_batch_rows: int = Field(8, ge=1, description="rows per worker per forward/backward")

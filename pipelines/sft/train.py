@@ -143,6 +143,13 @@ def train_chat_model(
     log_skipped(stage, examples, val_examples, skips_expected)
     if not len(examples):
         raise ConfigError(f"{stage}: no trainable conversations ({dict(examples.skipped) or 'none given'})")
+    conversations = len(examples)
+    if sft.pretrain_replay > 0:
+        from pipelines.sft.replay import replay_examples, replay_windows, with_replay
+
+        count = replay_windows(examples, sft.pretrain_replay, sft.seq_len)
+        replay = replay_examples(run.tokens, tok.vocab_size, count, sft.seq_len, sft.seed or cfg.seed)
+        examples = with_replay(examples, replay)
     data_dir = run.scratch(stage, "tokens")
     examples.save(data_dir / "train.npz")
     val_examples.save(data_dir / "val.npz")
@@ -183,12 +190,13 @@ def train_chat_model(
         },
         logit=logit,
     )
-    trained_tokens = examples.trained_tokens()
+    trained_tokens = examples.trained_tokens()  # replayed pretraining tokens included
     log.info(
-        "%s: %s conversations (%s assistant tokens, %d cut to %d tokens, %d skipped), %d validation; "
-        "%d steps of %d rows x %d tokens from %s",
-        stage, f"{len(examples):,}", f"{trained_tokens:,}", examples.cut, sft.seq_len,
-        sum(examples.skipped.values()), len(val_examples), steps, sft.batch_rows, sft.seq_len, source.model_dir,
+        "%s: %s conversations (%s trained tokens, %d cut to %d tokens, %d skipped), %d validation, "
+        "%d pretraining windows replayed; %d steps of %d rows x %d tokens from %s",
+        stage, f"{conversations:,}", f"{trained_tokens:,}", examples.cut, sft.seq_len,
+        sum(examples.skipped.values()), len(val_examples), len(examples) - conversations, steps,
+        sft.batch_rows, sft.seq_len, source.model_dir,
     )  # fmt: skip
     result = fit(FitSpec(stage=stage, run_dir=str(run.root), config=sft, task=task), cfg.ray)
     outcome = result.return_value or {}
@@ -213,7 +221,8 @@ def train_chat_model(
     first = next((r["loss"] for r in history if r.get("loss") is not None), None)
     return {
         "init": str(source.model_dir),
-        "conversations": len(examples),
+        "conversations": conversations,
+        "replay_windows": len(examples) - conversations,
         "validation_conversations": len(val_examples),
         "skipped": dict(examples.skipped),
         "cut": examples.cut,
