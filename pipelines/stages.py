@@ -135,8 +135,13 @@ def _model_consumed(init: str | None, cfg: Any, default: str) -> list[str]:
 
 
 def _sft_consumes(s: Any, cfg: Any) -> list[str]:
-    # its model, and the tiny world's conversations when it trains on them and the run has a world stage
-    return [*_model_consumed(s.init, cfg, "pretrain"), *(["world?"] if s.world_kinds else [])]
+    # its model, the tiny world's conversations when it trains on them and the run has a world stage,
+    # and the run's tokens when it replays pretraining text (an imported init model orders it nowhere else)
+    return [
+        *_model_consumed(s.init, cfg, "pretrain"),
+        *(["world?"] if s.world_kinds else []),
+        *(["tokenize?"] if s.pretrain_replay else []),
+    ]
 
 
 def rm_default_init(cfg: Any) -> str:

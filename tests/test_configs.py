@@ -83,6 +83,7 @@ def test_tiny_config_is_the_defaults_but_for_the_keys_it_names() -> None:
         "world.arithmetic_max_steps",
         "world.arithmetic_number_scale",
         "sft_data.splits.arithmetic_cold_start",
+        "sft.pretrain_replay",
         "grpo.control.enabled",
         "rm.seq_len",
         "serve.run_models",

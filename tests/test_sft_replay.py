@@ -90,7 +90,7 @@ def test_a_fine_tune_with_replay_trains_on_conversations_and_pretraining_rows(tm
     source = _source(tmp_path / "base", 1)
     train, val = _conversations(20), _conversations(3, seed=1)
     settings = SFTConfig(seq_len=SEQ * 4, batch_rows=2, micro_batch_rows=2, max_steps=4)
-    with pytest.raises(ConfigError, match="tokens.*missing"):
+    with pytest.raises(ConfigError, match="run the tokenize stage first"):
         train_chat_model(
             cfg, "sft", settings.model_copy(update={"pretrain_replay": 1.0}), train, val, "sft", source
         )
@@ -111,3 +111,47 @@ def test_a_fine_tune_with_replay_trains_on_conversations_and_pretraining_rows(tm
     )  # about as many tokens as the conversations
     assert mixed_train.mask[mixed_train.offsets[plain] :].all()
     assert mixed_val.fingerprint() == plain_val.fingerprint()
+
+
+def test_replay_follows_the_sft_seed_even_when_it_is_zero(tmp_path, until_ray):  # noqa: F811
+    """``sft.seed: 0`` is a seed, not "unset": the run's seed must not change which windows replay."""
+    source = _source(tmp_path / "base", 1)
+    train, val = _conversations(20), _conversations(3, seed=1)
+    settings = SFTConfig(
+        seq_len=SEQ * 4, batch_rows=2, micro_batch_rows=2, max_steps=4, pretrain_replay=1.0, seed=0
+    )
+    fingerprints = []
+    for run_seed in (5, 6):
+        run = tmp_path / f"run{run_seed}"
+        _tokens(run)
+        cfg = load_config(None, [f"run_dir={run}", f"seed={run_seed}"])
+        with pytest.raises(RayWouldStart):
+            train_chat_model(cfg, "sft", settings, train, val, "sft", source)
+        fingerprints.append(Examples.load(until_ray[-1].task.train_file).fingerprint())
+    assert fingerprints[0] == fingerprints[1]
+
+
+def test_the_layout_ablation_never_replays(tmp_path, monkeypatch):
+    """The ablation compares layouts step for step on arithmetic alone: replay is off there even when
+    sft sets it, so it needs no tokens and its models see only their layout's problems."""
+    import json
+
+    from pipelines.run_dir import RunDir
+    from pipelines.sft import ablation
+
+    seen: list[SFTConfig] = []
+
+    def capture(cfg, stage, settings, *args, **kwargs):
+        seen.append(settings)
+        raise RayWouldStart
+
+    monkeypatch.setattr(ablation, "train_chat_model", capture)
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", "sft.pretrain_replay=0.5"])
+    data_dir = tmp_path / "sft_data"
+    (data_dir / "ablation").mkdir(parents=True)
+    for layout in cfg.sft.ablation.layouts:
+        lines = "".join(json.dumps(c) + "\n" for c in _conversations(60))
+        (data_dir / "ablation" / f"arithmetic_{layout}.jsonl").write_text(lines)
+    with pytest.raises(RayWouldStart):
+        ablation.run_ablation(cfg, RunDir(tmp_path / "run"), _source(tmp_path / "base", 1), data_dir)
+    assert seen and seen[0].pretrain_replay == 0.0 and cfg.sft.pretrain_replay == 0.5

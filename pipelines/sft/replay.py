@@ -16,7 +16,6 @@ validation conversations stay conversations only, so ``val_loss`` keeps its mean
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from pipelines.errors import ConfigError
 from pipelines.pretrain.data import TokenSplit
 from pipelines.sft.data import Examples
+from pipelines.tokenize.shards import TokenShardError, read_index
 
 
 def replay_windows(examples: Examples, share: float, seq_len: int) -> int:
@@ -36,19 +36,18 @@ def replay_examples(tokens_dir: Path, vocab_size: int, count: int, seq_len: int,
 
     ``vocab_size`` is the fine-tuned tokenizer's: tokens made by another tokenizer would be noise to
     the model, so a mismatch (or no tokens at all) is a ConfigError naming the directory."""
-    index = tokens_dir / "index.json"
-    if not index.is_file():
+    try:
+        made_with = read_index(tokens_dir).vocab_size
+        split = TokenSplit.open(tokens_dir, "train")
+    except TokenShardError as e:
         raise ConfigError(
-            f"sft.pretrain_replay needs the run's pretraining tokens, and {index} is missing: "
-            "run the tokenize stage first, or set sft.pretrain_replay to 0"
-        )
-    made_with = json.loads(index.read_text()).get("vocab_size")
+            f"sft.pretrain_replay needs the run's pretraining tokens: {e} (or set sft.pretrain_replay to 0)"
+        ) from None
     if made_with != vocab_size:
         raise ConfigError(
             f"sft.pretrain_replay: the tokens in {tokens_dir} were made by a tokenizer of {made_with} ids, "
             f"the model being fine-tuned uses {vocab_size}; replay needs the same tokenizer"
         )
-    split = TokenSplit.open(tokens_dir, "train")
     width = seq_len + 1
     if split.num_tokens < width:
         raise ConfigError(

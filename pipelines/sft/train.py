@@ -143,18 +143,19 @@ def train_chat_model(
     log_skipped(stage, examples, val_examples, skips_expected)
     if not len(examples):
         raise ConfigError(f"{stage}: no trainable conversations ({dict(examples.skipped) or 'none given'})")
-    conversations = len(examples)
+    seed = sft.seed if sft.seed is not None else cfg.seed
+    conversations, trained_tokens = len(examples), examples.trained_tokens()
     if sft.pretrain_replay > 0:
         from pipelines.sft.replay import replay_examples, replay_windows, with_replay
 
         count = replay_windows(examples, sft.pretrain_replay, sft.seq_len)
-        replay = replay_examples(run.tokens, tok.vocab_size, count, sft.seq_len, sft.seed or cfg.seed)
-        examples = with_replay(examples, replay)
+        examples = with_replay(
+            examples, replay_examples(run.tokens, tok.vocab_size, count, sft.seq_len, seed)
+        )
     data_dir = run.scratch(stage, "tokens")
     examples.save(data_dir / "train.npz")
     val_examples.save(data_dir / "val.npz")
 
-    seed = sft.seed if sft.seed is not None else cfg.seed
     model_config = source.model_config.model_copy(
         update={"max_seq_len": max(source.model_config.max_seq_len, sft.seq_len)}
     )
@@ -190,12 +191,12 @@ def train_chat_model(
         },
         logit=logit,
     )
-    trained_tokens = examples.trained_tokens()  # replayed pretraining tokens included
+    replayed_tokens = examples.trained_tokens() - trained_tokens
     log.info(
-        "%s: %s conversations (%s trained tokens, %d cut to %d tokens, %d skipped), %d validation, "
-        "%d pretraining windows replayed; %d steps of %d rows x %d tokens from %s",
+        "%s: %s conversations (%s assistant tokens, %d cut to %d tokens, %d skipped), %d validation, "
+        "%s replayed pretraining tokens; %d steps of %d rows x %d tokens from %s",
         stage, f"{conversations:,}", f"{trained_tokens:,}", examples.cut, sft.seq_len,
-        sum(examples.skipped.values()), len(val_examples), len(examples) - conversations, steps,
+        sum(examples.skipped.values()), len(val_examples), f"{replayed_tokens:,}", steps,
         sft.batch_rows, sft.seq_len, source.model_dir,
     )  # fmt: skip
     result = fit(FitSpec(stage=stage, run_dir=str(run.root), config=sft, task=task), cfg.ray)
@@ -211,7 +212,8 @@ def train_chat_model(
             "step": ckpt["step"],
             "init": str(source.model_dir),
             "source_run": str(run.root),
-            "examples": len(examples),
+            "examples": conversations,
+            "replay_windows": len(examples) - conversations,
             "val_loss": ckpt["last"].get("val_loss"),
             TRAINED_ON: trained_on_record(_source_files([*train, *val])),  # raychat eval's warning
             **(meta or {}),
@@ -227,6 +229,7 @@ def train_chat_model(
         "skipped": dict(examples.skipped),
         "cut": examples.cut,
         "assistant_tokens": trained_tokens,
+        "replayed_tokens": replayed_tokens,
         "steps": ckpt["step"],
         "epochs": ckpt.get("epoch"),
         "first_train_loss": first,
