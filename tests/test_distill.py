@@ -58,6 +58,10 @@ def test_rejection_keeps_exactly_the_correct_well_formatted_distinct_replies() -
         cand(PROBLEM, "3*4 = 12.\n#### 12", finish="length", i=7),  # cut at the token limit
         cand(OTHER, "10-3 = 7 pens.\n#### 7", i=0),  # kept (a worked reference: '#### 7')
         cand(OTHER, "10-3 = 7 pens, Velmar said.\n#### 7", i=1),  # names a held-out entity
+        # right and well formatted, but its calculator call is empty: no messages record can hold it
+        cand(
+            OTHER, reply("10-3 = ", {"type": "calc", "expression": "", "result": "error"}, "7.\n#### 7"), i=2
+        ),
     ]
     chooser = TraceFilter(
         RejectionConfig(per_prompt=2), "gsm8k", heldout_mentions=lambda t: ["Velmar"] * ("Velmar" in t)
@@ -77,10 +81,11 @@ def test_rejection_keeps_exactly_the_correct_well_formatted_distinct_replies() -
         ("world:0", 6): "bad_format",
         ("world:0", 7): "unfinished",
         ("world:1", 1): "heldout",
+        ("world:1", 2): "malformed",
     }
     counts = sel.counts()
-    assert counts["samples"] == 10 and counts["kept"] == 3 and set(counts["rejected"]) == set(REASONS)
-    assert sum(counts["rejected"].values()) == 7 and counts["problems_with_a_kept_reply"] == 2
+    assert counts["samples"] == 11 and counts["kept"] == 3 and set(counts["rejected"]) == set(REASONS)
+    assert sum(counts["rejected"].values()) == 8 and counts["problems_with_a_kept_reply"] == 2
 
     # without dedup the repeats count towards the cap; R1's format rule replaces GSM8K's
     no_dedup = TraceFilter(RejectionConfig(per_prompt=2, dedup=False), "gsm8k").select(candidates[:3])

@@ -9,6 +9,8 @@ A reply is judged once, by the first test it fails, in this order (the reasons c
 
 - ``unfinished``: it did not end with ``<|im_end|>`` (cut at the token limit, a tool error, a refused
   prompt) - a cut reply is not a trace to imitate even when its last number happens to be right;
+- ``malformed``: it cannot be written as a ``messages`` record (a tool call with an empty expression
+  or query, which a small teacher does write): the student's data would not load;
 - ``scoring_error``: a rule raised or timed out (lm/rewards.py scores such an item 0);
 - ``bad_format``: the format rule scored below ``min_reward`` (``gsm8k_format``: working, then one
   final line ``#### N``; ``r1_format``: ``<think>...</think><answer>...</answer>``);
@@ -30,14 +32,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lm.chat_messages import text_of
+from lm.chat_messages import ChatFormatError, normalize_conversation, text_of
 from lm.reward_config import RewardConfig, RuleReward
 from lm.reward_process import scorer_for
 from lm.rewards import RewardItem
 from pipelines.distill.config import RejectionConfig
 from pipelines.distill.prompts import Problem
 
-REASONS = ("unfinished", "scoring_error", "bad_format", "wrong", "heldout", "duplicate", "over_cap")
+REASONS = (
+    "unfinished",
+    "malformed",
+    "scoring_error",
+    "bad_format",
+    "wrong",
+    "heldout",
+    "duplicate",
+    "over_cap",
+)
 FORMAT_RULES = {"gsm8k": "gsm8k_format", "r1": "r1_format"}
 
 
@@ -114,7 +125,8 @@ class TraceFilter:
         self.heldout_mentions = heldout_mentions
 
     def select(self, candidates: Sequence[Candidate]) -> Selection:
-        finished = [c for c in candidates if self._finished(c)]
+        unfit = [self._unfit(c) for c in candidates]  # "unfinished", "malformed" or None
+        finished = [c for c, why in zip(candidates, unfit, strict=True) if why is None]
         scores = iter(
             self.scorer.score(
                 [
@@ -126,9 +138,9 @@ class TraceFilter:
         kept: list[Candidate] = []
         rejected: list[tuple[Candidate, str]] = []
         seen: dict[str, list[str]] = defaultdict(list)  # kept replies' keys
-        for c in candidates:
-            if not self._finished(c):
-                rejected.append((c, "unfinished"))
+        for c, why in zip(candidates, unfit, strict=True):
+            if why is not None:
+                rejected.append((c, why))
                 continue
             reason = self._reason(c, next(scores), seen[c.problem.id])
             if reason is None:
@@ -138,8 +150,14 @@ class TraceFilter:
                 rejected.append((c, reason))
         return Selection(kept, rejected)
 
-    def _finished(self, c: Candidate) -> bool:
-        return c.finish_reason == "stop" or not self.cfg.require_finished
+    def _unfit(self, c: Candidate) -> str | None:
+        if c.finish_reason != "stop" and self.cfg.require_finished:
+            return "unfinished"
+        try:
+            normalize_conversation(c.conversation({}))
+        except ChatFormatError:
+            return "malformed"
+        return None
 
     def _reason(self, c: Candidate, score: Any, kept_keys: list[str]) -> str | None:
         if score.status != "ok":
