@@ -54,8 +54,9 @@ def replay_examples(tokens_dir: Path, vocab_size: int, count: int, seq_len: int,
             f"sft.pretrain_replay: {tokens_dir} holds {split.num_tokens} tokens, less than one row"
         )
     starts = np.random.default_rng([seed, 7]).integers(0, split.num_tokens - width + 1, size=count)
-    ids = np.concatenate([split.read(int(s), width).astype(np.int32) for s in starts]) if count else []
-    ids = np.asarray(ids, dtype=np.int32)
+    ids = np.concatenate([np.zeros(0, np.int32), *(split.read(int(s), width) for s in starts)]).astype(
+        np.int32
+    )
     offsets = np.arange(count + 1, dtype=np.int64) * width
     return Examples(ids, np.ones(len(ids), dtype=np.uint8), offsets)
 

@@ -18,12 +18,8 @@ def sft_fragment(
     """metrics/sft.md: training in one line, the evaluation table, the ablation, transcripts."""
     n = numbers.get("n", {})
     replayed = numbers.get("replayed_tokens") or 0
-    trained = (
-        f"{numbers['assistant_tokens']:,} assistant tokens and {replayed:,} replayed pretraining tokens, "
-        "the only tokens with a loss"
-        if replayed
-        else f"{numbers['assistant_tokens']:,} assistant tokens, the only tokens with a loss"
-    )
+    also = f" and {replayed:,} replayed pretraining tokens" if replayed else ""
+    trained = f"{numbers['assistant_tokens']:,} assistant tokens{also}, the only tokens with a loss"
     parts = [
         f"Fine-tuned `{numbers['init']}` on {numbers['conversations']:,} conversations ({trained}) for "
         f"{numbers['steps']} steps: validation loss per assistant token {_f(numbers.get('val_loss_start'))} "
