@@ -136,8 +136,11 @@ def serve_and_ask(graph: Graph, run: RunDir) -> None:
     with serving(cfg, "serve", shutdown=shutdown) as (url, served):
         answers = smoke_requests(url, served, keys[0] if keys else None)
     for a in answers:
-        reply = " ".join(str(a["reply"]).split())[:70]
-        print(f"  {a['model']:12} {'ok ' if a['ok'] else 'FAILED'} {reply!r}")
+        reply = repr(" ".join(str(a["reply"]).split())[:70])
+        notes = [f"[{call[:40]}]" for call in a.get("tool_calls", [])]
+        if a.get("finish_reason") == "length":
+            notes.append("(cut at max_tokens)")
+        print(f"  {a['model']:12} {'ok ' if a['ok'] else 'FAILED'} {' '.join([reply, *notes])}")
     numbers = {
         "models": ", ".join(m.name for m in served),
         "url": url,

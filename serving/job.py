@@ -136,6 +136,8 @@ def smoke_requests(
     import urllib.error
     import urllib.request
 
+    from serving.decode import TOOL_KINDS
+
     results = []
     for m in models:
         if m.chat:
@@ -156,9 +158,18 @@ def smoke_requests(
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 reply = json.load(response)
             choice = reply["choices"][0]
-            text = choice["message"]["content"] if m.chat else choice["text"]
+            text = (choice["message"]["content"] or "") if m.chat else choice["text"]
+            tools = choice["message"].get("raychat_tool_uses") or [] if m.chat else []
             results.append(
-                {"model": m.name, "ok": True, "reply": text, "seconds": round(time.time() - started, 2)}
+                {
+                    "model": m.name,
+                    "ok": True,
+                    "reply": text,
+                    "finish_reason": choice.get("finish_reason"),
+                    # a reply spent on a tool call is empty text: what it called says why
+                    "tool_calls": [f"{u['type']}: {u[TOOL_KINDS[u['type']][2]]}" for u in tools],
+                    "seconds": round(time.time() - started, 2),
+                }
             )
         except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
             results.append({"model": m.name, "ok": False, "reply": f"{type(e).__name__}: {e}"})

@@ -129,4 +129,8 @@ def test_the_demo_ends_by_serving_every_model_and_asking_each_one(tmp_path_facto
     numbers = read_summary(RunDir(run))["serve"]
     assert sorted(a["model"] for a in numbers["smoke"]) == ["base", "sft"]
     assert numbers["smoke_ok"] == 2 and all(a["reply"] for a in numbers["smoke"]), numbers
+    # why a reply is as it is: how it ended, and the tool calls it spent its tokens on
+    assert all(a["finish_reason"] in {"stop", "length"} and "tool_calls" in a for a in numbers["smoke"]), (
+        numbers
+    )
     assert not serve_is_up()  # the app deleted and Serve shut down: nothing left on a joined cluster
