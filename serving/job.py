@@ -158,8 +158,9 @@ def smoke_requests(
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 reply = json.load(response)
             choice = reply["choices"][0]
-            text = (choice["message"]["content"] or "") if m.chat else choice["text"]
-            tools = choice["message"].get("raychat_tool_uses") or [] if m.chat else []
+            message = choice.get("message") or {}  # a completion's choice has none
+            text = (message["content"] or "") if m.chat else choice["text"]
+            tools = message.get("raychat_tool_uses") or []
             results.append(
                 {
                     "model": m.name,
